@@ -1,0 +1,1 @@
+//! MQTT over TLS for sdwan-agent and sdwan-discovery: broker URL, rustls client setup, topics, backoff, status documents.

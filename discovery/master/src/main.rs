@@ -1,0 +1,2 @@
+//! sdwan-discovery: the master. Watches Kubernetes, plans, publishes changed payloads over MQTT.
+fn main() {}
