@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every test of the project, installing what the tests need first (tests/setup.sh).
+# Idempotent; works on a fresh Debian machine of the project's kind and on one already set up.
+#
+#   tests/run-all.sh            everything (what CI runs)
+#   SKIP_SETUP=1 tests/run-all.sh   skip the installs
+#
+# Each step's result is printed in a table at the end; the exit code is non-zero when any failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target}
+
+if [ "${SKIP_SETUP:-0}" != 1 ]; then
+    bash tests/setup.sh || { echo "tests/setup.sh failed"; exit 1; }
+fi
+
+names=() results=() secs=()
+step() {
+    local name=$1
+    shift
+    echo
+    echo "=== $name: $*"
+    local t0=$SECONDS
+    if "$@"; then results+=(pass); else results+=(FAIL); fi
+    names+=("$name")
+    secs+=($((SECONDS - t0)))
+}
+
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+step tests cargo nextest run --workspace --locked --profile ci
+step doc-tests cargo test --workspace --doc --locked
+step no-std bash cross/check-no-std.sh
+step cross-build bash cross/build.sh
+step cross-qemu bash cross/test.sh
+
+echo
+echo "=== summary"
+passed=0 failed=0
+for i in "${!names[@]}"; do
+    printf '%-14s %-5s %5ss\n' "${names[$i]}" "${results[$i]}" "${secs[$i]}"
+    if [ "${results[$i]}" = pass ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+done
+echo "steps: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
