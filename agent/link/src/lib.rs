@@ -1,1 +1,35 @@
-//! MQTT over TLS for sdwan-agent and sdwan-discovery: broker URL, rustls client setup, topics, backoff, status documents.
+//! MQTT over TLS for sdwan-agent and sdwan-discovery: broker URL, rustls client setup, topics,
+//! backoff, status documents. Both programs build their MQTT connection from this crate, so the
+//! TLS rules (always verify the server certificate and host name, ring provider) live in one place.
+//!
+//! Layout:
+//! - [`url`]: [`BrokerUrl`], `mqtts://host:port` (default port 8883) or `mqtt://` (1883, plain,
+//!   warned about).
+//! - [`tls`]: rustls [`rustls::ClientConfig`] from CA / client certificate / key PEM files
+//!   (ring crypto provider; no switch to skip server verification exists).
+//! - [`options`]: [`LinkOptions`], everything a connection needs, turned into
+//!   [`rumqttc::MqttOptions`] for the sync `Client` (agent) or the `AsyncClient` (master, tokio).
+//! - [`topics`]: [`Topics`], the four topic builders under a prefix, and topic parsing.
+//! - [`backoff`]: [`Backoff`], capped exponential reconnect delay with seeded jitter.
+//! - [`status`]: [`Status`], the retained status document agents publish.
+//! - [`error`]: [`LinkError`], every way setting up a link can fail, naming the file or field.
+//!
+//! `rumqttc` and `rustls` are re-exported so users build against the same versions.
+
+pub mod backoff;
+pub mod error;
+pub mod options;
+pub mod status;
+pub mod tls;
+pub mod topics;
+pub mod url;
+
+pub use backoff::Backoff;
+pub use error::LinkError;
+pub use options::LinkOptions;
+pub use status::{State, Status};
+pub use topics::{TopicKind, Topics, DEFAULT_PREFIX};
+pub use url::{BrokerUrl, Scheme};
+
+pub use rumqttc;
+pub use rustls;

@@ -1,0 +1,125 @@
+//! Reconnect delays: capped exponential backoff with jitter, deterministic for a given seed.
+
+use std::time::Duration;
+
+/// Delay before the n-th reconnect attempt: the window `min(cap, base * 2^n)`; the delay is
+/// drawn uniformly from its upper half ("equal jitter"), so it never drops to zero yet many
+/// agents restarted together spread out. [`Backoff::reset`] after a successful connection.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    /// A backoff starting at `base`, never above `cap`, with jitter from `seed`.
+    pub fn new(base: Duration, cap: Duration, seed: u64) -> Backoff {
+        Backoff {
+            base,
+            cap: cap.max(base),
+            attempt: 0,
+            // xorshift must not start at 0
+            rng: seed ^ 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    /// The agent's default: 500 ms doubling up to 60 s.
+    pub fn with_seed(seed: u64) -> Backoff {
+        Backoff::new(Duration::from_millis(500), Duration::from_secs(60), seed)
+    }
+
+    /// The next delay; each call doubles the window until the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let window = self
+            .base
+            .checked_mul(1u32 << self.attempt.min(20))
+            .unwrap_or(self.cap)
+            .min(self.cap);
+        self.attempt = self.attempt.saturating_add(1);
+        let half = window / 2;
+        let span = (window - half).as_nanos() as u64;
+        let jitter = if span == 0 {
+            0
+        } else {
+            self.next_u64() % (span + 1)
+        };
+        half + Duration::from_nanos(jitter)
+    }
+
+    /// Back to the first delay, after a successful connection.
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// Attempts since the last reset.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn grows_to_the_cap_within_the_jitter_window() {
+        let mut b = Backoff::new(ms(100), ms(1000), 7);
+        let windows = [100, 200, 400, 800, 1000, 1000, 1000];
+        for w in windows {
+            let d = b.next_delay();
+            assert!(
+                d >= ms(w / 2) && d <= ms(w),
+                "delay {d:?} outside [{}, {w}] ms",
+                w / 2
+            );
+        }
+        for _ in 0..100 {
+            assert!(b.next_delay() <= ms(1000));
+        }
+    }
+
+    #[test]
+    fn reset_starts_over() {
+        let mut b = Backoff::new(ms(100), ms(10_000), 1);
+        for _ in 0..5 {
+            b.next_delay();
+        }
+        b.reset();
+        assert_eq!(b.attempts(), 0);
+        assert!(b.next_delay() <= ms(100));
+    }
+
+    #[test]
+    fn same_seed_same_delays_other_seed_other_delays() {
+        let run = |seed| {
+            let mut b = Backoff::new(ms(100), ms(60_000), seed);
+            (0..10).map(|_| b.next_delay()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(42), run(42));
+        assert_ne!(run(42), run(43));
+    }
+
+    #[test]
+    fn huge_attempt_counts_do_not_overflow() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60), 3);
+        for _ in 0..1000 {
+            assert!(b.next_delay() <= Duration::from_secs(60));
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! [`LinkOptions`]: everything an MQTT connection needs, and the [`rumqttc::MqttOptions`] made
+//! from it. The same options serve rumqttc's sync `Client` (agent) and its tokio `AsyncClient`
+//! (master).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+
+use crate::{tls, BrokerUrl, LinkError, Scheme};
+
+/// Largest MQTT packet accepted or sent by default: a 1 MiB payload (the payload limit) plus
+/// room for topic and headers, so oversized payloads reach the agent's validation and are
+/// rejected there with a status instead of breaking the connection.
+pub const DEFAULT_MAX_PACKET: usize = 1024 * 1024 + 64 * 1024;
+
+/// Connection settings shared by agent and master.
+#[derive(Debug, Clone)]
+pub struct LinkOptions {
+    /// The broker.
+    pub broker: BrokerUrl,
+    /// CA certificates (PEM) the server certificate must chain to. `None`: the system bundle
+    /// [`tls::SYSTEM_CA_BUNDLE`]. Ignored for `mqtt://`.
+    pub ca: Option<PathBuf>,
+    /// Client certificate chain (PEM), for certificate authentication.
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    pub key: Option<PathBuf>,
+    /// MQTT username.
+    pub username: Option<String>,
+    /// File holding the MQTT password (one trailing newline is removed).
+    pub password_file: Option<PathBuf>,
+    /// MQTT client id; agents use their gateway id (stable, for the persistent session).
+    pub client_id: String,
+    /// Keepalive interval.
+    pub keep_alive: Duration,
+    /// `false` for a persistent session (the broker keeps subscriptions and queued QoS 1
+    /// messages across reconnects).
+    pub clean_session: bool,
+    /// Largest packet in either direction.
+    pub max_packet: usize,
+}
+
+impl LinkOptions {
+    /// Options with the defaults: no TLS files, 30 s keepalive, persistent session.
+    pub fn new(broker: BrokerUrl, client_id: &str) -> LinkOptions {
+        LinkOptions {
+            broker,
+            ca: None,
+            cert: None,
+            key: None,
+            username: None,
+            password_file: None,
+            client_id: client_id.to_string(),
+            keep_alive: Duration::from_secs(30),
+            clean_session: false,
+            max_packet: DEFAULT_MAX_PACKET,
+        }
+    }
+
+    /// The rustls configuration for this link (`None` for `mqtt://`): verifies the server
+    /// against [`LinkOptions::ca`] and presents the client certificate if one is set.
+    pub fn tls_config(&self) -> Result<Option<rustls::ClientConfig>, LinkError> {
+        let client = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (Some(c), None) => {
+                return Err(LinkError::CertKeyPair {
+                    given: c.clone(),
+                    missing: "--key",
+                })
+            }
+            (None, Some(k)) => {
+                return Err(LinkError::CertKeyPair {
+                    given: k.clone(),
+                    missing: "--cert",
+                })
+            }
+            (None, None) => None,
+        };
+        match self.broker.scheme {
+            Scheme::Plain => Ok(None),
+            Scheme::Tls => tls::client_config(self.ca.as_deref(), client).map(Some),
+        }
+    }
+
+    /// The password from [`LinkOptions::password_file`], if any.
+    pub fn password(&self) -> Result<Option<String>, LinkError> {
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let bytes = tls::read_file("password file", path)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        if text.is_empty() {
+            return Err(LinkError::EmptyPassword { path: path.clone() });
+        }
+        Ok(Some(text.to_string()))
+    }
+
+    /// rumqttc options: transport (TLS with [`LinkOptions::tls_config`] or TCP), credentials,
+    /// keepalive, session, packet size. Reads the TLS and password files now, so every file
+    /// problem shows at start-up. Add a last will with `set_last_will` before connecting.
+    pub fn mqtt_options(&self) -> Result<MqttOptions, LinkError> {
+        if self.client_id.is_empty() || self.client_id.chars().count() > 64 {
+            return Err(LinkError::BadClientId {
+                client_id: self.client_id.clone(),
+            });
+        }
+        let mut o = MqttOptions::new(
+            self.client_id.clone(),
+            self.broker.host.clone(),
+            self.broker.port,
+        );
+        o.set_keep_alive(self.keep_alive.max(Duration::from_secs(1)));
+        o.set_clean_session(self.clean_session);
+        o.set_max_packet_size(self.max_packet, self.max_packet);
+        if let Some(cfg) = self.tls_config()? {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(cfg),
+            )));
+        }
+        match (&self.username, self.password()?) {
+            (Some(u), p) => {
+                o.set_credentials(u.clone(), p.unwrap_or_default());
+            }
+            (None, Some(_)) => return Err(LinkError::PasswordWithoutUsername),
+            (None, None) => {}
+        }
+        Ok(o)
+    }
+}

@@ -1,0 +1,165 @@
+//! The status document an agent publishes, retained, on `P/gateways/ID/status` or
+//! `P/nodes/NODE/status`:
+//! `{"state":"online"|"offline","serial":42|null,"error":"text"|null,"version":"0.1.0"}`.
+//! `serial` is the serial in use, `error` the last rejection or failure (null when the last
+//! payload was applied). The last will is the same document with `"state":"offline"`.
+//!
+//! [`Status::to_json`] is a hand-written emitter (no serde_json in the agent binary);
+//! [`Status::from_json`] parses with serde-json-core; the type also derives serde's
+//! `Deserialize`, so the master can use serde_json if it prefers. Unknown fields are ignored
+//! when parsing, so later agents may add some.
+
+use std::fmt::Write as _;
+
+use serde::Deserialize;
+
+/// Whether the agent is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Connected and applying payloads.
+    Online,
+    /// The last will (or a clean shutdown).
+    Offline,
+}
+
+/// One status document.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Status {
+    /// Online or offline.
+    pub state: State,
+    /// Serial of the payload in use, `None` when the agent has none yet.
+    pub serial: Option<u32>,
+    /// The last error (rejected payload, failed apply), `None` after a successful apply.
+    pub error: Option<String>,
+    /// Agent version (`CARGO_PKG_VERSION`).
+    pub version: String,
+}
+
+/// A status document that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadStatus(pub String);
+
+impl std::fmt::Display for BadStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "status document: {}", self.0)
+    }
+}
+
+impl std::error::Error for BadStatus {}
+
+impl Status {
+    /// An online status.
+    pub fn online(serial: Option<u32>, error: Option<String>, version: &str) -> Status {
+        Status {
+            state: State::Online,
+            serial,
+            error,
+            version: version.to_string(),
+        }
+    }
+
+    /// The offline document used as last will.
+    pub fn offline(serial: Option<u32>, version: &str) -> Status {
+        Status {
+            state: State::Offline,
+            serial,
+            error: None,
+            version: version.to_string(),
+        }
+    }
+
+    /// The JSON document, fields in the documented order.
+    pub fn to_json(&self) -> String {
+        let mut s = String::with_capacity(64 + self.error.as_ref().map_or(0, |e| e.len() + 8));
+        s.push_str("{\"state\":");
+        s.push_str(match self.state {
+            State::Online => "\"online\"",
+            State::Offline => "\"offline\"",
+        });
+        s.push_str(",\"serial\":");
+        match self.serial {
+            Some(n) => {
+                let _ = write!(s, "{n}");
+            }
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"error\":");
+        match &self.error {
+            Some(e) => push_json_string(&mut s, e),
+            None => s.push_str("null"),
+        }
+        s.push_str(",\"version\":");
+        push_json_string(&mut s, &self.version);
+        s.push('}');
+        s
+    }
+
+    /// Parses a status document.
+    pub fn from_json(bytes: &[u8]) -> Result<Status, BadStatus> {
+        let mut scratch = vec![0u8; bytes.len()];
+        let (status, _) = serde_json_core::from_slice_escaped::<Status>(bytes, &mut scratch)
+            .map_err(|e| BadStatus(e.to_string()))?;
+        Ok(status)
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+fn push_json_string(s: &mut String, text: &str) {
+    s.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            '\t' => s.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(s, "\\u{:04x}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emits_the_documented_shape() {
+        let s = Status::online(Some(42), None, "0.1.0");
+        assert_eq!(
+            s.to_json(),
+            r#"{"state":"online","serial":42,"error":null,"version":"0.1.0"}"#
+        );
+        let s = Status::offline(None, "0.1.0");
+        assert_eq!(
+            s.to_json(),
+            r#"{"state":"offline","serial":null,"error":null,"version":"0.1.0"}"#
+        );
+    }
+
+    #[test]
+    fn round_trips_awkward_error_text() {
+        let s = Status::online(
+            Some(7),
+            Some("record 3: bad \"data\" \\ tab\there\nline\u{1}é".into()),
+            "0.1.0",
+        );
+        let json = s.to_json();
+        assert_eq!(Status::from_json(json.as_bytes()).unwrap(), s);
+    }
+
+    #[test]
+    fn ignores_unknown_fields_and_refuses_garbage() {
+        let s = Status::from_json(
+            br#"{"state":"offline","serial":null,"error":null,"version":"9","extra":[1,{"a":2}]}"#,
+        )
+        .unwrap();
+        assert_eq!(s.state, State::Offline);
+        assert!(Status::from_json(b"{\"state\":\"sleepy\"}").is_err());
+        assert!(Status::from_json(b"not json").is_err());
+    }
+}
