@@ -1,0 +1,212 @@
+//! Command line: `--KEY VALUE` for every config key (see [`crate::config::KEYS`]), plus
+//! `--config FILE`, `--help` and `--version`. Parsed with lexopt (small, no clap).
+//!
+//! Precedence: defaults, then the config file, then the flags. A `--listen` on the command line
+//! replaces the file's `listen` lines.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::config::{Config, ConfigError, KEYS};
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the agent with this configuration.
+    Run(Box<Config>),
+    /// Print [`HELP`] and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// A command line that cannot be used.
+#[derive(Debug)]
+pub enum CliError {
+    /// lexopt's own error (unknown flag, missing value, stray argument, non-UTF-8 value).
+    Syntax(String),
+    /// A flag's value, or the config file, is bad.
+    Config(ConfigError),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Syntax(s) => write!(f, "{s} (see --help)"),
+            CliError::Config(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CliError {}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::Config(e)
+    }
+}
+
+impl From<lexopt::Error> for CliError {
+    fn from(e: lexopt::Error) -> Self {
+        CliError::Syntax(e.to_string())
+    }
+}
+
+/// `sdwan-agent --help`.
+pub const HELP: &str = "\
+sdwan-agent: authoritative DNS for the SD-WAN service names on a branch gateway.
+
+Usage: sdwan-agent [--config FILE] [--listen ADDR]... [--zone-file FILE] [OPTIONS]
+
+Serves the zone it holds on every --listen address over UDP and TCP. With --zone-file it
+serves that zone payload (JSON, version 1); with no zone at all it answers REFUSED.
+
+DNS:
+  --listen ADDR             IP:PORT to serve on, UDP and TCP; repeatable; IPv6 as [::1]:5353
+                            (default 127.0.0.1:5353)
+  --zone-file FILE          zone payload v1 to serve from the start
+  --tcp-idle-timeout SECS   close a TCP connection idle this long (default 10)
+  --tcp-max-connections N   concurrent TCP connections; more are closed at once (default 64)
+  --user USER               after binding, switch to USER and its primary group
+
+MQTT (zones pushed by sdwan-discovery):
+  --broker URL              mqtts://HOST:PORT (mqtt:// only for tests, with a warning)
+  --ca FILE                 CA certificate (PEM) that signed the broker's certificate
+  --cert FILE               client certificate (PEM)
+  --key FILE                client private key (PEM)
+  --username NAME           MQTT user name
+  --password-file FILE      file holding the MQTT password
+  --gateway-id ID           this gateway's id: zones come from PREFIX/gateways/ID/zone
+  --topic-prefix PREFIX     topic prefix (default sdwan/v1/default)
+  --state-dir DIR           keep the last good zone here and serve it at start
+
+Worker mode (proxy configuration sink; not implemented yet):
+  --node-id NODE            this worker's node name
+  --proxy-dir DIR           directory for the proxy configuration
+  --check-cmd CMD           command that checks the configuration
+  --reload-cmd CMD          command that reloads the proxy
+
+Other:
+  --config FILE             read 'key = value' lines (same keys as the flags, without --);
+                            flags given on the command line win
+  -h, --help                print this help
+  -V, --version             print the version
+
+Logging goes to stderr; set the level with RUST_LOG (default info), e.g. RUST_LOG=debug.
+";
+
+/// Parses the process's arguments (without the program name).
+pub fn parse<I>(args: I) -> Result<Command, CliError>
+where
+    I: IntoIterator,
+    I::Item: Into<OsString>,
+{
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut config_file: Option<PathBuf> = None;
+    let mut flags: Vec<(&'static str, String)> = Vec::new();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Short('V') | Long("version") => return Ok(Command::Version),
+            Long("config") => config_file = Some(parser.value()?.into()),
+            Long(name) => {
+                let Some(key) = KEYS.iter().find(|k| **k == name) else {
+                    return Err(arg.unexpected().into());
+                };
+                let value = parser.value()?.string()?;
+                flags.push((key, value));
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let mut config = Config::default();
+    if let Some(path) = &config_file {
+        config.read_file(path)?;
+    }
+    if flags.iter().any(|(k, _)| *k == "listen") {
+        config.listen.clear();
+    }
+    for (key, value) in &flags {
+        config.set(&format!("--{key}"), key, value)?;
+    }
+    config.finish();
+    Ok(Command::Run(Box::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse(args.iter().copied()) {
+            Ok(Command::Run(c)) => Ok(*c),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(c.topic_prefix, "sdwan/v1/default");
+        assert_eq!(c.zone_file, None);
+    }
+
+    #[test]
+    fn every_key_is_a_flag_and_appears_in_help() {
+        for key in KEYS {
+            assert!(
+                HELP.contains(&format!("--{key} ")),
+                "--{key} missing in --help"
+            );
+        }
+        let c = run(&[
+            "--listen=[::1]:53",
+            "--listen",
+            "127.0.0.1:53",
+            "--zone-file",
+            "z.json",
+            "--broker",
+            "mqtts://broker:8883",
+            "--gateway-id",
+            "gw-espoo",
+            "--topic-prefix",
+            "sdwan/v1/prod",
+            "--check-cmd",
+            "nginx -t",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.broker.as_deref(), Some("mqtts://broker:8883"));
+        assert_eq!(c.topic_prefix, "sdwan/v1/prod");
+        assert_eq!(c.check_cmd.as_deref(), Some("nginx -t"));
+    }
+
+    #[test]
+    fn bad_command_lines() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--lisen", "x"], "invalid option '--lisen'"),
+            (&["--listen"], "missing argument for option '--listen'"),
+            (
+                &["--listen", "localhost:53"],
+                "--listen: bad value 'localhost:53'",
+            ),
+            (&["stray"], "unexpected argument"),
+            (
+                &["--tcp-max-connections", "0"],
+                "--tcp-max-connections: bad value '0'",
+            ),
+            (
+                &["--config", "/nonexistent/agent.conf"],
+                "cannot read config file",
+            ),
+        ];
+        for (args, want) in cases {
+            let err = run(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: got {err:?}, want {want:?}");
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! sdwan-agent: the daemon around `sdwan-agent-core`. It owns sockets, flags, config files,
+//! logging and (in other modules) MQTT and persistence; the DNS logic is all in the core.
+//!
+//! Layout:
+//! - [`cli`]: command line (lexopt) into a [`config::Config`]; `--help` text.
+//! - [`config`]: the settings, `key = value` config files, defaults.
+//! - [`store`]: [`store::ZoneStore`], the zone in use behind an atomic swap, and
+//!   [`store::load_payload`] (payload bytes to a compiled zone).
+//! - [`server`]: UDP and TCP servers, socket binding, dropping root.
+//! - [`run`]: start-up order: load the zone, bind, drop privileges, serve.
+//!
+//! `main.rs` only parses the command line, sets up logging and calls [`run`].
+
+pub mod cli;
+pub mod config;
+pub mod server;
+pub mod store;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use log::{info, warn};
+use sdwan_agent_core::PayloadError;
+
+use config::Config;
+use store::{OwnedZone, ZoneStore};
+
+/// The agent's version (`--version`, status documents).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the agent stopped or could not start.
+#[derive(Debug)]
+pub enum Error {
+    /// The zone file cannot be read.
+    ZoneFileRead {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The zone file is not a valid zone payload v1.
+    ZoneFileInvalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the record.
+        error: PayloadError,
+    },
+    /// A listen address cannot be bound.
+    Bind(server::BindError),
+    /// `--user` failed.
+    User(server::user::UserError),
+    /// A server thread could not be started or stopped on a socket error.
+    Server(std::io::Error),
+    /// A mode that this build does not implement yet.
+    NotImplemented(&'static str),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ZoneFileRead { path, error } => {
+                write!(f, "cannot read zone file {}: {error}", path.display())
+            }
+            Error::ZoneFileInvalid { path, error } => {
+                write!(f, "zone file {} rejected: {error}", path.display())
+            }
+            Error::Bind(e) => e.fmt(f),
+            Error::User(e) => e.fmt(f),
+            Error::Server(e) => write!(f, "server stopped: {e}"),
+            Error::NotImplemented(what) => write!(f, "{what} is not implemented yet"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Reads and validates a zone payload file.
+pub fn load_zone_file(path: &Path) -> Result<OwnedZone, Error> {
+    let bytes = std::fs::read(path).map_err(|error| Error::ZoneFileRead {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    store::load_payload(&bytes).map_err(|error| Error::ZoneFileInvalid {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// Logs what a newly loaded zone holds.
+pub fn log_zone(source: &str, zone: &OwnedZone) {
+    info!(
+        "zone loaded from {source}: gateway {}, origin {}, serial {}, {} records",
+        zone.gateway(),
+        zone.origin(),
+        zone.serial(),
+        zone.record_count()
+    );
+}
+
+/// Runs the agent: loads the zone, binds every listen address, drops privileges, serves.
+/// Returns only on an error.
+pub fn run(config: &Config) -> Result<(), Error> {
+    info!("sdwan-agent {VERSION} starting");
+    if config.worker_mode() {
+        return Err(Error::NotImplemented(
+            "worker mode (--node-id, --proxy-dir, --check-cmd, --reload-cmd)",
+        ));
+    }
+    let store = Arc::new(ZoneStore::new());
+    if let Some(path) = &config.zone_file {
+        let zone = load_zone_file(path)?;
+        log_zone(&path.display().to_string(), &zone);
+        store.swap(zone);
+    }
+    // MQTT mode (persisted zone from --state-dir, then the broker) plugs in here.
+    if config.broker.is_some() {
+        return Err(Error::NotImplemented("MQTT mode (--broker)"));
+    }
+
+    let bound = server::bind(&config.listen).map_err(Error::Bind)?;
+    if let Some(user) = &config.user {
+        let (uid, gid) = server::user::switch_to(user).map_err(Error::User)?;
+        info!("running as user {user} (uid {uid}, gid {gid})");
+    }
+    if store.is_empty() {
+        warn!("no zone loaded: every query is answered REFUSED until a zone arrives");
+    }
+    let limits = server::TcpLimits {
+        idle_timeout: config.tcp_idle_timeout,
+        max_connections: config.tcp_max_connections,
+    };
+    let running = server::spawn(bound, store.clone(), limits).map_err(Error::Server)?;
+    Err(Error::Server(running.wait()))
+}
