@@ -43,8 +43,8 @@ pub enum Error {
     ZoneFileInvalid {
         /// The file.
         path: PathBuf,
-        /// What is wrong, naming the record.
-        error: PayloadError,
+        /// What is wrong, naming the record (boxed: it carries the record's name).
+        error: Box<PayloadError>,
     },
     /// A listen address cannot be bound.
     Bind(server::BindError),
@@ -83,7 +83,7 @@ pub fn load_zone_file(path: &Path) -> Result<OwnedZone, Error> {
     })?;
     store::load_payload(&bytes).map_err(|error| Error::ZoneFileInvalid {
         path: path.to_path_buf(),
-        error,
+        error: Box::new(error),
     })
 }
 

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use arc_swap::{ArcSwapOption, Guard};
-use sdwan_agent_core::payload::PayloadErrorKind;
+use sdwan_agent_core::payload::{PayloadErrorKind, Text};
 use sdwan_agent_core::{compile, compiled_size_bound, PayloadError, Zone};
 
 /// A compiled zone held on the heap, as the daemon keeps it.
@@ -61,6 +61,10 @@ pub fn load_payload(payload: &[u8]) -> Result<OwnedZone, PayloadError> {
     // reported like a malformed payload rather than a crash.
     Zone::from_compiled(buf).map_err(|_| PayloadError {
         record: None,
-        kind: PayloadErrorKind::Malformed,
+        name: Text::EMPTY,
+        kind: PayloadErrorKind::Json {
+            field: "",
+            what: "the compiled zone was refused by its reader (a bug in sdwan-agent-core)",
+        },
     })
 }
