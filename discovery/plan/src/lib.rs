@@ -1,1 +1,28 @@
-//! Pure planning: cluster model + topology -> zone payload per gateway and proxy payload per worker.
+//! Pure planning: cluster model + topology -> zone payload per gateway and proxy payload per
+//! worker. No I/O, no async: data in, payload bytes out (`docs/planning.md`).
+//!
+//! Layout:
+//! - [`snapshot`]: the cluster model ([`Snapshot`]) filled from k8s-openapi Nodes, Services
+//!   and EndpointSlices, or from `kubectl get ... -o json` output; [`InputError`].
+//! - [`topology`]: the topology file ([`Topology`], `docs/topology.md`); [`TopologyError`].
+//! - [`plan`](mod@plan): [`plan()`] and its result: [`ZoneContent`] per gateway (rendered to
+//!   zone payload v1, `docs/payload.md`), [`ProxyContent`] per worker
+//!   (`docs/payload-proxy.md`), [`Warning`]s; the record budget that keeps every payload
+//!   inside the contract's limits.
+//! - [`planner`]: [`Planner`], which keeps state and re-plans only what a [`Change`] touches.
+//! - [`dns`]: DNS label and name rules.
+
+pub mod dns;
+pub mod plan;
+pub mod planner;
+pub mod snapshot;
+pub mod topology;
+
+pub use plan::{
+    plan, Plan, ProxyContent, ProxyPort, ProxyService, Record, RecordType, Warning, ZoneContent,
+};
+pub use planner::{Change, Changed, Planner};
+pub use snapshot::{
+    InputError, InputErrorKind, NodeInfo, PortInfo, Protocol, ServiceInfo, Snapshot,
+};
+pub use topology::{Gateway, Topology, TopologyError, TopologyErrorKind};
