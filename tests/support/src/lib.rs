@@ -1,1 +1,31 @@
-//! Test harness shared by the integration tests: temp dirs, free ports, waiting with deadlines, real peers (mosquitto, nginx, dnsmasq, dig).
+//! Test harness shared by the integration tests: temp dirs, free ports, waiting with
+//! deadlines, child processes that are always reaped, and real peers (dig/kdig, dnsmasq; more
+//! peers such as mosquitto live in their own modules).
+//!
+//! Layout:
+//! - [`wait`]: [`wait_until`] / [`wait_for`]: poll a condition until a deadline, then panic
+//!   with what was awaited. Never sleep-and-hope.
+//! - [`net`]: [`free_port`] (free for both UDP and TCP on loopback).
+//! - [`tmp`]: [`TempDir`], removed on drop (kept, and its path printed, when the test failed).
+//! - [`child`]: [`ChildGuard`]: a spawned process that is killed and reaped on drop, its
+//!   stdout/stderr in files that are printed when the test fails.
+//! - [`tools`]: [`require_tool`]: the path of an installed tool, or a panic saying which
+//!   Debian package to install.
+//! - [`dig`]: run `dig`/`kdig` and parse the answer ([`DigAnswer`]).
+//! - [`dnsmasq`]: start a real dnsmasq forwarding a domain to a port.
+
+pub mod child;
+pub mod dig;
+pub mod dnsmasq;
+pub mod net;
+pub mod tmp;
+pub mod tools;
+pub mod wait;
+
+pub use child::ChildGuard;
+pub use dig::{dig, kdig, DigAnswer, Rr};
+pub use dnsmasq::Dnsmasq;
+pub use net::free_port;
+pub use tmp::TempDir;
+pub use tools::require_tool;
+pub use wait::{wait_for, wait_until};
