@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# cross/build.sh [TARGET...]
+#
+# Builds static, stripped release binaries of sdwan-agent for router CPUs into
+#   $CARGO_TARGET_DIR/cross/<target>/sdwan-agent      (CARGO_TARGET_DIR defaults to ./target)
+# and writes a size table (stripped and xz -9e) to $CARGO_TARGET_DIR/cross/sizes.txt.
+# Fails when any stripped binary is over 1.5 MiB (the regression guard); the size goals
+# (armv7 <= 1.0 MiB, mips/mipsel <= 1.25 MiB) are reported, not enforced.
+#
+# Set-up is done here, idempotently: rustup targets (+ rust-src), the nightly toolchain with
+# -Zbuild-std for targets that have no prebuilt std (tier 3, or a download that 404s), and
+# zig + cargo-zigbuild from PyPI in a venv (the C compiler and linker for every target).
+#
+# Environment:
+#   CARGO_TARGET_DIR     cargo target dir (default: <repo>/target); zig caches go inside it
+#   SDWAN_CROSS_VENV     venv holding ziglang + cargo-zigbuild (default: <repo>/.venv)
+#   SDWAN_CROSS_RUSTFLAGS extra RUSTFLAGS for every target (experiments, e.g. -Zlocation-detail=none)
+#   SDWAN_CROSS_FEATURES  cargo features of sdwan-agent to build with (default: the package's defaults)
+#   SDWAN_CROSS_NO_DEFAULT_FEATURES=1  build without the default features (size experiments)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PACKAGE=sdwan-agent
+BIN=sdwan-agent
+ALL_TARGETS=(
+    x86_64-unknown-linux-musl
+    aarch64-unknown-linux-musl
+    armv7-unknown-linux-musleabihf
+    mips-unknown-linux-musl
+    mipsel-unknown-linux-musl
+)
+HARD_LIMIT=$((3 * 512 * 1024)) # 1.5 MiB: the build fails above this
+# Pinned so that a build today and a build next month link with the same zig.
+ZIGLANG_VERSION=0.17.1
+CARGO_ZIGBUILD_VERSION=0.24.1
+
+die() {
+    echo "cross/build.sh: ERROR: $*" >&2
+    exit 1
+}
+say() { echo "cross/build.sh: $*" >&2; }
+
+# Size goal in bytes for a target (0 = none).
+goal_bytes() {
+    case "$1" in
+    armv7-*) echo $((1024 * 1024)) ;;
+    mips-* | mipsel-*) echo $((5 * 256 * 1024)) ;;
+    *) echo 0 ;;
+    esac
+}
+
+mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
+
+usage() {
+    echo "usage: cross/build.sh [TARGET...]   (default: ${ALL_TARGETS[*]})"
+}
+
+targets=()
+for arg in "$@"; do
+    case "$arg" in
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    -*) usage >&2; die "unknown option '$arg'" ;;
+    *)
+        known=0
+        for t in "${ALL_TARGETS[@]}"; do [[ "$t" == "$arg" ]] && known=1; done
+        [[ $known == 1 ]] || die "unknown target '$arg' (known: ${ALL_TARGETS[*]})"
+        targets+=("$arg")
+        ;;
+    esac
+done
+[[ ${#targets[@]} -gt 0 ]] || targets=("${ALL_TARGETS[@]}")
+
+for cmd in cargo rustup python3 xz readelf awk; do
+    command -v "$cmd" >/dev/null || die "'$cmd' is not installed (Debian: rustup via rustup.rs; python3; xz-utils; binutils)"
+done
+
+CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+mkdir -p "$CARGO_TARGET_DIR"
+CARGO_TARGET_DIR=$(cd "$CARGO_TARGET_DIR" && pwd)
+export CARGO_TARGET_DIR
+OUT=$CARGO_TARGET_DIR/cross
+mkdir -p "$OUT"
+
+LOG_DIR=$(mktemp -d)
+trap 'rm -rf "$LOG_DIR"' EXIT
+
+# Runs a set-up command quietly; shows its output only when it fails (and returns its status).
+quiet() {
+    local log=$LOG_DIR/setup.log rc=0
+    "$@" >"$log" 2>&1 || rc=$?
+    [[ $rc != 0 ]] || return 0
+    sed 's/^/    | /' "$log" | tail -n 15 >&2
+    return $rc
+}
+
+# ---------------------------------------------------------------- zig + cargo-zigbuild
+VENV=${SDWAN_CROSS_VENV:-$REPO/.venv}
+if [[ -x "$VENV/bin/cargo-zigbuild" ]] &&
+    [[ "$("$VENV/bin/cargo-zigbuild" --version 2>/dev/null)" == "cargo-zigbuild $CARGO_ZIGBUILD_VERSION" ]] &&
+    [[ "$("$VENV/bin/python3" -m ziglang version 2>/dev/null)" == "$ZIGLANG_VERSION" ]]; then
+    :
+else
+    say "setting up zig $ZIGLANG_VERSION + cargo-zigbuild $CARGO_ZIGBUILD_VERSION in $VENV (PyPI)"
+    [[ -x "$VENV/bin/python3" ]] || quiet python3 -m venv "$VENV" || die "could not create a venv at $VENV (Debian: python3-venv)"
+    quiet "$VENV/bin/pip" install --disable-pip-version-check -q \
+        "ziglang==$ZIGLANG_VERSION" "cargo-zigbuild==$CARGO_ZIGBUILD_VERSION" ||
+        die "pip could not install ziglang/cargo-zigbuild into $VENV"
+fi
+# cargo finds `cargo zigbuild` on PATH; cargo-zigbuild finds zig as `python3 -m ziglang`.
+export PATH="$VENV/bin:$PATH"
+# zig and cargo-zigbuild cache under ~/.cache otherwise.
+export ZIG_GLOBAL_CACHE_DIR=$OUT/.cache/zig
+export XDG_CACHE_HOME=$OUT/.cache
+mkdir -p "$ZIG_GLOBAL_CACHE_DIR"
+
+# ---------------------------------------------------------------- rust toolchains
+have_nightly=0
+if rustup run nightly rustc --version >/dev/null 2>&1; then have_nightly=1; fi
+rust_src_ready_stable=0
+rust_src_ready_nightly=0
+
+# Decides how to build a target; sets MODE (prebuilt|build-std) and TOOLCHAIN.
+plan_target() {
+    local t=$1
+    MODE=prebuilt
+    TOOLCHAIN=stable
+    if rustup target list --installed 2>/dev/null | grep -qx "$t"; then return 0; fi
+    say "$t: rustup target add $t"
+    local log=$LOG_DIR/target-add.log
+    if RUST_BACKTRACE=0 rustup target add "$t" >"$log" 2>&1; then return 0; fi
+    say "$t: no prebuilt std ($(grep -m1 -i error "$log" | cut -c1-120)); building std from source (-Zbuild-std)"
+    MODE=build-std
+    if [[ $have_nightly == 1 ]]; then
+        TOOLCHAIN=nightly
+        if [[ $rust_src_ready_nightly == 0 ]]; then
+            quiet rustup component add --toolchain nightly rust-src || die "rustup could not add rust-src to nightly (needed for $t)"
+            rust_src_ready_nightly=1
+        fi
+    else
+        # Same flags on stable with RUSTC_BOOTSTRAP=1 (seen to work): needs rust-src.
+        TOOLCHAIN=stable
+        if [[ $rust_src_ready_stable == 0 ]]; then
+            quiet rustup component add rust-src || die "rustup could not add rust-src (needed for $t)"
+            rust_src_ready_stable=1
+        fi
+    fi
+}
+
+cargo_args=(--release --locked -p "$PACKAGE" --bin "$BIN")
+if [[ "${SDWAN_CROSS_NO_DEFAULT_FEATURES:-0}" == 1 ]]; then cargo_args+=(--no-default-features); fi
+if [[ -n "${SDWAN_CROSS_FEATURES:-}" ]]; then cargo_args+=(--features "$SDWAN_CROSS_FEATURES"); fi
+
+build_target() {
+    local t=$1
+    plan_target "$t"
+    local rustflags="-C target-feature=+crt-static"
+    local extra=()
+    local env_extra=()
+    if [[ $MODE == build-std ]]; then
+        # zig supplies crt1.o and libc; Rust's self-contained musl objects are not there.
+        rustflags+=" -C link-self-contained=no"
+        extra+=(-Zbuild-std=std,panic_abort)
+        [[ $TOOLCHAIN == stable ]] && env_extra+=(RUSTC_BOOTSTRAP=1)
+    fi
+    rustflags+=" ${SDWAN_CROSS_RUSTFLAGS:-}"
+    say "$t: cargo +$TOOLCHAIN zigbuild ($MODE)"
+    local log=$LOG_DIR/$t.log
+    if ! env "${env_extra[@]}" RUSTFLAGS="$rustflags" \
+        cargo "+$TOOLCHAIN" zigbuild "${cargo_args[@]}" --target "$t" "${extra[@]}" >"$log" 2>&1; then
+        grep -v 'unable to open library directory' "$log" | tail -n 40 >&2
+        die "$t: cargo build failed (full log above)"
+    fi
+    local built=$CARGO_TARGET_DIR/$t/release/$BIN
+    [[ -f "$built" ]] || die "$t: cargo said ok but $built is missing"
+    mkdir -p "$OUT/$t"
+    cp "$built" "$OUT/$t/$BIN.tmp"
+    mv "$OUT/$t/$BIN.tmp" "$OUT/$t/$BIN"
+    local f=$OUT/$t/$BIN
+    # Static: no program interpreter, no shared libraries.
+    if readelf -lW "$f" | grep -q 'Requesting program interpreter' ||
+        readelf -dW "$f" 2>/dev/null | grep -q '(NEEDED)'; then
+        readelf -dW "$f" | grep NEEDED >&2 || true
+        die "$t: $f is dynamically linked; the router has no such libc"
+    fi
+    if readelf -SW "$f" | grep -q ' \.symtab '; then
+        die "$t: $f still has a symbol table (strip = true in [profile.release] lost?)"
+    fi
+}
+
+declare -A seconds
+total_start=$(date +%s)
+for t in "${targets[@]}"; do
+    start=$(date +%s)
+    build_target "$t"
+    seconds[$t]=$(($(date +%s) - start))
+    say "$t: built in ${seconds[$t]} s"
+done
+total=$(($(date +%s) - total_start))
+
+# ---------------------------------------------------------------- sizes
+commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git -C "$REPO" diff --quiet HEAD 2>/dev/null; then commit="$commit+dirty"; fi
+over=()
+{
+    echo "# sdwan-agent release binaries, commit $commit, $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "# features: ${SDWAN_CROSS_FEATURES:-default}${SDWAN_CROSS_NO_DEFAULT_FEATURES:+ (no default features)}; rustflags extra: ${SDWAN_CROSS_RUSTFLAGS:-none}"
+    echo "| target | stripped bytes | stripped MiB | xz -9e bytes | xz MiB | goal MiB | status | build s |"
+    echo "|---|---:|---:|---:|---:|---:|---|---:|"
+    for t in "${targets[@]}"; do
+        f=$OUT/$t/$BIN
+        size=$(stat -c %s "$f")
+        xzsize=$(xz -9e -c "$f" | wc -c)
+        goal=$(goal_bytes "$t")
+        status=ok
+        goal_txt=-
+        if [[ $goal -gt 0 ]]; then
+            goal_txt=$(mib "$goal")
+            [[ $size -le $goal ]] || status="over goal"
+        fi
+        if [[ $size -gt $HARD_LIMIT ]]; then
+            status="OVER 1.5 MiB LIMIT"
+            over+=("$t ($(mib "$size") MiB)")
+        fi
+        echo "| $t | $size | $(mib "$size") | $xzsize | $(mib "$xzsize") | $goal_txt | $status | ${seconds[$t]} |"
+    done
+} >"$OUT/sizes.txt"
+cat "$OUT/sizes.txt"
+say "all ${#targets[@]} target(s) built in $total s; binaries in $OUT/<target>/$BIN, table in $OUT/sizes.txt"
+
+if [[ ${#over[@]} -gt 0 ]]; then
+    echo >&2
+    echo "cross/build.sh: ERROR: stripped binary over the 1.5 MiB limit: ${over[*]}" >&2
+    echo "cross/build.sh: see docs/cross.md for what each dependency costs and what to cut." >&2
+    exit 1
+fi
