@@ -1,8 +1,36 @@
 //! The query path: `answer(zone, query, out, transport)`.
 //!
-//! SKELETON: the API is fixed, the body is being written.
+//! One function from query bytes to response bytes, no I/O, no heap; the rules are those of
+//! issue 2 ("How it must answer"), summed up here:
+//!
+//! - A message shorter than a header, or a response (QR set), gets no answer (`Err`).
+//! - Opcode other than QUERY: NOTIMP. QDCOUNT other than 1, a question or record that cannot
+//!   be read, two OPT records or an OPT not at the root: FORMERR. EDNS version above 0:
+//!   BADVERS (extended rcode 16 in our OPT). QCLASS other than IN, AXFR/IXFR, a name outside
+//!   the zone, or no zone loaded: REFUSED.
+//! - ID, opcode, RD and CD are echoed, the question is echoed in the client's letter case, AA is
+//!   set on answers from the zone, RA is never set.
+//! - A name with the asked type: the RRset. A CNAME is followed inside the zone (at most 8
+//!   steps); targets outside the zone are left to the client. With another type, an empty
+//!   non-terminal, or an unknown type: NODATA with the SOA in authority; a missing name:
+//!   NXDOMAIN with the SOA. The SOA's TTL there is min(SOA TTL, SOA minimum) (RFC 2308), both
+//!   being the payload's `ttl`.
+//! - ANY (RFC 8482): one RRset, the first of the name in type order (A before AAAA before TXT
+//!   ...); at the apex the SOA.
+//! - SRV answers carry the in-zone targets' A and AAAA RRsets in the additional section, as many
+//!   whole RRsets as fit.
+//! - The apex has a synthesized SOA (`ns.<origin>. hostmaster.<origin>. serial 3600 600 86400
+//!   ttl`) and NS (`ns.<origin>.`), both with the payload's `ttl`.
+//! - EDNS(0): our OPT carries UDP size 1232 and copies the DO bit; options (NSID, COOKIE, ...)
+//!   are ignored, which RFC 5001 and RFC 7873 allow.
+//! - Size: UDP 512 without EDNS, else the client's size capped to 512..=1232; TCP `out.len()`
+//!   up to 65535. An RRset that does not fit is left out whole and TC is set.
+//! - Owner names are compression pointers to the question (or to the CNAME/SRV target they
+//!   belong to); SRV targets are written uncompressed (RFC 2782).
 
-use crate::{wire, Zone};
+use crate::payload::rel_to_key;
+use crate::wire::{self, flags, parse_opt, rcode, Error, Opt, Packet, Question, Writer};
+use crate::zone::{rtype, Entry, Found, Zone};
 
 /// The transport a query came in on: it sets the size limit of the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +41,20 @@ pub enum Transport {
     Tcp,
 }
 
+/// The UDP payload size we announce and the cap of UDP answers with EDNS.
+pub const EDNS_UDP_SIZE: u16 = 1232;
+/// Longest CNAME chain followed inside the zone.
+pub const MAX_CNAME_CHAIN: usize = 8;
+/// SOA refresh, retry and expire (no secondaries read them; sensible values for tools).
+pub const SOA_REFRESH: u32 = 3600;
+/// See [`SOA_REFRESH`].
+pub const SOA_RETRY: u32 = 600;
+/// See [`SOA_REFRESH`].
+pub const SOA_EXPIRE: u32 = 86400;
+
+const CLASS_IN: u16 = 1;
+const OPT_LEN: usize = 11;
+
 /// Answers `query` from `zone` into `out`, returning the length of the response.
 /// With no zone loaded, every question gets REFUSED. `Err` means: send nothing.
 pub fn answer<S: AsRef<[u8]>>(
@@ -21,6 +63,493 @@ pub fn answer<S: AsRef<[u8]>>(
     out: &mut [u8],
     transport: Transport,
 ) -> Result<usize, wire::Error> {
-    let _ = (zone, query, out, transport);
-    Err(wire::Error::Truncated)
+    let pkt = Packet::new_checked(query)?;
+    if pkt.is_response() {
+        return Err(Error::NotAQuery);
+    }
+    if out.len() < wire::field::HEADER_END {
+        return Err(Error::NoRoom);
+    }
+    let qflags = pkt.flags();
+    let base = flags::QR | (qflags & (0x7800 | flags::RD | flags::CD));
+    let limit = match transport {
+        Transport::Tcp => out.len().min(65535),
+        Transport::Udp => 512,
+    };
+    let mut r = Response {
+        w: Writer::new(out, limit),
+        flags: base,
+        an: 0,
+        ns: 0,
+        ar: 0,
+        opt: None,
+        ext_rcode: 0,
+    };
+    r.header(pkt.id())?;
+
+    // The question.
+    let question = if pkt.question_count() == 1 {
+        Question::parse(query, wire::field::HEADER_END).ok()
+    } else {
+        None
+    };
+    let Some((q, qend)) = question else {
+        let code = if pkt.opcode() != 0 {
+            rcode::NOTIMP
+        } else {
+            rcode::FORMERR
+        };
+        return r.finish_error(code, None);
+    };
+    // The other records (only the OPT matters).
+    let others = pkt.answer_count() as usize
+        + pkt.authority_count() as usize
+        + pkt.additional_count() as usize;
+    let opt = match parse_opt(query, qend, others) {
+        Ok(o) => o,
+        Err(_) => return r.finish_error(rcode::FORMERR, Some(&q)),
+    };
+    if let Some(o) = opt {
+        r.opt = Some(o);
+        if transport == Transport::Udp {
+            let size = (o.udp_size as usize).clamp(512, EDNS_UDP_SIZE as usize);
+            r.w.set_limit(size);
+        }
+        if o.version > 0 {
+            r.ext_rcode = (rcode::BADVERS >> 4) as u8;
+            return r.finish_error(rcode::BADVERS & 0xf, Some(&q));
+        }
+    }
+    if pkt.opcode() != 0 {
+        return r.finish_error(rcode::NOTIMP, Some(&q));
+    }
+    if q.qtype == rtype::OPT {
+        return r.finish_error(rcode::FORMERR, Some(&q));
+    }
+    let Some(zone) = zone else {
+        return r.finish_error(rcode::REFUSED, Some(&q));
+    };
+    if q.qclass != CLASS_IN || q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
+        return r.finish_error(rcode::REFUSED, Some(&q));
+    }
+    let qname = q.name.as_bytes();
+    let Some(k) = origin_offset(qname, zone.origin_wire()) else {
+        return r.finish_error(rcode::REFUSED, Some(&q));
+    };
+    // Leave room for the OPT record at the end.
+    let full_limit = r.w.limit();
+    if r.opt.is_some() {
+        r.w.set_limit(full_limit.saturating_sub(OPT_LEN));
+    }
+    r.question(&q)?;
+    let origin_at = wire::field::HEADER_END + k;
+    let mut key = [0u8; 256];
+    let code = match rel_labels_key(&qname[..k], &mut key) {
+        Some(n) => r.resolve(zone, &key[..n], q.qtype, origin_at),
+        None => {
+            // A label with a byte no zone name has: no such name, nor anything below it.
+            r.soa_authority(zone, origin_at);
+            rcode::NXDOMAIN
+        }
+    };
+    r.flags |= flags::AA;
+    r.w.set_limit(full_limit);
+    r.finish(code)
+}
+
+/// Offset in `qname` (wire, with root) where a suffix equal to `origin` (wire, with root)
+/// starts, label aligned, case-insensitive.
+fn origin_offset(qname: &[u8], origin: &[u8]) -> Option<usize> {
+    if qname.len() < origin.len() {
+        return None;
+    }
+    let k = qname.len() - origin.len();
+    if !qname[k..].eq_ignore_ascii_case(origin) {
+        return None;
+    }
+    // Check that k is a label boundary.
+    let mut p = 0;
+    while p < k {
+        p += 1 + qname[p] as usize;
+    }
+    (p == k).then_some(k)
+}
+
+/// The zone key of relative labels, or `None` when a label has a byte outside
+/// `[A-Za-z0-9_-]` (such a name cannot be in the zone).
+fn rel_labels_key(rel: &[u8], key: &mut [u8; 256]) -> Option<usize> {
+    let mut p = 0;
+    while p < rel.len() {
+        let l = rel[p] as usize;
+        let label = rel.get(p + 1..p + 1 + l)?;
+        if !label
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+        {
+            return None;
+        }
+        p += 1 + l;
+    }
+    rel_to_key(rel, key)
+}
+
+struct Response<'a> {
+    w: Writer<'a>,
+    flags: u16,
+    an: u16,
+    ns: u16,
+    ar: u16,
+    opt: Option<Opt>,
+    ext_rcode: u8,
+}
+
+impl Response<'_> {
+    fn header(&mut self, id: u16) -> Result<(), Error> {
+        self.w.u16(id)?;
+        self.w.put(&[0; 10])
+    }
+
+    fn question(&mut self, q: &Question) -> Result<(), Error> {
+        self.w.put(q.name.as_bytes())?;
+        self.w.u16(q.qtype)?;
+        self.w.u16(q.qclass)
+    }
+
+    /// An answer without records: header, the question when there is one, the OPT.
+    fn finish_error(mut self, code: u16, q: Option<&Question>) -> Result<usize, Error> {
+        if let Some(q) = q {
+            let full = self.w.limit();
+            if self.opt.is_some() {
+                self.w.set_limit(full.saturating_sub(OPT_LEN));
+            }
+            self.question(q)?;
+            self.w.set_limit(full);
+        }
+        self.finish(code)
+    }
+
+    fn finish(mut self, code: u16) -> Result<usize, Error> {
+        if let Some(o) = self.opt {
+            self.w.put(&[0])?;
+            self.w.u16(rtype::OPT)?;
+            self.w.u16(EDNS_UDP_SIZE)?;
+            self.w
+                .put(&[self.ext_rcode, 0, if o.dnssec_ok { 0x80 } else { 0 }, 0])?;
+            self.w.u16(0)?;
+            self.ar += 1;
+        }
+        let qd = if self.w.len() > wire::field::HEADER_END {
+            1
+        } else {
+            0
+        };
+        let mut p = Packet::new_unchecked(self.w.bytes_mut());
+        p.set_flags(self.flags | code);
+        p.set_question_count(qd);
+        p.set_answer_count(self.an);
+        p.set_authority_count(self.ns);
+        p.set_additional_count(self.ar);
+        Ok(self.w.len())
+    }
+
+    /// Answers for `key` (following CNAMEs) and returns the rcode.
+    fn resolve<S: AsRef<[u8]>>(
+        &mut self,
+        zone: &Zone<S>,
+        key: &[u8],
+        qtype: u16,
+        origin_at: usize,
+    ) -> u16 {
+        let mut owner_at = wire::field::HEADER_END;
+        let mut keybuf = [0u8; 256];
+        let mut key_len = key.len();
+        keybuf[..key_len].copy_from_slice(key);
+        for _ in 0..=MAX_CNAME_CHAIN {
+            let key = &keybuf[..key_len];
+            let found = zone.find(key);
+            let apex = key.is_empty();
+            let (start, end) = match found {
+                Found::Records(s, e) => (s, e),
+                _ if apex => (0, 0),
+                Found::EmptyNonTerminal => {
+                    self.soa_authority(zone, origin_at);
+                    return rcode::NOERROR;
+                }
+                Found::NxDomain => {
+                    self.soa_authority(zone, origin_at);
+                    return rcode::NXDOMAIN;
+                }
+            };
+            if apex && (qtype == rtype::SOA || qtype == rtype::ANY) {
+                if self.soa(zone, origin_at, zone.ttl()).is_err() {
+                    self.flags |= flags::TC;
+                } else {
+                    self.an += 1;
+                }
+                return rcode::NOERROR;
+            }
+            if apex && qtype == rtype::NS {
+                if self.ns_record(zone, origin_at).is_err() {
+                    self.flags |= flags::TC;
+                } else {
+                    self.an += 1;
+                }
+                return rcode::NOERROR;
+            }
+            // The RRset asked for.
+            let want = if qtype == rtype::ANY {
+                (start < end).then(|| zone.entry(start).rtype)
+            } else {
+                Some(qtype)
+            };
+            let mut s = start;
+            while s < end && Some(zone.entry(s).rtype) != want {
+                s += 1;
+            }
+            if let Some(t) = want.filter(|_| s < end) {
+                let mut e = s;
+                while e < end && zone.entry(e).rtype == t {
+                    e += 1;
+                }
+                let mut targets = [0u16; crate::payload::MAX_RRSET];
+                if self
+                    .rrset(zone, s, e, owner_at, origin_at, &mut targets)
+                    .is_err()
+                {
+                    self.flags |= flags::TC;
+                    return rcode::NOERROR;
+                }
+                if t == rtype::SRV {
+                    self.srv_additional(zone, s, e, &targets);
+                }
+                return rcode::NOERROR;
+            }
+            // A CNAME (alone at its name) is followed.
+            let first = zone.entry(start);
+            if start < end && first.rtype == rtype::CNAME {
+                let before = self.w.len();
+                let Ok(target_at) = self.record(zone, &first, owner_at, origin_at) else {
+                    self.w.truncate(before);
+                    self.flags |= flags::TC;
+                    return rcode::NOERROR;
+                };
+                self.an += 1;
+                let target = first.rdata;
+                if target.first() != Some(&1) {
+                    // Outside the zone: the client resolves it.
+                    return rcode::NOERROR;
+                }
+                match rel_to_key(&target[1..target.len() - 1], &mut keybuf) {
+                    Some(n) => key_len = n,
+                    None => return rcode::NOERROR,
+                }
+                owner_at = target_at;
+                continue;
+            }
+            // NODATA.
+            self.soa_authority(zone, origin_at);
+            return rcode::NOERROR;
+        }
+        // CNAME chain too long (a loop): what was written stands.
+        rcode::NOERROR
+    }
+
+    /// Writes the record's owner (a pointer), type, class, TTL and rdata; returns where the
+    /// rdata's target name starts (CNAME and SRV) or the rdata start.
+    fn record<S: AsRef<[u8]>>(
+        &mut self,
+        zone: &Zone<S>,
+        e: &Entry<'_>,
+        owner_at: usize,
+        origin_at: usize,
+    ) -> Result<usize, Error> {
+        let w = &mut self.w;
+        w.pointer(owner_at)?;
+        w.u16(e.rtype)?;
+        w.u16(CLASS_IN)?;
+        w.u32(e.ttl)?;
+        let len_at = w.len();
+        w.u16(0)?;
+        let rdata_at = w.len();
+        let target_at = match e.rtype {
+            rtype::CNAME => {
+                let at = w.len();
+                write_target(w, e.rdata, origin_at, None)?;
+                at
+            }
+            rtype::SRV => {
+                w.put(e.rdata.get(..6).unwrap_or(&[0; 6]))?;
+                let at = w.len();
+                write_target(
+                    w,
+                    e.rdata.get(6..).unwrap_or(&[]),
+                    origin_at,
+                    Some(zone.origin_wire()),
+                )?;
+                at
+            }
+            _ => {
+                w.put(e.rdata)?;
+                rdata_at
+            }
+        };
+        let rdlen = (w.len() - rdata_at) as u16;
+        w.patch16(len_at, rdlen);
+        Ok(target_at)
+    }
+
+    /// Writes entries `s..e` as one RRset, all or nothing.
+    fn rrset<S: AsRef<[u8]>>(
+        &mut self,
+        zone: &Zone<S>,
+        s: usize,
+        e: usize,
+        owner_at: usize,
+        origin_at: usize,
+        targets: &mut [u16],
+    ) -> Result<(), Error> {
+        let before = self.w.len();
+        for i in s..e {
+            match self.record(zone, &zone.entry(i), owner_at, origin_at) {
+                Ok(at) => {
+                    if let Some(t) = targets.get_mut(i - s) {
+                        *t = at as u16;
+                    }
+                }
+                Err(err) => {
+                    self.w.truncate(before);
+                    return Err(err);
+                }
+            }
+        }
+        self.an += (e - s) as u16;
+        Ok(())
+    }
+
+    /// The A and AAAA RRsets of the in-zone SRV targets, as many whole RRsets as fit.
+    /// `targets[j]` is where the target of SRV entry `s + j` was written.
+    fn srv_additional<S: AsRef<[u8]>>(
+        &mut self,
+        zone: &Zone<S>,
+        s: usize,
+        e: usize,
+        targets: &[u16],
+    ) {
+        for (j, i) in (s..e).enumerate() {
+            let en = zone.entry(i);
+            let t = en.rdata.get(6..).unwrap_or(&[]);
+            let (Some(&at), Some(1)) = (targets.get(j), t.first()) else {
+                continue;
+            };
+            if (s..i).any(|o| zone.entry(o).rdata.get(6..) == Some(t)) {
+                continue;
+            }
+            let mut key = [0u8; 256];
+            let Some(kl) = rel_to_key(&t[1..t.len() - 1], &mut key) else {
+                continue;
+            };
+            let Found::Records(a, b) = zone.find(&key[..kl]) else {
+                continue;
+            };
+            for want in [rtype::A, rtype::AAAA] {
+                let mut x = a;
+                while x < b && zone.entry(x).rtype != want {
+                    x += 1;
+                }
+                let mut y = x;
+                while y < b && zone.entry(y).rtype == want {
+                    y += 1;
+                }
+                let before = self.w.len();
+                for r in x..y {
+                    if self.record(zone, &zone.entry(r), at as usize, 0).is_err() {
+                        self.w.truncate(before);
+                        return;
+                    }
+                }
+                self.ar += (y - x) as u16;
+            }
+        }
+    }
+
+    /// NODATA / NXDOMAIN: the SOA in the authority section, TC when it does not fit.
+    fn soa_authority<S: AsRef<[u8]>>(&mut self, zone: &Zone<S>, origin_at: usize) {
+        // RFC 2308: min(SOA TTL, SOA minimum); both are the payload's ttl.
+        let ttl = zone.ttl().min(zone.ttl());
+        if self.soa(zone, origin_at, ttl).is_err() {
+            self.flags |= flags::TC;
+        } else {
+            self.ns += 1;
+        }
+    }
+
+    fn soa<S: AsRef<[u8]>>(
+        &mut self,
+        zone: &Zone<S>,
+        origin_at: usize,
+        ttl: u32,
+    ) -> Result<(), Error> {
+        let before = self.w.len();
+        let r = (|| {
+            let w = &mut self.w;
+            w.pointer(origin_at)?;
+            w.u16(rtype::SOA)?;
+            w.u16(CLASS_IN)?;
+            w.u32(ttl)?;
+            w.u16(3 + 2 + 11 + 2 + 20)?;
+            w.labels_then_pointer(b"\x02ns", origin_at)?;
+            w.labels_then_pointer(b"\x0ahostmaster", origin_at)?;
+            w.u32(zone.serial())?;
+            w.u32(SOA_REFRESH)?;
+            w.u32(SOA_RETRY)?;
+            w.u32(SOA_EXPIRE)?;
+            w.u32(zone.ttl())
+        })();
+        if r.is_err() {
+            self.w.truncate(before);
+        }
+        r
+    }
+
+    fn ns_record<S: AsRef<[u8]>>(&mut self, zone: &Zone<S>, origin_at: usize) -> Result<(), Error> {
+        let before = self.w.len();
+        let r = (|| {
+            let w = &mut self.w;
+            w.pointer(origin_at)?;
+            w.u16(rtype::NS)?;
+            w.u16(CLASS_IN)?;
+            w.u32(zone.ttl())?;
+            w.u16(5)?;
+            w.labels_then_pointer(b"\x02ns", origin_at)
+        })();
+        if r.is_err() {
+            self.w.truncate(before);
+        }
+        r
+    }
+}
+
+/// Writes a stored target: in-zone names as labels and then either a pointer to the origin in
+/// the question (`zone` None: compressed) or the origin's labels (`zone` Some: uncompressed,
+/// for SRV); outside names in full.
+fn write_target(
+    w: &mut Writer<'_>,
+    t: &[u8],
+    origin_at: usize,
+    uncompressed: Option<&[u8]>,
+) -> Result<(), Error> {
+    match t.split_first() {
+        Some((1, rest)) => {
+            let labels = &rest[..rest.len().saturating_sub(1)];
+            match uncompressed {
+                Some(origin) => {
+                    w.put(labels)?;
+                    w.put(origin)
+                }
+                None => w.labels_then_pointer(labels, origin_at),
+            }
+        }
+        Some((_, rest)) => w.put(rest),
+        None => w.put(&[0]),
+    }
 }
