@@ -1,0 +1,593 @@
+//! The control loop: watch messages in, bursts coalesced, one plan per burst, publish only
+//! the payloads whose content changed, serials that only grow (continued from the retained
+//! payloads found at start), convergence from the agents' status documents.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use sdwan_link::rumqttc::{self, AsyncClient, EventLoop, QoS, SubscribeFilter};
+use sdwan_link::{Status, TopicKind, Topics};
+use sdwan_plan::{Change, Planner, ProxyContent, Snapshot, Topology, ZoneContent};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use crate::metrics::SharedMetrics;
+use crate::watch::{Resource, WatchMsg};
+
+/// What the MQTT event loop task reports.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Connected (again).
+    Connected,
+    /// A subscription was acknowledged.
+    SubAck,
+    /// A message on a subscribed topic.
+    Publish {
+        /// Topic.
+        topic: String,
+        /// Payload.
+        payload: bytes::Bytes,
+    },
+    /// The connection failed or dropped; the loop reconnects with backoff.
+    Disconnected(String),
+}
+
+/// Polls the rumqttc event loop forever, reconnecting with backoff.
+pub async fn mqtt_loop(mut el: EventLoop, tx: UnboundedSender<Inbound>) {
+    let mut backoff = sdwan_link::Backoff::with_seed(u64::from(std::process::id()));
+    loop {
+        let msg = match el.poll().await {
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                backoff.reset();
+                Inbound::Connected
+            }
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => Inbound::SubAck,
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => Inbound::Publish {
+                topic: p.topic,
+                payload: p.payload,
+            },
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = tx.send(Inbound::Disconnected(e.to_string()));
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// Timing of burst coalescing.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// A burst ends after this much quiet.
+    pub debounce: Duration,
+    /// A burst never delays a plan longer than this after its first event.
+    pub max_delay: Duration,
+    /// Longest wait for retained payloads at start.
+    pub retained_wait: Duration,
+}
+
+/// Where the cluster comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// Watch messages.
+    Watch(UnboundedReceiver<WatchMsg>),
+    /// A fixed snapshot (`run --cluster-file`).
+    Static(Box<Snapshot>),
+}
+
+/// The controller state.
+#[derive(Debug)]
+pub struct Controller {
+    topics: Topics,
+    client: AsyncClient,
+    metrics: SharedMetrics,
+    timing: Timing,
+    topology: Topology,
+    planner: Option<Planner>,
+    /// Complete lists received before all three resources were listed once.
+    initial: BTreeMap<Resource, Vec<Change>>,
+    /// Retained payloads found at start: serial and bytes.
+    retained_zones: HashMap<String, (u32, Vec<u8>)>,
+    retained_proxies: HashMap<String, (u32, Vec<u8>)>,
+    zones: HashMap<String, (u32, ZoneContent)>,
+    proxies: HashMap<String, (u32, ProxyContent)>,
+    dirty_gateways: BTreeSet<String>,
+    dirty_nodes: BTreeSet<String>,
+    burst_start: Option<Instant>,
+    last_event: Instant,
+    logged_warnings: HashSet<String>,
+    connected: bool,
+}
+
+fn serial_of(payload: &[u8]) -> Option<u32> {
+    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    u32::try_from(v.get("serial")?.as_u64()?).ok()
+}
+
+impl Controller {
+    /// A controller publishing through `client` under `topics`.
+    pub fn new(
+        topics: Topics,
+        client: AsyncClient,
+        metrics: SharedMetrics,
+        timing: Timing,
+        topology: Topology,
+    ) -> Controller {
+        Controller {
+            topics,
+            client,
+            metrics,
+            timing,
+            topology,
+            planner: None,
+            initial: BTreeMap::new(),
+            retained_zones: HashMap::new(),
+            retained_proxies: HashMap::new(),
+            zones: HashMap::new(),
+            proxies: HashMap::new(),
+            dirty_gateways: BTreeSet::new(),
+            dirty_nodes: BTreeSet::new(),
+            burst_start: None,
+            last_event: Instant::now(),
+            logged_warnings: HashSet::new(),
+            connected: false,
+        }
+    }
+
+    async fn subscribe(&self, with_payloads: bool) {
+        let mut filters = vec![
+            SubscribeFilter::new(
+                format!("{}/gateways/+/status", self.topics.prefix()),
+                QoS::AtLeastOnce,
+            ),
+            SubscribeFilter::new(
+                format!("{}/nodes/+/status", self.topics.prefix()),
+                QoS::AtLeastOnce,
+            ),
+        ];
+        if with_payloads {
+            filters.push(SubscribeFilter::new(
+                format!("{}/gateways/+/zone", self.topics.prefix()),
+                QoS::AtLeastOnce,
+            ));
+            filters.push(SubscribeFilter::new(
+                format!("{}/nodes/+/proxy", self.topics.prefix()),
+                QoS::AtLeastOnce,
+            ));
+        }
+        if let Err(e) = self.client.subscribe_many(filters).await {
+            log::error!("mqtt: subscribe failed: {e}");
+        }
+    }
+
+    /// Reads the retained payloads already on the broker (serials to continue from), waiting
+    /// for the connection as long as it takes, then for the retained messages at most
+    /// `retained_wait` (they arrive right after the subscription is acknowledged; 150 ms of
+    /// quiet after that ends the wait early).
+    pub async fn read_retained(&mut self, inbound: &mut UnboundedReceiver<Inbound>) {
+        let quiet = Duration::from_millis(150);
+        let mut acked_at: Option<tokio::time::Instant> = None;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let wake = match (acked_at, deadline) {
+                (Some(a), Some(d)) => Some((a + quiet).min(d)),
+                (None, Some(d)) => Some(d),
+                _ => None,
+            };
+            let msg = tokio::select! {
+                m = inbound.recv() => m,
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => break,
+            };
+            let Some(msg) = msg else { break };
+            match msg {
+                Inbound::Connected => {
+                    self.on_connected().await;
+                    self.subscribe(true).await;
+                    deadline = Some(tokio::time::Instant::now() + self.timing.retained_wait);
+                }
+                Inbound::SubAck => acked_at = Some(tokio::time::Instant::now()),
+                Inbound::Publish { topic, payload } => {
+                    if acked_at.is_some() {
+                        acked_at = Some(tokio::time::Instant::now());
+                    }
+                    match self.topics.parse(&topic) {
+                        Some(TopicKind::GatewayZone(id)) => {
+                            if let Some(s) = serial_of(&payload) {
+                                self.retained_zones
+                                    .insert(id.to_string(), (s, payload.to_vec()));
+                            }
+                        }
+                        Some(TopicKind::NodeProxy(node)) => {
+                            if let Some(s) = serial_of(&payload) {
+                                self.retained_proxies
+                                    .insert(node.to_string(), (s, payload.to_vec()));
+                            }
+                        }
+                        _ => self.on_status(&topic, &payload),
+                    }
+                }
+                Inbound::Disconnected(e) => self.on_disconnected(&e),
+            }
+        }
+        for f in ["gateways/+/zone", "nodes/+/proxy"] {
+            let _ = self
+                .client
+                .unsubscribe(format!("{}/{f}", self.topics.prefix()))
+                .await;
+        }
+        log::info!(
+            "retained payloads found: {} zones, {} proxies (serials continue from them)",
+            self.retained_zones.len(),
+            self.retained_proxies.len()
+        );
+    }
+
+    async fn on_connected(&mut self) {
+        self.connected = true;
+        self.metrics.lock().unwrap().broker_connected = true;
+        log::info!("mqtt: connected");
+    }
+
+    fn on_disconnected(&mut self, e: &str) {
+        if self.connected {
+            log::warn!("mqtt: connection lost: {e}");
+        } else {
+            log::warn!("mqtt: cannot connect: {e}");
+        }
+        self.connected = false;
+        self.metrics.lock().unwrap().broker_connected = false;
+    }
+
+    fn on_status(&mut self, topic: &str, payload: &[u8]) {
+        let (gateway, name) = match self.topics.parse(topic) {
+            Some(TopicKind::GatewayStatus(id)) => (true, id),
+            Some(TopicKind::NodeStatus(n)) => (false, n),
+            _ => return,
+        };
+        if payload.is_empty() {
+            return;
+        }
+        let status = match Status::from_json(payload) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("{topic}: {e}");
+                return;
+            }
+        };
+        let what = if gateway { "gateway" } else { "node" };
+        let mut m = self.metrics.lock().unwrap();
+        let before = if gateway {
+            m.gateways.get(name)
+        } else {
+            m.nodes.get(name)
+        }
+        .cloned();
+        let latency = m.status(gateway, name, &status, Instant::now());
+        let c = if gateway {
+            &m.gateways[name]
+        } else {
+            &m.nodes[name]
+        };
+        if before.as_ref() != Some(c) {
+            let lat = latency.map(|d| format!(", {:.1} ms after publish", d.as_secs_f64() * 1e3));
+            log::info!(
+                "{what} {name}: {}, applied serial {}, desired {}{}{}",
+                if c.online { "online" } else { "offline" },
+                c.applied.map_or("none".into(), |s| s.to_string()),
+                c.desired.map_or("none".into(), |s| s.to_string()),
+                c.error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(", error: {e}")),
+                lat.unwrap_or_default(),
+            );
+        }
+    }
+
+    fn note_event(&mut self, at: Instant) {
+        if self.burst_start.is_none() {
+            self.burst_start = Some(at);
+        }
+        self.last_event = Instant::now();
+    }
+
+    fn mark_all(&mut self) {
+        if let Some(p) = &self.planner {
+            self.dirty_gateways
+                .extend(p.plan().gateways.keys().cloned());
+            self.dirty_nodes.extend(p.plan().nodes.keys().cloned());
+        }
+    }
+
+    fn on_watch(&mut self, msg: WatchMsg) {
+        match msg {
+            WatchMsg::Error(r, _) => {
+                *self
+                    .metrics
+                    .lock()
+                    .unwrap()
+                    .watch_errors
+                    .entry(r.as_str())
+                    .or_default() += 1;
+            }
+            WatchMsg::Event(r, change, at) => {
+                *self
+                    .metrics
+                    .lock()
+                    .unwrap()
+                    .watch_events
+                    .entry(r.as_str())
+                    .or_default() += 1;
+                let Some(p) = self.planner.as_mut() else {
+                    // This resource is listed but another is not yet: keep the event with
+                    // the list, in order.
+                    if let Some(l) = self.initial.get_mut(&r) {
+                        l.push(change);
+                    }
+                    return;
+                };
+                let changed = p.update([change]);
+                self.note_input_errors(&changed.input_errors);
+                self.dirty_gateways.extend(changed.gateways);
+                self.dirty_nodes.extend(changed.nodes);
+                self.note_event(at);
+            }
+            WatchMsg::Listed(r, list, at) => {
+                *self
+                    .metrics
+                    .lock()
+                    .unwrap()
+                    .relists
+                    .entry(r.as_str())
+                    .or_default() += 1;
+                match self.planner.as_mut() {
+                    Some(p) => {
+                        // A relist: swap in the new objects of this resource at once.
+                        let mut snap = p.snapshot().clone();
+                        match r {
+                            Resource::Nodes => {
+                                let names: Vec<String> = snap.nodes().keys().cloned().collect();
+                                names.iter().for_each(|n| snap.delete_node(n));
+                            }
+                            Resource::Services => {
+                                let keys: Vec<_> = snap.services().keys().cloned().collect();
+                                keys.iter().for_each(|(ns, n)| snap.delete_service(ns, n));
+                            }
+                            Resource::EndpointSlices => {
+                                let keys: Vec<_> = snap.slices().keys().cloned().collect();
+                                keys.iter().for_each(|(ns, n)| snap.delete_slice(ns, n));
+                            }
+                        }
+                        let errors = apply_all(&mut snap, list);
+                        self.note_input_errors(&errors);
+                        let changed = self.planner.as_mut().unwrap().set_snapshot(snap);
+                        self.dirty_gateways.extend(changed.gateways);
+                        self.dirty_nodes.extend(changed.nodes);
+                        self.note_event(at);
+                    }
+                    None => {
+                        self.initial.insert(r, list);
+                        if self.initial.len() == Resource::ALL.len() {
+                            let mut snap = Snapshot::new();
+                            let lists = std::mem::take(&mut self.initial);
+                            let mut errors = Vec::new();
+                            for (_, l) in lists {
+                                errors.extend(apply_all(&mut snap, l));
+                            }
+                            self.note_input_errors(&errors);
+                            self.start_planner(snap);
+                            self.note_event(at);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_planner(&mut self, snap: Snapshot) {
+        self.planner = Some(Planner::new(snap, self.topology.clone()));
+        self.mark_all();
+    }
+
+    fn note_input_errors(&mut self, errors: &[sdwan_plan::InputError]) {
+        if errors.is_empty() {
+            return;
+        }
+        self.metrics.lock().unwrap().input_errors += errors.len() as u64;
+        for e in errors {
+            log::warn!("ignored: {e}");
+        }
+    }
+
+    /// Publishes what changed since the last flush.
+    async fn flush(&mut self) {
+        let Some(start) = self.burst_start.take() else {
+            return;
+        };
+        let Some(planner) = self.planner.as_ref() else {
+            return;
+        };
+        let plan = planner.plan();
+        for w in &plan.warnings {
+            let text = w.to_string();
+            if self.logged_warnings.insert(text.clone()) {
+                log::warn!("plan: {text}");
+            }
+        }
+        let mut out: Vec<(bool, String, u32, Vec<u8>)> = Vec::new();
+        for gw in std::mem::take(&mut self.dirty_gateways) {
+            let Some(content) = plan.gateways.get(&gw) else {
+                continue;
+            };
+            let serial = match (self.zones.get(&gw), self.retained_zones.remove(&gw)) {
+                (Some((_, old)), _) if old == content => continue,
+                (Some((s, _)), _) => s.saturating_add(1),
+                (None, Some((s, bytes))) => {
+                    if content.render(&gw, s) == bytes {
+                        log::info!("gateway {gw}: retained serial {s} is current, not republished");
+                        self.zones.insert(gw.clone(), (s, content.clone()));
+                        self.metrics.lock().unwrap().desired(true, &gw, s);
+                        continue;
+                    }
+                    s.saturating_add(1)
+                }
+                (None, None) => 1,
+            };
+            self.zones.insert(gw.clone(), (serial, content.clone()));
+            out.push((true, gw.clone(), serial, content.render(&gw, serial)));
+        }
+        for node in std::mem::take(&mut self.dirty_nodes) {
+            let Some(content) = plan.nodes.get(&node) else {
+                continue;
+            };
+            let serial = match (self.proxies.get(&node), self.retained_proxies.remove(&node)) {
+                (Some((_, old)), _) if old == content => continue,
+                (Some((s, _)), _) => s.saturating_add(1),
+                (None, Some((s, bytes))) => {
+                    if content.render(&node, s) == bytes {
+                        self.proxies.insert(node.clone(), (s, content.clone()));
+                        self.metrics.lock().unwrap().desired(false, &node, s);
+                        continue;
+                    }
+                    s.saturating_add(1)
+                }
+                (None, None) => 1,
+            };
+            self.proxies.insert(node.clone(), (serial, content.clone()));
+            out.push((false, node.clone(), serial, content.render(&node, serial)));
+        }
+        let planned = Instant::now();
+        for (gateway, name, serial, bytes) in &out {
+            let topic = if *gateway {
+                self.topics.gateway_zone(name)
+            } else {
+                self.topics.node_proxy(name)
+            };
+            let len = bytes.len();
+            if let Err(e) = self
+                .client
+                .publish(topic.clone(), QoS::AtLeastOnce, true, bytes.clone())
+                .await
+            {
+                log::error!("mqtt: cannot queue {topic}: {e}");
+                continue;
+            }
+            let now = Instant::now();
+            let mut m = self.metrics.lock().unwrap();
+            m.published(*gateway, name, *serial, len, now);
+            m.event_to_publish
+                .observe(now.saturating_duration_since(start));
+            drop(m);
+            log::info!("published {topic} serial {serial} ({len} bytes)");
+        }
+        let mut m = self.metrics.lock().unwrap();
+        m.plans += 1;
+        m.ready = true;
+        drop(m);
+        if !out.is_empty() {
+            log::debug!(
+                "burst: {} payloads, {:.1} ms from first event to plan",
+                out.len(),
+                planned.saturating_duration_since(start).as_secs_f64() * 1e3
+            );
+        }
+    }
+
+    /// After a reconnect: publish the current payloads again (same serials, same bytes), in
+    /// case the broker lost them.
+    async fn republish(&mut self) {
+        let mut items: Vec<(String, Vec<u8>)> = Vec::new();
+        for (gw, (s, c)) in &self.zones {
+            items.push((self.topics.gateway_zone(gw), c.render(gw, *s)));
+        }
+        for (n, (s, c)) in &self.proxies {
+            items.push((self.topics.node_proxy(n), c.render(n, *s)));
+        }
+        for (topic, bytes) in items {
+            let _ = self
+                .client
+                .publish(topic, QoS::AtLeastOnce, true, bytes)
+                .await;
+        }
+    }
+
+    fn flush_at(&self) -> Option<tokio::time::Instant> {
+        let start = self.burst_start?;
+        let at = (self.last_event + self.timing.debounce).min(start + self.timing.max_delay);
+        Some(tokio::time::Instant::from_std(at))
+    }
+
+    /// Runs until `shutdown` resolves or the sources end.
+    pub async fn run(
+        mut self,
+        source: Source,
+        mut inbound: UnboundedReceiver<Inbound>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        self.read_retained(&mut inbound).await;
+        let mut watch_rx = match source {
+            Source::Watch(rx) => Some(rx),
+            Source::Static(snap) => {
+                self.start_planner(*snap);
+                self.note_event(Instant::now());
+                self.flush().await;
+                None
+            }
+        };
+        tokio::pin!(shutdown);
+        loop {
+            let flush_at = self.flush_at();
+            tokio::select! {
+                m = async { watch_rx.as_mut().unwrap().recv().await }, if watch_rx.is_some() => match m {
+                    Some(m) => self.on_watch(m),
+                    None => { log::error!("watchers stopped"); break }
+                },
+                m = inbound.recv() => match m {
+                    Some(Inbound::Connected) => {
+                        self.on_connected().await;
+                        self.subscribe(false).await;
+                        self.republish().await;
+                    }
+                    Some(Inbound::SubAck) => {}
+                    Some(Inbound::Publish { topic, payload }) => self.on_status(&topic, &payload),
+                    Some(Inbound::Disconnected(e)) => self.on_disconnected(&e),
+                    None => { log::error!("mqtt loop stopped"); break }
+                },
+                _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
+                    self.flush().await;
+                }
+                _ = &mut shutdown => break,
+            }
+        }
+        let _ = self.client.disconnect().await;
+    }
+}
+
+fn apply_all(snap: &mut Snapshot, list: Vec<Change>) -> Vec<sdwan_plan::InputError> {
+    let mut errors = Vec::new();
+    for c in list {
+        let r = match &c {
+            Change::Node(n) => snap.apply_node(n),
+            Change::Service(s) => snap.apply_service(s),
+            Change::Slice(s) => snap.apply_slice(s),
+            Change::NodeDeleted(n) => {
+                snap.delete_node(n);
+                Ok(())
+            }
+            Change::ServiceDeleted { namespace, name } => {
+                snap.delete_service(namespace, name);
+                Ok(())
+            }
+            Change::SliceDeleted { namespace, name } => {
+                snap.delete_slice(namespace, name);
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            errors.push(e);
+        }
+    }
+    errors
+}

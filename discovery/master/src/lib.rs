@@ -1,0 +1,213 @@
+//! sdwan-discovery: the master. Watches Kubernetes, plans, publishes changed payloads over MQTT.
+//!
+//! Layout (the planning itself is the pure `sdwan-plan` crate; this crate is the I/O around it):
+//! - [`cli`]: flags of `run` (the default) and `plan`.
+//! - [`watch`]: kube-rs watchers on Nodes, Services, EndpointSlices -> [`watch::WatchMsg`]; a
+//!   (re)list arrives as one complete list, never piecemeal.
+//! - [`controller`]: the loop: bursts coalesced (debounce, bounded delay), one plan per burst,
+//!   publish only changed payloads, serials continued from the retained payloads, convergence
+//!   from the agents' status documents.
+//! - [`metrics`]: convergence state, Prometheus text on `/metrics`, `/healthz`, `/readyz`.
+//! - [`broker`]: the embedded rumqttd broker used when no `--broker` is given.
+//! - [`offline`]: `sdwan-discovery plan` (files in, files out).
+//!
+//! MQTT and TLS options come from `sdwan-link`, shared with the agent.
+
+pub mod broker;
+pub mod cli;
+pub mod controller;
+pub mod metrics;
+pub mod offline;
+pub mod watch;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sdwan_link::{BrokerUrl, LinkOptions, Topics};
+
+use crate::cli::RunArgs;
+use crate::controller::{Controller, Source, Timing};
+use crate::metrics::{Metrics, SharedMetrics};
+
+/// Why the master (or `plan`) stopped.
+#[derive(Debug)]
+pub enum Error {
+    /// A file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An output file or directory could not be written.
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A cluster dump is not usable; the source names the object and field.
+    Cluster {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: sdwan_plan::InputError,
+    },
+    /// The topology file is not usable; the source names the field.
+    Topology {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: sdwan_plan::TopologyError,
+    },
+    /// Broker URL, TLS files, credentials or topic prefix.
+    Link(sdwan_link::LinkError),
+    /// The embedded broker could not start.
+    Broker(broker::BrokerError),
+    /// No Kubernetes configuration (kubeconfig or in-cluster) could be loaded.
+    Kube(String),
+    /// The metrics address could not be bound.
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Read { path, source } => write!(f, "{}: cannot read: {source}", path.display()),
+            Error::Write { path, source } => {
+                write!(f, "{}: cannot write: {source}", path.display())
+            }
+            Error::Cluster { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Topology { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Link(e) => write!(f, "{e}"),
+            Error::Broker(e) => write!(f, "{e}"),
+            Error::Kube(e) => write!(f, "kubernetes: {e}"),
+            Error::Metrics { addr, source } => write!(f, "--metrics {addr}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+async fn kube_client(args: &RunArgs) -> Result<kube::Client, Error> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Kube(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Kube(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            Error::Kube(format!("no in-cluster config and no kubeconfig ({e}); use --kubeconfig FILE or --cluster-file FILE"))
+        })?,
+    };
+    log::info!("kubernetes: {}", config.cluster_url);
+    kube::Client::try_from(config).map_err(|e| Error::Kube(e.to_string()))
+}
+
+/// Handles to a running master (for tests and `main`).
+#[derive(Debug, Clone)]
+pub struct Running {
+    /// Metrics and convergence.
+    pub metrics: SharedMetrics,
+    /// Where `/metrics` is served, if it is.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The embedded broker's address, if one runs.
+    pub embedded_broker: Option<std::net::SocketAddr>,
+}
+
+/// Runs the master until `shutdown` resolves. `started` is called once everything listens.
+pub async fn run(
+    args: RunArgs,
+    shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(&Running),
+) -> Result<(), Error> {
+    let text = std::fs::read_to_string(&args.topology).map_err(|source| Error::Read {
+        path: args.topology.clone(),
+        source,
+    })?;
+    let topology = sdwan_plan::Topology::from_toml(&text).map_err(|source| Error::Topology {
+        path: args.topology.clone(),
+        source,
+    })?;
+    let topics = Topics::new(&args.topic_prefix).map_err(Error::Link)?;
+    let static_snapshot = if args.cluster_files.is_empty() {
+        None
+    } else {
+        Some(offline::load_cluster(&args.cluster_files)?)
+    };
+
+    let (broker_url, embedded) = match &args.broker {
+        Some(url) => (BrokerUrl::parse(url).map_err(Error::Link)?, None),
+        None => {
+            let addr = broker::start(args.embedded_broker).map_err(Error::Broker)?;
+            log::info!(
+                "no --broker given: embedded MQTT broker (rumqttd, plain MQTT, no TLS) listening on {addr}; \
+                 agents connect with --broker mqtt://{addr}"
+            );
+            let url = BrokerUrl::parse_quiet(&format!("mqtt://{addr}")).map_err(Error::Link)?;
+            (url, Some(addr))
+        }
+    };
+    let mut link = LinkOptions::new(broker_url, &args.client_id);
+    link.ca = args.ca.clone();
+    link.cert = args.cert.clone();
+    link.key = args.key.clone();
+    link.username = args.username.clone();
+    link.password_file = args.password_file.clone();
+    link.clean_session = true;
+    let mqtt_options = link.mqtt_options().map_err(Error::Link)?;
+    let (client, eventloop) = sdwan_link::rumqttc::AsyncClient::new(mqtt_options, 1024);
+
+    let metrics: SharedMetrics = Arc::new(Mutex::new(Metrics::default()));
+    let metrics_addr = match args.metrics {
+        Some(addr) => Some(
+            metrics::spawn(addr, metrics.clone())
+                .await
+                .map_err(|source| Error::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    if let Some(a) = metrics_addr {
+        log::info!("metrics on http://{a}/metrics (also /healthz, /readyz)");
+    }
+
+    let source = match static_snapshot {
+        Some(snap) => {
+            log::info!(
+                "static cluster from {} file(s); not watching Kubernetes",
+                args.cluster_files.len()
+            );
+            Source::Static(Box::new(snap))
+        }
+        None => {
+            let client = kube_client(&args).await?;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            watch::spawn(client, tx);
+            Source::Watch(rx)
+        }
+    };
+    let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mqtt_task = tokio::spawn(controller::mqtt_loop(eventloop, in_tx));
+    let timing = Timing {
+        debounce: args.debounce,
+        max_delay: args.max_delay,
+        retained_wait: args.retained_wait,
+    };
+    let ctl = Controller::new(topics, client, metrics.clone(), timing, topology);
+    started(&Running {
+        metrics,
+        metrics_addr,
+        embedded_broker: embedded,
+    });
+    ctl.run(source, in_rx, shutdown).await;
+    mqtt_task.abort();
+    Ok(())
+}

@@ -1,0 +1,347 @@
+//! Convergence state and the Prometheus text endpoint (`GET /metrics`), plus `/healthz` and
+//! `/readyz`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+
+/// Bucket bounds (seconds) of the latency histograms.
+pub const BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// A cumulative histogram in Prometheus' shape.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&mut self, d: Duration) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS.len()];
+        }
+        let s = d.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if s <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += s;
+        self.count += 1;
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let c = self.counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {c}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", self.sum, self.count);
+    }
+}
+
+/// What the master knows about one gateway or node agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Convergence {
+    /// Serial last published (or found retained) for it.
+    pub desired: Option<u32>,
+    /// Serial the agent reports in use.
+    pub applied: Option<u32>,
+    /// The agent's last status said online.
+    pub online: bool,
+    /// The agent's last error.
+    pub error: Option<String>,
+}
+
+impl Convergence {
+    /// Desired serial known and applied.
+    pub fn converged(&self) -> bool {
+        self.desired.is_some() && self.applied == self.desired
+    }
+}
+
+/// All metrics. Shared between the controller and the HTTP server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Per gateway id.
+    pub gateways: BTreeMap<String, Convergence>,
+    /// Per node name.
+    pub nodes: BTreeMap<String, Convergence>,
+    /// When each (kind, name, serial) was published, until the agent applies it.
+    pub pending: BTreeMap<(bool, String), (u32, Instant)>,
+    /// Watch events received, per resource.
+    pub watch_events: BTreeMap<&'static str, u64>,
+    /// Complete (re)lists received, per resource.
+    pub relists: BTreeMap<&'static str, u64>,
+    /// Watch errors, per resource.
+    pub watch_errors: BTreeMap<&'static str, u64>,
+    /// Plans made (one per burst).
+    pub plans: u64,
+    /// Payloads published, zones and proxies.
+    pub published_zones: u64,
+    /// Proxy payloads published.
+    pub published_proxies: u64,
+    /// Bytes of payload published.
+    pub published_bytes: u64,
+    /// Objects refused by the planner's input checks.
+    pub input_errors: u64,
+    /// First event of a burst to the publish of its payloads.
+    pub event_to_publish: Histogram,
+    /// Publish to the agent reporting the serial applied.
+    pub publish_to_applied: Histogram,
+    /// Connected to the broker.
+    pub broker_connected: bool,
+    /// The first plan was published.
+    pub ready: bool,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Notes a published payload (`gateway` true for zones, false for proxies).
+    pub fn published(&mut self, gateway: bool, name: &str, serial: u32, bytes: usize, at: Instant) {
+        let c = self.entry(gateway, name);
+        c.desired = Some(serial);
+        let converged = c.converged();
+        if gateway {
+            self.published_zones += 1;
+        } else {
+            self.published_proxies += 1;
+        }
+        self.published_bytes += bytes as u64;
+        if converged {
+            self.pending.remove(&(gateway, name.to_string()));
+        } else {
+            self.pending
+                .insert((gateway, name.to_string()), (serial, at));
+        }
+    }
+
+    /// Notes a desired serial known without publishing (found retained).
+    pub fn desired(&mut self, gateway: bool, name: &str, serial: u32) {
+        self.entry(gateway, name).desired = Some(serial);
+    }
+
+    fn entry(&mut self, gateway: bool, name: &str) -> &mut Convergence {
+        let map = if gateway {
+            &mut self.gateways
+        } else {
+            &mut self.nodes
+        };
+        map.entry(name.to_string()).or_default()
+    }
+
+    /// Notes an agent status. Returns the publish-to-applied latency when this status
+    /// completed a pending publish.
+    pub fn status(
+        &mut self,
+        gateway: bool,
+        name: &str,
+        status: &sdwan_link::Status,
+        now: Instant,
+    ) -> Option<Duration> {
+        let c = self.entry(gateway, name);
+        c.applied = status.serial;
+        c.online = status.state == sdwan_link::State::Online;
+        c.error = status.error.clone();
+        let key = (gateway, name.to_string());
+        let (serial, at) = *self.pending.get(&key)?;
+        if status.serial.is_some_and(|s| s >= serial) {
+            self.pending.remove(&key);
+            let d = now.saturating_duration_since(at);
+            self.publish_to_applied.observe(d);
+            return Some(d);
+        }
+        None
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        for (kind, map) in [("gateway", &self.gateways), ("node", &self.nodes)] {
+            let rows: Vec<(&String, &Convergence)> = map.iter().collect();
+            let series: [(&str, &str, fn(&Convergence) -> Option<f64>); 5] = [
+                ("desired_serial", "serial last published", |c| {
+                    c.desired.map(f64::from)
+                }),
+                ("applied_serial", "serial the agent reports in use", |c| {
+                    c.applied.map(f64::from)
+                }),
+                ("online", "1 when the agent's status is online", |c| {
+                    Some(if c.online { 1.0 } else { 0.0 })
+                }),
+                (
+                    "converged",
+                    "1 when the applied serial is the desired one",
+                    |c| Some(if c.converged() { 1.0 } else { 0.0 }),
+                ),
+                ("error", "1 when the agent reports an error", |c| {
+                    Some(if c.error.is_some() { 1.0 } else { 0.0 })
+                }),
+            ];
+            for (name, help, f) in series {
+                let _ = writeln!(
+                    o,
+                    "# HELP sdwan_{kind}_{name} {help}\n# TYPE sdwan_{kind}_{name} gauge"
+                );
+                for (id, c) in &rows {
+                    if let Some(v) = f(c) {
+                        let _ = writeln!(o, "sdwan_{kind}_{name}{{{kind}=\"{}\"}} {v}", esc(id));
+                    }
+                }
+            }
+        }
+        let counters: [(&str, &str, &BTreeMap<&'static str, u64>); 3] = [
+            (
+                "sdwan_watch_events_total",
+                "watch events received",
+                &self.watch_events,
+            ),
+            (
+                "sdwan_watch_relists_total",
+                "complete lists received (start and relists)",
+                &self.relists,
+            ),
+            (
+                "sdwan_watch_errors_total",
+                "watch errors (retried)",
+                &self.watch_errors,
+            ),
+        ];
+        for (name, help, map) in counters {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (r, v) in map {
+                let _ = writeln!(o, "{name}{{resource=\"{r}\"}} {v}");
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP sdwan_plans_total plans made (one per burst of events)\n\
+             # TYPE sdwan_plans_total counter\nsdwan_plans_total {}",
+            self.plans
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sdwan_published_total payloads published\n# TYPE sdwan_published_total counter\n\
+             sdwan_published_total{{kind=\"zone\"}} {}\nsdwan_published_total{{kind=\"proxy\"}} {}",
+            self.published_zones, self.published_proxies
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sdwan_published_bytes_total payload bytes published\n\
+             # TYPE sdwan_published_bytes_total counter\nsdwan_published_bytes_total {}",
+            self.published_bytes
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sdwan_input_errors_total Kubernetes objects refused (see the log)\n\
+             # TYPE sdwan_input_errors_total counter\nsdwan_input_errors_total {}",
+            self.input_errors
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sdwan_broker_connected 1 when connected to the MQTT broker\n\
+             # TYPE sdwan_broker_connected gauge\nsdwan_broker_connected {}",
+            u8::from(self.broker_connected)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sdwan_ready 1 once the first complete plan was published\n\
+             # TYPE sdwan_ready gauge\nsdwan_ready {}",
+            u8::from(self.ready)
+        );
+        self.event_to_publish.render(
+            "sdwan_event_to_publish_seconds",
+            "first watch event of a burst to the publish of the payloads it changed",
+            &mut o,
+        );
+        self.publish_to_applied.render(
+            "sdwan_publish_to_applied_seconds",
+            "publish of a payload to its agent reporting the serial in use",
+            &mut o,
+        );
+        o
+    }
+}
+
+/// Shared metrics handle.
+pub type SharedMetrics = Arc<Mutex<Metrics>>;
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// Serves `/metrics`, `/healthz` (always 200 while the process runs) and `/readyz` (200 once
+/// the first plan was published and the broker is connected, else 503) on `listener`.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: SharedMetrics) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let m = metrics.lock().unwrap();
+                    let resp = match req.uri().path() {
+                        "/metrics" => text(StatusCode::OK, m.render()),
+                        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+                        "/readyz" if m.ready && m.broker_connected => {
+                            text(StatusCode::OK, "ready\n".into())
+                        }
+                        "/readyz" => text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "not ready: first plan published: {}, broker connected: {}\n",
+                                m.ready, m.broker_connected
+                            ),
+                        ),
+                        _ => text(
+                            StatusCode::NOT_FOUND,
+                            "not found: /metrics /healthz /readyz\n".into(),
+                        ),
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+/// Binds `addr` and serves in a task. Returns the bound address.
+pub async fn spawn(addr: SocketAddr, metrics: SharedMetrics) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(serve(listener, metrics));
+    Ok(bound)
+}

@@ -1,0 +1,84 @@
+//! `sdwan-discovery plan`: cluster dumps + topology -> payload files, no network.
+
+use std::path::{Path, PathBuf};
+
+use sdwan_plan::{Snapshot, Topology};
+
+use crate::cli::PlanArgs;
+use crate::Error;
+
+/// Reads and merges `kubectl get nodes,services,endpointslices -A -o json` dumps.
+pub fn load_cluster(files: &[PathBuf]) -> Result<Snapshot, Error> {
+    let mut snap = Snapshot::new();
+    for f in files {
+        let bytes = std::fs::read(f).map_err(|source| Error::Read {
+            path: f.clone(),
+            source,
+        })?;
+        snap.merge_kubectl_json(&bytes)
+            .map_err(|source| Error::Cluster {
+                path: f.clone(),
+                source,
+            })?;
+    }
+    Ok(snap)
+}
+
+/// Reads the topology file.
+pub fn load_topology(path: &Path) -> Result<Topology, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Topology::from_toml(&text).map_err(|source| Error::Topology {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write(path: PathBuf, bytes: &[u8]) -> Result<(), Error> {
+    std::fs::write(&path, bytes).map_err(|source| Error::Write { path, source })
+}
+
+/// What `plan` wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Gateway ids.
+    pub gateways: Vec<String>,
+    /// Node names.
+    pub nodes: Vec<String>,
+    /// Planner warnings.
+    pub warnings: Vec<String>,
+}
+
+/// Plans and writes `OUT/gateways/<id>.json` and `OUT/nodes/<node>.json`.
+pub fn run(args: &PlanArgs) -> Result<Written, Error> {
+    let snap = load_cluster(&args.cluster_files)?;
+    let topo = load_topology(&args.topology)?;
+    let plan = sdwan_plan::plan(&snap, &topo);
+    let gdir = args.out.join("gateways");
+    let ndir = args.out.join("nodes");
+    for d in [&gdir, &ndir] {
+        std::fs::create_dir_all(d).map_err(|source| Error::Write {
+            path: d.clone(),
+            source,
+        })?;
+    }
+    let mut w = Written::default();
+    for (id, content) in &plan.gateways {
+        write(
+            gdir.join(format!("{id}.json")),
+            &content.render(id, args.serial),
+        )?;
+        w.gateways.push(id.clone());
+    }
+    for (node, content) in &plan.nodes {
+        write(
+            ndir.join(format!("{node}.json")),
+            &content.render(node, args.serial),
+        )?;
+        w.nodes.push(node.clone());
+    }
+    w.warnings = plan.warnings.iter().map(ToString::to_string).collect();
+    Ok(w)
+}
