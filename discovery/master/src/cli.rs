@@ -42,7 +42,7 @@ PLAN OPTIONS:
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// The live master.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Offline planning into files.
     Plan(PlanArgs),
     /// Print usage.
@@ -200,7 +200,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
     }
     let topic_prefix = topic_prefix.unwrap_or_else(|| format!("sdwan/v1/{cluster}"));
     let client_id = client_id.unwrap_or_else(|| format!("sdwan-discovery-{cluster}"));
-    Ok(Command::Run(RunArgs {
+    Ok(Command::Run(Box::new(RunArgs {
         topology,
         kubeconfig,
         cluster_files,
@@ -218,7 +218,7 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
         debounce,
         max_delay,
         retained_wait,
-    }))
+    })))
 }
 
 #[cfg(test)]

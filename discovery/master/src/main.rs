@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use sdwan_discovery::cli::{self, Command};
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,rumqttd=off,tracing::span=off"),
+    )
+    .init();
     let cmd = match cli::parse(std::env::args_os().skip(1)) {
         Ok(c) => c,
         Err(e) => {
@@ -58,7 +61,7 @@ fn main() -> ExitCode {
                 let _ = tokio::signal::ctrl_c().await;
                 log::info!("interrupted, stopping");
             };
-            match rt.block_on(sdwan_discovery::run(args, shutdown, |_| {})) {
+            match rt.block_on(sdwan_discovery::run(*args, shutdown, |_| {})) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sdwan-discovery: {e}");

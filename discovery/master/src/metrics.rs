@@ -181,7 +181,7 @@ impl Metrics {
         let mut o = String::new();
         for (kind, map) in [("gateway", &self.gateways), ("node", &self.nodes)] {
             let rows: Vec<(&String, &Convergence)> = map.iter().collect();
-            let series: [(&str, &str, fn(&Convergence) -> Option<f64>); 5] = [
+            let series: [Series; 5] = [
                 ("desired_serial", "serial last published", |c| {
                     c.desired.map(f64::from)
                 }),
@@ -284,6 +284,9 @@ impl Metrics {
         o
     }
 }
+
+/// One per-agent gauge: name, help, value.
+type Series = (&'static str, &'static str, fn(&Convergence) -> Option<f64>);
 
 /// Shared metrics handle.
 pub type SharedMetrics = Arc<Mutex<Metrics>>;
