@@ -7,13 +7,22 @@
 //! - [`store`]: [`store::ZoneStore`], the zone in use behind an atomic swap, and
 //!   [`store::load_payload`] (payload bytes to a compiled zone).
 //! - [`server`]: UDP and TCP servers, socket binding, dropping root.
+//! - [`persist`]: the last good zone payload in `--state-dir` (atomic, durable), loaded at start.
+//! - [`apply`]: policy for payloads from the broker (valid, this gateway, newer serial), then
+//!   persist and swap.
+//! - [`mqtt`]: MQTT mode: the connection thread (TLS via `sdwan-link`), subscription, status.
+//! - [`status`]: the status documents (online, last will).
 //! - [`run`]: start-up order: load the zone, bind, drop privileges, serve.
 //!
 //! `main.rs` only parses the command line, sets up logging and calls [`run`].
 
+pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod mqtt;
+pub mod persist;
 pub mod server;
+pub mod status;
 pub mod store;
 
 use std::fmt;
@@ -52,6 +61,8 @@ pub enum Error {
     User(server::user::UserError),
     /// A server thread could not be started or stopped on a socket error.
     Server(std::io::Error),
+    /// MQTT mode cannot start (no gateway id, bad broker URL, TLS or password file).
+    Mqtt(mqtt::MqttError),
     /// A mode that this build does not implement yet.
     NotImplemented(&'static str),
 }
@@ -68,6 +79,7 @@ impl fmt::Display for Error {
             Error::Bind(e) => e.fmt(f),
             Error::User(e) => e.fmt(f),
             Error::Server(e) => write!(f, "server stopped: {e}"),
+            Error::Mqtt(e) => e.fmt(f),
             Error::NotImplemented(what) => write!(f, "{what} is not implemented yet"),
         }
     }
@@ -113,10 +125,16 @@ pub fn run(config: &Config) -> Result<(), Error> {
         log_zone(&path.display().to_string(), &zone);
         store.swap(zone);
     }
-    // MQTT mode (persisted zone from --state-dir, then the broker) plugs in here.
-    if config.broker.is_some() {
-        return Err(Error::NotImplemented("MQTT mode (--broker)"));
+    // MQTT mode: the persisted zone is served at once, before and without the broker.
+    if let Some(dir) = &config.state_dir {
+        if let Some((zone, _)) = persist::load(dir, config.gateway_id.as_deref()) {
+            if store.serial().is_none_or(|s| s < zone.serial()) {
+                log_zone(&persist::state_file(dir).display().to_string(), &zone);
+                store.swap(zone);
+            }
+        }
     }
+    let link = mqtt::Link::prepare(config).map_err(Error::Mqtt)?;
 
     let bound = server::bind(&config.listen).map_err(Error::Bind)?;
     if let Some(user) = &config.user {
@@ -131,5 +149,8 @@ pub fn run(config: &Config) -> Result<(), Error> {
         max_connections: config.tcp_max_connections,
     };
     let running = server::spawn(bound, store.clone(), limits).map_err(Error::Server)?;
+    if let Some(link) = link {
+        link.spawn(store.clone()).map_err(Error::Server)?;
+    }
     Err(Error::Server(running.wait()))
 }

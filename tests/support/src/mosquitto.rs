@@ -1,0 +1,225 @@
+//! A real mosquitto broker for tests, on a free loopback port, killed on drop.
+//!
+//! [`MosquittoConfig`] describes the listener: plain or TLS, with `require_certificate` and
+//! `use_identity_as_username` (certificate CN = username) and an ACL file. [`Mosquitto::start`]
+//! writes `mosquitto.conf` into the given directory, starts the broker and waits (with a
+//! deadline) until it accepts TCP connections. [`Mosquitto::restart`] stops and starts it on
+//! the same port; with `persistence` it keeps retained messages and sessions across that.
+//!
+//! Panics with a clear message when the `mosquitto` binary is missing (Debian package
+//! `mosquitto`; the tests must fail, not pass, without it).
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::certs::CertFiles;
+
+/// Where Debian installs the broker.
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// TLS settings of the listener.
+#[derive(Debug, Clone)]
+pub struct BrokerTls {
+    /// CA that client certificates must chain to.
+    pub ca: PathBuf,
+    /// The broker's certificate and key.
+    pub server: CertFiles,
+    /// `require_certificate true` + `use_identity_as_username true`.
+    pub require_client_cert: bool,
+}
+
+/// One broker's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct MosquittoConfig {
+    /// TLS, or plain TCP when `None`.
+    pub tls: Option<BrokerTls>,
+    /// ACL file contents (`pattern read ...`, `user master` ...); none = everyone may do all.
+    pub acl: Option<String>,
+    /// Keep retained messages and sessions across [`Mosquitto::restart`].
+    pub persistence: bool,
+}
+
+impl MosquittoConfig {
+    /// The ACL of the design for `prefix`: each gateway (certificate CN = gateway id) reads its
+    /// own zone and writes its own status; user `master` writes zones and reads statuses.
+    pub fn design_acl(prefix: &str) -> String {
+        format!(
+            "pattern read {prefix}/gateways/%u/zone\n\
+             pattern write {prefix}/gateways/%u/status\n\
+             pattern read {prefix}/nodes/%u/proxy\n\
+             pattern write {prefix}/nodes/%u/status\n\
+             \n\
+             user master\n\
+             topic write {prefix}/gateways/+/zone\n\
+             topic read {prefix}/gateways/+/status\n\
+             topic write {prefix}/nodes/+/proxy\n\
+             topic read {prefix}/nodes/+/status\n"
+        )
+    }
+}
+
+/// A running mosquitto, killed on drop.
+#[derive(Debug)]
+pub struct Mosquitto {
+    dir: PathBuf,
+    port: u16,
+    tls: bool,
+    child: Option<Child>,
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Mosquitto {
+    /// Writes the config into `dir` and starts the broker on a free port of 127.0.0.1.
+    pub fn start(dir: &Path, config: &MosquittoConfig) -> Mosquitto {
+        assert!(
+            Path::new(MOSQUITTO).exists(),
+            "{MOSQUITTO} not found: install the Debian package `mosquitto` (tests/setup.sh does)"
+        );
+        let port = free_port();
+        let mut conf = String::new();
+        let _ = writeln!(conf, "per_listener_settings false");
+        let _ = writeln!(conf, "user root");
+        let _ = writeln!(conf, "log_dest file {}", dir.join("mosquitto.log").display());
+        let _ = writeln!(conf, "log_type all");
+        let _ = writeln!(conf, "connection_messages true");
+        if config.persistence {
+            let _ = writeln!(conf, "persistence true");
+            let _ = writeln!(conf, "persistence_location {}/", dir.display());
+            let _ = writeln!(conf, "autosave_interval 1");
+        }
+        let _ = writeln!(conf, "listener {port} 127.0.0.1");
+        match &config.tls {
+            Some(t) => {
+                let _ = writeln!(conf, "cafile {}", t.ca.display());
+                let _ = writeln!(conf, "certfile {}", t.server.cert.display());
+                let _ = writeln!(conf, "keyfile {}", t.server.key.display());
+                if t.require_client_cert {
+                    let _ = writeln!(conf, "require_certificate true");
+                    let _ = writeln!(conf, "use_identity_as_username true");
+                }
+                let _ = writeln!(conf, "allow_anonymous {}", !t.require_client_cert);
+            }
+            None => {
+                let _ = writeln!(conf, "allow_anonymous true");
+            }
+        }
+        if let Some(acl) = &config.acl {
+            let acl_path = dir.join("acl");
+            fs::write(&acl_path, acl).unwrap();
+            let _ = writeln!(conf, "acl_file {}", acl_path.display());
+        }
+        fs::write(dir.join("mosquitto.conf"), conf).unwrap();
+        let mut m = Mosquitto {
+            dir: dir.to_path_buf(),
+            port,
+            tls: config.tls.is_some(),
+            child: None,
+        };
+        m.spawn();
+        m
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {MOSQUITTO}: {e}"));
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "mosquitto exited ({status}) at start; its log:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {addr} within 10 s; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The broker's TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `mqtts://127.0.0.1:PORT` (or `mqtt://` for a plain listener).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Stops the broker (SIGTERM, so a persistent broker saves its database) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Whether the broker process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts the broker again after [`Mosquitto::stop`], on the same port and config.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "mosquitto is still running");
+        self.spawn();
+    }
+
+    /// Stop, then start on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
