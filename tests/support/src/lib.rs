@@ -13,10 +13,14 @@
 //!   Debian package to install.
 //! - [`dig`]: run `dig`/`kdig` and parse the answer ([`DigAnswer`]).
 //! - [`dnsmasq`]: start a real dnsmasq forwarding a domain to a port.
+//! - [`certs`]: test PKI with rcgen (CA, server and client certificates as PEM files).
+//! - [`mosquitto`]: a real mosquitto broker (plain or TLS, client certificates, ACL).
 
+pub mod certs;
 pub mod child;
 pub mod dig;
 pub mod dnsmasq;
+pub mod mosquitto;
 pub mod net;
 pub mod tmp;
 pub mod tools;
