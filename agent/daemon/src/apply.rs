@@ -45,7 +45,10 @@ impl fmt::Display for Rejection {
                 write!(f, "payload is for gateway {got:?}, this is {want:?}")
             }
             Rejection::Stale { got, in_use } => {
-                write!(f, "stale payload: serial {got} is older than {in_use} in use")
+                write!(
+                    f,
+                    "stale payload: serial {got} is older than {in_use} in use"
+                )
             }
         }
     }

@@ -252,7 +252,10 @@ mod tests {
             broker: Some("mqtt://127.0.0.1:1".into()),
             ..Config::default()
         };
-        assert!(matches!(Link::prepare(&config), Err(MqttError::NoGatewayId)));
+        assert!(matches!(
+            Link::prepare(&config),
+            Err(MqttError::NoGatewayId)
+        ));
     }
 
     #[test]

@@ -11,12 +11,13 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::certs::CertFiles;
+use crate::free_port;
 
 /// Where Debian installs the broker.
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -71,15 +72,6 @@ pub struct Mosquitto {
     child: Option<Child>,
 }
 
-/// A loopback TCP port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Mosquitto {
     /// Writes the config into `dir` and starts the broker on a free port of 127.0.0.1.
     pub fn start(dir: &Path, config: &MosquittoConfig) -> Mosquitto {
@@ -91,7 +83,11 @@ impl Mosquitto {
         let mut conf = String::new();
         let _ = writeln!(conf, "per_listener_settings false");
         let _ = writeln!(conf, "user root");
-        let _ = writeln!(conf, "log_dest file {}", dir.join("mosquitto.log").display());
+        let _ = writeln!(
+            conf,
+            "log_dest file {}",
+            dir.join("mosquitto.log").display()
+        );
         let _ = writeln!(conf, "log_type all");
         let _ = writeln!(conf, "connection_messages true");
         if config.persistence {
@@ -217,6 +213,9 @@ impl Mosquitto {
 
 impl Drop for Mosquitto {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- mosquitto log ----\n{}----", self.log());
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

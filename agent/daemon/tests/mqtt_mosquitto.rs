@@ -1,0 +1,331 @@
+//! Issue 3 against a real mosquitto (Debian) with TLS, client certificates (CN = gateway id)
+//! and the design's ACL: isolation, refusal of strangers, bad payloads, broker restarts and
+//! outages, kill -9 during updates, and no failed query while zones are swapped.
+
+mod mqtt_common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use mqtt_common::*;
+use sdwan_link::rumqttc::{Client, Event, Packet};
+use sdwan_link::{BrokerUrl, LinkOptions, State};
+use sdwan_testsupport::certs::CertFiles;
+use sdwan_testsupport::mosquitto::{BrokerTls, Mosquitto, MosquittoConfig};
+use sdwan_testsupport::{require_tool, wait_until, TempDir};
+
+/// `mosquitto_sub` reading one message from `topic` within 2 s, as the holder of `client`
+/// (or of no certificate). Returns (exit status success, message text).
+fn sub_once(
+    pki: &Pki,
+    broker: &Mosquitto,
+    client: Option<&CertFiles>,
+    topic: &str,
+) -> (bool, String) {
+    let mut cmd = Command::new(require_tool("mosquitto_sub"));
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &broker.port().to_string(),
+        "-t",
+        topic,
+    ])
+    .args(["-C", "1", "-W", "2", "-q", "1"])
+    .arg("--cafile")
+    .arg(pki.ca.cert());
+    if let Some(c) = client {
+        cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn gateway_gets_only_its_own_zone_and_strangers_are_refused() {
+    let tmp = TempDir::new("mqtt-acl");
+    let pki = Pki::new(tmp.path());
+    let broker = pki.broker(tmp.path(), false);
+    let master = Master::connect(Master::tls_options(&pki, &broker));
+    master.publish_zone("gw-a", zone("gw-a", 1));
+    master.publish_zone("gw-b", zone("gw-b", 500));
+
+    let agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state-a")));
+    wait_serving(agent.dns, 1);
+    let st = master.wait_status("gw-a", "online with serial 1", |s| {
+        s.state == State::Online && s.serial == Some(1)
+    });
+    assert_eq!(st.error, None);
+    assert_eq!(st.version, env!("CARGO_PKG_VERSION"));
+
+    let topics = sdwan_link::Topics::new(PREFIX).unwrap();
+    let gw_a = pki.ca.client("gw-a");
+    // gw-a's certificate reads its own retained zone ...
+    let (ok, own) = sub_once(&pki, &broker, Some(&gw_a), &topics.gateway_zone("gw-a"));
+    assert!(
+        ok && own.contains("\"gw-a\""),
+        "gw-a cannot read its own zone: {own:?}"
+    );
+    // ... but not gw-b's, even when it says it is gw-b in its client id.
+    let (_, other) = sub_once(&pki, &broker, Some(&gw_a), &topics.gateway_zone("gw-b"));
+    assert_eq!(other, "", "gw-a read gw-b's zone");
+    // No certificate, or one from another CA: refused.
+    let (ok, text) = sub_once(&pki, &broker, None, &topics.gateway_zone("gw-a"));
+    assert!(
+        !ok && text.is_empty(),
+        "client without certificate got {text:?}"
+    );
+    let foreign = pki.foreign.client("gw-a");
+    let (ok, text) = sub_once(&pki, &broker, Some(&foreign), &topics.gateway_zone("gw-a"));
+    assert!(
+        !ok && text.is_empty(),
+        "client with a foreign certificate got {text:?}"
+    );
+    // The agent with a foreign certificate never comes online.
+    let mut args = tls_agent_args(&pki, &broker, "gw-c", &tmp.join("state-c"));
+    args.client = Some(pki.foreign.client("gw-c"));
+    let mut stranger = Agent::start(args);
+    master.publish_zone("gw-c", zone("gw-c", 3));
+    stranger.child.wait_stderr(SOON, "cannot connect to");
+    assert_eq!(master.status("gw-c"), None);
+    // gw-a still serves its own zone, never gw-b's.
+    let a = query_a(agent.dns, NAME, Duration::from_secs(1)).unwrap();
+    assert_eq!(a.a, [ip_for(1)]);
+}
+
+#[test]
+fn server_certificate_and_host_name_are_always_verified() {
+    let tmp = TempDir::new("mqtt-verify");
+    let pki = Pki::new(tmp.path());
+    // A broker whose certificate is valid, but for another name than 127.0.0.1.
+    let wrong_name = pki
+        .ca
+        .server_for("elsewhere", &["broker.elsewhere.example"]);
+    let dir2 = tmp.join("b2");
+    std::fs::create_dir_all(&dir2).unwrap();
+    let misnamed = Mosquitto::start(
+        &dir2,
+        &MosquittoConfig {
+            tls: Some(BrokerTls {
+                ca: pki.ca.cert().to_path_buf(),
+                server: wrong_name,
+                require_client_cert: true,
+            }),
+            acl: None,
+            persistence: false,
+        },
+    );
+    let broker = pki.broker(tmp.path(), false);
+    let connect = |b: &Mosquitto, ca: &std::path::Path| -> Result<(), String> {
+        let mut o = LinkOptions::new(BrokerUrl::parse(&b.url()).unwrap(), "master");
+        o.ca = Some(ca.to_path_buf());
+        o.cert = Some(pki.master.cert.clone());
+        o.key = Some(pki.master.key.clone());
+        let (_client, mut conn) = Client::new(o.mqtt_options().unwrap(), 4);
+        match conn.recv().unwrap() {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(()),
+            Ok(other) => Err(format!("unexpected {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    connect(&broker, pki.ca.cert()).expect("the right CA and name connect");
+    let e = connect(&broker, pki.foreign.cert()).unwrap_err();
+    assert!(e.contains("certificate"), "foreign CA: {e}");
+    let e = connect(&misnamed, pki.ca.cert()).unwrap_err();
+    assert!(
+        e.contains("certificate") || e.contains("name"),
+        "wrong name: {e}"
+    );
+}
+
+#[test]
+fn bad_payloads_keep_the_old_zone_and_report_the_error() {
+    let tmp = TempDir::new("mqtt-bad");
+    let pki = Pki::new(tmp.path());
+    let broker = pki.broker(tmp.path(), false);
+    let master = Master::connect(Master::tls_options(&pki, &broker));
+    let agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
+    master.publish_zone("gw-a", zone("gw-a", 10));
+    wait_serving(agent.dns, 10);
+
+    let big_txt = zone("gw-a", 11).replace("sdwan-discovery", &"x".repeat(300));
+    let many = {
+        let recs: Vec<String> = (0..10_001)
+            .map(|i| format!(r#"{{"name":"h{i}","type":"A","data":"10.9.0.1"}}"#))
+            .collect();
+        format!(
+            r#"{{"version":1,"serial":11,"gateway":"gw-a","origin":"kubernetes.services","ttl":30,"records":[{}]}}"#,
+            recs.join(",")
+        )
+    };
+    let mut garbage = vec![0u8; 1024 * 1024];
+    let mut x = 0x2545_f491u32;
+    for b in garbage.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    // (case, payload, text the status error must hold)
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "malformed JSON",
+            br#"{"version":1,"serial":11,"#.to_vec(),
+            "invalid payload",
+        ),
+        ("wrong gateway", zone("gw-b", 11).into_bytes(), "\"gw-b\""),
+        ("stale serial", zone("gw-a", 9).into_bytes(), "stale"),
+        (
+            "TXT over 255 bytes",
+            big_txt.into_bytes(),
+            "invalid payload",
+        ),
+        ("10,001 records", many.into_bytes(), "invalid payload"),
+        ("1 MiB of garbage", garbage, "invalid payload"),
+    ];
+    let mut serial = 10;
+    for (case, payload, want) in cases {
+        master.publish_zone("gw-a", payload);
+        let st = master.wait_status("gw-a", &format!("{case}: error {want:?}"), |s| {
+            s.error.as_deref().is_some_and(|e| e.contains(want))
+        });
+        assert_eq!(st.serial, Some(serial), "{case}: serial in use changed");
+        assert_eq!(st.state, State::Online);
+        let a = query_a(agent.dns, NAME, Duration::from_secs(1)).unwrap();
+        assert_eq!(a.a, [ip_for(serial)], "{case}: old zone not answering");
+        // A good payload clears the error again.
+        serial += 1;
+        master.publish_zone("gw-a", zone("gw-a", serial));
+        master.wait_status(
+            "gw-a",
+            &format!("after {case}: serial {serial}, no error"),
+            |s| s.serial == Some(serial) && s.error.is_none(),
+        );
+        wait_serving(agent.dns, serial);
+    }
+}
+
+#[test]
+fn broker_restart_and_outage_are_survived() {
+    let tmp = TempDir::new("mqtt-restart");
+    let pki = Pki::new(tmp.path());
+    let mut broker = pki.broker(tmp.path(), true);
+    let master = Master::connect(Master::tls_options(&pki, &broker));
+    let mut agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
+    master.publish_zone("gw-a", zone("gw-a", 1));
+    wait_serving(agent.dns, 1);
+
+    // Restart mid-run: DNS keeps answering throughout, the agent reconnects and takes updates.
+    let queries = QueryLoop::start(agent.dns);
+    broker.restart();
+    master.publish_zone("gw-a", zone("gw-a", 2));
+    wait_serving(agent.dns, 2);
+    master.wait_status("gw-a", "online with serial 2", |s| {
+        s.state == State::Online && s.serial == Some(2)
+    });
+    let (ok, failures) = queries.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed queries: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 0);
+    agent.child.wait_stderr(SOON, "disconnected from");
+
+    // Broker down, agent restarted: it serves its persisted zone at once.
+    broker.stop();
+    agent.restart();
+    wait_serving(agent.dns, 2);
+    agent.child.wait_stderr(SOON, "cannot connect to");
+    // The broker comes back: the agent connects and takes the next zone.
+    broker.start_again();
+    wait_until(SOON, "master reconnected", || {
+        master.status("gw-a").is_some()
+    });
+    master.publish_zone("gw-a", zone("gw-a", 3));
+    wait_serving(agent.dns, 3);
+}
+
+#[test]
+fn kill_9_during_updates_leaves_a_whole_state_file() {
+    let tmp = TempDir::new("mqtt-kill");
+    let pki = Pki::new(tmp.path());
+    // Persistent, so the retained zone outlives the broker stops below.
+    let mut broker = pki.broker(tmp.path(), true);
+    let master = Master::connect(Master::tls_options(&pki, &broker));
+    let state = tmp.join("state");
+    let mut agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &state));
+    // Large payloads (about 200 kB) so that the kill often lands during a write.
+    let padded = |serial: u32| {
+        let pad: Vec<String> = (0..2000)
+            .map(|i| {
+                format!(
+                    r#"{{"name":"pad{i}","type":"TXT","data":"{}"}}"#,
+                    "p".repeat(60)
+                )
+            })
+            .collect();
+        zone("gw-a", serial).replace("]}", &format!(",{}]}}", pad.join(",")))
+    };
+    let mut serial = 0;
+    for round in 0..3 {
+        let first = serial + 1;
+        for _ in 0..40 {
+            serial += 1;
+            master.publish_zone("gw-a", padded(serial));
+        }
+        // Kill while the stream is being applied.
+        wait_until(SOON, "agent applying the stream", || {
+            query_a(agent.dns, NAME, Duration::from_millis(300))
+                .ok()
+                .and_then(|a| a.a.first().copied())
+                .is_some_and(|ip| ip >= ip_for(first + 5))
+        });
+        agent.child.kill();
+        let (zone, _) = sdwan_agent::persist::load(&state, Some("gw-a"))
+            .unwrap_or_else(|| panic!("round {round}: no whole state file after kill -9"));
+        let saved = zone.serial();
+        assert!(
+            (first..=serial).contains(&saved),
+            "round {round}: saved serial {saved}"
+        );
+        // Restarted without a broker, it serves exactly what the file holds.
+        broker.stop();
+        agent.restart();
+        wait_serving(agent.dns, saved);
+        broker.start_again();
+        agent.child.kill();
+        agent.restart();
+        wait_serving(agent.dns, serial);
+    }
+}
+
+#[test]
+fn no_failed_query_during_swaps() {
+    let tmp = TempDir::new("mqtt-swaps");
+    let pki = Pki::new(tmp.path());
+    let broker = pki.broker(tmp.path(), false);
+    let master = Master::connect(Master::tls_options(&pki, &broker));
+    let agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
+    master.publish_zone("gw-a", zone("gw-a", 1));
+    wait_serving(agent.dns, 1);
+    let queries = QueryLoop::start(agent.dns);
+    let last = 300;
+    for serial in 2..=last {
+        master.publish_zone("gw-a", zone("gw-a", serial));
+    }
+    wait_serving(agent.dns, last);
+    let (ok, failures) = queries.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {} queries failed during swaps: {:?}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok >= 100, "only {ok} queries answered during the swaps");
+}
