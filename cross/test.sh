@@ -5,11 +5,10 @@
 # x86_64 one natively): `--version`, then serves cross/testdata/zone.json on a loopback port
 # and checks real `dig` answers over UDP and TCP: A, AAAA, SRV, SOA serial, a TTL over 65535,
 # NXDOMAIN. The values are picked so that a byte-order mistake changes them (big-endian mips
-# is in the default set on purpose). Prints a table; exits non-zero on any failure.
+# is in the default set on purpose). Then it serves examples/zone.json (when present) and
+# checks its local A record. Prints a table; exits non-zero on any failure.
 #
-# Environment: CARGO_TARGET_DIR (default <repo>/target; binaries in $CARGO_TARGET_DIR/cross),
-#              SDWAN_ZONE (zone file to serve; default cross/testdata/zone.json, whose
-#              answers the checks below expect).
+# Environment: CARGO_TARGET_DIR (default <repo>/target; binaries in $CARGO_TARGET_DIR/cross).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,6 +22,7 @@ ALL_TARGETS=(
 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 OUT=$CARGO_TARGET_DIR/cross
 ZONE=$REPO/cross/testdata/zone.json
+EXAMPLE=$REPO/examples/zone.json
 SUFFIX=kubernetes.services
 START_DEADLINE=30 # seconds for an emulated agent to answer its first query
 
@@ -157,8 +157,28 @@ for t in "${targets[@]}"; do
     kill "$AGENT_PID" 2>/dev/null || true
     wait "$AGENT_PID" 2>/dev/null || true
     AGENT_PID=
+
+    # The bundled example zone (what README's first command serves) loads and answers too.
+    nchecks=9
+    if [[ -f $EXAMPLE ]]; then
+        nchecks=10
+        want=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(next(r["data"] for r in d["records"] if r["name"]=="local" and r["type"]=="A"))' "$EXAMPLE")
+        "${run[@]}" --listen "127.0.0.1:$PORT" --zone-file "$EXAMPLE" >"$log.example" 2>&1 &
+        AGENT_PID=$!
+        got=
+        deadline=$((SECONDS + START_DEADLINE))
+        while ((SECONDS < deadline)) && kill -0 "$AGENT_PID" 2>/dev/null; do
+            got=$(q +short "local.$SUFFIX" A || true)
+            [[ $got == "$want" ]] && break
+            sleep 0.2
+        done
+        check "examples/zone.json local A" "$got" "$want" || true
+        kill "$AGENT_PID" 2>/dev/null || true
+        wait "$AGENT_PID" 2>/dev/null || true
+        AGENT_PID=
+    fi
     if [[ ${#FAILS[@]} -eq 0 ]]; then
-        res_dns[$t]="ok (9 checks)"
+        res_dns[$t]="ok ($nchecks checks)"
     else
         res_detail[$t]=$(printf '%s; ' "${FAILS[@]}")
         overall=1
