@@ -1,1 +1,339 @@
-fn main() {}
+//! Planning benchmark (issue 4): 5,000 services x 500 nodes x 2,000 gateways.
+//!
+//! `cargo run --release -p sdwan-plan --example plan-bench [-- --services N --nodes N
+//! --gateways N --seed N --changes N]`
+//!
+//! Synthesises a cluster with a seeded RNG (20 zones, 5 % dual-stack workers, 1-3 replicas per
+//! service and a few DaemonSet-like services on every node, 1-2 ports each), a topology where
+//! every gateway has a zone and 30 % have their own `near` list, then measures: the full plan,
+//! re-planning after one service's endpoints move, and rendering the changed payloads.
+//! Prints a Markdown table for docs/benchmarks.md.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeStatus, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sdwan_plan::{Change, Planner, Snapshot, Topology};
+
+/// SplitMix64: small, seeded, good enough for synthetic data.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+struct Args {
+    services: usize,
+    nodes: usize,
+    gateways: usize,
+    seed: u64,
+    changes: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        services: 5000,
+        nodes: 500,
+        gateways: 2000,
+        seed: 1,
+        changes: 200,
+    };
+    let v: Vec<String> = std::env::args().skip(1).collect();
+    for pair in v.chunks(2) {
+        let n = || pair.get(1).and_then(|s| s.parse().ok()).expect("a number");
+        match pair[0].as_str() {
+            "--services" => a.services = n() as usize,
+            "--nodes" => a.nodes = n() as usize,
+            "--gateways" => a.gateways = n() as usize,
+            "--seed" => a.seed = n(),
+            "--changes" => a.changes = n() as usize,
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+const ZONES: usize = 20;
+
+fn node(i: usize, rng: &mut Rng) -> Node {
+    let name = format!("worker{i:04}");
+    let mut addresses = vec![NodeAddress {
+        type_: "InternalIP".into(),
+        address: format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256),
+    }];
+    if rng.chance(5) {
+        addresses.push(NodeAddress {
+            type_: "InternalIP".into(),
+            address: format!("fd00::{:x}", i + 1),
+        });
+    }
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name),
+            labels: Some(BTreeMap::from([(
+                "topology.kubernetes.io/zone".to_owned(),
+                format!("zone-{:02}", i % ZONES),
+            )])),
+            ..Default::default()
+        },
+        status: Some(NodeStatus {
+            addresses: Some(addresses),
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn service(ns: &str, name: &str, ports: usize, base: usize) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("NodePort".into()),
+            ports: Some(
+                (0..ports)
+                    .map(|p| ServicePort {
+                        name: Some(["http", "metrics"][p].into()),
+                        port: [80, 9090][p],
+                        node_port: Some((30000 + (base * 2 + p) % 2768) as i32),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn slice(ns: &str, svc: &str, nodes: &[usize]) -> EndpointSlice {
+    EndpointSlice {
+        address_type: "IPv4".into(),
+        metadata: ObjectMeta {
+            name: Some(format!("{svc}-abcde")),
+            namespace: Some(ns.into()),
+            labels: Some(BTreeMap::from([(
+                "kubernetes.io/service-name".to_owned(),
+                svc.to_owned(),
+            )])),
+            ..Default::default()
+        },
+        endpoints: Some(
+            nodes
+                .iter()
+                .enumerate()
+                .map(|(k, n)| Endpoint {
+                    addresses: vec![format!("10.244.{}.{}", k / 250, k % 250 + 1)],
+                    conditions: Some(EndpointConditions {
+                        ready: Some(true),
+                        serving: Some(true),
+                        terminating: Some(false),
+                    }),
+                    node_name: Some(format!("worker{n:04}")),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ports: None,
+    }
+}
+
+fn replicas(rng: &mut Rng, nodes: usize) -> Vec<usize> {
+    let n = if rng.chance(1) {
+        nodes
+    } else {
+        1 + rng.below(3)
+    };
+    let mut v: Vec<usize> = if n == nodes {
+        (0..nodes).collect()
+    } else {
+        (0..n).map(|_| rng.below(nodes)).collect()
+    };
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    let a = args();
+    let mut rng = Rng(a.seed);
+    let mut snapshot = Snapshot::new();
+    for i in 0..a.nodes {
+        snapshot.apply_node(&node(i, &mut rng)).unwrap();
+    }
+    let mut svcs = Vec::new();
+    let mut hosts_of: Vec<Vec<usize>> = Vec::new();
+    for s in 0..a.services {
+        let ns = format!("team-{:02}", s % 50);
+        let name = format!("svc-{s:05}");
+        let ports = 1 + usize::from(rng.chance(30));
+        snapshot
+            .apply_service(&service(&ns, &name, ports, s))
+            .unwrap();
+        let hosts = replicas(&mut rng, a.nodes);
+        snapshot.apply_slice(&slice(&ns, &name, &hosts)).unwrap();
+        svcs.push((ns, name));
+        hosts_of.push(hosts);
+    }
+    let mut topo = String::new();
+    for g in 0..a.gateways {
+        topo.push_str(&format!(
+            "[[gateway]]\nid = \"gw-{g:05}\"\nzone = \"zone-{:02}\"\n",
+            rng.below(ZONES)
+        ));
+        if rng.chance(30) {
+            topo.push_str(&format!(
+                "near = [\"worker{:04}\", \"worker{:04}\"]\n",
+                rng.below(a.nodes),
+                rng.below(a.nodes)
+            ));
+        }
+    }
+    let topology = Topology::from_toml(&topo).unwrap();
+
+    // Full plan (from a ready snapshot; the clone is outside the timing).
+    let mut full = Vec::new();
+    let mut planner = None;
+    for _ in 0..5 {
+        let s = snapshot.clone();
+        let t = topology.clone();
+        let start = Instant::now();
+        let p = Planner::new(s, t);
+        full.push(start.elapsed());
+        planner = Some(p);
+    }
+    let mut planner = planner.unwrap();
+    let truncation: Vec<String> = planner
+        .plan()
+        .warnings
+        .iter()
+        .filter(|w| matches!(w, sdwan_plan::Warning::ZoneTruncated { .. }))
+        .map(|w| w.to_string())
+        .collect();
+
+    // One service changes: its endpoints move to other nodes, or it gains one replica.
+    let mut update = [Vec::new(), Vec::new()];
+    let mut changed_gw = [Vec::new(), Vec::new()];
+    for i in 0..a.changes * 2 {
+        let kind = i % 2;
+        let s = rng.below(svcs.len());
+        let (ns, name) = &svcs[s];
+        let hosts = if kind == 0 {
+            replicas(&mut rng, a.nodes)
+        } else {
+            let mut h = hosts_of[s].clone();
+            h.push(rng.below(a.nodes));
+            h.sort_unstable();
+            h.dedup();
+            h
+        };
+        hosts_of[s] = hosts.clone();
+        let change = Change::Slice(Box::new(slice(ns, name, &hosts)));
+        let start = Instant::now();
+        let c = planner.update([change]);
+        update[kind].push(start.elapsed());
+        changed_gw[kind].push(c.gateways.len());
+    }
+    let plan = planner.plan();
+    let (id, zone) = plan.gateways.iter().next().unwrap();
+    let mut render = Vec::new();
+    let mut bytes = 0;
+    for i in 0..20 {
+        let start = Instant::now();
+        let b = zone.render(id, i + 1);
+        render.push(start.elapsed());
+        bytes = b.len();
+    }
+    let records = zone.records().len();
+    let (nid, proxy) = plan.nodes.iter().next().unwrap();
+    let start = Instant::now();
+    let pbytes = proxy.render(nid, 1).len();
+    let prender = start.elapsed();
+    let classes = {
+        let mut orders: Vec<Vec<&str>> = plan.gateways.values().map(|z| z.nearness()).collect();
+        orders.sort();
+        orders.dedup();
+        orders.len()
+    };
+    let mean = |v: &Vec<usize>| v.iter().sum::<usize>() as f64 / v.len() as f64;
+
+    println!(
+        "| {} services x {} nodes x {} gateways (seed {}) | |",
+        a.services, a.nodes, a.gateways, a.seed
+    );
+    println!("|---|---|");
+    println!("| distinct nearness orders (gateway classes) | {classes} |");
+    println!(
+        "| full plan (`Planner::new`), median of 5 | {} |",
+        ms(median(full))
+    );
+    for (k, what) in ["its endpoints move to other nodes", "it gains one replica"]
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "| re-plan after one service changes ({what}), `Planner::update`, median / p99 of {} | {} / {} |",
+            a.changes,
+            ms(pct(&update[k], 0.5)),
+            ms(pct(&update[k], 0.99))
+        );
+        println!(
+            "| gateways reported changed per such update, mean | {:.0} |",
+            mean(&changed_gw[k])
+        );
+        println!(
+            "| payload bytes to publish for one such change (changed gateways x payload size) | {:.0} MB |",
+            mean(&changed_gw[k]) * bytes as f64 / 1e6
+        );
+    }
+    println!(
+        "| render one zone payload ({records} records, {bytes} bytes), median | {} |",
+        ms(median(render))
+    );
+    println!(
+        "| render one proxy payload ({pbytes} bytes) | {} |",
+        ms(prender)
+    );
+    for t in truncation {
+        println!("| warning | {t} |");
+    }
+}

@@ -21,6 +21,8 @@ pub const MAX_RECORDS: usize = 10_000;
 pub const MAX_PAYLOAD_BYTES: usize = 1_048_576;
 /// Most hosting nodes listed in one SRV RRset (contract).
 pub const MAX_SRV_TARGETS: usize = 32;
+/// Most workers listed per service in a proxy payload's `elsewhere`.
+pub const MAX_PROXY_NODES: usize = 8;
 /// Data of the apex TXT record.
 pub const APEX_TXT: &str = "sdwan-discovery";
 
@@ -428,10 +430,20 @@ impl Cluster {
 // ---------------------------------------------------------------------------------------
 // Budget: stay inside the payload limits whatever the cluster.
 
+/// Decimal digits of `n`.
+fn digits(mut n: usize) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
 /// Upper bound of one record's bytes in the rendered payload.
 fn record_bytes(name: &str, type_: RecordType, data_len: usize, ttl: Option<u32>) -> usize {
     // {"name":"","type":"","data":""},\n  + ,"ttl":NNNNNNNNNN
-    34 + name.len() + type_.as_str().len() + data_len + ttl.map_or(0, |t| 7 + t.to_string().len())
+    34 + name.len() + type_.as_str().len() + data_len + ttl.map_or(0, |t| 7 + digits(t as usize))
 }
 
 /// Upper bound of the payload bytes besides the records (gateway id at its longest).
@@ -541,12 +553,12 @@ pub(crate) fn compute_budget(
     // Level 4: SRV, with the cap lowered before whole sets are dropped.
     let srv_cost = |svc: &SvcPlan, cap: usize| {
         let targets = svc.named_hosts.min(cap);
-        let prio_len = (targets.max(1) - 1).to_string().len();
+        let prio_len = digits(targets.max(1) - 1);
         let mut r = 0;
         let mut b = 0;
         for p in svc.srv_sets() {
             let owner = p.srv.as_deref().unwrap_or_default();
-            let data = prio_len + 3 + p.node_port.to_string().len() + 1 + max_target;
+            let data = prio_len + 3 + digits(usize::from(p.node_port)) + 1 + max_target;
             r += targets;
             b += targets * record_bytes(owner, RecordType::Srv, data, svc_ttl);
         }
@@ -764,18 +776,26 @@ impl ProxyContent {
             .collect()
     }
 
-    /// Other named workers and the services they hold, by node name.
-    pub fn other_nodes(&self) -> BTreeMap<String, Vec<ProxyService>> {
-        let mut m: BTreeMap<String, Vec<ProxyService>> = BTreeMap::new();
-        for s in &self.cluster.services {
-            for &h in &s.hosts {
-                let w = &self.cluster.workers[h as usize];
-                if h != self.node && w.named {
-                    m.entry(w.name.clone()).or_default().push(Self::service(s));
-                }
-            }
-        }
-        m
+    /// Exposed services with a ready endpoint elsewhere and none here, each with up to
+    /// [`MAX_PROXY_NODES`] of the workers holding one (by name; only workers with a
+    /// `<node>` record, since the help page links to `http://<node>.<suffix>/...`).
+    pub fn elsewhere(&self) -> Vec<(ProxyService, Vec<String>)> {
+        self.cluster
+            .services
+            .iter()
+            .filter(|s| s.hosts.binary_search(&self.node).is_err())
+            .filter_map(|s| {
+                let nodes: Vec<String> = s
+                    .hosts
+                    .iter()
+                    .map(|&h| &self.cluster.workers[h as usize])
+                    .filter(|w| w.named)
+                    .take(MAX_PROXY_NODES)
+                    .map(|w| w.name.clone())
+                    .collect();
+                (!nodes.is_empty()).then(|| (Self::service(s), nodes))
+            })
+            .collect()
     }
 
     /// The proxy payload draft (`docs/payload-proxy.md`) for `node` with `serial`.
@@ -791,44 +811,51 @@ impl ProxyContent {
         out.extend_from_slice(b",\"local_label\":");
         json_str(&mut out, &self.cluster.local_label);
         out.extend_from_slice(b",\"services\":[");
-        let write_svcs = |out: &mut Vec<u8>, svcs: &[ProxyService]| {
-            for (i, s) in svcs.iter().enumerate() {
-                out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-                out.extend_from_slice(b"{\"namespace\":");
-                json_str(out, &s.namespace);
-                out.extend_from_slice(b",\"name\":");
-                json_str(out, &s.name);
-                let _ = write!(Bytes(out), ",\"unique\":{},\"ports\":[", s.unique);
-                for (j, p) in s.ports.iter().enumerate() {
-                    if j > 0 {
-                        out.push(b',');
+        let write_svcs =
+            |out: &mut Vec<u8>, svcs: &[ProxyService], nodes: Option<&[Vec<String>]>| {
+                for (i, s) in svcs.iter().enumerate() {
+                    out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+                    out.extend_from_slice(b"{\"namespace\":");
+                    json_str(out, &s.namespace);
+                    out.extend_from_slice(b",\"name\":");
+                    json_str(out, &s.name);
+                    let _ = write!(Bytes(out), ",\"unique\":{},\"ports\":[", s.unique);
+                    for (j, p) in s.ports.iter().enumerate() {
+                        if j > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(b"{\"name\":");
+                        match &p.name {
+                            Some(n) => json_str(out, n),
+                            None => out.extend_from_slice(b"null"),
+                        }
+                        let _ = write!(
+                            Bytes(out),
+                            ",\"protocol\":\"{}\",\"port\":{},\"node_port\":{}}}",
+                            p.protocol.as_k8s(),
+                            p.port,
+                            p.node_port
+                        );
                     }
-                    out.extend_from_slice(b"{\"name\":");
-                    match &p.name {
-                        Some(n) => json_str(out, n),
-                        None => out.extend_from_slice(b"null"),
+                    out.push(b']');
+                    if let Some(nodes) = nodes {
+                        out.extend_from_slice(b",\"nodes\":[");
+                        for (j, n) in nodes[i].iter().enumerate() {
+                            if j > 0 {
+                                out.push(b',');
+                            }
+                            json_str(out, n);
+                        }
+                        out.push(b']');
                     }
-                    let _ = write!(
-                        Bytes(out),
-                        ",\"protocol\":\"{}\",\"port\":{},\"node_port\":{}}}",
-                        p.protocol.as_k8s(),
-                        p.port,
-                        p.node_port
-                    );
+                    out.push(b'}');
                 }
-                out.extend_from_slice(b"]}");
-            }
-        };
-        write_svcs(&mut out, &self.local_services());
-        out.extend_from_slice(b"],\"other_nodes\":[");
-        for (i, (n, svcs)) in self.other_nodes().iter().enumerate() {
-            out.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-            out.extend_from_slice(b"{\"node\":");
-            json_str(&mut out, n);
-            out.extend_from_slice(b",\"services\":[");
-            write_svcs(&mut out, svcs);
-            out.extend_from_slice(b"]}");
-        }
+            };
+        write_svcs(&mut out, &self.local_services(), None);
+        out.extend_from_slice(b"],\"elsewhere\":[");
+        let (svcs, nodes): (Vec<ProxyService>, Vec<Vec<String>>) =
+            self.elsewhere().into_iter().unzip();
+        write_svcs(&mut out, &svcs, Some(&nodes));
         out.extend_from_slice(b"]}\n");
         out
     }
@@ -843,7 +870,7 @@ impl PartialEq for ProxyContent {
             && self.cluster.origin == other.cluster.origin
             && self.cluster.local_label == other.cluster.local_label
             && self.local_services() == other.local_services()
-            && self.other_nodes() == other.other_nodes()
+            && self.elsewhere() == other.elsewhere()
     }
 }
 

@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::plan::{
-    build_order, compute_budget, plan_service, plan_workers, set_short, Cluster, Order, Plan,
-    ProxyContent, RecordType, SvcPlan, Warning, Worker, ZoneContent,
+    build_order, compute_budget, plan_service, plan_workers, set_short, Budget, Cluster, Order,
+    Plan, ProxyContent, RecordType, SvcPlan, Warning, Worker, ZoneContent,
 };
 use crate::snapshot::{InputError, Snapshot};
 use crate::topology::Topology;
@@ -456,6 +456,7 @@ impl Planner {
         // Finish them and splice them into the service list.
         let mut services = self.cluster.services.clone();
         let mut pairs: Vec<Pair> = Vec::new();
+        let mut reshaped = false;
         for (key, (s, mut w)) in fresh {
             let new = s.map(|mut s| {
                 let n = self.by_name.get(&s.name).map_or(0, |v| v.len());
@@ -472,8 +473,12 @@ impl Planner {
             });
             let old = match (pos, &new) {
                 (Ok(i), Some(n)) => Some(std::mem::replace(&mut services[i], n.clone())),
-                (Ok(i), None) => Some(services.remove(i)),
+                (Ok(i), None) => {
+                    reshaped = true;
+                    Some(services.remove(i))
+                }
                 (Err(i), Some(n)) => {
+                    reshaped = true;
                     services.insert(i, n.clone());
                     None
                 }
@@ -490,16 +495,32 @@ impl Planner {
         let old_cluster = self.cluster.clone();
         self.install(old_cluster.workers.clone(), services);
         let new_cluster = self.cluster.clone();
-        // Which gateways see different records.
-        let all_gateways = old_cluster.budget != new_cluster.budget
-            || old_cluster.budget.dropped > 0
-            || new_cluster.budget.dropped > 0;
-        let mut class_changed = vec![all_gateways; self.classes.len()];
-        if !all_gateways {
+        // Which gateways see different records. Without truncation a service's records
+        // depend on nothing else; with it, only while the budget and every position stay.
+        let (ob, nb) = (old_cluster.budget, new_cluster.budget);
+        let untruncated = ob.dropped == 0 && nb.dropped == 0;
+        let same_layout = Budget { dropped: 0, ..ob } == Budget { dropped: 0, ..nb } && !reshaped;
+        let mut class_changed = vec![true; self.classes.len()];
+        if untruncated || same_layout {
+            let pos = |c: &Cluster, s: &Option<Arc<SvcPlan>>| match s {
+                Some(s) if same_layout => c
+                    .services
+                    .binary_search_by(|x| {
+                        (x.namespace.as_str(), x.name.as_str())
+                            .cmp(&(s.namespace.as_str(), s.name.as_str()))
+                    })
+                    .unwrap_or(0),
+                _ => 0,
+            };
             for (c, order) in self.classes.iter().enumerate() {
                 class_changed[c] = pairs.iter().any(|(old, new)| {
-                    service_records(&old_cluster, old.as_deref(), order)
-                        != service_records(&new_cluster, new.as_deref(), order)
+                    service_records(&old_cluster, pos(&old_cluster, old), old.as_deref(), order)
+                        != service_records(
+                            &new_cluster,
+                            pos(&new_cluster, new),
+                            new.as_deref(),
+                            order,
+                        )
                 });
             }
         }
@@ -526,11 +547,16 @@ impl Planner {
 
 type Rec = (String, RecordType, String, Option<u32>);
 
-/// The records of one service under `order`, as if nothing were truncated.
-fn service_records(cluster: &Cluster, svc: Option<&SvcPlan>, order: &Order) -> Vec<Rec> {
+/// The records of one service at position `pos` under `order`.
+fn service_records(
+    cluster: &Cluster,
+    pos: usize,
+    svc: Option<&SvcPlan>,
+    order: &Order,
+) -> Vec<Rec> {
     let mut v = Vec::new();
     if let Some(svc) = svc {
-        cluster.emit_service(0, svc, order, &mut |n: &str, t, d: &str, ttl| {
+        cluster.emit_service(pos, svc, order, &mut |n: &str, t, d: &str, ttl| {
             v.push((n.to_owned(), t, d.to_owned(), ttl))
         });
     }
