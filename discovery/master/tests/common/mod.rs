@@ -1,0 +1,308 @@
+//! Shared pieces of the master's integration tests: Kubernetes objects in their real JSON
+//! shapes, the master run in-process, an MQTT recorder, async waiting with deadlines.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sdwan_discovery::cli::{self, Command};
+use sdwan_discovery::metrics::SharedMetrics;
+use sdwan_link::rumqttc::{self, AsyncClient, QoS};
+use sdwan_link::{BrokerUrl, LinkOptions};
+use serde_json::{json, Value};
+
+pub const PREFIX: &str = "sdwan/v1/test";
+
+pub fn node(name: &str, ip: &str, zone: &str, ready: bool) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone,
+                                               "kubernetes.io/hostname": name}},
+        "status": {
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" },
+                            "reason": "KubeletReady", "lastHeartbeatTime": "2026-11-20T08:00:00Z",
+                            "lastTransitionTime": "2026-11-20T08:00:00Z", "message": "kubelet"}],
+            "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]}})
+}
+
+pub fn control_plane(name: &str, ip: &str) -> Value {
+    let mut n = node(name, ip, "a", true);
+    n["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = json!("");
+    n
+}
+
+pub fn service(ns: &str, name: &str, node_port: u16) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"type": "NodePort", "clusterIP": "10.96.0.10",
+                 "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080,
+                            "nodePort": node_port}]}})
+}
+
+/// An EndpointSlice of `svc` with one ready endpoint per node.
+pub fn slice(ns: &str, svc: &str, nodes: &[&str]) -> Value {
+    let endpoints: Vec<Value> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            json!({"addresses": [format!("10.244.{i}.5")], "nodeName": n,
+                   "conditions": {"ready": true, "serving": true, "terminating": false}})
+        })
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{svc}-abcde"), "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+        "endpoints": endpoints})
+}
+
+pub const TOPOLOGY: &str = "\
+[[gateway]]
+id = \"gw-a\"
+zone = \"a\"
+
+[[gateway]]
+id = \"gw-b\"
+zone = \"b\"
+";
+
+/// Polls `cond` every 5 ms until true; panics naming `what` after `timeout`.
+pub async fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One message seen by the recorder.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Seen {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
+    }
+    pub fn serial(&self) -> u64 {
+        self.json()["serial"].as_u64().unwrap_or(0)
+    }
+    /// `(name, type, data)` of every record.
+    pub fn records(&self) -> Vec<(String, String, String)> {
+        self.json()["records"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| {
+                        let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                        (s("name"), s("type"), s("data"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    pub fn data_of(&self, name: &str, rtype: &str) -> Vec<String> {
+        self.records()
+            .into_iter()
+            .filter(|r| r.0 == name && r.1 == rtype)
+            .map(|r| r.2)
+            .collect()
+    }
+}
+
+/// Subscribes to `PREFIX/#` and keeps every message.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    client: AsyncClient,
+}
+
+impl Recorder {
+    pub async fn start(link: LinkOptions) -> Recorder {
+        let mut link = link;
+        link.clean_session = true;
+        let (client, mut el) = AsyncClient::new(link.mqtt_options().unwrap(), 64);
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let subscribed = Arc::new(Mutex::new(false));
+        let (s2, sub2, c2) = (seen.clone(), subscribed.clone(), client.clone());
+        tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        c2.subscribe(format!("{PREFIX}/#"), QoS::AtLeastOnce)
+                            .await
+                            .unwrap();
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        *sub2.lock().unwrap() = true;
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        s2.lock().unwrap().push(Seen {
+                            topic: p.topic,
+                            payload: p.payload.to_vec(),
+                            at: Instant::now(),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        wait_until(Duration::from_secs(10), "recorder subscribed", || {
+            *subscribed.lock().unwrap()
+        })
+        .await;
+        Recorder { seen, client }
+    }
+
+    pub fn plain(addr: std::net::SocketAddr, id: &str) -> LinkOptions {
+        LinkOptions::new(
+            BrokerUrl::parse_quiet(&format!("mqtt://{addr}")).unwrap(),
+            id,
+        )
+    }
+
+    /// Messages on `topic`, in arrival order.
+    pub fn on(&self, topic: &str) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.topic == topic)
+            .cloned()
+            .collect()
+    }
+
+    pub fn zone(&self, gateway: &str) -> Vec<Seen> {
+        self.on(&format!("{PREFIX}/gateways/{gateway}/zone"))
+    }
+
+    pub fn last_zone(&self, gateway: &str) -> Option<Seen> {
+        self.zone(gateway).pop()
+    }
+
+    /// Waits until the last zone payload of `gateway` satisfies `cond`; returns it.
+    pub async fn wait_zone(
+        &self,
+        gateway: &str,
+        what: &str,
+        mut cond: impl FnMut(&Seen) -> bool,
+    ) -> Seen {
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{gateway}: {what}"),
+            || self.last_zone(gateway).is_some_and(|s| cond(&s)),
+        )
+        .await;
+        self.last_zone(gateway).unwrap()
+    }
+}
+
+/// The master running in-process; stopped on drop.
+pub struct Master {
+    pub metrics: SharedMetrics,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Master {
+    /// Starts `sdwan-discovery run ARGS` in this runtime.
+    pub async fn start(args: &[String]) -> Master {
+        let Command::Run(run) = cli::parse(args.iter().map(Into::into)).unwrap() else {
+            panic!("not a run command: {args:?}")
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            let mut tx = Some(tx);
+            let r = sdwan_discovery::run(*run, shutdown, |r| {
+                let _ = tx.take().unwrap().send(r.clone());
+            })
+            .await;
+            if let Err(e) = r {
+                panic!("master failed: {e}");
+            }
+        });
+        let running = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .unwrap()
+            .unwrap();
+        Master {
+            metrics: running.metrics,
+            metrics_addr: running.metrics_addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops it and waits until it has disconnected.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    pub fn plans(&self) -> u64 {
+        self.metrics.lock().unwrap().plans
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub fn write_file(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Standard args: kubeconfig, topology, broker, prefix.
+pub fn args(
+    kubeconfig: &std::path::Path,
+    topology: &std::path::Path,
+    broker: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "run".into(),
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--topology".into(),
+        topology.display().to_string(),
+        "--broker".into(),
+        broker.into(),
+        "--topic-prefix".into(),
+        PREFIX.into(),
+        "--retained-wait".into(),
+        "1000".into(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+/// A plain embedded broker (rumqttd) on a free loopback port, for tests that are about the
+/// master and not about TLS.
+pub fn plain_broker() -> std::net::SocketAddr {
+    sdwan_discovery::broker::start("127.0.0.1:0".parse().unwrap()).unwrap()
+}
