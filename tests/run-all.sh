@@ -33,6 +33,7 @@ step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step tests cargo nextest run --workspace --locked --profile ci
 step doc-tests cargo test --workspace --doc --locked
 step no-std bash cross/check-no-std.sh
+step demo examples/demo.sh --check
 step cross-build bash cross/build.sh
 step cross-qemu bash cross/test.sh
 

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The whole pipeline on embedded defaults, on this machine only:
+#   sdwan-discovery (embedded MQTT broker on 127.0.0.1:1883, the bundled cluster snapshot
+#   examples/cluster.json, topology examples/topology.toml)
+#   -> sdwan-agent for gateway gw-espoo, answering DNS on 127.0.0.1:5353.
+# Prints dig commands to try, then runs until Ctrl-C.
+#
+#   examples/demo.sh           run and wait
+#   examples/demo.sh --check   run, check the answers a user would check, stop (used by tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+top=$(pwd)
+check=0
+[ "${1:-}" = "--check" ] && check=1
+
+broker=${DEMO_BROKER:-127.0.0.1:1883}
+dns=${DEMO_DNS:-127.0.0.1:5353}
+dns_ip=${dns%:*}
+dns_port=${dns##*:}
+gateway=${DEMO_GATEWAY:-gw-espoo}
+
+command -v cargo >/dev/null || { echo "demo: cargo is needed (https://rustup.rs)"; exit 1; }
+command -v dig >/dev/null || echo "demo: dig not found (Debian: apt-get install bind9-dnsutils); the printed commands need it"
+
+echo "demo: building sdwan-discovery and sdwan-agent (first time takes a few minutes)..."
+cargo build -q -p sdwan-discovery -p sdwan-agent
+bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+"$bin/sdwan-discovery" run --cluster-file examples/cluster.json --topology examples/topology.toml \
+    --embedded-broker "$broker" >"$work/discovery.log" 2>&1 &
+pids+=($!)
+"$bin/sdwan-agent" --listen "$dns" --broker "mqtt://$broker" --gateway-id "$gateway" \
+    --state-dir "$work/state" >"$work/agent.log" 2>&1 &
+pids+=($!)
+
+# Wait (with a deadline) until the agent answers from the zone the master published.
+answer=""
+for _ in $(seq 1 100); do
+    for p in "${pids[@]}"; do
+        kill -0 "$p" 2>/dev/null || { echo "demo: a process exited early:"; cat "$work"/*.log; exit 1; }
+    done
+    answer=$(dig +short +time=1 +tries=1 @"$dns_ip" -p "$dns_port" "local.kubernetes.services" A 2>/dev/null || true)
+    [ -n "$answer" ] && break
+    sleep 0.1
+done
+if [ -z "$answer" ]; then
+    echo "demo: no answer from the agent within 10 s; logs:"
+    cat "$work"/*.log
+    exit 1
+fi
+
+d="dig @$dns_ip -p $dns_port"
+cat <<MSG
+
+sdwan-discovery is publishing zones for the bundled example cluster (examples/cluster.json)
+through its embedded broker on $broker; sdwan-agent for gateway $gateway answers on $dns.
+Try:
+  $d local.kubernetes.services                     # nearest Ready worker for $gateway
+  $d worker2.kubernetes.services AAAA              # a worker by name
+  $d hello-world.default.kubernetes.services       # nearest node running the service
+  $d hello-world.kubernetes.services               # the same: the name is unique
+  $d _http._tcp.hello-world.default.kubernetes.services SRV   # every node, nearest first
+  $d kubernetes.services SOA                       # serial = the payload's serial
+  $d nope.kubernetes.services                      # NXDOMAIN
+  $d local.kubernetes.services +tcp                # TCP works too
+Logs: $work/discovery.log, $work/agent.log.  Ctrl-C stops both.
+MSG
+
+if [ "$check" = 1 ]; then
+    fail=0
+    expect() { # name type -> non-empty answer
+        local got
+        got=$($d +short "$1" "$2")
+        if [ -n "$got" ]; then echo "ok   $1 $2 -> $(echo $got)"; else echo "FAIL $1 $2: no answer"; fail=1; fi
+    }
+    expect local.kubernetes.services A
+    expect hello-world.default.kubernetes.services A
+    expect _http._tcp.hello-world.default.kubernetes.services SRV
+    expect kubernetes.services SOA
+    status=$($d nope.kubernetes.services | sed -n 's/.*status: \([A-Z]*\).*/\1/p')
+    if [ "$status" = NXDOMAIN ]; then echo "ok   nope.kubernetes.services -> NXDOMAIN"; else echo "FAIL nope: $status"; fail=1; fi
+    exit $fail
+fi
+wait
