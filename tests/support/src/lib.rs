@@ -3,6 +3,7 @@
 //! peers such as mosquitto live in their own modules).
 //!
 //! Layout:
+//! - [`agent`]: [`Agent`]: the `sdwan-agent` binary on a free loopback port, up and listening.
 //! - [`wait`]: [`wait_until`] / [`wait_for`]: poll a condition until a deadline, then panic
 //!   with what was awaited. Never sleep-and-hope.
 //! - [`net`]: [`free_port`] (free for both UDP and TCP on loopback).
@@ -16,6 +17,7 @@
 //! - [`certs`]: test PKI with rcgen (CA, server and client certificates as PEM files).
 //! - [`mosquitto`]: a real mosquitto broker (plain or TLS, client certificates, ACL).
 
+pub mod agent;
 pub mod certs;
 pub mod child;
 pub mod dig;
@@ -26,6 +28,7 @@ pub mod tmp;
 pub mod tools;
 pub mod wait;
 
+pub use agent::Agent;
 pub use child::ChildGuard;
 pub use dig::{dig, kdig, DigAnswer, Rr};
 pub use dnsmasq::Dnsmasq;

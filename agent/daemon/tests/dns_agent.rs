@@ -1,0 +1,603 @@
+//! The built `sdwan-agent` binary on loopback, asked by real clients: dig and kdig (the case
+//! table in `dns_cases.toml`), a raw TCP client (pipelining, idle timeout, connection cap),
+//! garbage, IPv6, a dnsmasq forwarder; and its command line and start-up errors.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sdwan_testsupport::{dig, kdig, Agent, ChildGuard, DigAnswer, Dnsmasq, TempDir};
+use serde::Deserialize;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sdwan-agent");
+
+/// The zone of the case table: the example zone's names, serial 7, plus a 40-record A set
+/// (over 512 bytes, under 1232) and a 20-record TXT set (over 1232 bytes).
+fn test_zone() -> String {
+    let mut records = vec![
+        r#"{"name": "@", "type": "TXT", "data": "sdwan-discovery test zone"}"#.to_string(),
+        r#"{"name": "local", "type": "A", "data": "192.168.200.2"}"#.into(),
+        r#"{"name": "local", "type": "AAAA", "data": "fd00:200::2"}"#.into(),
+        r#"{"name": "worker1", "type": "A", "data": "192.168.200.2"}"#.into(),
+        r#"{"name": "worker1", "type": "AAAA", "data": "fd00:200::2"}"#.into(),
+        r#"{"name": "worker2", "type": "A", "data": "192.168.201.2"}"#.into(),
+        r#"{"name": "worker2", "type": "AAAA", "data": "fd00:201::2"}"#.into(),
+        r#"{"name": "hello-world.default", "type": "A", "data": "192.168.200.2", "ttl": 10}"#
+            .into(),
+        r#"{"name": "_http._tcp.hello-world.default", "type": "SRV", "data": "0 0 30080 worker1"}"#
+            .into(),
+        r#"{"name": "_http._tcp.hello-world.default", "type": "SRV", "data": "1 0 30080 worker2"}"#
+            .into(),
+        r#"{"name": "grafana.monitoring", "type": "A", "data": "192.168.201.2"}"#.into(),
+        r#"{"name": "dashboard", "type": "CNAME", "data": "grafana.monitoring"}"#.into(),
+    ];
+    for i in 0..40 {
+        records.push(format!(
+            r#"{{"name": "big", "type": "A", "data": "10.0.{}.{}"}}"#,
+            i / 10,
+            i % 10 + 1
+        ));
+    }
+    for i in 0..20 {
+        records.push(format!(
+            r#"{{"name": "bigtxt", "type": "TXT", "data": "{i:02}-{}"}}"#,
+            "x".repeat(200)
+        ));
+    }
+    format!(
+        r#"{{"version": 1, "serial": 7, "gateway": "gw-test", "origin": "kubernetes.services", "ttl": 30,
+"records": [
+{}
+]}}"#,
+        records.join(",\n")
+    )
+}
+
+fn start_with_zone(zone: &str) -> (TempDir, Agent) {
+    let dir = TempDir::new("agent");
+    let path = dir.write("zone.json", zone);
+    let agent = Agent::start(BIN, &["--zone-file", path.to_str().unwrap()]);
+    (dir, agent)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseFile {
+    case: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    #[serde(default = "both_clients")]
+    clients: Vec<String>,
+    args: Vec<String>,
+    status: String,
+    #[serde(default)]
+    flags: Vec<String>,
+    #[serde(default)]
+    not_flags: Vec<String>,
+    answer: Option<Vec<String>>,
+    answer_count: Option<usize>,
+    answer_owner: Option<String>,
+    answer_ttl: Option<u32>,
+    authority: Option<Vec<String>>,
+    additional: Option<Vec<String>>,
+    soa_serial: Option<u32>,
+    #[serde(default)]
+    stdout_has: Vec<String>,
+    #[serde(default)]
+    stdout_lacks: Vec<String>,
+}
+
+fn both_clients() -> Vec<String> {
+    vec!["dig".into(), "kdig".into()]
+}
+
+/// Every way `got` differs from `case`.
+fn check(case: &Case, got: &DigAnswer) -> Vec<String> {
+    let mut bad = Vec::new();
+    if got.status.as_deref() != Some(case.status.as_str()) {
+        bad.push(format!("status {:?}, want {}", got.status, case.status));
+    }
+    for f in &case.flags {
+        if !got.has_flag(f) {
+            bad.push(format!("flag {f} missing (flags {:?})", got.flags));
+        }
+    }
+    for f in &case.not_flags {
+        if got.has_flag(f) {
+            bad.push(format!("flag {f} set (flags {:?})", got.flags));
+        }
+    }
+    let typed = |rrs: &[sdwan_testsupport::Rr]| {
+        let mut v: Vec<String> = rrs
+            .iter()
+            .map(|r| format!("{} {}", r.rtype, r.data))
+            .collect();
+        v.sort();
+        v
+    };
+    if let Some(want) = &case.answer {
+        let mut want = want.clone();
+        want.sort();
+        let have = typed(&got.answer);
+        if have != want {
+            bad.push(format!("answer {have:?}, want {want:?}"));
+        }
+    }
+    if let Some(n) = case.answer_count {
+        if got.answer.len() != n {
+            bad.push(format!("{} answer records, want {n}", got.answer.len()));
+        }
+    }
+    if let Some(owner) = &case.answer_owner {
+        if got.answer.is_empty() || got.answer.iter().any(|r| &r.name != owner) {
+            bad.push(format!("answer owners {:?}, want {owner}", got.answer));
+        }
+    }
+    if let Some(ttl) = case.answer_ttl {
+        if got.answer.is_empty() || got.answer.iter().any(|r| r.ttl != ttl) {
+            bad.push(format!("answer TTLs {:?}, want {ttl}", got.answer));
+        }
+    }
+    if let Some(want) = &case.authority {
+        let have: Vec<&str> = got.authority.iter().map(|r| r.rtype.as_str()).collect();
+        if have != *want {
+            bad.push(format!("authority types {have:?}, want {want:?}"));
+        }
+    }
+    if let Some(want) = &case.additional {
+        let mut want = want.clone();
+        want.sort();
+        let have = typed(&got.additional);
+        if have != want {
+            bad.push(format!("additional {have:?}, want {want:?}"));
+        }
+    }
+    if let Some(serial) = case.soa_serial {
+        let soa = got.answer.iter().find(|r| r.rtype == "SOA");
+        let have = soa.and_then(|r| r.data.split_whitespace().nth(2)?.parse::<u32>().ok());
+        if have != Some(serial) {
+            bad.push(format!("SOA serial {have:?}, want {serial}"));
+        }
+    }
+    for s in &case.stdout_has {
+        if !got.stdout.contains(s.as_str()) {
+            bad.push(format!("output lacks {s:?}"));
+        }
+    }
+    for s in &case.stdout_lacks {
+        if got.stdout.contains(s.as_str()) {
+            bad.push(format!("output has {s:?}"));
+        }
+    }
+    bad
+}
+
+#[test]
+fn dig_and_kdig_cases() {
+    let cases: CaseFile =
+        toml::from_str(include_str!("dns_cases.toml")).expect("dns_cases.toml parses");
+    assert!(cases.case.len() >= 20);
+    let (_dir, agent) = start_with_zone(&test_zone());
+    let mut failures = Vec::new();
+    for case in &cases.case {
+        let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
+        for client in &case.clients {
+            let got = match client.as_str() {
+                "dig" => dig(agent.dns, &args),
+                "kdig" => kdig(agent.dns, &args),
+                other => panic!("case {:?}: unknown client {other}", case.name),
+            };
+            let bad = check(case, &got);
+            if !bad.is_empty() {
+                failures.push(format!(
+                    "{client} {:?} ({}):\n  {}\n{}",
+                    case.name,
+                    case.args.join(" "),
+                    bad.join("\n  "),
+                    got.stdout
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing case(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn example_zone_is_served() {
+    let zone = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/zone.json");
+    let agent = Agent::start(BIN, &["--zone-file", zone]);
+    let a = dig(agent.dns, &["local.kubernetes.services", "A"]);
+    assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
+    let srv = dig(
+        agent.dns,
+        &["_http._tcp.hello-world.default.kubernetes.services", "SRV"],
+    );
+    assert_eq!(srv.answer.len(), 2, "{}", srv.stdout);
+    let log = agent.child.stderr();
+    assert!(
+        log.contains("zone loaded from") && log.contains("serial 1") && log.contains("gw-espoo"),
+        "start-up log does not describe the zone:\n{log}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw clients: the exact bytes, for what dig cannot do.
+
+/// A query for `name`/`qtype` with id `id`, RD set, no EDNS.
+fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
+    let mut q = Vec::new();
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    q
+}
+
+/// (id, rcode, ancount) of a response.
+fn head(resp: &[u8]) -> (u16, u8, u16) {
+    assert!(resp.len() >= 12, "response shorter than a header: {resp:?}");
+    (
+        u16::from_be_bytes([resp[0], resp[1]]),
+        resp[3] & 0x0f,
+        u16::from_be_bytes([resp[6], resp[7]]),
+    )
+}
+
+fn tcp_send(s: &mut TcpStream, msg: &[u8]) {
+    let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(msg);
+    s.write_all(&framed).unwrap();
+}
+
+fn tcp_recv(s: &mut TcpStream) -> Vec<u8> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).unwrap();
+    let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut msg).unwrap();
+    msg
+}
+
+fn udp_ask(server: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.send_to(q, server).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.recv(&mut buf).ok()?;
+    Some(buf[..n].to_vec())
+}
+
+#[test]
+fn tcp_pipelining_idle_timeout_and_connection_cap() {
+    let dir = TempDir::new("agent");
+    let zone = dir.write("zone.json", test_zone());
+    let agent = Agent::start(
+        BIN,
+        &[
+            "--zone-file",
+            zone.to_str().unwrap(),
+            "--tcp-idle-timeout",
+            "1",
+            "--tcp-max-connections",
+            "2",
+        ],
+    );
+
+    // Three queries in one write, split oddly; three answers in order.
+    let mut c1 = TcpStream::connect(agent.dns).unwrap();
+    c1.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut burst = Vec::new();
+    for (id, name) in [(1u16, "local"), (2, "nope"), (3, "big")] {
+        let q = query(id, &format!("{name}.kubernetes.services"), 1);
+        burst.extend_from_slice(&(q.len() as u16).to_be_bytes());
+        burst.extend_from_slice(&q);
+    }
+    c1.write_all(&burst[..5]).unwrap();
+    c1.write_all(&burst[5..]).unwrap();
+    assert_eq!(head(&tcp_recv(&mut c1)), (1, 0, 1));
+    assert_eq!(head(&tcp_recv(&mut c1)), (2, 3, 0));
+    assert_eq!(head(&tcp_recv(&mut c1)), (3, 0, 40));
+
+    // A second connection is fine; a third is over the cap of 2 and closed at once.
+    let mut c2 = TcpStream::connect(agent.dns).unwrap();
+    c2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp_send(&mut c2, &query(4, "local.kubernetes.services", 1));
+    assert_eq!(head(&tcp_recv(&mut c2)), (4, 0, 1));
+    let mut c3 = TcpStream::connect(agent.dns).unwrap();
+    c3.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = c3.write_all(&[0, 1]);
+    let mut b = [0u8; 2];
+    assert!(
+        matches!(c3.read(&mut b), Ok(0) | Err(_)),
+        "a connection over the cap was served"
+    );
+
+    // Idle connections are closed after the 1 s idle timeout.
+    let t0 = Instant::now();
+    for c in [&mut c1, &mut c2] {
+        let r = c.read(&mut b);
+        assert!(
+            matches!(r, Ok(0) | Err(_)),
+            "idle connection not closed: {r:?}"
+        );
+    }
+    let idle = t0.elapsed();
+    assert!(idle < Duration::from_secs(4), "closed only after {idle:?}");
+
+    // With those gone, new connections are served again.
+    let mut c4 = TcpStream::connect(agent.dns).unwrap();
+    c4.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp_send(&mut c4, &query(5, "local.kubernetes.services", 1));
+    assert_eq!(head(&tcp_recv(&mut c4)), (5, 0, 1));
+}
+
+#[test]
+fn garbage_never_crashes_the_agent() {
+    let (_dir, mut agent) = start_with_zone(&test_zone());
+    // Seeded xorshift: the same garbage every run.
+    let mut x: u64 = 0x5d3a_11f0_9c27_e4b1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let valid = query(9, "local.kubernetes.services", 1);
+    for i in 0..3000 {
+        let len = (next() % 600) as usize;
+        let mut msg: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if i % 3 == 0 {
+            // Mutate a valid query instead: gets past the first checks.
+            msg = valid.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % msg.len();
+                msg[at] = next() as u8;
+            }
+            msg.truncate(((next() as usize) % msg.len()).max(1));
+        }
+        sock.send_to(&msg, agent.dns).unwrap();
+    }
+    for i in 0..50u32 {
+        let mut s = TcpStream::connect(agent.dns).unwrap();
+        let len = (next() % 300) as usize;
+        let mut msg: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if i % 2 == 0 {
+            msg.splice(0..0, (len as u16).to_be_bytes());
+        }
+        let _ = s.write_all(&msg);
+    }
+    assert!(agent.child.try_exit().is_none(), "agent died on garbage");
+    let r = udp_ask(agent.dns, &query(77, "local.kubernetes.services", 1)).expect("an answer");
+    assert_eq!(head(&r), (77, 0, 1));
+    let a = dig(agent.dns, &["+tcp", "local.kubernetes.services"]);
+    assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
+}
+
+#[test]
+fn ipv6_listen_on_loopback() {
+    let dir = TempDir::new("agent");
+    let zone = dir.write("zone.json", test_zone());
+    let port = sdwan_testsupport::free_port();
+    let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let v4: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut child = ChildGuard::spawn(
+        "sdwan-agent",
+        Command::new(BIN)
+            .env("RUST_LOG", "info")
+            .args(["--zone-file", zone.to_str().unwrap()])
+            .args(["--listen", &v4.to_string(), "--listen", &v6.to_string()]),
+    );
+    child.wait_stderr(Duration::from_secs(10), &format!("listening on tcp {v6}"));
+    for args in [
+        &["local.kubernetes.services", "AAAA"][..],
+        &["+tcp", "local.kubernetes.services", "AAAA"],
+    ] {
+        for got in [dig(v6, args), kdig(v6, args), dig(v4, args)] {
+            assert_eq!(got.answer_data("AAAA"), ["fd00:200::2"], "{}", got.stdout);
+        }
+    }
+}
+
+#[test]
+fn dnsmasq_forwards_the_suffix_to_the_agent() {
+    let (_dir, agent) = start_with_zone(&test_zone());
+    let dnsmasq = Dnsmasq::start("kubernetes.services", agent.dns, &[]);
+    let a = dig(
+        dnsmasq.addr,
+        &["hello-world.default.kubernetes.services", "A"],
+    );
+    assert_eq!(a.status.as_deref(), Some("NOERROR"), "{}", a.stdout);
+    assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
+    let srv = dig(
+        dnsmasq.addr,
+        &["_http._tcp.hello-world.default.kubernetes.services", "SRV"],
+    );
+    assert_eq!(
+        srv.answer_data("SRV"),
+        [
+            "0 0 30080 worker1.kubernetes.services.",
+            "1 0 30080 worker2.kubernetes.services."
+        ],
+        "{}",
+        srv.stdout
+    );
+    let nx = dig(dnsmasq.addr, &["nope.kubernetes.services", "A"]);
+    assert_eq!(nx.status.as_deref(), Some("NXDOMAIN"), "{}", nx.stdout);
+    // A large answer: dnsmasq gets TC over UDP and retries over TCP itself.
+    let big = dig(dnsmasq.addr, &["+tcp", "bigtxt.kubernetes.services", "TXT"]);
+    assert_eq!(big.answer.len(), 20, "{}", big.stdout);
+}
+
+#[test]
+fn no_zone_answers_refused_and_warns() {
+    let agent = Agent::start(BIN, &[]);
+    assert!(
+        agent.child.stderr().contains("no zone loaded"),
+        "no warning:\n{}",
+        agent.child.stderr()
+    );
+    for got in [
+        dig(agent.dns, &["local.kubernetes.services"]),
+        dig(agent.dns, &["+tcp", "local.kubernetes.services"]),
+    ] {
+        assert_eq!(got.status.as_deref(), Some("REFUSED"), "{}", got.stdout);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command line, config file, start-up errors.
+
+fn run_agent(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_and_version_tell_the_truth() {
+    let (code, out, _) = run_agent(&["--version"]);
+    assert_eq!((code, out.trim()), (0, "sdwan-agent 0.1.0"));
+    let (code, help, _) = run_agent(&["--help"]);
+    assert_eq!(code, 0);
+    for key in sdwan_agent::config::KEYS {
+        assert!(help.contains(&format!("--{key} ")), "--help lacks --{key}");
+    }
+    assert!(help.contains("--config FILE") && help.contains("RUST_LOG"));
+}
+
+#[test]
+fn bad_command_lines_exit_2_with_a_clear_message() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--listne", "127.0.0.1:53"], "invalid option '--listne'"),
+        (
+            &["--listen", "127.0.0.1"],
+            "--listen: bad value '127.0.0.1' for 'listen'",
+        ),
+        (
+            &["--zone-file"],
+            "missing argument for option '--zone-file'",
+        ),
+        (
+            &["--broker", "tcp://x:1"],
+            "bad value 'tcp://x:1' for 'broker'",
+        ),
+        (&["extra"], "unexpected argument"),
+    ];
+    for (args, want) in cases {
+        let (code, _, err) = run_agent(args);
+        assert_eq!(code, 2, "{args:?}: exit {code}, stderr {err}");
+        assert!(
+            err.contains(want),
+            "{args:?}: stderr {err:?} lacks {want:?}"
+        );
+    }
+}
+
+#[test]
+fn rejected_zone_file_names_the_record_and_exits_1() {
+    let dir = TempDir::new("agent");
+    let cases = [
+        (
+            r#"{"version":1,"serial":1,"gateway":"g","origin":"kubernetes.services","ttl":30,
+               "records":[{"name":"a","type":"A","data":"192.0.2.1"},
+                          {"name":"broken","type":"A","data":"300.1.1.1"}]}"#,
+            "record 1 (\"broken\")",
+        ),
+        (r#"{"version":2}"#, "version"),
+        ("not json", "zone file"),
+    ];
+    for (i, (zone, want)) in cases.iter().enumerate() {
+        let path = dir.write(format!("bad{i}.json"), zone);
+        let (code, _, err) = run_agent(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--zone-file",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{zone}: exit {code}, stderr {err}");
+        assert!(
+            err.contains(want) && err.contains(path.to_str().unwrap()),
+            "{zone}: stderr {err:?} lacks {want:?} or the file name"
+        );
+    }
+    let (code, _, err) = run_agent(&["--zone-file", "/nonexistent/zone.json"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("cannot read zone file /nonexistent/zone.json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_file_keys_and_flags_win() {
+    let dir = TempDir::new("agent");
+    let zone = dir.write("zone.json", test_zone());
+    let port = sdwan_testsupport::free_port();
+    let conf = dir.write(
+        "agent.conf",
+        format!(
+            "# rendered from UCI\nlisten = 127.0.0.1:{port}\nzone-file = \"{}\"\ntcp-idle-timeout = 3\n",
+            zone.display()
+        ),
+    );
+    // From the file alone.
+    let mut c = ChildGuard::spawn(
+        "sdwan-agent",
+        Command::new(BIN)
+            .env("RUST_LOG", "info")
+            .args(["--config", conf.to_str().unwrap()]),
+    );
+    c.wait_stderr(
+        Duration::from_secs(10),
+        &format!("listening on tcp 127.0.0.1:{port}"),
+    );
+    let a = dig(
+        ([127, 0, 0, 1], port).into(),
+        &["local.kubernetes.services"],
+    );
+    assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
+    drop(c);
+    // A flag replaces the file's listen address.
+    let agent = Agent::start(BIN, &["--config", conf.to_str().unwrap()]);
+    assert!(!agent.child.stderr().contains(&format!("127.0.0.1:{port}")));
+    let a = dig(agent.dns, &["local.kubernetes.services"]);
+    assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
+    // A bad line names the file and line.
+    let bad = dir.write("bad.conf", "listen = 127.0.0.1:53\nzone_file = x\n");
+    let (code, _, err) = run_agent(&["--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("bad.conf:2: unknown setting 'zone_file'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn address_in_use_is_a_clear_error() {
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = run_agent(&["--listen", &addr]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("cannot listen on UDP {addr}")),
+        "{err}"
+    );
+}
