@@ -659,18 +659,26 @@ impl<'de> Visitor<'de> for DocVisitor<'_, '_, '_> {
                     "gateway" => h.gateway = Some(map.next_value()?),
                     "origin" => h.origin = Some(map.next_value()?),
                     _ => {
-                        h.count = Some(map.next_value_seed(RecordsSeed { ctx: &mut *ctx })?);
+                        // Records are checked field by field already, unless the version
+                        // says this is not a document we can read.
+                        let check = matches!(h.version, None | Some(1));
+                        h.count = Some(map.next_value_seed(RecordsSeed {
+                            ctx: &mut *ctx,
+                            check,
+                        })?);
                     }
                 },
                 None => {
                     if name == "records" {
-                        map.next_value_seed(RecordsSeed { ctx: &mut *ctx })?;
+                        map.next_value_seed(RecordsSeed {
+                            ctx: &mut *ctx,
+                            check: true,
+                        })?;
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
             }
-            ctx.field = "";
         }
         Ok(())
     }
@@ -679,6 +687,8 @@ impl<'de> Visitor<'de> for DocVisitor<'_, '_, '_> {
 /// The `records` array: counted in pass 1, compiled record by record in pass 2.
 struct RecordsSeed<'c, 'o> {
     ctx: &'c mut Ctx<'o>,
+    /// Read each record's fields (else skip them as any JSON).
+    check: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for RecordsSeed<'_, '_> {
@@ -694,6 +704,7 @@ impl<'de> Visitor<'de> for RecordsSeed<'_, '_> {
         f.write_str("an array of records")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let check = self.check;
         let ctx = self.ctx;
         let mut n = 0usize;
         loop {
@@ -707,7 +718,7 @@ impl<'de> Visitor<'de> for RecordsSeed<'_, '_> {
             }
             ctx.record = Some(n as u16);
             ctx.name = Text::EMPTY;
-            let more = if ctx.compiler.is_some() {
+            let more = if check {
                 seq.next_element_seed(RecordSeed { ctx: &mut *ctx })?
                     .is_some()
             } else {

@@ -449,9 +449,13 @@ impl<'a> Writer<'a> {
     pub fn u32(&mut self, v: u32) -> Result<()> {
         self.put(&v.to_be_bytes())
     }
-    /// Appends a compression pointer to `offset`.
+    /// Appends a compression pointer to `offset` (`NoRoom` when the offset is beyond what a
+    /// pointer can reach, 16383).
     pub fn pointer(&mut self, offset: usize) -> Result<()> {
-        self.u16(0xc000 | (offset as u16 & 0x3fff))
+        if offset > 0x3fff {
+            return Err(Error::NoRoom);
+        }
+        self.u16(0xc000 | offset as u16)
     }
     /// Appends labels (no root) followed by a pointer to `suffix_at`.
     pub fn labels_then_pointer(&mut self, labels: &[u8], suffix_at: usize) -> Result<()> {
