@@ -8,7 +8,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -18,19 +17,6 @@ use sdwan_testsupport::certs::Ca;
 use sdwan_testsupport::mosquitto::{BrokerTls, Mosquitto, MosquittoConfig};
 use sdwan_testsupport::{free_port, require_tool, ChildGuard, TempDir};
 use serde_json::Value;
-
-/// The sdwan-agent binary beside this test's target directory.
-pub fn agent_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let bin = dir.join("sdwan-agent");
-    assert!(
-        bin.exists(),
-        "{} not found: build it with `cargo build -p sdwan-agent` (cargo nextest run --workspace does)",
-        bin.display()
-    );
-    bin
-}
 
 /// Expands the shorthand of tests/data/e2e.toml into a Kubernetes object.
 fn object(spec: &str) -> Value {

@@ -306,3 +306,16 @@ pub fn args(
 pub fn plain_broker() -> std::net::SocketAddr {
     sdwan_discovery::broker::start("127.0.0.1:0".parse().unwrap()).unwrap()
 }
+
+/// The sdwan-agent binary beside this test's target directory.
+pub fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = dir.join("sdwan-agent");
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build -p sdwan-agent` (cargo nextest run --workspace does)",
+        bin.display()
+    );
+    bin
+}

@@ -1,0 +1,193 @@
+//! The `sdwan-discovery` binary: `plan` on the bundled example, its errors, and `run
+//! --cluster-file` with the embedded broker serving an agent (README command 1).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::agent_bin;
+use sdwan_testsupport::{dig, free_port, require_tool, wait_for, ChildGuard, TempDir};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sdwan-discovery");
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+}
+
+fn plan(out: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("plan")
+        .arg("--cluster-file")
+        .arg(example("cluster.json"))
+        .arg("--topology")
+        .arg(example("topology.toml"))
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn records(path: &Path, name: &str, rtype: &str) -> Vec<String> {
+    let v: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut out: Vec<String> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["name"] == name && r["type"] == rtype)
+        .map(|r| r["data"].as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+fn fqdn(name: &str) -> String {
+    format!("{name}.kubernetes.services")
+}
+
+#[test]
+fn plan_writes_zones_the_agent_serves() {
+    require_tool("dig");
+    let dir = TempDir::new("plan");
+    let out = dir.join("out");
+    let o = plan(&out, &["--serial", "7"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut gateways: Vec<PathBuf> = std::fs::read_dir(out.join("gateways"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    gateways.sort();
+    let ids: Vec<String> = gateways
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(ids, ["gw-espoo", "gw-oulu", "gw-tampere"]);
+    assert!(std::fs::read_dir(out.join("nodes")).unwrap().count() >= 1);
+    for zone in &gateways {
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut cmd = Command::new(agent_bin());
+        cmd.arg("--zone-file")
+            .arg(zone)
+            .args(["--listen", &addr.to_string()]);
+        let _agent = ChildGuard::spawn("sdwan-agent --zone-file", &mut cmd);
+        let want = records(zone, "local", "A");
+        assert!(!want.is_empty());
+        let soa = wait_for(Duration::from_secs(10), "agent answers", || {
+            let a = dig(addr, &["kubernetes.services", "SOA"]);
+            (a.answer_data("SOA").len() == 1).then(|| a.answer_data("SOA")[0].clone())
+        });
+        assert!(
+            soa.contains(" 7 "),
+            "SOA serial is not the --serial 7: {soa}"
+        );
+        assert_eq!(
+            dig(addr, &[&fqdn("local"), "A"]).answer_data("A"),
+            want,
+            "{}",
+            zone.display()
+        );
+    }
+}
+
+#[test]
+fn plan_errors_name_the_file_object_and_field() {
+    let dir = TempDir::new("plan-bad");
+    let text = std::fs::read_to_string(example("cluster.json")).unwrap();
+    let bad = text.replacen("\"nodePort\": 30080", "\"nodePort\": \"thirty\"", 1);
+    assert_ne!(bad, text);
+    let file = dir.write("cluster.json", bad);
+    let o = Command::new(BIN)
+        .arg("plan")
+        .arg("--cluster-file")
+        .arg(&file)
+        .arg("--topology")
+        .arg(example("topology.toml"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(err.contains("Service") && err.contains("nodePort"), "{err}");
+
+    let o = Command::new(BIN)
+        .args(["plan", "--cluster-file", "x.json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--topology"));
+}
+
+/// README command 1: the master with its embedded broker over the bundled example, and an
+/// agent subscribing to it; answers equal the offline plan's.
+#[test]
+fn run_cluster_file_with_embedded_broker_feeds_an_agent() {
+    require_tool("dig");
+    let dir = TempDir::new("static");
+    let o = plan(&dir.join("out"), &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let planned = dir.join("out/gateways/gw-espoo.json");
+
+    let mqtt = free_port();
+    let metrics = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("run")
+        .arg("--cluster-file")
+        .arg(example("cluster.json"))
+        .arg("--topology")
+        .arg(example("topology.toml"))
+        .args(["--embedded-broker", &format!("127.0.0.1:{mqtt}")])
+        .args(["--metrics", &format!("127.0.0.1:{metrics}")]);
+    let mut master = ChildGuard::spawn("sdwan-discovery run --cluster-file", &mut cmd);
+    master.wait_stderr(Duration::from_secs(10), "embedded MQTT broker");
+
+    let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cmd = Command::new(agent_bin());
+    cmd.args([
+        "--broker",
+        &format!("mqtt://127.0.0.1:{mqtt}"),
+        "--gateway-id",
+        "gw-espoo",
+    ])
+    .args(["--listen", &dns.to_string()]);
+    let _agent = ChildGuard::spawn("sdwan-agent gw-espoo", &mut cmd);
+
+    for (name, rtype) in [
+        ("local", "A"),
+        ("api.default", "A"),
+        ("_http._tcp.api.default", "SRV"),
+    ] {
+        let want: Vec<String> = records(&planned, name, rtype)
+            .into_iter()
+            .map(|d| {
+                if rtype == "SRV" {
+                    format!("{d}.kubernetes.services.")
+                } else {
+                    d
+                }
+            })
+            .collect();
+        assert!(!want.is_empty(), "{name} {rtype} not in the example plan");
+        wait_until_answer(dns, name, rtype, &want);
+    }
+    master.wait_stderr(
+        Duration::from_secs(10),
+        "gateway gw-espoo: online, applied serial 1",
+    );
+}
+
+fn wait_until_answer(dns: SocketAddr, name: &str, rtype: &str, want: &[String]) {
+    wait_for(
+        Duration::from_secs(10),
+        &format!("{name} {rtype} = {want:?}"),
+        || (dig(dns, &[&fqdn(name), rtype]).answer_data(rtype) == want).then_some(()),
+    );
+}
