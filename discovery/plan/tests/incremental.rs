@@ -1,0 +1,247 @@
+//! The incremental planner against planning from scratch, over seeded random event
+//! sequences; and the payload limits on a cluster too large for one zone.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use sdwan_plan::{plan, Change, Planner, RecordType, Snapshot, Topology, Warning};
+
+/// SplitMix64.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
+        &v[self.below(v.len())]
+    }
+    fn subset(&mut self, v: &[&str]) -> Vec<String> {
+        v.iter()
+            .filter(|_| self.below(3) == 0)
+            .map(|s| s.to_string())
+            .collect()
+    }
+}
+
+const NODES: [&str; 7] = [
+    "worker1", "worker2", "worker3", "worker4", "worker5", "cp1", "ghost",
+];
+const NAMESPACES: [&str; 3] = ["default", "staging", "kube-system"];
+const SERVICES: [&str; 5] = ["web", "api", "db", "worker1", "local"];
+
+fn random_node(rng: &mut Rng) -> NodeSpec {
+    let name = rng.pick(&NODES).to_string();
+    let i = NODES.iter().position(|n| *n == name).unwrap() + 1;
+    NodeSpec {
+        zone: Some(rng.pick(&["espoo", "oulu"]).to_string()).filter(|_| rng.below(4) != 0),
+        ipv4: Some(format!("10.0.0.{i}")).filter(|_| rng.below(5) != 0),
+        ipv6: Some(format!("fd00::{i}")).filter(|_| rng.below(3) == 0),
+        ready: rng.below(5) != 0,
+        control_plane: name == "cp1",
+        name,
+    }
+}
+
+fn random_service(rng: &mut Rng) -> ServiceSpec {
+    let ports = (0..rng.below(3))
+        .map(|p| PortSpec {
+            name: Some(["http", "grpc"][p].to_string()).filter(|_| rng.below(4) != 0),
+            protocol: rng.pick(&["TCP", "TCP", "UDP"]).to_string(),
+            port: 80 + p as i64,
+            node_port: Some(30000 + rng.below(100) as i64).filter(|_| rng.below(6) != 0),
+        })
+        .collect();
+    ServiceSpec {
+        namespace: rng.pick(&NAMESPACES).to_string(),
+        name: rng.pick(&SERVICES).to_string(),
+        type_: rng
+            .pick(&["NodePort", "LoadBalancer", "ClusterIP"])
+            .to_string(),
+        expose: rng
+            .pick(&[None, None, None, Some("false"), Some("true")])
+            .map(String::from),
+        ports,
+        ready: Vec::new(),
+        unready: Vec::new(),
+        terminating: Vec::new(),
+    }
+}
+
+fn random_slice(rng: &mut Rng) -> SliceSpec {
+    let service = rng.pick(&SERVICES).to_string();
+    SliceSpec {
+        namespace: rng.pick(&NAMESPACES).to_string(),
+        name: format!("{service}-{}", rng.below(2)),
+        service: if rng.below(10) == 0 {
+            rng.pick(&SERVICES).to_string()
+        } else {
+            service
+        },
+        ready: rng.subset(&NODES),
+        unready: rng.subset(&NODES),
+        terminating: rng.subset(&NODES),
+    }
+}
+
+fn random_change(rng: &mut Rng) -> Change {
+    match rng.below(9) {
+        0 | 1 => Change::Node(Box::new(node(&random_node(rng)))),
+        2 => Change::NodeDeleted(rng.pick(&NODES).to_string()),
+        3 | 4 => Change::Service(Box::new(service(&random_service(rng)))),
+        5 => Change::ServiceDeleted {
+            namespace: rng.pick(&NAMESPACES).to_string(),
+            name: rng.pick(&SERVICES).to_string(),
+        },
+        6 | 7 => Change::Slice(Box::new(slice(&random_slice(rng)))),
+        _ => {
+            let s = rng.pick(&SERVICES).to_string();
+            Change::SliceDeleted {
+                namespace: rng.pick(&NAMESPACES).to_string(),
+                name: format!("{s}-{}", rng.below(2)),
+            }
+        }
+    }
+}
+
+#[test]
+fn incremental_planning_equals_planning_from_scratch() {
+    let topology = Topology::from_toml(
+        r#"
+        [[gateway]]
+        id = "gw-espoo"
+        zone = "espoo"
+        [[gateway]]
+        id = "gw-oulu"
+        zone = "oulu"
+        near = ["worker5", "ghost"]
+        [[gateway]]
+        id = "gw-any"
+        [[gateway]]
+        id = "gw-any-2"
+        near = ["nobody"]
+        "#,
+    )
+    .unwrap();
+    let mut rng = Rng(20261128);
+    let mut planner = Planner::new(Snapshot::new(), topology.clone());
+    let mut non_empty = 0;
+    for step in 0..400 {
+        let before = planner.plan().clone();
+        let batch: Vec<Change> = (0..1 + rng.below(3))
+            .map(|_| random_change(&mut rng))
+            .collect();
+        let what = format!("step {step}: {batch:?}");
+        let changed = planner.update(batch);
+        let fresh = plan(planner.snapshot(), &topology);
+        let p = planner.plan();
+        assert_eq!(p.warnings, fresh.warnings, "{what}");
+        assert!(p.nodes.keys().eq(fresh.nodes.keys()), "{what}");
+        for (id, z) in &p.gateways {
+            let bytes = z.render(id, 1);
+            assert_eq!(bytes, fresh.gateways[id].render(id, 1), "{id} after {what}");
+            assert!(z == &fresh.gateways[id], "{id}: PartialEq after {what}");
+            if before.gateways[id].render(id, 1) != bytes {
+                assert!(
+                    changed.gateways.contains(id),
+                    "{id} not reported after {what}"
+                );
+            }
+            agent_accepts(&bytes).unwrap_or_else(|e| panic!("{id}: {e} after {what}"));
+            if z.records().len() > 3 {
+                non_empty += 1;
+            }
+        }
+        for (n, c) in &p.nodes {
+            let bytes = c.render(n, 1);
+            assert_eq!(bytes, fresh.nodes[n].render(n, 1), "proxy {n} after {what}");
+            if before.nodes.get(n).map(|b| b.render(n, 1)) != Some(bytes) {
+                assert!(
+                    changed.nodes.contains(n),
+                    "proxy {n} not reported after {what}"
+                );
+            }
+        }
+    }
+    // The random walk did reach states with services to answer.
+    assert!(non_empty > 100, "only {non_empty} non-trivial zones");
+}
+
+#[test]
+fn a_zone_too_large_is_cut_to_the_limits() {
+    let mut s = Snapshot::new();
+    let nodes: Vec<String> = (0..60).map(|i| format!("worker{i:02}")).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        s.apply_node(&node(&NodeSpec {
+            name: n.clone(),
+            zone: Some(format!("z{}", i % 3)),
+            ipv4: Some(format!("10.0.{}.{}", i / 200, i % 200 + 1)),
+            ipv6: Some(format!("fd00::{:x}", i + 1)),
+            ready: true,
+            control_plane: false,
+        }))
+        .unwrap();
+    }
+    for k in 0..2500 {
+        let spec = ServiceSpec {
+            namespace: format!("ns{}", k % 10),
+            name: format!("service-with-a-rather-long-name-{k:04}"),
+            type_: "NodePort".into(),
+            expose: None,
+            ports: vec![
+                PortSpec {
+                    name: Some("http".into()),
+                    protocol: "TCP".into(),
+                    port: 80,
+                    node_port: Some(30000 + (k % 2000) as i64),
+                },
+                PortSpec {
+                    name: Some("metrics".into()),
+                    protocol: "TCP".into(),
+                    port: 9090,
+                    node_port: Some(32000 + (k % 700) as i64),
+                },
+            ],
+            ready: (0..40).map(|j| nodes[(k + j) % 60].clone()).collect(),
+            unready: Vec::new(),
+            terminating: Vec::new(),
+        };
+        s.apply_service(&service(&spec)).unwrap();
+        s.apply_slice(&slice(&service_slice(&spec))).unwrap();
+    }
+    let t = Topology::from_toml("[[gateway]]\nid = \"gw-1\"\nzone = \"z1\"\n").unwrap();
+    let p = plan(&s, &t);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| matches!(w, Warning::ZoneTruncated { .. })),
+        "{:?}",
+        p.warnings
+    );
+    let z = &p.gateways["gw-1"];
+    let bytes = z.render("gw-1", u32::MAX);
+    let records = z.records();
+    assert!(bytes.len() <= 1_048_576, "{} bytes", bytes.len());
+    assert!(records.len() <= 10_000, "{} records", records.len());
+    let mut rrsets: BTreeMap<(&str, RecordType), usize> = BTreeMap::new();
+    for r in &records {
+        *rrsets.entry((&r.name, r.type_)).or_default() += 1;
+    }
+    assert!(rrsets.values().all(|&n| n <= 32));
+    agent_accepts(&bytes).unwrap();
+    // The most important records survive: local, every node, every service name.
+    let has = |name: &str| records.iter().any(|r| r.name == name);
+    assert!(has("local"));
+    assert!(nodes.iter().all(|n| has(n)));
+    assert!(has("service-with-a-rather-long-name-2499.ns9"));
+    // And the payload is used up to the limits rather than cut to nothing.
+    assert!(records.len() > 9_000 || bytes.len() > 900_000);
+}
