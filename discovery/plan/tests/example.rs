@@ -61,3 +61,31 @@ fn example_plans_as_documented() {
         ["worker1", "worker2", "worker3", "worker5"]
     );
 }
+
+/// The example's payloads, byte for byte, against `tests/golden/` (serial 1). After an
+/// intended change, regenerate with `SDWAN_UPDATE_GOLDEN=1 cargo test -p sdwan-plan --test
+/// example` and review the diff.
+#[test]
+fn example_payloads_match_golden_files() {
+    let (s, t) = load();
+    let p = plan(&s, &t);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden");
+    let update = std::env::var_os("SDWAN_UPDATE_GOLDEN").is_some();
+    let mut files = Vec::new();
+    for (id, z) in &p.gateways {
+        files.push((format!("{dir}/gateways/{id}.json"), z.render(id, 1)));
+    }
+    for (n, c) in &p.nodes {
+        files.push((format!("{dir}/nodes/{n}.json"), c.render(n, 1)));
+    }
+    let mut mismatches = Vec::new();
+    for (path, bytes) in files {
+        if update {
+            std::fs::create_dir_all(std::path::Path::new(&path).parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+        } else if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+            mismatches.push(path);
+        }
+    }
+    assert!(mismatches.is_empty(), "payloads differ from {mismatches:?}");
+}
