@@ -122,6 +122,9 @@ impl Link {
         let status_topic = self.topics.gateway_status(&self.gateway_id);
         let mut applier = Applier::new(&self.gateway_id, self.state_dir.clone(), store);
         let (client, mut connection) = Client::new(self.options.clone(), 64);
+        connection
+            .eventloop
+            .set_network_options(sdwan_link::options::network_options());
         let mut backoff = Backoff::with_seed(seed());
         let mut session = Session::default();
         info!(

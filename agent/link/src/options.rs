@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use rumqttc::{MqttOptions, NetworkOptions, TlsConfiguration, Transport};
 
 use crate::{tls, BrokerUrl, LinkError, Scheme};
 
@@ -40,6 +40,18 @@ pub struct LinkOptions {
     pub clean_session: bool,
     /// Largest packet in either direction.
     pub max_packet: usize,
+}
+
+/// Socket options for the event loop: `TCP_NODELAY` (zone payloads and status documents are
+/// small writes that must not wait for Nagle's algorithm and delayed ACKs, which cost tens of
+/// milliseconds per message) and a 10 s connection timeout. rumqttc keeps these on the event
+/// loop, not in [`MqttOptions`]: `connection.eventloop.set_network_options(network_options())`
+/// (sync) or `eventloop.set_network_options(network_options())` (async).
+pub fn network_options() -> NetworkOptions {
+    let mut n = NetworkOptions::new();
+    n.set_tcp_nodelay(true);
+    n.set_connection_timeout(10);
+    n
 }
 
 impl LinkOptions {

@@ -90,6 +90,8 @@ impl Mosquitto {
         );
         let _ = writeln!(conf, "log_type all");
         let _ = writeln!(conf, "connection_messages true");
+        // Small messages must not wait for Nagle + delayed ACK (tens of ms each).
+        let _ = writeln!(conf, "set_tcp_nodelay true");
         if config.persistence {
             let _ = writeln!(conf, "persistence true");
             let _ = writeln!(conf, "persistence_location {}/", dir.display());
