@@ -401,6 +401,14 @@ impl Controller {
         }
     }
 
+    /// The serial an agent reports in use (0 when none): a floor for the next serial, in case
+    /// the broker lost the retained payloads while agents kept theirs.
+    fn reported_serial(&self, gateway: bool, name: &str) -> u32 {
+        let m = self.metrics.lock().unwrap();
+        let map = if gateway { &m.gateways } else { &m.nodes };
+        map.get(name).and_then(|c| c.applied).unwrap_or(0)
+    }
+
     /// Publishes what changed since the last flush.
     async fn flush(&mut self) {
         let Some(start) = self.burst_start.take() else {
@@ -421,10 +429,11 @@ impl Controller {
             let Some(content) = plan.gateways.get(&gw) else {
                 continue;
             };
+            let reported = self.reported_serial(true, &gw);
             let serial = match (self.zones.get(&gw), self.retained_zones.remove(&gw)) {
                 (Some((_, old)), _) if old == content => continue,
                 (Some((s, _)), _) => s.saturating_add(1),
-                (None, Some((s, bytes))) => {
+                (None, Some((s, bytes))) if s >= reported => {
                     if content.render(&gw, s) == bytes {
                         log::info!("gateway {gw}: retained serial {s} is current, not republished");
                         self.zones.insert(gw.clone(), (s, content.clone()));
@@ -433,7 +442,7 @@ impl Controller {
                     }
                     s.saturating_add(1)
                 }
-                (None, None) => 1,
+                (None, retained) => retained.map_or(0, |r| r.0).max(reported).saturating_add(1),
             };
             self.zones.insert(gw.clone(), (serial, content.clone()));
             out.push((true, gw.clone(), serial, content.render(&gw, serial)));
@@ -442,10 +451,11 @@ impl Controller {
             let Some(content) = plan.nodes.get(&node) else {
                 continue;
             };
+            let reported = self.reported_serial(false, &node);
             let serial = match (self.proxies.get(&node), self.retained_proxies.remove(&node)) {
                 (Some((_, old)), _) if old == content => continue,
                 (Some((s, _)), _) => s.saturating_add(1),
-                (None, Some((s, bytes))) => {
+                (None, Some((s, bytes))) if s >= reported => {
                     if content.render(&node, s) == bytes {
                         self.proxies.insert(node.clone(), (s, content.clone()));
                         self.metrics.lock().unwrap().desired(false, &node, s);
@@ -453,7 +463,7 @@ impl Controller {
                     }
                     s.saturating_add(1)
                 }
-                (None, None) => 1,
+                (None, retained) => retained.map_or(0, |r| r.0).max(reported).saturating_add(1),
             };
             self.proxies.insert(node.clone(), (serial, content.clone()));
             out.push((false, node.clone(), serial, content.render(&node, serial)));

@@ -348,3 +348,59 @@ pub async fn spawn(addr: SocketAddr, metrics: SharedMetrics) -> std::io::Result<
     tokio::spawn(serve(listener, metrics));
     Ok(bound)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let mut h = Histogram::default();
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_millis(30));
+        let mut o = String::new();
+        h.render("x_seconds", "help", &mut o);
+        assert!(o.contains("x_seconds_bucket{le=\"0.002\"} 0\n"), "{o}");
+        assert!(o.contains("x_seconds_bucket{le=\"0.005\"} 1\n"), "{o}");
+        assert!(o.contains("x_seconds_bucket{le=\"0.05\"} 2\n"), "{o}");
+        assert!(o.contains("x_seconds_bucket{le=\"+Inf\"} 2\n"), "{o}");
+        assert!(o.contains("x_seconds_count 2\n"), "{o}");
+    }
+
+    #[test]
+    fn status_completes_a_pending_publish() {
+        let mut m = Metrics::default();
+        let t0 = Instant::now();
+        m.published(true, "gw-a", 5, 100, t0);
+        assert!(!m.gateways["gw-a"].converged());
+        let old = sdwan_link::Status::online(Some(4), None, "0.1.0");
+        assert_eq!(
+            m.status(true, "gw-a", &old, t0 + Duration::from_millis(1)),
+            None
+        );
+        let new = sdwan_link::Status::online(Some(5), None, "0.1.0");
+        let d = m.status(true, "gw-a", &new, t0 + Duration::from_millis(7));
+        assert_eq!(d, Some(Duration::from_millis(7)));
+        assert!(m.gateways["gw-a"].converged());
+        let text = m.render();
+        assert!(
+            text.contains("sdwan_gateway_converged{gateway=\"gw-a\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sdwan_gateway_applied_serial{gateway=\"gw-a\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sdwan_publish_to_applied_seconds_count 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut m = Metrics::default();
+        m.desired(true, "a\"b", 1);
+        assert!(m.render().contains("{gateway=\"a\\\"b\"} 1"));
+    }
+}

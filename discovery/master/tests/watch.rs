@@ -109,8 +109,14 @@ async fn relists_and_dropped_watches_never_publish_a_partial_cluster() {
         "a relist of the same state republished"
     );
 
+    // Changes around a compaction (one of them a deletion the watchers never see as an
+    // event) are all in the relisted state.
+    s.api.apply(node("w9", "192.0.2.9", "b", true));
+    rec.wait_zone("gw-a", "w9 appears", |z| a(z, "w9") == ["192.0.2.9"])
+        .await;
     s.api.apply(service("default", "api", 30090));
     s.api.compact();
+    s.api.delete("Node", "", "w9");
     s.api.apply(slice("default", "api", &["w1"]));
     let z = rec
         .wait_zone("gw-a", "api on w1", |z| {
@@ -118,6 +124,8 @@ async fn relists_and_dropped_watches_never_publish_a_partial_cluster() {
         })
         .await;
     assert_eq!(a(&z, "web.default"), ["192.0.2.2"]);
+    rec.wait_zone("gw-a", "w9 gone", |z| a(z, "w9").is_empty())
+        .await;
 
     // A dropped connection re-watches without a relist.
     let lists = s.api.list_requests("nodes");
@@ -278,6 +286,30 @@ async fn serials_continue_across_restarts_without_republishing() {
         })
         .await;
     assert_eq!(z.serial(), 4);
+    m.stop().await;
+
+    // The broker lost the retained zone, but the agent still reports serial 10 in use: the
+    // next serial is 11, never one the agent would take for old.
+    rec.publish_retained(&format!("{PREFIX}/gateways/gw-a/zone"), b"")
+        .await;
+    rec.publish_retained(
+        &format!("{PREFIX}/gateways/gw-a/status"),
+        br#"{"state":"online","serial":10,"error":null,"version":"0.1.0"}"#,
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(10),
+        "status seen by the recorder",
+        || rec.on(&format!("{PREFIX}/gateways/gw-a/status")).len() == 1,
+    )
+    .await;
+    let m = Master::start(&s.args(&[])).await;
+    let z = rec
+        .wait_zone("gw-a", "republished after the loss", |z| {
+            !z.payload.is_empty()
+        })
+        .await;
+    assert_eq!(z.serial(), 11);
     m.stop().await;
 }
 

@@ -162,6 +162,14 @@ impl Recorder {
         Recorder { seen, client }
     }
 
+    /// Publishes a retained message (an empty payload clears the retained one).
+    pub async fn publish_retained(&self, topic: &str, payload: &[u8]) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, payload.to_vec())
+            .await
+            .unwrap();
+    }
+
     pub fn plain(addr: std::net::SocketAddr, id: &str) -> LinkOptions {
         LinkOptions::new(
             BrokerUrl::parse_quiet(&format!("mqtt://{addr}")).unwrap(),
