@@ -976,6 +976,9 @@ pub(crate) fn plan_service(
             }
             ok
         });
+        // Kubernetes refuses duplicate port names; crafted input could still repeat one,
+        // which would double an SRV RRset.
+        let srv = srv.filter(|s| !ports.iter().any(|q: &PortPlan| q.srv.as_ref() == Some(s)));
         ports.push(PortPlan {
             name: p.name.clone(),
             protocol: p.protocol,
