@@ -321,7 +321,7 @@ async fn event_to_publish_latency() {
     rec.wait_zone("gw-a", "first zone", |z| z.serial() == 1)
         .await;
     let mut lat = Vec::new();
-    for i in 0..20u16 {
+    for i in 0..50u16 {
         let node = if i % 2 == 0 { "w2" } else { "w1" };
         let want = if i % 2 == 0 { "192.0.2.2" } else { "192.0.2.1" };
         let t0 = Instant::now();
@@ -333,13 +333,34 @@ async fn event_to_publish_latency() {
     }
     lat.sort();
     eprintln!(
-        "event -> MQTT delivery (debounce 20 ms): p50 {:?}, max {:?}",
+        "event -> MQTT delivery (debounce 20 ms), {} changes: p50 {:?}, p99 {:?}, max {:?}",
+        lat.len(),
         lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
         lat[lat.len() - 1]
     );
     // 20 ms debounce plus the work: well under the paper's 5 s, even on a busy CI machine.
     assert!(lat[lat.len() / 2] < Duration::from_millis(500), "{lat:?}");
     let h = m.metrics.lock().unwrap().event_to_publish.count();
-    assert!(h >= 20, "event_to_publish histogram has {h} observations");
+    assert!(h >= 50, "event_to_publish histogram has {h} observations");
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_the_planner_refuses_are_skipped_and_counted() {
+    let s = setup("bad-input").await;
+    let m = Master::start(&s.args(&[])).await;
+    let rec = &s.recorder;
+    rec.wait_zone("gw-a", "first zone", |z| z.serial() == 1)
+        .await;
+    // An InternalIP that is not an IP: logged and counted; the rest goes on being served.
+    s.api.apply(node("w7", "not-an-ip", "a", true));
+    s.api.apply(node("w8", "192.0.2.8", "a", true));
+    let z = rec
+        .wait_zone("gw-a", "w8 appears", |z| a(z, "w8") == ["192.0.2.8"])
+        .await;
+    assert!(a(&z, "w7").is_empty());
+    assert_eq!(a(&z, "web.default"), ["192.0.2.1"]);
+    assert!(m.metrics.lock().unwrap().input_errors >= 1);
     m.stop().await;
 }
