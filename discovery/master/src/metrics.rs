@@ -41,6 +41,11 @@ impl Histogram {
         self.count += 1;
     }
 
+    /// Sum of the observations, in seconds.
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
     /// Number of observations.
     pub fn count(&self) -> u64 {
         self.count

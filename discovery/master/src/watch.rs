@@ -94,7 +94,9 @@ async fn run<K>(
 ) where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let config = watcher::Config::default().any_semantic();
+    // Lists are consistent reads (not from the API server's cache), so a relist never goes back
+    // to an older state than the one already published.
+    let config = watcher::Config::default();
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
     let mut listing: Vec<Change> = Vec::new();
     while let Some(item) = stream.next().await {

@@ -219,7 +219,14 @@ async fn cluster_changes_reach_dig_through_mosquitto_tls_and_two_agents() {
     ] {
         assert!(text.contains(line), "/metrics lacks {line:?}:\n{text}");
     }
-    let applied = m.metrics.lock().unwrap().publish_to_applied.count();
+    let (applied, sum) = {
+        let mm = m.metrics.lock().unwrap();
+        (mm.publish_to_applied.count(), mm.publish_to_applied.sum())
+    };
+    eprintln!(
+        "publish -> applied (mosquitto TLS, agent status): {applied} observations, mean {:.1} ms",
+        sum * 1e3 / applied.max(1) as f64
+    );
     assert!(
         applied >= 2,
         "publish_to_applied has {applied} observations"
