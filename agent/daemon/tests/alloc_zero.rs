@@ -173,7 +173,7 @@ fn tcp_connection_allocates_nothing_per_query() {
     std::thread::spawn(move || {
         COUNTED.with(|c| c.set(true));
         let (stream, _) = listener.accept().unwrap();
-        tcp::serve_connection(stream, &s, Duration::from_secs(30))
+        tcp::serve_connection(&stream, &s, Duration::from_secs(30))
     });
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -601,3 +601,38 @@ fn address_in_use_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn user_switch_after_binding() {
+    let (code, _, err) = run_agent(&["--listen", "127.0.0.1:0", "--user", "no-such-user-xyz"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--user no-such-user-xyz: no such user"),
+        "{err}"
+    );
+
+    // SAFETY: plain syscall.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        let (code, _, err) = run_agent(&["--listen", "127.0.0.1:0", "--user", "nobody"]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("switching users needs root"), "{err}");
+        return;
+    }
+    // As root: the agent binds, drops to nobody, and still answers.
+    let dir = TempDir::new("agent");
+    let zone = dir.write("zone.json", test_zone());
+    let agent = Agent::start(
+        BIN,
+        &["--zone-file", zone.to_str().unwrap(), "--user", "nobody"],
+    );
+    assert!(agent.child.stderr().contains("running as user nobody"));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uid.split_whitespace().skip(1).all(|u| u != "0"),
+        "still root: {uid}"
+    );
+    let a = dig(agent.dns, &["local.kubernetes.services"]);
+    assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
+}

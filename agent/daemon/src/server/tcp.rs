@@ -64,8 +64,12 @@ pub fn serve_listener(
             .name("tcp conn".into())
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
-                let _slot = slot;
-                match serve_connection(stream, &store, limits.idle_timeout) {
+                let result = serve_connection(&stream, &store, limits.idle_timeout);
+                // Give the place back before the client can see the connection close, so a
+                // client that reconnects at once is not refused by the cap.
+                drop(slot);
+                drop(stream);
+                match result {
                     Ok(()) => debug!("tcp {peer}: closed"),
                     Err(e) => debug!("tcp {peer}: {e}"),
                 }
@@ -88,11 +92,8 @@ impl Drop for Slot {
 /// Serves one connection until the client closes it, it stays idle for `idle`, or it sends
 /// something that is not DNS over TCP. Buffers are allocated once per connection; nothing is
 /// allocated per query.
-pub fn serve_connection(
-    mut stream: TcpStream,
-    store: &ZoneStore,
-    idle: Duration,
-) -> io::Result<()> {
+pub fn serve_connection(stream: &TcpStream, store: &ZoneStore, idle: Duration) -> io::Result<()> {
+    let mut stream = stream;
     stream.set_read_timeout(Some(idle))?;
     stream.set_write_timeout(Some(idle))?;
     stream.set_nodelay(true)?;
