@@ -172,3 +172,75 @@ impl Applier {
         self.store.serial()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(gw: &str, serial: u32) -> Vec<u8> {
+        format!(
+            r#"{{"version":1,"serial":{serial},"gateway":"{gw}","origin":"kubernetes.services","ttl":30,"records":[{{"name":"svc","type":"A","data":"10.0.0.1"}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn policy() {
+        // (case, payload, serial in use, expected: "apply N" | "replay N" | "reject <text>")
+        let cases: Vec<(&str, Vec<u8>, Option<u32>, &str)> = vec![
+            ("first zone", payload("gw-a", 1), None, "apply 1"),
+            ("newer", payload("gw-a", 5), Some(4), "apply 5"),
+            ("same serial again", payload("gw-a", 4), Some(4), "replay 4"),
+            (
+                "older",
+                payload("gw-a", 3),
+                Some(4),
+                "reject stale payload: serial 3 is older than 4",
+            ),
+            (
+                "other gateway",
+                payload("gw-b", 9),
+                Some(4),
+                "reject payload is for gateway \"gw-b\"",
+            ),
+            (
+                "not JSON",
+                b"garbage".to_vec(),
+                Some(4),
+                "reject invalid payload",
+            ),
+            ("empty", Vec::new(), None, "reject invalid payload"),
+        ];
+        for (case, p, in_use, want) in cases {
+            let got = match decide(&p, "gw-a", in_use) {
+                Decision::Apply(z) => format!("apply {}", z.serial()),
+                Decision::Replay(s) => format!("replay {s}"),
+                Decision::Reject(r) => format!("reject {r}"),
+            };
+            assert!(got.starts_with(want), "{case}: got {got:?}, want {want:?}");
+        }
+    }
+
+    #[test]
+    fn applier_keeps_the_zone_on_rejection_and_persists_on_apply() {
+        let dir = sdwan_testsupport::TempDir::new("apply");
+        let store = Arc::new(ZoneStore::new());
+        let mut a = Applier::new("gw-a", Some(dir.path().to_path_buf()), store.clone());
+        assert_eq!(a.handle(&payload("gw-a", 2)), Outcome::Applied(2));
+        assert_eq!(a.last_error(), None);
+        assert_eq!(a.handle(&payload("gw-a", 1)), Outcome::Rejected);
+        assert!(a.last_error().unwrap().contains("stale"));
+        assert_eq!(store.serial(), Some(2));
+        assert_eq!(a.handle(&payload("gw-a", 2)), Outcome::Unchanged(2));
+        assert_eq!(a.handle(&payload("gw-a", 3)), Outcome::Applied(3));
+        assert_eq!(a.last_error(), None);
+        let (z, _) = persist::load(dir.path(), Some("gw-a")).unwrap();
+        assert_eq!(z.serial(), 3);
+        // A state directory that vanished: applied anyway, the error says it was not persisted.
+        let gone = Applier::new("gw-a", Some(dir.join("gone")), store.clone());
+        let mut gone = gone;
+        assert_eq!(gone.handle(&payload("gw-a", 4)), Outcome::Applied(4));
+        assert!(gone.last_error().unwrap().contains("not persisted"));
+        assert_eq!(store.serial(), Some(4));
+    }
+}

@@ -73,3 +73,68 @@ pub fn load(dir: &Path, gateway_id: Option<&str>) -> Option<(OwnedZone, Vec<u8>)
     }
     Some((zone, bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(gw: &str, serial: u32) -> String {
+        format!(
+            r#"{{"version":1,"serial":{serial},"gateway":"{gw}","origin":"kubernetes.services","ttl":30,"records":[{{"name":"svc","type":"A","data":"10.0.0.1"}}]}}"#
+        )
+    }
+
+    fn tmp() -> sdwan_testsupport::TempDir {
+        sdwan_testsupport::TempDir::new("persist")
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_replaces() {
+        let dir = tmp();
+        save(dir.path(), payload("gw-a", 1).as_bytes()).unwrap();
+        save(dir.path(), payload("gw-a", 2).as_bytes()).unwrap();
+        let (zone, bytes) = load(dir.path(), Some("gw-a")).unwrap();
+        assert_eq!(zone.serial(), 2);
+        assert_eq!(bytes, payload("gw-a", 2).as_bytes());
+        assert!(!dir.join(TEMP_FILE).exists(), "temporary file left behind");
+    }
+
+    #[test]
+    fn unusable_state_is_ignored_not_fatal() {
+        let good = payload("gw-a", 7);
+        // (case, state file contents, gateway id checked)
+        type Case<'a> = (&'a str, Option<Vec<u8>>, Option<&'a str>);
+        let cases: [Case; 6] = [
+            ("missing", None, Some("gw-a")),
+            ("empty", Some(Vec::new()), Some("gw-a")),
+            (
+                "truncated",
+                Some(good.as_bytes()[..good.len() / 2].to_vec()),
+                Some("gw-a"),
+            ),
+            ("garbage", Some(vec![0xff; 4096]), Some("gw-a")),
+            (
+                "other gateway",
+                Some(payload("gw-b", 7).into_bytes()),
+                Some("gw-a"),
+            ),
+            ("a directory", None, None),
+        ];
+        for (case, contents, gw) in cases {
+            let dir = tmp();
+            match (&contents, case) {
+                (Some(c), _) => fs::write(state_file(dir.path()), c).unwrap(),
+                (None, "a directory") => fs::create_dir(state_file(dir.path())).unwrap(),
+                (None, _) => {}
+            }
+            assert!(load(dir.path(), gw).is_none(), "{case}: loaded");
+        }
+    }
+
+    #[test]
+    fn save_into_a_missing_directory_fails_cleanly() {
+        let dir = tmp();
+        let e = save(&dir.join("nope"), b"{}").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+}

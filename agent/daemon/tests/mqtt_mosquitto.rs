@@ -329,3 +329,28 @@ fn no_failed_query_during_swaps() {
     );
     assert!(ok >= 100, "only {ok} queries answered during the swaps");
 }
+
+#[test]
+fn corrupt_state_file_is_ignored_and_the_broker_zone_taken() {
+    let tmp = TempDir::new("mqtt-corrupt");
+    let pki = Pki::new(tmp.path());
+    let broker = pki.broker(tmp.path(), false);
+    let master = Master::connect(Master::tls_options(&pki, &broker));
+    let state = tmp.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let whole = zone("gw-a", 4);
+    std::fs::write(
+        state.join("zone.json"),
+        &whole.as_bytes()[..whole.len() / 2],
+    )
+    .unwrap();
+    let mut agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &state));
+    agent
+        .child
+        .wait_stderr(SOON, "corrupt or truncated, ignored");
+    let a = query_a(agent.dns, NAME, Duration::from_secs(1)).unwrap();
+    assert_eq!((a.rcode, a.a.len()), (5, 0), "no zone yet: REFUSED");
+    master.publish_zone("gw-a", zone("gw-a", 5));
+    wait_serving(agent.dns, 5);
+    assert!(agent.child.try_exit().is_none(), "agent exited");
+}
