@@ -7,9 +7,11 @@
 # Fails when any stripped binary is over 1.5 MiB (the regression guard); the size goals
 # (armv7 <= 1.0 MiB, mips/mipsel <= 1.25 MiB) are reported, not enforced.
 #
-# Set-up is done here, idempotently: rustup targets (+ rust-src), the nightly toolchain with
-# -Zbuild-std for targets that have no prebuilt std (tier 3, or a download that 404s), and
-# zig + cargo-zigbuild from PyPI in a venv (the C compiler and linker for every target).
+# Set-up is done here, idempotently: rust-src and llvm-tools from rustup, std built from
+# source with the nightly toolchain (-Zbuild-std; RUSTC_BOOTSTRAP=1 on stable without a
+# nightly) so that it can drop the panic machinery, and zig + cargo-zigbuild from PyPI in a
+# venv (the C compiler and linker for every target). With SDWAN_CROSS_PANIC_MESSAGES=1,
+# rustup's prebuilt std is used where there is one (x86_64, aarch64).
 #
 # Environment:
 #   CARGO_TARGET_DIR     cargo target dir (default: <repo>/target); zig caches go inside it
@@ -17,8 +19,9 @@
 #   SDWAN_CROSS_RUSTFLAGS extra RUSTFLAGS for every target (experiments, e.g. -Zlocation-detail=none)
 #   SDWAN_CROSS_FEATURES  cargo features of sdwan-agent to build with (default: the package's defaults)
 #   SDWAN_CROSS_NO_DEFAULT_FEATURES=1  build without the default features (size experiments)
-#   SDWAN_CROSS_PANIC_MESSAGES=1  keep panic messages in the build-std targets (armv7, mips,
-#                        mipsel), which by default use -Cpanic=immediate-abort to save ~390 KB
+#   SDWAN_CROSS_PANIC_MESSAGES=1  keep panic messages (by default -Cpanic=immediate-abort and
+#                        -Zlocation-detail=none save ~440 KB on mipsel; a panic then aborts
+#                        without a message). Binaries may then exceed the 1.5 MiB limit.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -139,11 +142,15 @@ plan_target() {
     local t=$1
     MODE=prebuilt
     TOOLCHAIN=stable
-    if rustup target list --installed 2>/dev/null | grep -qx "$t"; then return 0; fi
-    say "$t: rustup target add $t"
-    local log=$LOG_DIR/target-add.log
-    if RUST_BACKTRACE=0 rustup target add "$t" >"$log" 2>&1; then return 0; fi
-    say "$t: no prebuilt std ($(grep -m1 -i error "$log" | cut -c1-120)); building std from source (-Zbuild-std)"
+    # The size flags need std compiled here, so by default every target builds std from
+    # source; with panic messages kept, rustup's prebuilt std is used where there is one.
+    if [[ "${SDWAN_CROSS_PANIC_MESSAGES:-0}" == 1 ]]; then
+        if rustup target list --installed 2>/dev/null | grep -qx "$t"; then return 0; fi
+        say "$t: rustup target add $t"
+        local log=$LOG_DIR/target-add.log
+        if RUST_BACKTRACE=0 rustup target add "$t" >"$log" 2>&1; then return 0; fi
+        say "$t: no prebuilt std ($(grep -m1 -i error "$log" | cut -c1-120)); building std from source (-Zbuild-std)"
+    fi
     MODE=build-std
     if [[ $have_nightly == 1 ]]; then
         TOOLCHAIN=nightly
@@ -179,7 +186,6 @@ build_target() {
         # std is compiled here, so it can shed the panic machinery (measured on mipsel:
         # -390 KB for immediate-abort, -51 KB for location-detail; docs/cross.md). A panic
         # then aborts without a message (procd logs the crash and respawns the agent).
-        # SDWAN_CROSS_PANIC_MESSAGES=1 keeps the messages, for debugging builds.
         if [[ "${SDWAN_CROSS_PANIC_MESSAGES:-0}" != 1 ]]; then
             rustflags+=" -Zlocation-detail=none -Zunstable-options -Cpanic=immediate-abort"
         fi
