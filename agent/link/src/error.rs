@@ -64,7 +64,7 @@ pub enum LinkError {
         /// The system bundle path that was tried.
         tried: PathBuf,
     },
-    /// The password file is empty (after removing the trailing newline).
+    /// The password file's first line is empty.
     EmptyPassword {
         /// The password file.
         path: PathBuf,

@@ -29,7 +29,7 @@ pub struct LinkOptions {
     pub key: Option<PathBuf>,
     /// MQTT username.
     pub username: Option<String>,
-    /// File holding the MQTT password (one trailing newline is removed).
+    /// File whose first line is the MQTT password (never a flag: it would show in `ps`).
     pub password_file: Option<PathBuf>,
     /// MQTT client id; agents use their gateway id (stable, for the persistent session).
     pub client_id: String,
@@ -96,14 +96,14 @@ impl LinkOptions {
         }
     }
 
-    /// The password from [`LinkOptions::password_file`], if any.
+    /// The password: the first line of [`LinkOptions::password_file`], if one is given.
     pub fn password(&self) -> Result<Option<String>, LinkError> {
         let Some(path) = &self.password_file else {
             return Ok(None);
         };
         let bytes = tls::read_file("password file", path)?;
         let text = String::from_utf8_lossy(&bytes);
-        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.split('\n').next().unwrap_or_default();
         let text = text.strip_suffix('\r').unwrap_or(text);
         if text.is_empty() {
             return Err(LinkError::EmptyPassword { path: path.clone() });

@@ -139,7 +139,7 @@ fn cert_key_pairs_and_credentials_are_checked() {
     assert!(matches!(err(&o).0, LinkError::Tls(_)));
 
     let mut o = options(&f);
-    o.password_file = Some(write(&f.dir, "pw", "secret\n"));
+    o.password_file = Some(write(&f.dir, "pw", "secret\r\nsecond line\n"));
     assert!(matches!(err(&o).0, LinkError::PasswordWithoutUsername));
     o.username = Some("gw-a".into());
     let mo = o.mqtt_options().unwrap();
