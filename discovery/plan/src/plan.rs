@@ -247,6 +247,30 @@ pub(crate) struct Cluster {
     pub budget: Budget,
 }
 
+/// See [`Cluster::service_view`]. Worker indices are only comparable between clusters with
+/// the same workers.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ServiceView {
+    pub fq: bool,
+    pub short: bool,
+    pub srv: bool,
+    pub v4: Option<String>,
+    pub v6: Option<String>,
+    pub targets: Vec<u32>,
+}
+
+impl SvcPlan {
+    /// Everything but the hosts.
+    pub(crate) fn same_static(&self, other: &SvcPlan) -> bool {
+        self.namespace == other.namespace
+            && self.name == other.name
+            && self.fq == other.fq
+            && self.short == other.short
+            && self.fq_ok == other.fq_ok
+            && self.ports == other.ports
+    }
+}
+
 /// A nearness order over `Cluster::workers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Order {
@@ -381,8 +405,11 @@ impl Cluster {
                 .filter(|&&h| self.workers[h as usize].named)
                 .map(|&h| (order.rank[h as usize], h))
                 .collect();
+            if ranked.len() > b.srv_cap {
+                ranked.select_nth_unstable(b.srv_cap);
+                ranked.truncate(b.srv_cap);
+            }
             ranked.sort_unstable();
-            ranked.truncate(b.srv_cap);
             for p in svc.srv_sets() {
                 let owner = p.srv.as_deref().unwrap_or_default();
                 for (prio, (_, h)) in ranked.iter().enumerate() {
@@ -395,6 +422,50 @@ impl Cluster {
                     sink.record(owner, RecordType::Srv, &data, ttl);
                 }
             }
+        }
+    }
+
+    /// What the records of one service under `order` depend on besides its own static
+    /// fields: which names are included, the nearest worker per family and the SRV targets
+    /// in order. Two services with equal static fields and equal views emit equal records.
+    pub(crate) fn service_view(&self, pos: usize, svc: &SvcPlan, order: &Order) -> ServiceView {
+        let b = &self.budget;
+        let on = !svc.hosts.is_empty() && svc.fq_ok;
+        let fq = on && pos < b.fq;
+        let short = on && pos < b.short && svc.short;
+        let srv =
+            on && pos < b.srv_services && svc.named_hosts > 0 && svc.srv_sets().next().is_some();
+        let name = |w: Option<&Worker>| w.map(|w| w.name.clone());
+        let (v4, v6) = if fq || short {
+            (
+                name(self.nearest(&svc.hosts, order, true)),
+                name(self.nearest(&svc.hosts, order, false)),
+            )
+        } else {
+            (None, None)
+        };
+        let mut targets = Vec::new();
+        if srv {
+            let mut ranked: Vec<(u32, u32)> = svc
+                .hosts
+                .iter()
+                .filter(|&&h| self.workers[h as usize].named)
+                .map(|&h| (order.rank[h as usize], h))
+                .collect();
+            if ranked.len() > b.srv_cap {
+                ranked.select_nth_unstable(b.srv_cap);
+                ranked.truncate(b.srv_cap);
+            }
+            ranked.sort_unstable();
+            targets = ranked.into_iter().map(|(_, h)| h).collect();
+        }
+        ServiceView {
+            fq,
+            short,
+            srv,
+            v4,
+            v6,
+            targets,
         }
     }
 

@@ -514,13 +514,28 @@ impl Planner {
             };
             for (c, order) in self.classes.iter().enumerate() {
                 class_changed[c] = pairs.iter().any(|(old, new)| {
-                    service_records(&old_cluster, pos(&old_cluster, old), old.as_deref(), order)
-                        != service_records(
-                            &new_cluster,
-                            pos(&new_cluster, new),
-                            new.as_deref(),
-                            order,
-                        )
+                    let view = |cl: &Cluster, s: &Option<Arc<SvcPlan>>| {
+                        s.as_ref()
+                            .map(|s| cl.service_view(pos(cl, &Some(s.clone())), s, order))
+                    };
+                    match (old, new) {
+                        (Some(o), Some(n)) if o.same_static(n) => {
+                            view(&old_cluster, old) != view(&new_cluster, new)
+                        }
+                        _ => {
+                            service_records(
+                                &old_cluster,
+                                pos(&old_cluster, old),
+                                old.as_deref(),
+                                order,
+                            ) != service_records(
+                                &new_cluster,
+                                pos(&new_cluster, new),
+                                new.as_deref(),
+                                order,
+                            )
+                        }
+                    }
                 });
             }
         }
