@@ -8,7 +8,8 @@
 //! - [`tls`]: rustls [`rustls::ClientConfig`] from CA / client certificate / key PEM files
 //!   (ring crypto provider; no switch to skip server verification exists).
 //! - [`options`]: [`LinkOptions`], everything a connection needs, turned into
-//!   [`rumqttc::MqttOptions`] for the sync `Client` (agent) or the `AsyncClient` (master, tokio).
+//!   [`rumqttc::MqttOptions`] for the sync `Client` (agent) or the `AsyncClient` (master, tokio);
+//!   `LinkOptions::{sync_client, async_client}` also set `TCP_NODELAY` on the event loop.
 //! - [`topics`]: [`Topics`], the four topic builders under a prefix, and topic parsing.
 //! - [`backoff`]: [`Backoff`], capped exponential reconnect delay with seeded jitter.
 //! - [`status`]: [`Status`], the retained status document agents publish.

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{MqttOptions, NetworkOptions, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, Client, Connection, EventLoop, MqttOptions, NetworkOptions, TlsConfiguration,
+    Transport,
+};
 
 use crate::{tls, BrokerUrl, LinkError, Scheme};
 
@@ -109,6 +112,23 @@ impl LinkOptions {
             return Err(LinkError::EmptyPassword { path: path.clone() });
         }
         Ok(Some(text.to_string()))
+    }
+
+    /// A tokio client and event loop (the master's), with [`network_options`] applied.
+    /// `cap` is the request channel capacity. A last will, if wanted, must be set on
+    /// [`LinkOptions::mqtt_options`] and [`AsyncClient::new`] used instead.
+    pub fn async_client(&self, cap: usize) -> Result<(AsyncClient, EventLoop), LinkError> {
+        let (client, mut eventloop) = AsyncClient::new(self.mqtt_options()?, cap);
+        eventloop.set_network_options(network_options());
+        Ok((client, eventloop))
+    }
+
+    /// A blocking client and connection (rumqttc runs its own current-thread runtime), with
+    /// [`network_options`] applied.
+    pub fn sync_client(&self, cap: usize) -> Result<(Client, Connection), LinkError> {
+        let (client, mut connection) = Client::new(self.mqtt_options()?, cap);
+        connection.eventloop.set_network_options(network_options());
+        Ok((client, connection))
     }
 
     /// rumqttc options: transport (TLS with [`LinkOptions::tls_config`] or TCP), credentials,

@@ -295,10 +295,7 @@ impl Master {
     pub fn connect(mut options: LinkOptions) -> Master {
         options.clean_session = true;
         let topics = Topics::new(PREFIX).unwrap();
-        let (client, mut connection) = Client::new(options.mqtt_options().unwrap(), 256);
-        connection
-            .eventloop
-            .set_network_options(sdwan_link::options::network_options());
+        let (client, mut connection) = options.sync_client(256).unwrap();
         let statuses = Arc::new(Mutex::new(HashMap::new()));
         let connected = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
