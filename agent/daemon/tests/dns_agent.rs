@@ -338,6 +338,34 @@ fn tcp_pipelining_idle_timeout_and_connection_cap() {
     let idle = t0.elapsed();
     assert!(idle < Duration::from_secs(4), "closed only after {idle:?}");
 
+    // A client that trickles a query one byte at a time is cut off after the idle timeout
+    // too, although it is never silent for that long.
+    let mut slow = TcpStream::connect(agent.dns).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let q = query(6, "local.kubernetes.services", 1);
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let t0 = Instant::now();
+    let mut closed = false;
+    for byte in framed.iter().take(framed.len() - 1) {
+        if slow.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        // Waits 300 ms for the close; a read that times out means still open.
+        if matches!(slow.read(&mut b), Ok(0)) {
+            closed = true;
+            break;
+        }
+    }
+    let held = t0.elapsed();
+    assert!(closed, "a trickling client was never cut off");
+    assert!(
+        held < Duration::from_secs(3),
+        "a trickling client held its connection {held:?}"
+    );
+
     // With those gone, new connections are served again.
     let mut c4 = TcpStream::connect(agent.dns).unwrap();
     c4.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

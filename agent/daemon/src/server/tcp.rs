@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use sdwan_agent_core::{answer, Transport};
@@ -90,8 +90,10 @@ impl Drop for Slot {
 }
 
 /// Serves one connection until the client closes it, it stays idle for `idle`, or it sends
-/// something that is not DNS over TCP. Buffers are allocated once per connection; nothing is
-/// allocated per query.
+/// something that is not DNS over TCP. `idle` bounds the time from one complete query (or the
+/// connection's start) to the next complete query, so a client that trickles bytes cannot hold
+/// a connection slot for ever. Buffers are allocated once per connection; nothing is allocated
+/// per query.
 pub fn serve_connection(stream: &TcpStream, store: &ZoneStore, idle: Duration) -> io::Result<()> {
     let mut stream = stream;
     stream.set_read_timeout(Some(idle))?;
@@ -100,6 +102,8 @@ pub fn serve_connection(stream: &TcpStream, store: &ZoneStore, idle: Duration) -
     let mut inbuf = vec![0u8; 2 + QUERY_MAX];
     let mut out = vec![0u8; 2 + ANSWER_MAX];
     let (mut start, mut end) = (0usize, 0usize);
+    let mut last_query = Instant::now();
+    let mut timeout = idle;
     loop {
         // Answer every complete message in the buffer.
         loop {
@@ -119,6 +123,7 @@ pub fn serve_connection(stream: &TcpStream, store: &ZoneStore, idle: Duration) -
             }
             let query = &inbuf[start + 2..start + 2 + len];
             start += 2 + len;
+            last_query = Instant::now();
             let result = {
                 let zone = store.load();
                 answer(zone.as_deref(), query, &mut out[2..], Transport::Tcp)
@@ -134,6 +139,19 @@ pub fn serve_connection(stream: &TcpStream, store: &ZoneStore, idle: Duration) -
             inbuf.copy_within(start..end, 0);
             end -= start;
             start = 0;
+        }
+        // Waiting for a new message: the full idle time. In the middle of one: what is left.
+        let wanted = if end == 0 {
+            idle
+        } else {
+            match idle.checked_sub(last_query.elapsed()) {
+                Some(left) if !left.is_zero() => left,
+                _ => return Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")),
+            }
+        };
+        if wanted != timeout {
+            stream.set_read_timeout(Some(wanted))?;
+            timeout = wanted;
         }
         match stream.read(&mut inbuf[end..]) {
             Ok(0) => return Ok(()),
