@@ -424,49 +424,72 @@ impl Controller {
                 log::warn!("plan: {text}");
             }
         }
-        let mut out: Vec<(bool, String, u32, Vec<u8>)> = Vec::new();
+        let mut zone_jobs = Vec::new();
         for gw in std::mem::take(&mut self.dirty_gateways) {
             let Some(content) = plan.gateways.get(&gw) else {
                 continue;
             };
-            let reported = self.reported_serial(true, &gw);
-            let serial = match (self.zones.get(&gw), self.retained_zones.remove(&gw)) {
-                (Some((_, old)), _) if old == content => continue,
-                (Some((s, _)), _) => s.saturating_add(1),
-                (None, Some((s, bytes))) if s >= reported => {
-                    if content.render(&gw, s) == bytes {
-                        log::info!("gateway {gw}: retained serial {s} is current, not republished");
-                        self.zones.insert(gw.clone(), (s, content.clone()));
-                        self.metrics.lock().unwrap().desired(true, &gw, s);
-                        continue;
-                    }
-                    s.saturating_add(1)
-                }
-                (None, retained) => retained.map_or(0, |r| r.0).max(reported).saturating_add(1),
-            };
-            self.zones.insert(gw.clone(), (serial, content.clone()));
-            out.push((true, gw.clone(), serial, content.render(&gw, serial)));
+            zone_jobs.push(Job {
+                reported: self.reported_serial(true, &gw),
+                published: self.zones.get(&gw).cloned(),
+                retained: self.retained_zones.remove(&gw),
+                content: content.clone(),
+                name: gw,
+            });
         }
+        let mut proxy_jobs = Vec::new();
         for node in std::mem::take(&mut self.dirty_nodes) {
             let Some(content) = plan.nodes.get(&node) else {
                 continue;
             };
-            let reported = self.reported_serial(false, &node);
-            let serial = match (self.proxies.get(&node), self.retained_proxies.remove(&node)) {
-                (Some((_, old)), _) if old == content => continue,
-                (Some((s, _)), _) => s.saturating_add(1),
-                (None, Some((s, bytes))) if s >= reported => {
-                    if content.render(&node, s) == bytes {
-                        self.proxies.insert(node.clone(), (s, content.clone()));
-                        self.metrics.lock().unwrap().desired(false, &node, s);
-                        continue;
-                    }
-                    s.saturating_add(1)
+            proxy_jobs.push(Job {
+                reported: self.reported_serial(false, &node),
+                published: self.proxies.get(&node).cloned(),
+                retained: self.retained_proxies.remove(&node),
+                content: content.clone(),
+                name: node,
+            });
+        }
+        // Comparing and rendering is the expensive part with many gateways: on all cores, off
+        // the async workers.
+        let (zone_jobs, zone_decisions, proxy_jobs, proxy_decisions) =
+            tokio::task::spawn_blocking(move || {
+                let zd = par_map(&zone_jobs, decide);
+                let pd = par_map(&proxy_jobs, decide);
+                (zone_jobs, zd, proxy_jobs, pd)
+            })
+            .await
+            .expect("render task panicked");
+        let mut out: Vec<(bool, String, u32, Vec<u8>)> = Vec::new();
+        for (job, d) in zone_jobs.into_iter().zip(zone_decisions) {
+            match d {
+                Decision::Unchanged => {}
+                Decision::Current(s) => {
+                    log::info!(
+                        "gateway {}: retained serial {s} is current, not republished",
+                        job.name
+                    );
+                    self.metrics.lock().unwrap().desired(true, &job.name, s);
+                    self.zones.insert(job.name, (s, job.content));
                 }
-                (None, retained) => retained.map_or(0, |r| r.0).max(reported).saturating_add(1),
-            };
-            self.proxies.insert(node.clone(), (serial, content.clone()));
-            out.push((false, node.clone(), serial, content.render(&node, serial)));
+                Decision::Publish(s, bytes) => {
+                    self.zones.insert(job.name.clone(), (s, job.content));
+                    out.push((true, job.name, s, bytes));
+                }
+            }
+        }
+        for (job, d) in proxy_jobs.into_iter().zip(proxy_decisions) {
+            match d {
+                Decision::Unchanged => {}
+                Decision::Current(s) => {
+                    self.metrics.lock().unwrap().desired(false, &job.name, s);
+                    self.proxies.insert(job.name, (s, job.content));
+                }
+                Decision::Publish(s, bytes) => {
+                    self.proxies.insert(job.name.clone(), (s, job.content));
+                    out.push((false, job.name, s, bytes));
+                }
+            }
         }
         let planned = Instant::now();
         for (gateway, name, serial, bytes) in &out {
@@ -573,6 +596,84 @@ impl Controller {
         }
         let _ = self.client.disconnect().await;
     }
+}
+
+/// Renders a payload (zone or proxy).
+trait Render: PartialEq {
+    fn render_as(&self, name: &str, serial: u32) -> Vec<u8>;
+}
+
+impl Render for ZoneContent {
+    fn render_as(&self, name: &str, serial: u32) -> Vec<u8> {
+        self.render(name, serial)
+    }
+}
+
+impl Render for ProxyContent {
+    fn render_as(&self, name: &str, serial: u32) -> Vec<u8> {
+        self.render(name, serial)
+    }
+}
+
+/// One gateway's (or node's) planned content and what is known of its published state.
+struct Job<C> {
+    name: String,
+    content: C,
+    /// Serial and content this master published.
+    published: Option<(u32, C)>,
+    /// Serial and bytes found retained at start (first plan only).
+    retained: Option<(u32, Vec<u8>)>,
+    /// Serial the agent reports in use (0: none).
+    reported: u32,
+}
+
+enum Decision {
+    /// Same content as published: nothing to do.
+    Unchanged,
+    /// The retained payload with this serial is the planned content: adopt it, publish nothing.
+    Current(u32),
+    /// Publish these bytes with this serial.
+    Publish(u32, Vec<u8>),
+}
+
+/// Serials only grow: above the published one, the retained one and the one agents report.
+fn decide<C: Render>(job: &Job<C>) -> Decision {
+    let serial = match (&job.published, &job.retained) {
+        (Some((_, old)), _) if *old == job.content => return Decision::Unchanged,
+        (Some((s, _)), _) => s.saturating_add(1),
+        (None, Some((s, bytes))) if *s >= job.reported => {
+            if job.content.render_as(&job.name, *s) == *bytes {
+                return Decision::Current(*s);
+            }
+            s.saturating_add(1)
+        }
+        (None, retained) => retained
+            .as_ref()
+            .map_or(0, |r| r.0)
+            .max(job.reported)
+            .saturating_add(1),
+    };
+    Decision::Publish(serial, job.content.render_as(&job.name, serial))
+}
+
+/// `items.iter().map(f)`, split over the available cores when there are enough items.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads <= 1 || items.len() < 16 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("render thread panicked"))
+            .collect()
+    })
 }
 
 fn apply_all(snap: &mut Snapshot, list: Vec<Change>) -> Vec<sdwan_plan::InputError> {
