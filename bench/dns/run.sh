@@ -5,7 +5,8 @@
 #
 # Reported per server: QPS, average latency, the server's CPU time per query (utime+stime of
 # the server's processes from /proc/PID/stat before and after, over queries completed: dnsperf
-# itself saturates a core here, so QPS mostly measures dnsperf), RSS and peak RSS (VmRSS and
+# itself saturates a core here, so QPS mostly measures dnsperf; split into user and kernel
+# time: on loopback the kernel's UDP path dominates), RSS and peak RSS (VmRSS and
 # VmHWM, summed over the server's processes), and the response-code mix (it must be the same
 # for all three: a server that answers wrongly shows up there).
 # Targets (issue 2): agent CPU per query <= half of Knot's; agent RSS <= 2 MiB with 1,000 records.
@@ -91,16 +92,17 @@ tree() {
     echo "${pids[@]}"
 }
 
-# Sum of utime+stime (clock ticks) over the server's processes.
+# "UTIME STIME" (clock ticks) summed over the server's processes.
 cpu_ticks() {
-    local total=0 p s
+    local u=0 k=0 p s
     for p in $(tree "$1"); do
         s=$(sed 's/^.*) //' /proc/"$p"/stat 2>/dev/null) || continue
         # after "pid (comm) ": field 3 is state, utime/stime are fields 14/15 of stat.
         set -- $s
-        total=$((total + ${12} + ${13}))
+        u=$((u + ${12}))
+        k=$((k + ${13}))
     done
-    echo "$total"
+    echo "$u $k"
 }
 
 # "RSS_KiB HWM_KiB" summed over the server's processes.
@@ -227,13 +229,18 @@ run_one() { # SERVER SIZE DIR
     mix=$(sed -n 's/^ *Response codes: *//p' <<<"$out" | sed 's/ ([0-9.]*%)//g; s/,//g')
     [[ -n $completed && $completed -gt 0 ]] || die "dnsperf completed no query against $server"
     local cpu_us
-    cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$completed" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
+    local du dk user_us sys_us
+    du=$((${t1% *} - ${t0% *}))
+    dk=$((${t1#* } - ${t0#* }))
+    cpu_us=$(awk -v d=$((du + dk)) -v hz="$CLK_TCK" -v n="$completed" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
+    user_us=$(awk -v d="$du" -v hz="$CLK_TCK" -v n="$completed" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
+    sys_us=$(awk -v d="$dk" -v hz="$CLK_TCK" -v n="$completed" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
     CPU_US[$server.$size]=$cpu_us
     MIX[$server.$size]=$(sed -n 's/^ *Response codes: *//p' <<<"$out" | sed 's/ [0-9]* (/=/g; s/%)//g; s/,//g')
     RSS_KIB[$server.$size]=${mem%% *}
     local pct
     pct=$(sed -n 's/^ *Response codes: *//p' <<<"$out" | sed 's/[0-9]* (\([0-9.]*%\))/\1/g')
-    ROWS+=("| $server | $size | $(printf '%.0f' "$qps") | $(awk -v l="$lat" 'BEGIN { printf "%.3f", l * 1000 }') | $cpu_us | ${mem%% *} | ${mem##* } | $lost | $pct |")
+    ROWS+=("| $server | $size | $(printf '%.0f' "$qps") | $(awk -v l="$lat" 'BEGIN { printf "%.3f", l * 1000 }') | $cpu_us | $user_us | $sys_us | ${mem%% *} | ${mem##* } | $lost | $pct |")
     say "$server, $size records: $(printf '%.0f' "$qps") QPS, $cpu_us us CPU/query, RSS ${mem%% *} KiB ($mix)"
 }
 
@@ -253,8 +260,8 @@ echo "DNS benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, dnsperf -l $SECONDS_P
 echo "$versions"
 [[ $AGENT == /bin/false ]] || echo "agent binary: $AGENT ($(stat -c %s "$AGENT") bytes)"
 echo
-echo "| server | records | QPS | avg latency ms | CPU us/query | RSS KiB | peak RSS KiB | lost | response codes |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+echo "| server | records | QPS | avg latency ms | CPU us/query | of it user | of it kernel | RSS KiB | peak RSS KiB | lost | response codes |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 printf '%s\n' "${ROWS[@]}"
 echo
 for size in $SIZES; do
