@@ -16,6 +16,8 @@
 # Environment:
 #   CARGO_TARGET_DIR     cargo target dir (default: <repo>/target); zig caches go inside it
 #   SDWAN_CROSS_VENV     venv holding ziglang + cargo-zigbuild (default: <repo>/.venv)
+#   SDWAN_CROSS_TOOLCHAIN=stable  build std with stable + RUSTC_BOOTSTRAP=1 even when a nightly
+#                        is installed (what a machine without nightly does)
 #   SDWAN_CROSS_RUSTFLAGS extra RUSTFLAGS for every target (experiments, e.g. -Zlocation-detail=none)
 #   SDWAN_CROSS_FEATURES  cargo features of sdwan-agent to build with (default: the package's defaults)
 #   SDWAN_CROSS_NO_DEFAULT_FEATURES=1  build without the default features (size experiments)
@@ -123,7 +125,9 @@ mkdir -p "$ZIG_GLOBAL_CACHE_DIR"
 
 # ---------------------------------------------------------------- rust toolchains
 have_nightly=0
-if rustup run nightly rustc --version >/dev/null 2>&1; then have_nightly=1; fi
+if [[ "${SDWAN_CROSS_TOOLCHAIN:-}" != stable ]] && rustup run nightly rustc --version >/dev/null 2>&1; then
+    have_nightly=1
+fi
 rust_src_ready_stable=0
 rust_src_ready_nightly=0
 

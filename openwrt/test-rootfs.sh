@@ -176,6 +176,25 @@ test_target() {
     [[ "$(stat -c %U "$root/etc/sdwan-agent/state" 2>/dev/null || true)" != root ]] ||
         fail "$t" "state dir is not owned by the agent's user"
 
+    # A port below 1024: without ujail the agent starts as root and drops with --user; with
+    # ujail procd grants only CAP_NET_BIND_SERVICE. (Rendering only; restored afterwards.)
+    cp -a "$inst" "$WORK/$arch/instance.main"
+    cp "$root/etc/config/sdwan-agent" "$WORK/$arch/config.main"
+    sed -i "s|list listen '127.0.0.1:$port'|list listen '127.0.0.1:53'|" "$root/etc/config/sdwan-agent"
+    chroot "$root" /etc/init.d/sdwan-agent start || fail "$t" "init start failed (port 53)"
+    [[ "$(tail -n 2 "$inst/command" | tr '\n' ' ')" == "--user sdwan-agent " && ! -e $inst/user ]] ||
+        fail "$t" "port 53 without ujail: want root + --user sdwan-agent, got '$(tr '\n' ' ' <"$inst/command")' user '$(cat "$inst/user" 2>/dev/null)'"
+    printf '#!/bin/sh\n' >"$root/sbin/ujail" && chmod +x "$root/sbin/ujail"
+    chroot "$root" /etc/init.d/sdwan-agent start || fail "$t" "init start failed (port 53, ujail)"
+    [[ $(cat "$inst/capabilities" 2>/dev/null) == /etc/capabilities/sdwan-agent.json &&
+        $(cat "$inst/user" 2>/dev/null) == sdwan-agent && $(cat "$inst/no_new_privs" 2>/dev/null) == 1 ]] ||
+        fail "$t" "port 53 with ujail: want capabilities + user + no_new_privs"
+    ! grep -qx -- --user "$inst/command" || fail "$t" "port 53 with ujail: --user should not be passed"
+    rm -f "$root/sbin/ujail"
+    cp "$WORK/$arch/config.main" "$root/etc/config/sdwan-agent"
+    rm -rf "$inst"
+    cp -a "$WORK/$arch/instance.main" "$inst"
+
     # Start it as procd would: that command, as that user, with that env, in the root.
     local uid gid cmd=() emu=()
     uid=$(awk -F: '$1 == "sdwan-agent" { print $3 }' "$root/etc/passwd")
