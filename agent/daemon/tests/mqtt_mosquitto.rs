@@ -15,11 +15,13 @@ use sdwan_testsupport::mosquitto::{BrokerTls, Mosquitto, MosquittoConfig};
 use sdwan_testsupport::{require_tool, wait_until, TempDir};
 
 /// `mosquitto_sub` reading one message from `topic` within 2 s, as the holder of `client`
-/// (or of no certificate). Returns (exit status success, message text).
+/// (or of no certificate), with client id `id` when given. Returns (exit status success,
+/// message text).
 fn sub_once(
     pki: &Pki,
     broker: &Mosquitto,
     client: Option<&CertFiles>,
+    id: Option<&str>,
     topic: &str,
 ) -> (bool, String) {
     let mut cmd = Command::new(require_tool("mosquitto_sub"));
@@ -34,6 +36,9 @@ fn sub_once(
     .args(["-C", "1", "-W", "2", "-q", "1"])
     .arg("--cafile")
     .arg(pki.ca.cert());
+    if let Some(id) = id {
+        cmd.args(["-i", id]);
+    }
     if let Some(c) = client {
         cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
     }
@@ -64,22 +69,40 @@ fn gateway_gets_only_its_own_zone_and_strangers_are_refused() {
     let topics = sdwan_link::Topics::new(PREFIX).unwrap();
     let gw_a = pki.ca.client("gw-a");
     // gw-a's certificate reads its own retained zone ...
-    let (ok, own) = sub_once(&pki, &broker, Some(&gw_a), &topics.gateway_zone("gw-a"));
+    let (ok, own) = sub_once(
+        &pki,
+        &broker,
+        Some(&gw_a),
+        None,
+        &topics.gateway_zone("gw-a"),
+    );
     assert!(
         ok && own.contains("\"gw-a\""),
         "gw-a cannot read its own zone: {own:?}"
     );
     // ... but not gw-b's, even when it says it is gw-b in its client id.
-    let (_, other) = sub_once(&pki, &broker, Some(&gw_a), &topics.gateway_zone("gw-b"));
+    let (_, other) = sub_once(
+        &pki,
+        &broker,
+        Some(&gw_a),
+        Some("gw-b"),
+        &topics.gateway_zone("gw-b"),
+    );
     assert_eq!(other, "", "gw-a read gw-b's zone");
     // No certificate, or one from another CA: refused.
-    let (ok, text) = sub_once(&pki, &broker, None, &topics.gateway_zone("gw-a"));
+    let (ok, text) = sub_once(&pki, &broker, None, None, &topics.gateway_zone("gw-a"));
     assert!(
         !ok && text.is_empty(),
         "client without certificate got {text:?}"
     );
     let foreign = pki.foreign.client("gw-a");
-    let (ok, text) = sub_once(&pki, &broker, Some(&foreign), &topics.gateway_zone("gw-a"));
+    let (ok, text) = sub_once(
+        &pki,
+        &broker,
+        Some(&foreign),
+        None,
+        &topics.gateway_zone("gw-a"),
+    );
     assert!(
         !ok && text.is_empty(),
         "client with a foreign certificate got {text:?}"
