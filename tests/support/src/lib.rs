@@ -12,7 +12,7 @@
 //!   stdout/stderr in files that are printed when the test fails.
 //! - [`tools`]: [`require_tool`]: the path of an installed tool, or a panic saying which
 //!   Debian package to install.
-//! - [`dig`]: run `dig`/`kdig` and parse the answer ([`DigAnswer`]).
+//! - [`mod@dig`]: run `dig`/`kdig` and parse the answer ([`DigAnswer`]).
 //! - [`dnsmasq`]: start a real dnsmasq forwarding a domain to a port.
 //! - [`certs`]: test PKI with rcgen (CA, server and client certificates as PEM files).
 //! - [`mosquitto`]: a real mosquitto broker (plain or TLS, client certificates, ACL).
