@@ -292,6 +292,23 @@ fn main() {
         update[kind].push(start.elapsed());
         changed_gw[kind].push(c.gateways.len());
     }
+    // What the master does after an update: compare each gateway's new content with the
+    // one it published.
+    let before = planner.plan().clone();
+    let s = rng.below(svcs.len());
+    let mut h = hosts_of[s].clone();
+    h.push(rng.below(a.nodes));
+    h.sort_unstable();
+    h.dedup();
+    planner.update([Change::Slice(Box::new(slice(&svcs[s].0, &svcs[s].1, &h)))]);
+    let start = Instant::now();
+    let differing = planner
+        .plan()
+        .gateways
+        .iter()
+        .filter(|(id, z)| before.gateways[*id] != **z)
+        .count();
+    let compare = start.elapsed();
     let plan = planner.plan();
     let (id, zone) = plan.gateways.iter().next().unwrap();
     let mut render = Vec::new();
@@ -347,6 +364,11 @@ fn main() {
             mean(&changed_gw[k]) * bytes as f64 / 1e6
         );
     }
+    println!(
+        "| compare every gateway's content with the previous plan's (`ZoneContent == ZoneContent`, {} gateways, {differing} differ) | {} |",
+        a.gateways,
+        ms(compare)
+    );
     println!(
         "| render one zone payload ({records} records, {bytes} bytes), median | {} |",
         ms(median(render))

@@ -766,12 +766,41 @@ impl ZoneContent {
 impl PartialEq for ZoneContent {
     /// Equal when the records are (cheap when both come from the same plan and class).
     fn eq(&self, other: &ZoneContent) -> bool {
-        if Arc::ptr_eq(&self.cluster, &other.cluster)
-            && (Arc::ptr_eq(&self.order, &other.order) || self.order == other.order)
-        {
+        let same_order = Arc::ptr_eq(&self.order, &other.order) || self.order == other.order;
+        if Arc::ptr_eq(&self.cluster, &other.cluster) && same_order {
             return true;
         }
-        self.cluster.origin == other.cluster.origin
+        let (a, b) = (&*self.cluster, &*other.cluster);
+        let layout = |x: &Budget| Budget { dropped: 0, ..*x };
+        if same_order
+            && a.origin == b.origin
+            && a.local_label == b.local_label
+            && a.ttl == b.ttl
+            && a.service_ttl == b.service_ttl
+            && layout(&a.budget) == layout(&b.budget)
+            && a.services.len() == b.services.len()
+            && a.workers == b.workers
+        {
+            // Same workers, order and layout: `local` and the node records are equal, and a
+            // service's records follow from its static fields and its view.
+            let mut decided = true;
+            for (i, (s, t)) in a.services.iter().zip(&b.services).enumerate() {
+                if Arc::ptr_eq(s, t) || s == t {
+                    continue;
+                }
+                if !s.same_static(t) {
+                    decided = false;
+                    break;
+                }
+                if a.service_view(i, s, &self.order) != b.service_view(i, t, &other.order) {
+                    return false;
+                }
+            }
+            if decided {
+                return true;
+            }
+        }
+        a.origin == b.origin
             && self.cluster.ttl == other.cluster.ttl
             && self.records() == other.records()
     }

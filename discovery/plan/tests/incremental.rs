@@ -149,7 +149,14 @@ fn incremental_planning_equals_planning_from_scratch() {
             let bytes = z.render(id, 1);
             assert_eq!(bytes, fresh.gateways[id].render(id, 1), "{id} after {what}");
             assert!(z == &fresh.gateways[id], "{id}: PartialEq after {what}");
-            if before.gateways[id].render(id, 1) != bytes {
+            // PartialEq agrees with the bytes, across plans.
+            let same_bytes = before.gateways[id].render(id, 1) == bytes;
+            assert_eq!(
+                &before.gateways[id] == z,
+                same_bytes,
+                "{id}: PartialEq vs bytes after {what}"
+            );
+            if !same_bytes {
                 assert!(
                     changed.gateways.contains(id),
                     "{id} not reported after {what}"
@@ -163,7 +170,15 @@ fn incremental_planning_equals_planning_from_scratch() {
         for (n, c) in &p.nodes {
             let bytes = c.render(n, 1);
             assert_eq!(bytes, fresh.nodes[n].render(n, 1), "proxy {n} after {what}");
-            if before.nodes.get(n).map(|b| b.render(n, 1)) != Some(bytes) {
+            let same_bytes = before.nodes.get(n).map(|b| b.render(n, 1)) == Some(bytes);
+            if let Some(b) = before.nodes.get(n) {
+                assert_eq!(
+                    b == c,
+                    same_bytes,
+                    "proxy {n}: PartialEq vs bytes after {what}"
+                );
+            }
+            if !same_bytes {
                 assert!(
                     changed.nodes.contains(n),
                     "proxy {n} not reported after {what}"
