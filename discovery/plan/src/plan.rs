@@ -961,10 +961,59 @@ impl ProxyContent {
     }
 }
 
+impl ProxyContent {
+    /// What one service contributes to this worker's payload, besides its name and ports:
+    /// listed here, listed elsewhere with these workers, or absent.
+    fn contribution(&self, s: &SvcPlan) -> (bool, Vec<u32>) {
+        if s.hosts.binary_search(&self.node).is_ok() {
+            return (true, Vec::new());
+        }
+        let nodes = s
+            .hosts
+            .iter()
+            .copied()
+            .filter(|&h| self.cluster.workers[h as usize].named)
+            .take(MAX_PROXY_NODES)
+            .collect();
+        (false, nodes)
+    }
+}
+
 impl PartialEq for ProxyContent {
     fn eq(&self, other: &ProxyContent) -> bool {
         if Arc::ptr_eq(&self.cluster, &other.cluster) && self.node == other.node {
             return true;
+        }
+        let (a, b) = (&*self.cluster, &*other.cluster);
+        if self.node == other.node
+            && a.origin == b.origin
+            && a.local_label == b.local_label
+            && a.services.len() == b.services.len()
+            && a.workers == b.workers
+        {
+            // Same workers and the same services in the same places: compare the services
+            // that differ by what they contribute.
+            let mut decided = true;
+            for (s, t) in a.services.iter().zip(&b.services) {
+                if Arc::ptr_eq(s, t) {
+                    continue;
+                }
+                if s.namespace != t.namespace || s.name != t.name {
+                    decided = false;
+                    break;
+                }
+                let (cs, ct) = (self.contribution(s), other.contribution(t));
+                let absent = |c: &(bool, Vec<u32>)| !c.0 && c.1.is_empty();
+                if absent(&cs) && absent(&ct) {
+                    continue;
+                }
+                if cs != ct || s.unique != t.unique || s.ports != t.ports {
+                    return false;
+                }
+            }
+            if decided {
+                return true;
+            }
         }
         self.node() == other.node()
             && self.cluster.origin == other.cluster.origin

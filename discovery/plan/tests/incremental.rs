@@ -114,6 +114,12 @@ fn random_change(rng: &mut Rng) -> Change {
 
 #[test]
 fn incremental_planning_equals_planning_from_scratch() {
+    for seed in [20261128, 1, 2, 3] {
+        random_walk(seed);
+    }
+}
+
+fn random_walk(seed: u64) {
     let topology = Topology::from_toml(
         r#"
         [[gateway]]
@@ -131,7 +137,7 @@ fn incremental_planning_equals_planning_from_scratch() {
         "#,
     )
     .unwrap();
-    let mut rng = Rng(20261128);
+    let mut rng = Rng(seed);
     let mut planner = Planner::new(Snapshot::new(), topology.clone());
     let mut non_empty = 0;
     for step in 0..400 {
@@ -139,7 +145,7 @@ fn incremental_planning_equals_planning_from_scratch() {
         let batch: Vec<Change> = (0..1 + rng.below(3))
             .map(|_| random_change(&mut rng))
             .collect();
-        let what = format!("step {step}: {batch:?}");
+        let what = format!("seed {seed} step {step}: {batch:?}");
         let changed = planner.update(batch);
         let fresh = plan(planner.snapshot(), &topology);
         let p = planner.plan();
