@@ -1,8 +1,8 @@
 //! The plan: cluster model + topology -> zone content per gateway, proxy content per worker.
 //!
-//! Structure (for scale, see `docs/planning.md`): one shared [`Cluster`] view per plan (Ready
+//! Structure (for scale, see `docs/planning.md`): one shared `Cluster` view per plan (Ready
 //! workers, exposed services with their hosting workers, the record budget) and one nearness
-//! [`Order`] per distinct gateway class (gateways with the same filtered `near` list and
+//! `Order` per distinct gateway class (gateways with the same filtered `near` list and
 //! `zone` share it). A [`ZoneContent`] is the pair; its records are produced when rendered,
 //! so planning 2,000 gateways does not build 2,000 record lists.
 
