@@ -163,8 +163,8 @@ pub async fn run(
     link.username = args.username.clone();
     link.password_file = args.password_file.clone();
     link.clean_session = true;
-    let mqtt_options = link.mqtt_options().map_err(Error::Link)?;
-    let (client, eventloop) = sdwan_link::rumqttc::AsyncClient::new(mqtt_options, 1024);
+    // TCP_NODELAY and the other link-wide network options come with the shared client.
+    let (client, eventloop) = link.async_client(1024).map_err(Error::Link)?;
 
     let metrics: SharedMetrics = Arc::new(Mutex::new(Metrics::default()));
     let metrics_addr = match args.metrics {
