@@ -48,6 +48,17 @@ mod imp {
     use std::os::fd::AsRawFd;
     use std::ptr::null_mut;
 
+    /// `sendmmsg(2)` as the raw system call. musl's 64-bit `sendmmsg` is a loop of `sendmsg`
+    /// (it will not write the padding of a caller's `msghdr`), which costs a system call per
+    /// answer; our headers are zeroed, padding included, so the kernel's layout matches.
+    ///
+    /// # Safety
+    /// `msgs` must point to `n` valid headers whose pointers are alive for the call.
+    unsafe fn sendmmsg(fd: libc::c_int, msgs: *mut libc::mmsghdr, n: usize) -> isize {
+        // SAFETY: forwarded from the caller.
+        unsafe { libc::syscall(libc::SYS_sendmmsg, fd, msgs, n as libc::c_uint, 0) as isize }
+    }
+
     pub(super) fn serve(socket: &UdpSocket, store: &ZoneStore) -> io::Error {
         let fd = socket.as_raw_fd();
         let mut queries = vec![0u8; BATCH * QUERY_MAX];
@@ -123,8 +134,7 @@ mod imp {
             let mut sent = 0;
             while sent < m {
                 // SAFETY: `tx[sent..m]` point into `answers` and `addrs`, alive and unborrowed.
-                let r =
-                    unsafe { libc::sendmmsg(fd, tx.as_mut_ptr().add(sent), (m - sent) as _, 0) };
+                let r = unsafe { sendmmsg(fd, tx.as_mut_ptr().add(sent), m - sent) };
                 if r < 0 {
                     let e = io::Error::last_os_error();
                     if e.kind() == io::ErrorKind::Interrupted {
