@@ -36,6 +36,8 @@ step no-std bash cross/check-no-std.sh
 step demo examples/demo.sh --check
 step cross-build bash cross/build.sh
 step cross-qemu bash cross/test.sh
+step openwrt-ipk bash openwrt/build-ipk.sh
+step openwrt-rootfs bash openwrt/test-rootfs.sh
 
 echo
 echo "=== summary"
