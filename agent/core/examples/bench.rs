@@ -51,7 +51,10 @@ fn query(name: &str, qtype: u16, edns: bool) -> Vec<u8> {
 }
 
 fn main() {
-    let iters = 2_000_000u32;
+    let iters: u32 = std::env::var("BENCH_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2_000_000);
     println!("| zone | query | ns per answer() |");
     println!("|---|---|---|");
     for n in [20, 1000] {

@@ -250,6 +250,12 @@ impl Name {
 /// position after it in the original (uncompressed) stream.
 pub fn parse_name(msg: &[u8], pos: usize) -> Result<(Name, usize)> {
     let mut name = Name::default();
+    let end = parse_name_into(msg, pos, &mut name)?;
+    Ok((name, end))
+}
+
+/// [`parse_name`] into a caller's [`Name`] (no copy of the 255-byte buffer).
+pub fn parse_name_into(msg: &[u8], pos: usize, name: &mut Name) -> Result<usize> {
     let mut n = 0usize;
     let mut p = pos;
     let mut end = None;
@@ -265,7 +271,7 @@ pub fn parse_name(msg: &[u8], pos: usize) -> Result<(Name, usize)> {
                     }
                     name.buf[n] = 0;
                     name.len = (n + 1) as u8;
-                    return Ok((name, end.unwrap_or(p + 1)));
+                    return Ok(end.unwrap_or(p + 1));
                 }
                 let l = l as usize;
                 let label = msg.get(p + 1..p + 1 + l).ok_or(Error::Malformed)?;
@@ -311,7 +317,7 @@ pub fn skip_name(msg: &[u8], pos: usize) -> Result<usize> {
 }
 
 /// The question of a query.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Question {
     /// The name, in the client's letter case.
     pub name: Name,
@@ -324,16 +330,17 @@ pub struct Question {
 impl Question {
     /// Parses the question at `pos`; returns it and the position after it.
     pub fn parse(msg: &[u8], pos: usize) -> Result<(Question, usize)> {
-        let (name, p) = parse_name(msg, pos)?;
+        let mut q = Question::default();
+        let end = q.parse_into(msg, pos)?;
+        Ok((q, end))
+    }
+    /// Parses the question at `pos` into `self`; returns the position after it.
+    pub fn parse_into(&mut self, msg: &[u8], pos: usize) -> Result<usize> {
+        let p = parse_name_into(msg, pos, &mut self.name)?;
         let t = msg.get(p..p + 4).ok_or(Error::Malformed)?;
-        Ok((
-            Question {
-                name,
-                qtype: u16::from_be_bytes([t[0], t[1]]),
-                qclass: u16::from_be_bytes([t[2], t[3]]),
-            },
-            p + 4,
-        ))
+        self.qtype = u16::from_be_bytes([t[0], t[1]]);
+        self.qclass = u16::from_be_bytes([t[2], t[3]]);
+        Ok(p + 4)
     }
 }
 
@@ -432,6 +439,7 @@ impl<'a> Writer<'a> {
         &mut self.buf[..self.len]
     }
     /// Appends bytes.
+    #[inline]
     pub fn put(&mut self, b: &[u8]) -> Result<()> {
         let end = self.len + b.len();
         if end > self.limit {
@@ -442,15 +450,32 @@ impl<'a> Writer<'a> {
         Ok(())
     }
     /// Appends a big-endian u16.
+    #[inline]
     pub fn u16(&mut self, v: u16) -> Result<()> {
-        self.put(&v.to_be_bytes())
+        match self.buf.get_mut(self.len..self.len + 2) {
+            Some([a, b]) if self.len + 2 <= self.limit => {
+                [*a, *b] = v.to_be_bytes();
+                self.len += 2;
+                Ok(())
+            }
+            _ => Err(Error::NoRoom),
+        }
     }
     /// Appends a big-endian u32.
+    #[inline]
     pub fn u32(&mut self, v: u32) -> Result<()> {
-        self.put(&v.to_be_bytes())
+        match self.buf.get_mut(self.len..self.len + 4) {
+            Some([a, b, c, d]) if self.len + 4 <= self.limit => {
+                [*a, *b, *c, *d] = v.to_be_bytes();
+                self.len += 4;
+                Ok(())
+            }
+            _ => Err(Error::NoRoom),
+        }
     }
     /// Appends a compression pointer to `offset` (`NoRoom` when the offset is beyond what a
     /// pointer can reach, 16383).
+    #[inline]
     pub fn pointer(&mut self, offset: usize) -> Result<()> {
         if offset > 0x3fff {
             return Err(Error::NoRoom);

@@ -107,15 +107,18 @@ pub enum Found {
     NxDomain,
 }
 
+#[inline]
 pub(crate) fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
+#[inline]
 pub(crate) fn be32(b: &[u8], at: usize) -> Option<u32> {
     let s = b.get(at..at + 4)?;
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 /// Parses the entry at `off`, returning it and the offset after it.
+#[inline]
 pub(crate) fn parse_entry(b: &[u8], off: usize) -> Option<(Entry<'_>, usize)> {
     let klen = *b.get(off)? as usize;
     let key = b.get(off + 1..off + 1 + klen)?;
@@ -287,6 +290,7 @@ impl<S: AsRef<[u8]>> Zone<S> {
     }
 
     /// The `i`th entry in canonical order (`i < record_count()`).
+    #[inline]
     pub fn entry(&self, i: usize) -> Entry<'_> {
         let b = self.bytes();
         be32(b, self.index_off + 4 * i)
@@ -301,12 +305,26 @@ impl<S: AsRef<[u8]>> Zone<S> {
             })
     }
 
+    /// The key of the `i`th entry.
+    #[inline]
+    fn key(&self, i: usize) -> &[u8] {
+        let b = self.bytes();
+        let Some(off) = be32(b, self.index_off + 4 * i) else {
+            return &[];
+        };
+        let off = off as usize;
+        let Some(&klen) = b.get(off) else {
+            return &[];
+        };
+        b.get(off + 1..off + 1 + klen as usize).unwrap_or(&[])
+    }
+
     /// The index of the first entry whose key is not less than `key`.
     fn lower_bound(&self, key: &[u8]) -> usize {
         let (mut lo, mut hi) = (0, self.count);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.entry(mid).key < key {
+            if self.key(mid) < key {
                 lo = mid + 1;
             } else {
                 hi = mid;
@@ -319,13 +337,13 @@ impl<S: AsRef<[u8]>> Zone<S> {
     pub fn find(&self, key: &[u8]) -> Found {
         let start = self.lower_bound(key);
         let mut end = start;
-        while end < self.count && self.entry(end).key == key {
+        while end < self.count && self.key(end) == key {
             end += 1;
         }
         if end > start {
             return Found::Records(start, end);
         }
-        if start < self.count && self.entry(start).key.starts_with(key) {
+        if start < self.count && self.key(start).starts_with(key) {
             return Found::EmptyNonTerminal;
         }
         Found::NxDomain
