@@ -11,8 +11,11 @@
 //!   inside the contract's limits.
 //! - [`planner`]: [`Planner`], which keeps state and re-plans only what a [`Change`] touches.
 //! - [`dns`]: DNS label and name rules.
+//! - [`nginx`]: the reverse proxy's files (nginx `sdwan.conf`, `help.html`) rendered into the
+//!   proxy payload, with [`nginx::ProxySettings`] from the topology's `[proxy]` table.
 
 pub mod dns;
+pub mod nginx;
 pub mod plan;
 pub mod planner;
 pub mod snapshot;

@@ -242,6 +242,7 @@ pub(crate) struct Cluster {
     pub local_label: String,
     pub ttl: u32,
     pub service_ttl: u32,
+    pub proxy: crate::nginx::ProxySettings,
     pub workers: Vec<Worker>,
     pub services: Vec<Arc<SvcPlan>>,
     pub budget: Budget,
@@ -951,12 +952,30 @@ impl ProxyContent {
                     out.push(b'}');
                 }
             };
-        write_svcs(&mut out, &self.local_services(), None);
+        let local = self.local_services();
+        write_svcs(&mut out, &local, None);
         out.extend_from_slice(b"],\"elsewhere\":[");
+        let elsewhere = self.elsewhere();
         let (svcs, nodes): (Vec<ProxyService>, Vec<Vec<String>>) =
-            self.elsewhere().into_iter().unzip();
+            elsewhere.iter().cloned().unzip();
         write_svcs(&mut out, &svcs, Some(&nodes));
-        out.extend_from_slice(b"]}\n");
+        // Issue 5: the rendered files and the directory they are rendered for.
+        let settings = &self.cluster.proxy;
+        let view = crate::nginx::ProxyView {
+            node,
+            suffix: &self.cluster.origin,
+            local_label: &self.cluster.local_label,
+            settings,
+            local: &local,
+            elsewhere: &elsewhere,
+        };
+        out.extend_from_slice(b"],\n\"dir\":");
+        json_str(&mut out, settings.dir_trimmed());
+        out.extend_from_slice(b",\n\"files\":{\"sdwan.conf\":");
+        json_str(&mut out, &crate::nginx::render_conf(&view));
+        out.extend_from_slice(b",\n\"help.html\":");
+        json_str(&mut out, &crate::nginx::render_help(&view));
+        out.extend_from_slice(b"}}\n");
         out
     }
 }
@@ -988,6 +1007,7 @@ impl PartialEq for ProxyContent {
         if self.node == other.node
             && a.origin == b.origin
             && a.local_label == b.local_label
+            && a.proxy == b.proxy
             && a.services.len() == b.services.len()
             && a.workers == b.workers
         {
@@ -1018,6 +1038,7 @@ impl PartialEq for ProxyContent {
         self.node() == other.node()
             && self.cluster.origin == other.cluster.origin
             && self.cluster.local_label == other.cluster.local_label
+            && self.cluster.proxy == other.cluster.proxy
             && self.local_services() == other.local_services()
             && self.elsewhere() == other.elsewhere()
     }

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::dns;
+use crate::nginx::ProxySettings;
 
 /// Namespaces never exposed unless the topology says otherwise.
 pub const DEFAULT_EXCLUDED_NAMESPACES: [&str; 4] = [
@@ -37,6 +38,8 @@ pub struct Topology {
     pub exclude_namespaces: BTreeSet<String>,
     /// Gateways, in file order; ids are unique.
     pub gateways: Vec<Gateway>,
+    /// Render parameters of the workers' reverse proxy (`[proxy]` table).
+    pub proxy: ProxySettings,
 }
 
 /// One branch gateway.
@@ -62,6 +65,7 @@ impl Default for Topology {
                 .map(|s| (*s).to_owned())
                 .collect(),
             gateways: Vec::new(),
+            proxy: ProxySettings::default(),
         }
     }
 }
@@ -93,6 +97,8 @@ pub enum TopologyErrorKind {
     BadLocalLabel(String),
     /// A TTL above 2,147,483,647.
     BadTtl(u64),
+    /// A `[proxy]` value that cannot be put into an nginx configuration (the rule).
+    BadProxy(String),
 }
 
 impl fmt::Display for TopologyError {
@@ -125,6 +131,7 @@ impl fmt::Display for TopologyError {
                 ": local_label {s:?} must be one DNS label of a-z 0-9 - (at most 63)"
             ),
             TopologyErrorKind::BadTtl(t) => write!(f, ": ttl {t} is above {MAX_TTL}"),
+            TopologyErrorKind::BadProxy(why) => write!(f, ": {why}"),
         }
     }
 }
@@ -141,6 +148,15 @@ struct File {
     exclude_namespaces: Option<Vec<String>>,
     #[serde(default)]
     gateway: Vec<FileGateway>,
+    proxy: Option<toml::Spanned<FileProxy>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProxy {
+    listen_port: Option<u16>,
+    upstream_host: Option<String>,
+    dir: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -212,6 +228,20 @@ impl Topology {
         }
         if let Some(ex) = file.exclude_namespaces {
             t.exclude_namespaces = ex.into_iter().collect();
+        }
+        if let Some(p) = file.proxy {
+            let span = p.span();
+            let p = p.into_inner();
+            let d = ProxySettings::default();
+            let settings = ProxySettings {
+                listen_port: p.listen_port.unwrap_or(d.listen_port),
+                upstream_host: p.upstream_host.unwrap_or(d.upstream_host),
+                dir: p.dir.unwrap_or(d.dir),
+            };
+            if let Err(why) = settings.check() {
+                return Err(err(span, "proxy", TopologyErrorKind::BadProxy(why)));
+            }
+            t.proxy = settings;
         }
         let mut seen = BTreeSet::new();
         for (i, g) in file.gateway.into_iter().enumerate() {
