@@ -32,6 +32,7 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 step tests cargo nextest run --workspace --locked --profile ci
 step doc-tests cargo test --workspace --doc --locked
+step tap bash tests/tap.sh
 step no-std bash cross/check-no-std.sh
 step demo examples/demo.sh --check
 step cross-build bash cross/build.sh

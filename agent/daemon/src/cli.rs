@@ -70,6 +70,13 @@ DNS:
   --tcp-max-connections N   concurrent TCP connections; more are closed at once (default 64)
   --user USER               after binding, switch to USER and its primary group
 
+DNS through smoltcp on a TAP device (builds with the smoltcp feature only):
+  --tap IFNAME              serve DNS over UDP on this existing TAP device, through smoltcp's
+                            own IPv4 stack; without --listen, DNS is served only there
+  --tap-address IP/PREFIX   the agent's own address on the TAP link, e.g. 10.99.0.2/24
+  --tap-gateway IP          default route for clients beyond the TAP link
+  --tap-port PORT           UDP port served on the TAP device (default 53)
+
 MQTT (zones pushed by sdwan-discovery):
   --broker URL              mqtts://HOST:PORT (mqtt:// only for tests, with a warning)
   --ca FILE                 CA certificate (PEM) that signed the broker's certificate

@@ -56,6 +56,8 @@ pub struct Config {
     pub tcp_idle_timeout: Duration,
     /// `tcp-max-connections`: concurrent TCP connections; more are closed at once.
     pub tcp_max_connections: usize,
+    /// `tap`, `tap-address`, `tap-gateway`, `tap-port`: the smoltcp/TAP driver.
+    pub tap: crate::tap::TapSettings,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             user: None,
             tcp_idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
             tcp_max_connections: DEFAULT_TCP_MAX_CONNECTIONS,
+            tap: Default::default(),
         }
     }
 }
@@ -103,6 +106,10 @@ pub const KEYS: &[&str] = &[
     "user",
     "tcp-idle-timeout",
     "tcp-max-connections",
+    "tap",
+    "tap-address",
+    "tap-gateway",
+    "tap-port",
 ];
 
 /// A bad setting, in a config file or on the command line.
@@ -237,6 +244,9 @@ impl Config {
                     .filter(|n| (1..=10_000).contains(n))
                     .ok_or_else(|| bad("expected a number, 1 to 10000"))?;
             }
+            "tap" | "tap-address" | "tap-gateway" | "tap-port" => {
+                self.tap.set(key, value).map_err(|r| bad(&r))?
+            }
             _ => {
                 return Err(ConfigError::UnknownKey {
                     place: place.to_string(),
@@ -281,9 +291,10 @@ impl Config {
         Ok(())
     }
 
-    /// Fills in what must have a value after both sources were read (the default listen address).
+    /// Fills in what must have a value after both sources were read (the default listen
+    /// address, unless the TAP driver is on: then no `listen` means DNS only on the TAP device).
     pub fn finish(&mut self) {
-        if self.listen.is_empty() {
+        if self.listen.is_empty() && !self.tap.is_set() {
             self.listen
                 .push(DEFAULT_LISTEN.parse().expect("valid default"));
         }

@@ -12,6 +12,8 @@
 //!   persist and swap.
 //! - [`mqtt`]: MQTT mode: the connection thread (TLS via `sdwan-link`), subscription, status.
 //! - [`status`]: the status documents (online, last will).
+//! - [`tap`]: the smoltcp/TAP driver (`--tap`, cargo feature `smoltcp`): DNS through smoltcp's
+//!   own UDP/IP stack on a TAP device.
 //! - [`run`]: start-up order: load the zone, bind, drop privileges, serve.
 //!
 //! `main.rs` only parses the command line, sets up logging and calls [`run`].
@@ -24,6 +26,7 @@ pub mod persist;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod tap;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -63,6 +66,8 @@ pub enum Error {
     Server(std::io::Error),
     /// MQTT mode cannot start (no gateway id, bad broker URL, TLS or password file).
     Mqtt(mqtt::MqttError),
+    /// The smoltcp/TAP driver cannot start or stopped (or this build has none).
+    Tap(tap::TapError),
     /// A mode that this build does not implement yet.
     NotImplemented(&'static str),
 }
@@ -80,6 +85,7 @@ impl fmt::Display for Error {
             Error::User(e) => e.fmt(f),
             Error::Server(e) => write!(f, "server stopped: {e}"),
             Error::Mqtt(e) => e.fmt(f),
+            Error::Tap(e) => e.fmt(f),
             Error::NotImplemented(what) => write!(f, "{what} is not implemented yet"),
         }
     }
@@ -137,6 +143,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let link = mqtt::Link::prepare(config).map_err(Error::Mqtt)?;
 
     let bound = server::bind(&config.listen).map_err(Error::Bind)?;
+    let tap = tap::open(&config.tap).map_err(Error::Tap)?;
     if let Some(user) = &config.user {
         let (uid, gid) = server::user::switch_to(user).map_err(Error::User)?;
         info!("running as user {user} (uid {uid}, gid {gid})");
@@ -152,5 +159,12 @@ pub fn run(config: &Config) -> Result<(), Error> {
     if let Some(link) = link {
         link.spawn(store.clone()).map_err(Error::Server)?;
     }
-    Err(Error::Server(running.wait()))
+    match tap {
+        None => Err(Error::Server(running.wait())),
+        Some(tap) => Err(tap::serve(
+            tap,
+            store,
+            (!config.listen.is_empty()).then_some(running),
+        )),
+    }
 }

@@ -1,0 +1,256 @@
+//! The smoltcp/TAP driver end to end (feature `smoltcp`; `tests/tap.sh` builds and runs it).
+//!
+//! Each test makes its own network namespace with a TAP device `tap0` (10.99.0.1/24, up), runs
+//! the agent inside it attached to tap0 with its own smoltcp address 10.99.0.2, and asks with
+//! `dig` from inside the namespace: the packets go kernel -> tap0 -> smoltcp -> core and back,
+//! and never leave the namespace. The namespace is deleted when the test ends, pass or fail.
+//!
+//! Needs root (CAP_SYS_ADMIN for the namespace). Not root: the tests fail, unless
+//! `SDWAN_SKIP_ROOT_TESTS=1` opts out (for a developer's machine; CI runs as root).
+#![cfg(feature = "smoltcp")]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use sdwan_testsupport::{require_tool, wait_for, ChildGuard, DigAnswer};
+use serde::Deserialize;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sdwan-agent");
+const HOST_ADDR: &str = "10.99.0.1/24";
+const AGENT_IP: &str = "10.99.0.2";
+
+/// True when the test may go on: root, or (not root) the opt-out is set, then false.
+fn root_or_skip() -> bool {
+    // SAFETY: plain syscall without arguments.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("SDWAN_SKIP_ROOT_TESTS").is_some_and(|v| v == "1") {
+        eprintln!("not root and SDWAN_SKIP_ROOT_TESTS=1: TAP test skipped");
+        return false;
+    }
+    panic!(
+        "the TAP tests need root (network namespace, TAP device); run tests/tap.sh as root, \
+         or set SDWAN_SKIP_ROOT_TESTS=1 to skip them on this machine"
+    );
+}
+
+/// A network namespace with tap0 in it; deleted (with tap0) on drop.
+struct Netns {
+    name: String,
+    ip: std::path::PathBuf,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let ip = require_tool("ip");
+        let name = format!("sdwan-tap-{tag}-{}", std::process::id());
+        let ns = Netns { name, ip };
+        ns.ip_cmd(&["netns", "add", &ns.name]);
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns.exec_ok(&["ip", "tuntap", "add", "mode", "tap", "name", "tap0"]);
+        ns.exec_ok(&["ip", "addr", "add", HOST_ADDR, "dev", "tap0"]);
+        ns.exec_ok(&["ip", "link", "set", "tap0", "up"]);
+        ns
+    }
+
+    fn ip_cmd(&self, args: &[&str]) {
+        let o = Command::new(&self.ip).args(args).output().expect("run ip");
+        assert!(
+            o.status.success(),
+            "ip {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// `ip netns exec NS ARGS...` as a command to run.
+    fn exec(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.ip);
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+
+    fn exec_ok(&self, args: &[&str]) {
+        let o = self.exec(args).output().expect("run ip netns exec");
+        assert!(
+            o.status.success(),
+            "in {}: {args:?} failed: {}",
+            self.name,
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// Runs `dig @server -p port +time=1 +tries=1 ARGS` inside the namespace.
+    fn dig(&self, server: &str, port: u16, args: &[&str]) -> DigAnswer {
+        let dig = require_tool("dig");
+        let at = format!("@{server}");
+        let port = port.to_string();
+        let mut cmd = self.exec(&[
+            dig.to_str().unwrap(),
+            &at,
+            "-p",
+            &port,
+            "+time=1",
+            "+tries=1",
+        ]);
+        let o = cmd.args(args).output().expect("run dig in the namespace");
+        let mut a = DigAnswer::parse(&String::from_utf8_lossy(&o.stdout));
+        a.exit = o.status.code().unwrap_or(-1);
+        a.stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        a
+    }
+
+    /// Starts the agent inside the namespace and waits until its TAP driver is up.
+    fn agent(&self, args: &[&str]) -> ChildGuard {
+        let zone = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/zone.json");
+        let mut cmd = self.exec(&[BIN, "--zone-file", zone.to_str().unwrap()]);
+        cmd.args(args).env("RUST_LOG", "info");
+        let mut child = ChildGuard::spawn("sdwan-agent", &mut cmd);
+        child.wait_stderr(Duration::from_secs(10), "TAP tap0: smoltcp on");
+        child
+    }
+
+    /// Asks until an answer comes back (the first query also waits for ARP), within 10 s.
+    fn first_answer(&self, server: &str, port: u16, args: &[&str]) -> DigAnswer {
+        wait_for(
+            Duration::from_secs(10),
+            &format!("an answer from {server} port {port}"),
+            || Some(self.dig(server, port, args)).filter(|a| a.status.is_some()),
+        )
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let o = Command::new(&self.ip)
+            .args(["netns", "del", &self.name])
+            .output();
+        if !matches!(&o, Ok(o) if o.status.success()) {
+            eprintln!("could not delete network namespace {}: {o:?}", self.name);
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseFile {
+    case: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    args: Vec<String>,
+    status: String,
+    answer: Vec<String>,
+    authority: Option<Vec<String>>,
+}
+
+fn answer_set(a: &DigAnswer) -> Vec<String> {
+    let mut v: Vec<String> = a
+        .answer
+        .iter()
+        .map(|r| format!("{} {}", r.rtype, r.data))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every case of `tap_cases.toml` through the TAP driver on port 53, with only the TAP driver
+/// serving (no --listen: the OS stack serves no DNS at all).
+#[test]
+fn dig_through_smoltcp_on_a_tap_device() {
+    if !root_or_skip() {
+        return;
+    }
+    let cases: CaseFile =
+        toml::from_str(include_str!("tap_cases.toml")).expect("tap_cases.toml parses");
+    let ns = Netns::new("only");
+    let addr = format!("{AGENT_IP}/24");
+    let agent = ns.agent(&["--tap", "tap0", "--tap-address", &addr]);
+    assert!(
+        !agent.stderr().contains("listening on"),
+        "no --listen: only the TAP driver must serve, got:\n{}",
+        agent.stderr()
+    );
+    ns.first_answer(AGENT_IP, 53, &["local.kubernetes.services"]);
+    let mut failures = Vec::new();
+    for case in &cases.case {
+        let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
+        let got = ns.dig(AGENT_IP, 53, &args);
+        let mut wrong = Vec::new();
+        if got.status.as_deref() != Some(case.status.as_str()) {
+            wrong.push(format!("status {:?}, want {}", got.status, case.status));
+        }
+        if !got.has_flag("qr") {
+            wrong.push("no qr flag".into());
+        }
+        let mut want = case.answer.clone();
+        want.sort();
+        if answer_set(&got) != want {
+            wrong.push(format!("answer {:?}, want {want:?}", answer_set(&got)));
+        }
+        if let Some(auth) = &case.authority {
+            let types: Vec<&str> = got.authority.iter().map(|r| r.rtype.as_str()).collect();
+            if types != *auth {
+                wrong.push(format!("authority {types:?}, want {auth:?}"));
+            }
+        }
+        if !wrong.is_empty() {
+            failures.push(format!(
+                "{}: {}\n{}",
+                case.name,
+                wrong.join("; "),
+                got.stdout
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.case.len(),
+        failures.join("\n")
+    );
+    // Nothing else answers on that address: the kernel has no 10.99.0.2, smoltcp does.
+    let o = ns.exec(&["ip", "-4", "addr", "show"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(AGENT_IP));
+}
+
+/// The TAP driver on another port beside a socket listener: both answer the same zone.
+#[test]
+fn tap_beside_socket_listener_with_custom_port() {
+    if !root_or_skip() {
+        return;
+    }
+    let ns = Netns::new("both");
+    let addr = format!("{AGENT_IP}/24");
+    let agent = ns.agent(&[
+        "--listen",
+        "127.0.0.1:5353",
+        "--tap",
+        "tap0",
+        "--tap-address",
+        &addr,
+        "--tap-gateway",
+        "10.99.0.1",
+        "--tap-port",
+        "5300",
+    ]);
+    assert!(agent.stderr().contains("DNS on udp port 5300"));
+    let q = ["_http._tcp.grafana.monitoring.kubernetes.services", "SRV"];
+    let via_tap = ns.first_answer(AGENT_IP, 5300, &q);
+    let via_socket = ns.first_answer("127.0.0.1", 5353, &q);
+    assert_eq!(via_tap.status.as_deref(), Some("NOERROR"));
+    assert_eq!(
+        answer_set(&via_tap),
+        ["SRV 0 0 30300 worker2.kubernetes.services."]
+    );
+    assert_eq!(answer_set(&via_tap), answer_set(&via_socket));
+    // Port 53 on the TAP address is not served: dig gets no answer (smoltcp sends no reply
+    // to a closed port... or an ICMP port unreachable: either way, no DNS answer).
+    let none = ns.dig(AGENT_IP, 53, &["local.kubernetes.services"]);
+    assert_eq!(none.status, None, "port 53 answered:\n{}", none.stdout);
+}
