@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Convergence measurement inside the namespace testbed (run by bench/convergence/run.sh).
+
+For each run: a service is created (EndpointSlice, then Service) in the fake API server (from
+inside the central-office namespace), and the time is taken from just before the first of those
+requests to
+  - the first DNS answer with the expected address on each measured host (a UDP query to the
+    host's resolver, its gateway agent, every 1 ms), and
+  - the first successful HTTP GET from that host to the answered address and the NodePort
+    (a fresh TCP connection each try), whose body names the service;
+then the service is deleted (Service, then EndpointSlice) and the time to the first NXDOMAIN is
+taken the same way. Sockets are opened inside the namespaces with setns(2) (Linux, root).
+
+usage: measure.py API_URL NS_PREFIX RUNS WORKERS OUT.csv HOST:GATEWAY_IP...
+"""
+import ctypes
+import http.client
+import json
+import os
+import socket
+import struct
+import sys
+import time
+
+CLONE_NEWNET = 0x40000000
+libc = ctypes.CDLL(None, use_errno=True)
+SUFFIX = "kubernetes.services"
+
+
+def enter(ns):
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"setns {ns}: {os.strerror(e)}")
+    finally:
+        os.close(fd)
+
+
+def query(name, qid):
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\x00" + struct.pack(">HH", 1, 1)
+
+
+def skip_name(msg, i):
+    while True:
+        n = msg[i]
+        if n == 0:
+            return i + 1
+        if n & 0xC0 == 0xC0:
+            return i + 2
+        i += n + 1
+
+
+def parse(msg):
+    """(rcode, [IPv4 addresses in the answer])"""
+    _, flags, qd, an, _, _ = struct.unpack(">HHHHHH", msg[:12])
+    i = 12
+    for _ in range(qd):
+        i = skip_name(msg, i) + 4
+    addrs = []
+    for _ in range(an):
+        i = skip_name(msg, i)
+        rtype, _, _, rdlen = struct.unpack(">HHIH", msg[i:i + 10])
+        i += 10
+        if rtype == 1 and rdlen == 4:
+            addrs.append(socket.inet_ntoa(msg[i:i + 4]))
+        i += rdlen
+    return flags & 0xF, addrs
+
+
+class Resolver:
+    def __init__(self, ns, server):
+        enter(ns)
+        self.ns = ns
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.connect((server, 53))
+        self.sock.settimeout(0.2)
+        self.qid = 1
+
+    def ask(self, name):
+        self.qid = (self.qid + 1) & 0xFFFF
+        self.sock.send(query(name, self.qid))
+        while True:
+            try:
+                msg = self.sock.recv(1500)
+            except socket.timeout:
+                return None
+            if struct.unpack(">H", msg[:2])[0] == self.qid:
+                return parse(msg)
+
+
+def http_ok(ns, addr, port, want):
+    enter(ns)
+    try:
+        c = http.client.HTTPConnection(addr, port, timeout=0.5)
+        c.request("GET", "/")
+        r = c.getresponse()
+        body = r.read().decode(errors="replace")
+        c.close()
+        return r.status == 200 and want in body
+    except OSError:
+        return False
+
+
+class Api:
+    def __init__(self, url, ns):
+        enter(ns)
+        host, port = url.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        self.conn.connect()
+
+    def call(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data else {}
+        self.conn.request(method, path, body=data, headers=headers)
+        r = self.conn.getresponse()
+        r.read()
+        if r.status >= 300:
+            raise RuntimeError(f"{method} {path}: HTTP {r.status}")
+
+
+def service(name, port):
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "bench"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.10",
+                     "ports": [{"name": "http", "protocol": "TCP", "port": 80,
+                                "targetPort": 8080, "nodePort": port}]}}
+
+
+def slice_(name, node):
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": f"{name}-abcde", "namespace": "bench",
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+            "endpoints": [{"addresses": ["10.244.0.5"], "nodeName": node,
+                           "conditions": {"ready": True, "serving": True, "terminating": False}}]}
+
+
+def wait_all(resolvers, name, pred, t0, deadline_s=10.0, http=None):
+    """Polls every resolver until pred(answer) holds; returns {host: (dns_ms, http_ms)}."""
+    done = {}
+    dns_at = {}
+    end = time.perf_counter_ns() + int(deadline_s * 1e9)
+    while len(done) < len(resolvers):
+        for r in resolvers:
+            if r.ns in done:
+                continue
+            if r.ns not in dns_at:
+                a = r.ask(name)
+                if a is not None and pred(a):
+                    dns_at[r.ns] = (time.perf_counter_ns() - t0) / 1e6
+                    if http is None:
+                        done[r.ns] = (dns_at[r.ns], None)
+            elif http_ok(r.ns, *http):
+                done[r.ns] = (dns_at[r.ns], (time.perf_counter_ns() - t0) / 1e6)
+        if time.perf_counter_ns() > end:
+            raise RuntimeError(f"{name}: not converged on {sorted(set(x.ns for x in resolvers) - set(done))}")
+        time.sleep(0.001)
+    return done
+
+
+def main():
+    api_url, prefix, runs, workers, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    hosts = [h.split(":") for h in sys.argv[6:]]
+    api = Api(api_url, f"{prefix}-co")
+    resolvers = [Resolver(f"{prefix}-{h}", gw) for h, gw in hosts]
+    node = f"w{workers}"
+    node_ip = f"10.77.0.1{workers}"
+    port = 30090
+    rows = []
+    for run in range(runs):
+        name = f"svc{run}"
+        fqdn = f"{name}.bench.{SUFFIX}"
+        t0 = time.perf_counter_ns()
+        api.call("POST", "/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices", slice_(name, node))
+        api.call("POST", "/api/v1/namespaces/bench/services", service(name, port))
+        got = wait_all(resolvers, fqdn, lambda a: a[0] == 0 and a[1] == [node_ip], t0,
+                       http=(node_ip, port, "bench on"))
+        for ns, (d, h) in got.items():
+            rows.append((workers, run, "create", ns.removeprefix(prefix + "-"), d, h))
+        t0 = time.perf_counter_ns()
+        api.call("DELETE", f"/api/v1/namespaces/bench/services/{name}")
+        api.call("DELETE", f"/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices/{name}-abcde")
+        got = wait_all(resolvers, fqdn, lambda a: a[0] == 3, t0)
+        for ns, (d, h) in got.items():
+            rows.append((workers, run, "delete", ns.removeprefix(prefix + "-"), d, h))
+        print(f"run {run}: " + " ".join(f"{r[2]} {r[3]} {r[4]:.1f}" for r in rows[-2 * len(resolvers):]),
+              file=sys.stderr)
+    with open(out, "a") as f:
+        for r in rows:
+            f.write(",".join("" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in r) + "\n")
+
+
+if __name__ == "__main__":
+    main()
