@@ -55,7 +55,8 @@ impl From<lexopt::Error> for CliError {
 
 /// `sdwan-agent --help`.
 pub const HELP: &str = "\
-sdwan-agent: authoritative DNS for the SD-WAN service names on a branch gateway.
+sdwan-agent: authoritative DNS for the SD-WAN service names on a branch gateway, or (worker
+mode) the applier of the reverse proxy configuration on a worker node.
 
 Usage: sdwan-agent [--config FILE] [--listen ADDR]... [--zone-file FILE] [OPTIONS]
 
@@ -88,11 +89,12 @@ MQTT (zones pushed by sdwan-discovery):
   --topic-prefix PREFIX     topic prefix (default sdwan/v1/default)
   --state-dir DIR           keep the last good zone here and serve it at start
 
-Worker mode (proxy configuration sink; not implemented yet):
-  --node-id NODE            this worker's node name
-  --proxy-dir DIR           directory for the proxy configuration
-  --check-cmd CMD           command that checks the configuration
-  --reload-cmd CMD          command that reloads the proxy
+Worker mode (proxy configuration sink beside nginx; no DNS; needs --broker, docs/proxy.md):
+  --node-id NODE            this worker's node name: payloads from PREFIX/nodes/NODE/proxy
+  --proxy-dir DIR           directory the files sdwan.conf and help.html are written to
+  --check-cmd CMD           run with sh -c after writing, e.g. "nginx -t"; on failure the
+                            previous files are restored and nothing is reloaded
+  --reload-cmd CMD          run with sh -c after a good check, e.g. "nginx -s reload"
 
 Other:
   --config FILE             read 'key = value' lines (same keys as the flags, without --);

@@ -292,9 +292,10 @@ impl Config {
     }
 
     /// Fills in what must have a value after both sources were read (the default listen
-    /// address, unless the TAP driver is on: then no `listen` means DNS only on the TAP device).
+    /// address, unless the TAP driver is on: then no `listen` means DNS only on the TAP device;
+    /// nor in worker mode, which serves no DNS).
     pub fn finish(&mut self) {
-        if self.listen.is_empty() && !self.tap.is_set() {
+        if self.listen.is_empty() && !self.tap.is_set() && !self.worker_mode() {
             self.listen
                 .push(DEFAULT_LISTEN.parse().expect("valid default"));
         }

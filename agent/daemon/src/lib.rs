@@ -10,7 +10,10 @@
 //! - [`persist`]: the last good zone payload in `--state-dir` (atomic, durable), loaded at start.
 //! - [`apply`]: policy for payloads from the broker (valid, this gateway, newer serial), then
 //!   persist and swap.
-//! - [`mqtt`]: MQTT mode: the connection thread (TLS via `sdwan-link`), subscription, status.
+//! - [`mqtt`]: MQTT mode: the connection thread (TLS via `sdwan-link`), subscription, status;
+//!   shared by both modes through [`mqtt::Sink`].
+//! - [`proxy`]: worker mode: proxy payloads written into `--proxy-dir`, checked, reloaded,
+//!   rolled back on failure.
 //! - [`status`]: the status documents (online, last will).
 //! - [`tap`]: the smoltcp/TAP driver (`--tap`, cargo feature `smoltcp`): DNS through smoltcp's
 //!   own UDP/IP stack on a TAP device.
@@ -23,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub mod mqtt;
 pub mod persist;
+pub mod proxy;
 pub mod server;
 pub mod status;
 pub mod store;
@@ -70,6 +74,8 @@ pub enum Error {
     Tap(tap::TapError),
     /// A mode that this build does not implement yet.
     NotImplemented(&'static str),
+    /// Worker mode settings that cannot work together (names the flag).
+    Worker(String),
 }
 
 impl fmt::Display for Error {
@@ -87,6 +93,7 @@ impl fmt::Display for Error {
             Error::Mqtt(e) => e.fmt(f),
             Error::Tap(e) => e.fmt(f),
             Error::NotImplemented(what) => write!(f, "{what} is not implemented yet"),
+            Error::Worker(why) => write!(f, "worker mode: {why}"),
         }
     }
 }
@@ -121,9 +128,7 @@ pub fn log_zone(source: &str, zone: &OwnedZone) {
 pub fn run(config: &Config) -> Result<(), Error> {
     info!("sdwan-agent {VERSION} starting");
     if config.worker_mode() {
-        return Err(Error::NotImplemented(
-            "worker mode (--node-id, --proxy-dir, --check-cmd, --reload-cmd)",
-        ));
+        return run_worker(config);
     }
     let store = Arc::new(ZoneStore::new());
     if let Some(path) = &config.zone_file {
@@ -157,7 +162,9 @@ pub fn run(config: &Config) -> Result<(), Error> {
     };
     let running = server::spawn(bound, store.clone(), limits).map_err(Error::Server)?;
     if let Some(link) = link {
-        link.spawn(store.clone()).map_err(Error::Server)?;
+        let id = config.gateway_id.as_deref().unwrap_or_default();
+        let applier = apply::Applier::new(id, config.state_dir.clone(), store.clone());
+        link.spawn(applier).map_err(Error::Server)?;
     }
     match tap {
         None => Err(Error::Server(running.wait())),
@@ -167,4 +174,53 @@ pub fn run(config: &Config) -> Result<(), Error> {
             (!config.listen.is_empty()).then_some(running),
         )),
     }
+}
+
+/// Worker mode: no DNS; the MQTT thread writes proxy payloads into `--proxy-dir`.
+/// Returns only on an error.
+pub fn run_worker(config: &Config) -> Result<(), Error> {
+    let bad = |s: &str| Err(Error::Worker(s.to_string()));
+    let Some(node) = &config.node_id else {
+        return bad("--node-id is required");
+    };
+    let Some(dir) = &config.proxy_dir else {
+        return bad("--proxy-dir is required");
+    };
+    if config.broker.is_none() {
+        return bad("--broker is required (proxy payloads come from the broker)");
+    }
+    if !config.listen.is_empty() || config.zone_file.is_some() || config.gateway_id.is_some() {
+        return bad(
+            "serves no DNS: --listen, --zone-file and --gateway-id belong to a gateway agent \
+             (run a second sdwan-agent for that)",
+        );
+    }
+    if !dir.is_dir() {
+        return Err(Error::Worker(format!(
+            "--proxy-dir {} is not a directory",
+            dir.display()
+        )));
+    }
+    if config.check_cmd.is_none() {
+        warn!("no --check-cmd: proxy configurations are reloaded without being checked");
+    }
+    if config.reload_cmd.is_none() {
+        warn!("no --reload-cmd: files are written but the proxy is not told to reload");
+    }
+    let link = mqtt::Link::prepare(config)
+        .map_err(Error::Mqtt)?
+        .expect("--broker checked above");
+    let applier = proxy::ProxyApplier::new(
+        node,
+        dir,
+        config.check_cmd.clone(),
+        config.reload_cmd.clone(),
+    );
+    info!(
+        "worker mode: node {node}, proxy directory {}",
+        dir.display()
+    );
+    let handle = link.spawn(applier).map_err(Error::Server)?;
+    let _ = handle.join();
+    Err(Error::Server(std::io::Error::other("MQTT thread stopped")))
 }

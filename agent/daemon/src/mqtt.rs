@@ -1,7 +1,11 @@
 //! MQTT mode (`--broker`): one thread that keeps a TLS connection to the broker, subscribes to
-//! `P/gateways/ID/zone` (QoS 1, persistent session, client id = gateway id), hands each payload
-//! to the [`Applier`] and publishes the retained status document on `P/gateways/ID/status`
-//! on connect and after every apply or rejection. The last will is the offline document.
+//! the agent's payload topic (QoS 1, persistent session), hands each payload to a [`Sink`] and
+//! publishes the retained status document on connect and after every apply or rejection. The
+//! last will is the offline document. Both modes share this loop:
+//! - gateway mode (`--gateway-id ID`): `P/gateways/ID/zone` into the [`Applier`] (DNS zone),
+//!   status on `P/gateways/ID/status`, client id = gateway id;
+//! - worker mode (`--node-id NODE`): `P/nodes/NODE/proxy` into the proxy applier
+//!   (`crate::proxy`), status on `P/nodes/NODE/status`, client id = node id.
 //!
 //! Connection set-up (URL, TLS with server verification, files) is `sdwan_link`'s; this module
 //! is the loop. [`Link::prepare`] reads every file at start-up, so configuration mistakes stop
@@ -9,8 +13,6 @@
 //! backoff with jitter; each connect and each disconnect is logged once, with its reason.
 
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -24,15 +26,16 @@ use sdwan_link::{Backoff, BrokerUrl, LinkError, LinkOptions, Topics};
 use crate::apply::{Applier, Outcome};
 use crate::config::Config;
 use crate::status;
-use crate::store::ZoneStore;
 
 /// Why MQTT mode could not start.
 #[derive(Debug)]
 pub enum MqttError {
-    /// `--broker` given without `--gateway-id`.
+    /// `--broker` given without `--gateway-id` (or `--node-id` in worker mode).
     NoGatewayId,
     /// The gateway id cannot be used in a topic.
     BadGatewayId(String),
+    /// The node id cannot be used in a topic.
+    BadNodeId(String),
     /// Broker URL, TLS files, password file or topic prefix rejected (names the file or flag).
     Link(LinkError),
 }
@@ -40,7 +43,16 @@ pub enum MqttError {
 impl fmt::Display for MqttError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MqttError::NoGatewayId => write!(f, "--broker needs --gateway-id"),
+            MqttError::NoGatewayId => {
+                write!(
+                    f,
+                    "--broker needs --gateway-id (or --node-id in worker mode)"
+                )
+            }
+            MqttError::BadNodeId(id) => write!(
+                f,
+                "--node-id {id:?}: must be 1..=64 characters of A-Z a-z 0-9 . _ -"
+            ),
             MqttError::BadGatewayId(id) => write!(
                 f,
                 "--gateway-id {id:?}: must be 1..=64 characters of A-Z a-z 0-9 . _ -"
@@ -71,9 +83,35 @@ pub fn valid_gateway_id(id: &str) -> bool {
 pub struct Link {
     options: MqttOptions,
     broker: BrokerUrl,
-    gateway_id: String,
-    topics: Topics,
-    state_dir: Option<PathBuf>,
+    /// Client id: the gateway id or the node id.
+    id: String,
+    /// Where payloads come from.
+    payload_topic: String,
+    /// Where the status goes.
+    status_topic: String,
+}
+
+/// What the MQTT loop feeds payloads to: the gateway's zone [`Applier`] or the worker's proxy
+/// applier.
+pub trait Sink: Send + 'static {
+    /// Handles one payload; true when the status document changed and must be published.
+    fn handle_payload(&mut self, payload: &[u8]) -> bool;
+    /// Serial in use, for the status document.
+    fn serial(&self) -> Option<u32>;
+    /// Last error, for the status document; `None` after a successful apply.
+    fn last_error(&self) -> Option<&str>;
+}
+
+impl Sink for Applier {
+    fn handle_payload(&mut self, payload: &[u8]) -> bool {
+        !matches!(self.handle(payload), Outcome::Unchanged(_))
+    }
+    fn serial(&self) -> Option<u32> {
+        Applier::serial(self)
+    }
+    fn last_error(&self) -> Option<&str> {
+        Applier::last_error(self)
+    }
 }
 
 impl Link {
@@ -82,13 +120,27 @@ impl Link {
         let Some(url) = &config.broker else {
             return Ok(None);
         };
-        let gateway_id = config.gateway_id.clone().ok_or(MqttError::NoGatewayId)?;
-        if !valid_gateway_id(&gateway_id) {
-            return Err(MqttError::BadGatewayId(gateway_id));
-        }
-        let broker = BrokerUrl::parse(url)?;
         let topics = Topics::new(&config.topic_prefix)?;
-        let mut link = LinkOptions::new(broker.clone(), &gateway_id);
+        let (id, payload_topic, status_topic) = if let Some(node) = &config.node_id {
+            if !valid_gateway_id(node) {
+                return Err(MqttError::BadNodeId(node.clone()));
+            }
+            (
+                node.clone(),
+                topics.node_proxy(node),
+                topics.node_status(node),
+            )
+        } else {
+            let gateway_id = config.gateway_id.clone().ok_or(MqttError::NoGatewayId)?;
+            if !valid_gateway_id(&gateway_id) {
+                return Err(MqttError::BadGatewayId(gateway_id));
+            }
+            let zone = topics.gateway_zone(&gateway_id);
+            let status = topics.gateway_status(&gateway_id);
+            (gateway_id, zone, status)
+        };
+        let broker = BrokerUrl::parse(url)?;
+        let mut link = LinkOptions::new(broker.clone(), &id);
         link.ca = config.ca.clone();
         link.cert = config.cert.clone();
         link.key = config.key.clone();
@@ -96,7 +148,7 @@ impl Link {
         link.password_file = config.password_file.clone();
         let mut options = link.mqtt_options()?;
         options.set_last_will(LastWill::new(
-            topics.gateway_status(&gateway_id),
+            status_topic.clone(),
             status::last_will(),
             QoS::AtLeastOnce,
             true,
@@ -104,23 +156,22 @@ impl Link {
         Ok(Some(Link {
             options,
             broker,
-            gateway_id,
-            topics,
-            state_dir: config.state_dir.clone(),
+            id,
+            payload_topic,
+            status_topic,
         }))
     }
 
-    /// Starts the MQTT thread; it runs for the life of the process.
-    pub fn spawn(self, store: Arc<ZoneStore>) -> std::io::Result<thread::JoinHandle<()>> {
+    /// Starts the MQTT thread feeding `sink`; it runs for the life of the process.
+    pub fn spawn<S: Sink>(self, sink: S) -> std::io::Result<thread::JoinHandle<()>> {
         thread::Builder::new()
             .name("mqtt".into())
-            .spawn(move || self.run(store))
+            .spawn(move || self.run(sink))
     }
 
-    fn run(self, store: Arc<ZoneStore>) {
-        let zone_topic = self.topics.gateway_zone(&self.gateway_id);
-        let status_topic = self.topics.gateway_status(&self.gateway_id);
-        let mut applier = Applier::new(&self.gateway_id, self.state_dir.clone(), store);
+    fn run<S: Sink>(self, mut applier: S) {
+        let zone_topic = self.payload_topic.clone();
+        let status_topic = self.status_topic.clone();
         let (client, mut connection) = Client::new(self.options.clone(), 64);
         connection
             .eventloop
@@ -128,8 +179,8 @@ impl Link {
         let mut backoff = Backoff::with_seed(seed());
         let mut session = Session::default();
         info!(
-            "connecting to {} as {} (zone topic {zone_topic})",
-            self.broker, self.gateway_id
+            "connecting to {} as {} (payload topic {zone_topic})",
+            self.broker, self.id
         );
         loop {
             let event = next_event(&mut connection);
@@ -164,11 +215,8 @@ impl Link {
                         debug!("ignoring message on {}", p.topic);
                         continue;
                     }
-                    match applier.handle(&p.payload) {
-                        Outcome::Unchanged(_) => {}
-                        Outcome::Applied(_) | Outcome::Rejected => {
-                            publish_status(&client, &status_topic, &applier)
-                        }
+                    if applier.handle_payload(&p.payload) {
+                        publish_status(&client, &status_topic, &applier);
                     }
                 }
                 Ok(_) => {}
@@ -220,7 +268,7 @@ impl Session {
     }
 }
 
-fn publish_status(client: &Client, topic: &str, applier: &Applier) {
+fn publish_status<S: Sink>(client: &Client, topic: &str, applier: &S) {
     let doc = status::online(applier.serial(), applier.last_error());
     if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, doc) {
         warn!("cannot queue status on {topic}: {e}");

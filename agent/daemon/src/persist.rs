@@ -26,13 +26,19 @@ pub fn state_file(dir: &Path) -> PathBuf {
 
 /// Writes `payload` atomically and durably as the persisted zone.
 pub fn save(dir: &Path, payload: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(TEMP_FILE);
+    write_atomic(dir, STATE_FILE, payload)
+}
+
+/// Writes `dir/name` atomically and durably: `dir/name.tmp`, fsync, rename, fsync of `dir`.
+/// Readers see the old contents or the new, whole (also used for the proxy files).
+pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
     {
         let mut f = File::create(&tmp)?;
-        f.write_all(payload)?;
+        f.write_all(contents)?;
         f.sync_all()?;
     }
-    fs::rename(&tmp, state_file(dir))?;
+    fs::rename(&tmp, dir.join(name))?;
     File::open(dir)?.sync_all()
 }
 

@@ -1,0 +1,614 @@
+//! Worker mode: applying a proxy payload (`docs/payload-proxy.md`) to the reverse proxy's
+//! directory (`docs/proxy.md`).
+//!
+//! [`decide`] is the pure policy, like [`crate::apply::decide`] for zones: the payload must be
+//! a proxy payload v1 for this node and this directory, carrying exactly the known files
+//! ([`FILES`]) within the size limits, as UTF-8 text without NUL; its serial must be above the
+//! serial in use (the same serial again is a replay, ignored quietly). [`ProxyApplier::handle`]
+//! carries it out: keep the current files, write the new ones atomically
+//! ([`crate::persist::write_atomic`]), run `--check-cmd`, then `--reload-cmd`; when either
+//! fails, the previous files are written back (nginx is not reloaded) and the error, with the
+//! command's stderr, goes into the status document. The serial of the last applied payload is
+//! kept in [`SERIAL_FILE`] in the proxy directory so a restart does not apply it again.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use serde::Deserialize;
+
+use crate::persist;
+
+/// The files a proxy payload carries, and the only names it may carry.
+pub const FILES: [&str; 2] = ["sdwan.conf", "help.html"];
+/// Largest proxy payload accepted, in bytes.
+pub const MAX_PAYLOAD: usize = 8 * 1024 * 1024;
+/// Largest single file accepted, in bytes.
+pub const MAX_FILE: usize = 4 * 1024 * 1024;
+/// The serial of the files in place, kept in the proxy directory.
+pub const SERIAL_FILE: &str = ".sdwan-proxy-serial";
+/// How long `--check-cmd` and `--reload-cmd` may run before they are killed.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of a failing command's stderr goes into the error.
+const STDERR_KEPT: usize = 2000;
+
+/// A proxy payload, as far as the agent uses it. The data fields (`suffix`, `services`, ...)
+/// are for the master's other consumers and are not read here.
+#[derive(Debug, Deserialize)]
+struct Payload {
+    version: u32,
+    serial: u32,
+    node: String,
+    dir: String,
+    files: BTreeMap<String, String>,
+}
+
+/// A validated payload ready to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyFiles {
+    /// The payload's serial.
+    pub serial: u32,
+    /// File name (one of [`FILES`]) and contents.
+    pub files: Vec<(&'static str, String)>,
+}
+
+/// Why a proxy payload was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Above [`MAX_PAYLOAD`] bytes.
+    TooLarge(usize),
+    /// Not JSON, or a field missing or of the wrong type (serde's message).
+    Invalid(String),
+    /// `version` is not 1.
+    Version(u32),
+    /// `serial` is 0.
+    ZeroSerial,
+    /// For another node.
+    WrongNode {
+        /// The payload's `node`.
+        got: String,
+        /// This agent's `--node-id`.
+        want: String,
+    },
+    /// Rendered for another directory than `--proxy-dir`.
+    WrongDir {
+        /// The payload's `dir`.
+        got: String,
+        /// This agent's `--proxy-dir`.
+        want: String,
+    },
+    /// A file name outside [`FILES`], or one of them missing.
+    Files(String),
+    /// A file above [`MAX_FILE`] bytes or containing NUL.
+    BadFile {
+        /// The file.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The serial is below the one in use.
+    Stale {
+        /// The payload's serial.
+        got: u32,
+        /// The serial in use.
+        in_use: u32,
+    },
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::TooLarge(n) => {
+                write!(f, "proxy payload of {n} bytes is above {MAX_PAYLOAD}")
+            }
+            Rejection::Invalid(e) => write!(f, "invalid proxy payload: {e}"),
+            Rejection::Version(v) => write!(f, "proxy payload version {v}, expected 1"),
+            Rejection::ZeroSerial => write!(f, "proxy payload serial 0, expected >= 1"),
+            Rejection::WrongNode { got, want } => {
+                write!(f, "proxy payload is for node {got:?}, this is {want:?}")
+            }
+            Rejection::WrongDir { got, want } => write!(
+                f,
+                "proxy payload was rendered for directory {got:?}, but --proxy-dir is {want:?} \
+                 (set [proxy] dir in the master's topology)"
+            ),
+            Rejection::Files(e) => write!(f, "proxy payload files: {e}"),
+            Rejection::BadFile { name, reason } => {
+                write!(f, "proxy payload file {name:?}: {reason}")
+            }
+            Rejection::Stale { got, in_use } => write!(
+                f,
+                "stale proxy payload: serial {got} is older than {in_use} in use"
+            ),
+        }
+    }
+}
+
+/// What to do with a payload.
+#[derive(Debug)]
+pub enum Decision {
+    /// Valid and newer: write, check, reload.
+    Apply(ProxyFiles),
+    /// The serial in use again: nothing to do.
+    Replay(u32),
+    /// Keep the current files; report this.
+    Reject(Rejection),
+}
+
+fn trim_dir(d: &str) -> &str {
+    match d.trim_end_matches('/') {
+        "" => "/",
+        d => d,
+    }
+}
+
+/// The policy, without effects.
+pub fn decide(payload: &[u8], node_id: &str, dir: &Path, in_use: Option<u32>) -> Decision {
+    let reject = Decision::Reject;
+    if payload.len() > MAX_PAYLOAD {
+        return reject(Rejection::TooLarge(payload.len()));
+    }
+    let p: Payload = match serde_json::from_slice(payload) {
+        Ok(p) => p,
+        Err(e) => return reject(Rejection::Invalid(e.to_string())),
+    };
+    if p.version != 1 {
+        return reject(Rejection::Version(p.version));
+    }
+    if p.serial == 0 {
+        return reject(Rejection::ZeroSerial);
+    }
+    if p.node != node_id {
+        return reject(Rejection::WrongNode {
+            got: p.node,
+            want: node_id.to_string(),
+        });
+    }
+    let want_dir = dir.to_string_lossy();
+    if trim_dir(&p.dir) != trim_dir(&want_dir) {
+        return reject(Rejection::WrongDir {
+            got: p.dir,
+            want: want_dir.into_owned(),
+        });
+    }
+    if let Some(extra) = p.files.keys().find(|k| !FILES.contains(&k.as_str())) {
+        return reject(Rejection::Files(format!(
+            "unknown file {extra:?} (known: {})",
+            FILES.join(", ")
+        )));
+    }
+    let mut files = Vec::new();
+    for name in FILES {
+        let Some(text) = p.files.get(name) else {
+            return reject(Rejection::Files(format!("{name:?} is missing")));
+        };
+        let bad = |reason: String| {
+            Decision::Reject(Rejection::BadFile {
+                name: name.to_string(),
+                reason,
+            })
+        };
+        if text.len() > MAX_FILE {
+            return bad(format!("{} bytes, above {MAX_FILE}", text.len()));
+        }
+        if text.contains('\0') {
+            return bad("contains a NUL character".into());
+        }
+        files.push((name, text.clone()));
+    }
+    match in_use {
+        Some(cur) if p.serial == cur => Decision::Replay(cur),
+        Some(cur) if p.serial < cur => Decision::Reject(Rejection::Stale {
+            got: p.serial,
+            in_use: cur,
+        }),
+        _ => Decision::Apply(ProxyFiles {
+            serial: p.serial,
+            files,
+        }),
+    }
+}
+
+/// Runs `cmd` with `sh -c`, stdin and stdout from/to /dev/null, killed after `timeout`.
+/// `Err` carries the exit status (or the timeout) and the start of stderr.
+pub fn run_command(cmd: &str, timeout: Duration) -> Result<(), String> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run `{cmd}`: {e}"))?;
+    let (tx, rx) = mpsc::channel();
+    if let Some(mut err) = child.stderr.take() {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            let _ = tx.send(buf);
+        });
+    }
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("`{cmd}`: cannot wait: {e}")),
+        }
+    };
+    // A child that left a process holding stderr open must not hang the agent.
+    let stderr = rx.recv_timeout(Duration::from_secs(1)).unwrap_or_default();
+    let mut text = String::from_utf8_lossy(&stderr).trim().to_string();
+    if text.len() > STDERR_KEPT {
+        let mut end = STDERR_KEPT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" ...");
+    }
+    match status {
+        Some(st) if st.success() => Ok(()),
+        Some(st) => Err(format!("`{cmd}` failed ({st}): {text}")),
+        None => Err(format!(
+            "`{cmd}` killed after {}s: {text}",
+            timeout.as_secs()
+        )),
+    }
+}
+
+/// Reads the serial of the files in place (`None` when there is none or it is unreadable).
+pub fn load_serial(dir: &Path) -> Option<u32> {
+    let text = fs::read_to_string(dir.join(SERIAL_FILE)).ok()?;
+    text.trim().parse().ok().filter(|&s| s >= 1)
+}
+
+/// Carries out decisions against the proxy directory and keeps the status.
+#[derive(Debug)]
+pub struct ProxyApplier {
+    node_id: String,
+    dir: PathBuf,
+    check_cmd: Option<String>,
+    reload_cmd: Option<String>,
+    timeout: Duration,
+    serial: Option<u32>,
+    last_error: Option<String>,
+}
+
+impl ProxyApplier {
+    /// An applier for `node_id` writing into `dir`; the serial in use is read from `dir`.
+    pub fn new(
+        node_id: &str,
+        dir: &Path,
+        check_cmd: Option<String>,
+        reload_cmd: Option<String>,
+    ) -> ProxyApplier {
+        let serial = load_serial(dir);
+        if let Some(s) = serial {
+            info!("proxy files in {} are serial {s}", dir.display());
+        }
+        ProxyApplier {
+            node_id: node_id.to_string(),
+            dir: dir.to_path_buf(),
+            check_cmd,
+            reload_cmd,
+            timeout: COMMAND_TIMEOUT,
+            serial,
+            last_error: None,
+        }
+    }
+
+    /// Decides and applies one payload; true when the status changed.
+    pub fn handle(&mut self, payload: &[u8]) -> bool {
+        match decide(payload, &self.node_id, &self.dir, self.serial) {
+            Decision::Replay(s) => {
+                log::debug!("proxy serial {s} received again; already in place");
+                false
+            }
+            Decision::Reject(r) => {
+                let msg = r.to_string();
+                warn!(
+                    "proxy payload ({} bytes) rejected, keeping serial {:?}: {msg}",
+                    payload.len(),
+                    self.serial
+                );
+                self.last_error = Some(msg);
+                true
+            }
+            Decision::Apply(files) => {
+                match self.apply(&files) {
+                    Ok(()) => {
+                        info!(
+                            "proxy serial {} applied in {}",
+                            files.serial,
+                            self.dir.display()
+                        );
+                        self.serial = Some(files.serial);
+                        self.last_error = None;
+                        let text = format!("{}\n", files.serial);
+                        if let Err(e) =
+                            persist::write_atomic(&self.dir, SERIAL_FILE, text.as_bytes())
+                        {
+                            let msg = format!(
+                                "serial {} applied but its serial not saved in {}: {e}",
+                                files.serial,
+                                self.dir.display()
+                            );
+                            warn!("{msg}");
+                            self.last_error = Some(msg);
+                        }
+                    }
+                    Err(msg) => {
+                        let msg = format!("serial {} not applied: {msg}", files.serial);
+                        warn!("{msg}; keeping serial {:?}", self.serial);
+                        self.last_error = Some(msg);
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// Writes the files, checks, reloads; on failure puts the previous files back.
+    fn apply(&self, new: &ProxyFiles) -> Result<(), String> {
+        let mut previous: Vec<(&str, Option<Vec<u8>>)> = Vec::new();
+        for (name, _) in &new.files {
+            match fs::read(self.dir.join(name)) {
+                Ok(b) => previous.push((name, Some(b))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => previous.push((name, None)),
+                Err(e) => {
+                    return Err(format!(
+                        "cannot read {}: {e}",
+                        self.dir.join(name).display()
+                    ))
+                }
+            }
+        }
+        let result = self.write_check_reload(new);
+        if let Err(e) = &result {
+            match self.restore(&previous) {
+                Ok(()) => return Err(format!("{e}; previous files restored, proxy not reloaded")),
+                Err(r) => return Err(format!("{e}; restoring the previous files failed: {r}")),
+            }
+        }
+        result
+    }
+
+    fn write_check_reload(&self, new: &ProxyFiles) -> Result<(), String> {
+        for (name, text) in &new.files {
+            persist::write_atomic(&self.dir, name, text.as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", self.dir.join(name).display()))?;
+        }
+        if let Some(cmd) = &self.check_cmd {
+            run_command(cmd, self.timeout).map_err(|e| format!("check failed: {e}"))?;
+        }
+        if let Some(cmd) = &self.reload_cmd {
+            run_command(cmd, self.timeout).map_err(|e| format!("reload failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn restore(&self, previous: &[(&str, Option<Vec<u8>>)]) -> io::Result<()> {
+        for (name, old) in previous {
+            match old {
+                Some(b) => persist::write_atomic(&self.dir, name, b)?,
+                None => match fs::remove_file(self.dir.join(name)) {
+                    Ok(()) => fs::File::open(&self.dir)?.sync_all()?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Serial of the files in place.
+    pub fn serial(&self) -> Option<u32> {
+        self.serial
+    }
+
+    /// The last error, `None` after a successful apply.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+}
+
+impl crate::mqtt::Sink for ProxyApplier {
+    fn handle_payload(&mut self, payload: &[u8]) -> bool {
+        self.handle(payload)
+    }
+    fn serial(&self) -> Option<u32> {
+        ProxyApplier::serial(self)
+    }
+    fn last_error(&self) -> Option<&str> {
+        ProxyApplier::last_error(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(node: &str, serial: u32, dir: &str, conf: &str) -> Vec<u8> {
+        serde_json::json!({
+            "version": 1, "serial": serial, "node": node, "suffix": "kubernetes.services",
+            "local_label": "local", "services": [], "elsewhere": [], "dir": dir,
+            "files": {"sdwan.conf": conf, "help.html": "<!DOCTYPE html>"}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn policy() {
+        let dir = Path::new("/etc/nginx/sdwan");
+        let d = "/etc/nginx/sdwan";
+        let mut extra: serde_json::Value =
+            serde_json::from_slice(&payload("w1", 5, d, "")).unwrap();
+        extra["files"]["../../etc/passwd"] = "x".into();
+        let mut missing = extra.clone();
+        missing["files"] = serde_json::json!({"sdwan.conf": ""});
+        // (case, payload, serial in use, expected prefix)
+        let cases: Vec<(&str, Vec<u8>, Option<u32>, &str)> = vec![
+            ("first", payload("w1", 1, d, "x"), None, "apply 1"),
+            (
+                "newer, dir with slash",
+                payload("w1", 5, "/etc/nginx/sdwan/", "x"),
+                Some(4),
+                "apply 5",
+            ),
+            ("replay", payload("w1", 4, d, "x"), Some(4), "replay 4"),
+            (
+                "stale",
+                payload("w1", 3, d, "x"),
+                Some(4),
+                "reject stale proxy payload: serial 3",
+            ),
+            (
+                "other node",
+                payload("w2", 9, d, "x"),
+                None,
+                "reject proxy payload is for node \"w2\"",
+            ),
+            (
+                "other dir",
+                payload("w1", 9, "/srv/x", "x"),
+                None,
+                "reject proxy payload was rendered for directory \"/srv/x\"",
+            ),
+            (
+                "NUL",
+                payload("w1", 9, d, "a\0b"),
+                None,
+                "reject proxy payload file \"sdwan.conf\": contains a NUL",
+            ),
+            (
+                "unknown file",
+                extra.to_string().into_bytes(),
+                None,
+                "reject proxy payload files: unknown file \"../../etc/passwd\"",
+            ),
+            (
+                "missing file",
+                missing.to_string().into_bytes(),
+                None,
+                "reject proxy payload files: \"help.html\" is missing",
+            ),
+            (
+                "too large file",
+                payload("w1", 9, d, &"x".repeat(MAX_FILE + 1)),
+                None,
+                "reject proxy payload file \"sdwan.conf\": 4194305 bytes",
+            ),
+            (
+                "not JSON",
+                b"nope".to_vec(),
+                None,
+                "reject invalid proxy payload",
+            ),
+            (
+                "bad UTF-8",
+                b"{\"version\":1,\"x\":\"\xff\"}".to_vec(),
+                None,
+                "reject invalid proxy payload",
+            ),
+            (
+                "serial 0",
+                payload("w1", 0, d, "x"),
+                None,
+                "reject proxy payload serial 0",
+            ),
+            (
+                "version 2",
+                payload("w1", 1, d, "x").replace_version(),
+                None,
+                "reject proxy payload version 2",
+            ),
+        ];
+        for (case, p, in_use, want) in cases {
+            let got = match decide(&p, "w1", dir, in_use) {
+                Decision::Apply(f) => format!("apply {}", f.serial),
+                Decision::Replay(s) => format!("replay {s}"),
+                Decision::Reject(r) => format!("reject {r}"),
+            };
+            assert!(got.starts_with(want), "{case}: got {got:?}, want {want:?}");
+        }
+    }
+
+    trait ReplaceVersion {
+        fn replace_version(self) -> Vec<u8>;
+    }
+    impl ReplaceVersion for Vec<u8> {
+        fn replace_version(self) -> Vec<u8> {
+            String::from_utf8(self)
+                .unwrap()
+                .replace("\"version\":1", "\"version\":2")
+                .into_bytes()
+        }
+    }
+
+    #[test]
+    fn failing_check_restores_the_previous_files() {
+        let tmp = sdwan_testsupport::TempDir::new("proxy-apply");
+        let dir = tmp.path();
+        let d = dir.to_str().unwrap();
+        // The check refuses any configuration containing "bad".
+        let check = format!("! grep -q bad {d}/sdwan.conf || {{ echo 'bad config' >&2; exit 3; }}");
+        let reload = format!("echo reloaded >> {d}/reloads");
+        let mut a = ProxyApplier::new("w1", dir, Some(check), Some(reload));
+        assert!(a.handle(&payload("w1", 1, d, "good 1")));
+        assert_eq!((a.serial(), a.last_error()), (Some(1), None));
+        assert!(a.handle(&payload("w1", 2, d, "bad 2")));
+        let err = a.last_error().unwrap().to_string();
+        assert!(
+            err.contains("serial 2 not applied: check failed")
+                && err.contains("bad config")
+                && err.contains("previous files restored"),
+            "{err}"
+        );
+        assert_eq!(a.serial(), Some(1));
+        assert_eq!(
+            fs::read_to_string(dir.join("sdwan.conf")).unwrap(),
+            "good 1"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("reloads")).unwrap(),
+            "reloaded\n"
+        );
+        // A restart keeps the serial: the retained serial 1 is a replay, 2 is tried again.
+        let mut b = ProxyApplier::new("w1", dir, None, None);
+        assert_eq!(b.serial(), Some(1));
+        assert!(!b.handle(&payload("w1", 1, d, "good 1")));
+        assert!(b.handle(&payload("w1", 3, d, "good 3")));
+        assert_eq!(
+            fs::read_to_string(dir.join("sdwan.conf")).unwrap(),
+            "good 3"
+        );
+        assert_eq!(load_serial(dir), Some(3));
+    }
+
+    #[test]
+    fn first_apply_that_fails_leaves_no_files_and_commands_time_out() {
+        let tmp = sdwan_testsupport::TempDir::new("proxy-first");
+        let dir = tmp.path();
+        let d = dir.to_str().unwrap();
+        let mut a = ProxyApplier::new("w1", dir, Some("exit 1".into()), None);
+        assert!(a.handle(&payload("w1", 1, d, "x")));
+        assert!(!dir.join("sdwan.conf").exists() && !dir.join("help.html").exists());
+        assert_eq!(a.serial(), None);
+        let e = run_command("sleep 5", Duration::from_millis(200)).unwrap_err();
+        assert!(e.contains("killed after"), "{e}");
+    }
+}
