@@ -92,9 +92,9 @@ MQTT (zones pushed by sdwan-discovery):
 Worker mode (proxy configuration sink beside nginx; no DNS; needs --broker, docs/proxy.md):
   --node-id NODE            this worker's node name: payloads from PREFIX/nodes/NODE/proxy
   --proxy-dir DIR           directory the files sdwan.conf and help.html are written to
-  --check-cmd CMD           run with sh -c after writing, e.g. "nginx -t"; on failure the
+  --check-cmd CMD           run with sh -c after writing, e.g. 'nginx -t'; on failure the
                             previous files are restored and nothing is reloaded
-  --reload-cmd CMD          run with sh -c after a good check, e.g. "nginx -s reload"
+  --reload-cmd CMD          run with sh -c after a good check, e.g. 'nginx -s reload'
 
 Other:
   --config FILE             read 'key = value' lines (same keys as the flags, without --);
