@@ -73,7 +73,7 @@ tb_cleanup() {
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$P-"); do
         ip netns del "$ns" 2>/dev/null
     done
-    rm -rf /etc/netns/"$P"-h*
+    rm -rf /etc/netns/"$P"-h* /etc/netns/"$P"-w*
     if [ -n "$W" ] && [ "${KEEP_WORKDIR:-0}" != 1 ]; then rm -rf "$W"; fi
 }
 
@@ -299,7 +299,7 @@ start_gateway() { # gI
 start_backends() {
     local i
     for i in $(seq 1 "$NWORKERS"); do
-        start "backend-w$i" "w$i" python3 "$TESTBED_DIR/backend.py" "w$i" "$(worker_ip "w$i")" "$@"
+        start "backend-w$i" "w$i" python3 "$TESTBED_DIR/backend.py" "w$i" 0.0.0.0 "$@"
     done
     for i in $(seq 1 "$NWORKERS"); do
         local spec=$1
@@ -307,10 +307,40 @@ start_backends() {
     done
 }
 
+# nginx and the worker agent (issue 5) on each worker. /etc/netns/$P-wI/nginx is what
+# /etc/nginx is inside that namespace (ip netns exec bind-mounts it), so every worker has its
+# own /etc/nginx/sdwan, the directory the master renders for (topology [proxy] dir default).
+start_proxies() {
+    local i c=$W/certs
+    for i in $(seq 1 "$NWORKERS"); do
+        local d=/etc/netns/$P-w$i/nginx
+        mkdir -p "$d/sdwan"
+        cat >"$d/nginx.conf" <<EOF
+daemon off;
+user root;
+worker_processes 1;
+pid /etc/nginx/nginx.pid;
+error_log /etc/nginx/error.log;
+events { worker_connections 256; }
+http {
+    access_log off;
+    include /etc/nginx/sdwan/*.conf;
+}
+EOF
+        start "nginx-w$i" "w$i" nginx -c /etc/nginx/nginx.conf
+        start "worker-agent-w$i" "w$i" env RUST_LOG=info "$BIN/sdwan-agent" \
+            --node-id "w$i" --proxy-dir /etc/nginx/sdwan \
+            --check-cmd "nginx -t -q -c /etc/nginx/nginx.conf" \
+            --reload-cmd "nginx -s reload -c /etc/nginx/nginx.conf" \
+            --broker mqtts://10.77.0.1:8883 --topic-prefix "$PREFIX_TOPIC" \
+            --ca "$c/ca.pem" --cert "$c/w$i.pem" --key "$c/w$i.key"
+    done
+}
+
 # Worker mode of the agent (issue 5) is there when --node-id is accepted.
 worker_mode_available() {
     local out
-    out=$("$BIN/sdwan-agent" --node-id probe --proxy-dir /nonexistent-sdtb --gateway-id x 2>&1 </dev/null | head -5)
+    out=$(timeout 5 "$BIN/sdwan-agent" --node-id probe --proxy-dir /nonexistent-sdtb --gateway-id x 2>&1 </dev/null | head -5)
     ! grep -qi "not implemented" <<<"$out"
 }
 

@@ -47,6 +47,8 @@ add_service default hello 30080 w1 w2 || fatal "creating service hello"
 add_service shop web 30081 w2 w3 || fatal "creating service web"
 
 start_backends hello=30080 web=30081 fresh=30082 late=30083 || fatal "backends"
+PROXY=0
+if worker_mode_available; then PROXY=1; start_proxies; fi
 start_master
 for g in g1 g2 g3; do start_gateway "$g"; done
 
@@ -69,8 +71,13 @@ expect_http h1 "http://hello.default.$SUFFIX:30080/" "hello on w1"
 expect_http h3 "http://hello.default.$SUFFIX:30080/" "hello on w2"
 expect_http h3 "http://web.shop.$SUFFIX:30081/" "web on w3"
 
-if worker_mode_available; then
-    notok "worker mode (nginx) exists now but the testbed does not drive it yet"
+if [ $PROXY = 1 ]; then
+    echo "# HTTP through nginx on the nearest worker (worker mode of the agent)"
+    expect_http h1 "http://local.$SUFFIX/hello/" "hello on w1" 20
+    expect_http h3 "http://local.$SUFFIX/web/" "web on w3" 20
+    expect_http h2 "http://local.$SUFFIX/shop/web/" "web on w2"
+    expect_http h1 "http://local.$SUFFIX/help/" "hello"
+    expect_http h1 "http://local.$SUFFIX/help/" "web"
 else
     skip "curl http://local.$SUFFIX/<service>/ and /help/ through nginx: sdwan-agent has no worker mode yet (issue 5)"
 fi
@@ -80,9 +87,11 @@ add_service default fresh 30082 w3 || notok "creating service fresh"
 expect_dns h1 "fresh.default.$SUFFIX" $W3
 expect_dns h2 "fresh.default.$SUFFIX" $W3
 expect_http h1 "http://fresh.default.$SUFFIX:30082/" "fresh on w3"
+[ $PROXY = 1 ] && expect_http h3 "http://local.$SUFFIX/fresh/" "fresh on w3"
 del_service default fresh || notok "deleting service fresh"
 expect_dns h1 "fresh.default.$SUFFIX" NXDOMAIN
 expect_dns h3 "fresh.default.$SUFFIX" NXDOMAIN
+[ $PROXY = 1 ] && expect_http h3 "http://local.$SUFFIX/fresh/" "No service at this path"
 
 echo "# a worker goes NotReady and comes back"
 set_node w1 False || notok "marking w1 NotReady"
