@@ -177,13 +177,13 @@ mod off {
 #[cfg(feature = "smoltcp")]
 mod driver {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::sync::{mpsc, Arc};
 
     use log::{debug, info};
     use sdwan_agent_core::{answer, Transport};
     use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
-    use smoltcp::phy::{wait as phy_wait, Device, Medium, TunTapInterface};
+    use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
     use smoltcp::socket::udp;
     use smoltcp::time::Instant;
     use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
@@ -198,7 +198,7 @@ mod driver {
     /// An open TAP device with smoltcp's interface and one UDP socket on it.
     pub struct Tap {
         ifname: String,
-        device: TunTapInterface,
+        device: TapDevice,
         iface: Interface,
         sockets: SocketSet<'static>,
         udp: SocketHandle,
@@ -228,11 +228,10 @@ mod driver {
             "--tap needs --tap-address IPv4/PREFIX, the agent's own address",
         ))?;
         let port = settings.port.unwrap_or(DEFAULT_TAP_PORT);
-        let mut device =
-            TunTapInterface::new(&ifname, Medium::Ethernet).map_err(|error| TapError::Open {
-                ifname: ifname.clone(),
-                error,
-            })?;
+        let mut device = TapDevice::open(&ifname).map_err(|error| TapError::Open {
+            ifname: ifname.clone(),
+            error,
+        })?;
         // A locally administered MAC derived from the address: stable across restarts, so the
         // neighbours' ARP caches stay right.
         let o = ip.octets();
@@ -332,6 +331,25 @@ mod driver {
             self.iface.poll_delay(now, &self.sockets)
         }
 
+        /// Waits until the device has a frame to read or `delay` (`None`: no limit) passed.
+        /// Returns the first read or write error the device met since the last call, if any.
+        pub fn wait(&mut self, delay: Option<smoltcp::time::Duration>) -> io::Result<()> {
+            if let Some(e) = self.device.error.take() {
+                return Err(e);
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.device.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = delay.map_or(-1, |d| d.total_millis().min(60_000) as libc::c_int);
+            // SAFETY: one valid pollfd for the duration of the call.
+            if unsafe { libc::poll(&mut pfd, 1, ms) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        }
+
         /// Monotonic time since [`open`], as smoltcp counts it.
         pub fn now(&self) -> Instant {
             Instant::from_micros(self.start.elapsed().as_micros() as i64)
@@ -344,7 +362,6 @@ mod driver {
             store: &ZoneStore,
             stop: Option<&mpsc::Receiver<io::Error>>,
         ) -> crate::Error {
-            let fd = self.device.as_raw_fd();
             loop {
                 let now = self.now();
                 self.poll(now, store);
@@ -355,7 +372,7 @@ mod driver {
                     }
                     delay = Some(delay.map_or(STOP_CHECK, |d| d.min(STOP_CHECK)));
                 }
-                if let Err(error) = phy_wait(fd, delay) {
+                if let Err(error) = self.wait(delay) {
                     if error.kind() == io::ErrorKind::Interrupted {
                         continue;
                     }
@@ -365,6 +382,188 @@ mod driver {
                     });
                 }
             }
+        }
+    }
+
+    /// The TAP device as a smoltcp [`Device`]: frames read into and written from two buffers
+    /// allocated at open (smoltcp's own `TunTapInterface` allocates a buffer per frame and
+    /// panics on a device error; this one does neither). A read or write error other than
+    /// "nothing to read" is kept and reported by [`Tap::wait`].
+    struct TapDevice {
+        fd: OwnedFd,
+        /// The Ethernet MTU: the interface's IP MTU plus the 14-byte Ethernet header.
+        mtu: usize,
+        rx: Vec<u8>,
+        tx: Vec<u8>,
+        error: Option<io::Error>,
+    }
+
+    impl TapDevice {
+        /// Attaches to the existing TAP interface `ifname` (non-blocking, no packet info).
+        fn open(ifname: &str) -> io::Result<TapDevice> {
+            // TUNSETIFF would create a missing device (as root): refuse a name that is not there.
+            let cname = std::ffi::CString::new(ifname)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in the name"))?;
+            // SAFETY: a valid C string.
+            if unsafe { libc::if_nametoindex(cname.as_ptr()) } == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no such interface (create it: ip tuntap add mode tap name {ifname})"),
+                ));
+            }
+            // SAFETY: plain syscall; the result is checked.
+            let raw = unsafe {
+                libc::open(
+                    c"/dev/net/tun".as_ptr(),
+                    libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                )
+            };
+            if raw < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a fresh fd we own.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            let mut ifr = ifreq(ifname)?;
+            ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+            // SAFETY: `ifr` is a valid ifreq that outlives the call.
+            if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut ifr) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mtu = interface_mtu(ifname)? + 14;
+            Ok(TapDevice {
+                fd,
+                mtu,
+                rx: vec![0u8; mtu],
+                tx: vec![0u8; mtu],
+                error: None,
+            })
+        }
+    }
+
+    /// An `ifreq` naming `ifname`, the rest zero.
+    fn ifreq(ifname: &str) -> io::Result<libc::ifreq> {
+        // SAFETY: all-zero bytes are a valid ifreq.
+        let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+        if ifname.len() >= ifr.ifr_name.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "interface name too long",
+            ));
+        }
+        for (d, s) in ifr.ifr_name.iter_mut().zip(ifname.bytes()) {
+            *d = s as libc::c_char;
+        }
+        Ok(ifr)
+    }
+
+    /// The IP MTU of interface `ifname` (SIOCGIFMTU).
+    fn interface_mtu(ifname: &str) -> io::Result<usize> {
+        // SAFETY: plain syscall; the result is checked.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd we own.
+        let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut ifr = ifreq(ifname)?;
+        // SAFETY: `ifr` is a valid ifreq that outlives the call.
+        if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU as _, &mut ifr) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: SIOCGIFMTU filled in the mtu member.
+        let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
+        Ok(usize::try_from(mtu).unwrap_or(1500).clamp(576, 65535))
+    }
+
+    impl Device for TapDevice {
+        type RxToken<'a> = RxToken<'a>;
+        type TxToken<'a> = TxToken<'a>;
+
+        fn receive(&mut self, _now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+            let fd = self.fd.as_raw_fd();
+            // SAFETY: reads at most `rx.len()` bytes into `rx`.
+            let n = unsafe { libc::read(fd, self.rx.as_mut_ptr().cast(), self.rx.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) {
+                    self.error.get_or_insert(e);
+                }
+                return None;
+            }
+            let rx = RxToken {
+                frame: &self.rx[..n as usize],
+            };
+            let tx = TxToken {
+                fd,
+                buf: &mut self.tx,
+                error: &mut self.error,
+            };
+            Some((rx, tx))
+        }
+
+        fn transmit(&mut self, _now: Instant) -> Option<TxToken<'_>> {
+            Some(TxToken {
+                fd: self.fd.as_raw_fd(),
+                buf: &mut self.tx,
+                error: &mut self.error,
+            })
+        }
+
+        fn capabilities(&self) -> DeviceCapabilities {
+            let mut caps = DeviceCapabilities::default();
+            caps.medium = Medium::Ethernet;
+            caps.max_transmission_unit = self.mtu;
+            caps
+        }
+    }
+
+    /// A received frame, borrowed from the device's receive buffer.
+    struct RxToken<'a> {
+        frame: &'a [u8],
+    }
+
+    impl phy::RxToken for RxToken<'_> {
+        fn consume<R, F>(self, f: F) -> R
+        where
+            F: FnOnce(&[u8]) -> R,
+        {
+            f(self.frame)
+        }
+    }
+
+    /// A frame to send, built in the device's transmit buffer.
+    struct TxToken<'a> {
+        fd: RawFd,
+        buf: &'a mut Vec<u8>,
+        error: &'a mut Option<io::Error>,
+    }
+
+    impl phy::TxToken for TxToken<'_> {
+        fn consume<R, F>(self, len: usize, f: F) -> R
+        where
+            F: FnOnce(&mut [u8]) -> R,
+        {
+            // smoltcp never asks for more than the MTU; the buffer is that large.
+            let len = len.min(self.buf.len());
+            let frame = &mut self.buf[..len];
+            let result = f(frame);
+            // SAFETY: writes `len` initialised bytes of `buf`.
+            let n = unsafe { libc::write(self.fd, frame.as_ptr().cast(), len) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                // A full queue drops the frame, as a congested link would.
+                let dropped = matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) || e.raw_os_error() == Some(libc::ENOBUFS);
+                if !dropped {
+                    self.error.get_or_insert(e);
+                }
+            }
+            result
         }
     }
 

@@ -5,13 +5,25 @@
 //! `dig` from inside the namespace: the packets go kernel -> tap0 -> smoltcp -> core and back,
 //! and never leave the namespace. The namespace is deleted when the test ends, pass or fail.
 //!
+//! A third test runs the driver in-process (a thread that entered the namespace) under a
+//! counting allocator: no allocation per query.
+//!
 //! Needs root (CAP_SYS_ADMIN for the namespace). Not root: the tests fail, unless
 //! `SDWAN_SKIP_ROOT_TESTS=1` opts out (for a developer's machine; CI runs as root).
 #![cfg(feature = "smoltcp")]
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
+
+use sdwan_agent::store::{load_payload, ZoneStore};
+use sdwan_agent::tap::{self, TapSettings};
 
 use sdwan_testsupport::{require_tool, wait_for, ChildGuard, DigAnswer};
 use serde::Deserialize;
@@ -253,4 +265,210 @@ fn tap_beside_socket_listener_with_custom_port() {
     // to a closed port... or an ICMP port unreachable: either way, no DNS answer).
     let none = ns.dig(AGENT_IP, 53, &["local.kubernetes.services"]);
     assert_eq!(none.status, None, "port 53 answered:\n{}", none.stdout);
+}
+
+/// A TAP device that is not there is a clear error at start (exit 1), not a new device.
+#[test]
+fn missing_tap_device_is_a_clear_error() {
+    if !root_or_skip() {
+        return;
+    }
+    let ns = Netns::new("missing");
+    let o = ns
+        .exec(&[BIN, "--tap", "nosuch0", "--tap-address", "10.99.0.2/24"])
+        .output()
+        .expect("run the agent");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot open TAP device nosuch0: no such interface"),
+        "{stderr}"
+    );
+    let links = ns.exec(&["ip", "link"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&links.stdout).contains("nosuch0"));
+}
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Set on the driver thread only, once it is warm.
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note() {
+    if COUNTED.try_with(|c| c.get()).unwrap_or(false) {
+        ALLOCS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Moves the calling thread (only it) into the network namespace `name`.
+fn enter_netns(name: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("open /run/netns/NAME");
+    // SAFETY: plain syscall on an open namespace fd; affects only this thread.
+    let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// A DNS query: id, name, type, optional EDNS UDP size.
+fn query(id: u16, name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
+    let mut m = id.to_be_bytes().to_vec();
+    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
+    for l in name.split('.') {
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.extend_from_slice(&[0]);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&[0, 1]);
+    if let Some(size) = edns {
+        m.extend_from_slice(&[0, 0, 41]);
+        m.extend_from_slice(&size.to_be_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    }
+    m
+}
+
+/// The driver's own loop, in this process: after a warm-up, thousands of mixed queries
+/// (answers, NXDOMAIN, REFUSED, SRV, CNAME, EDNS) through the TAP device add no allocation on
+/// the driver's thread. The time is passed in from the driver's clock.
+#[test]
+fn tap_driver_allocates_nothing_per_query() {
+    if !root_or_skip() {
+        return;
+    }
+    let ns = Netns::new("alloc");
+    let store = ZoneStore::new();
+    store.swap(load_payload(include_bytes!("../../../examples/zone.json")).expect("example zone"));
+    let store = Arc::new(store);
+    let stop = Arc::new(AtomicBool::new(false));
+    let warm = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let driver = {
+        let (name, store, stop, warm) =
+            (ns.name.clone(), store.clone(), stop.clone(), warm.clone());
+        std::thread::spawn(move || {
+            enter_netns(&name);
+            let settings = TapSettings {
+                ifname: Some("tap0".into()),
+                address: Some((AGENT_IP.parse().unwrap(), 24)),
+                gateway: None,
+                port: Some(53),
+            };
+            let mut tap = tap::open(&settings)
+                .expect("open tap0")
+                .expect("a TAP driver");
+            ready_tx.send(()).unwrap();
+            let mut answered = 0;
+            let cap = smoltcp_ms(10);
+            while !stop.load(Ordering::SeqCst) {
+                if warm.load(Ordering::SeqCst) {
+                    COUNTED.with(|c| c.set(true));
+                }
+                let now = tap.now();
+                answered += tap.poll(now, &store);
+                let delay = tap.delay(now).map_or(cap, |d| d.min(cap));
+                tap.wait(Some(delay)).expect("wait on tap0");
+            }
+            COUNTED.with(|c| c.set(false));
+            answered
+        })
+    };
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("driver up");
+    enter_netns_client(&ns.name, |client| {
+        let server = (AGENT_IP.parse::<Ipv4Addr>().unwrap(), 53);
+        let qs = [
+            query(1, "local.kubernetes.services", 1, None),
+            query(2, "LOCAL.Kubernetes.Services", 28, Some(1232)),
+            query(
+                3,
+                "_http._tcp.hello-world.default.kubernetes.services",
+                33,
+                Some(4096),
+            ),
+            query(4, "nope.kubernetes.services", 1, Some(512)),
+            query(5, "example.com", 1, None),
+            query(6, "dashboard.kubernetes.services", 1, None),
+            query(7, "kubernetes.services", 255, None),
+        ];
+        let mut buf = [0u8; 2048];
+        let mut round = |client: &UdpSocket| {
+            for q in &qs {
+                client.send_to(q, server).unwrap();
+                let n = client.recv(&mut buf).expect("an answer through tap0");
+                assert!(n >= 12 && buf[..2] == q[..2], "answer to another query");
+            }
+        };
+        // Warm-up: ARP both ways, first loads.
+        for _ in 0..20 {
+            round(client);
+        }
+        warm.store(true, Ordering::SeqCst);
+        // The driver sets its flag on its next iteration; one more round makes sure it did.
+        round(client);
+        let before = ALLOCS.load(Ordering::SeqCst);
+        for _ in 0..400 {
+            round(client);
+        }
+        let after = ALLOCS.load(Ordering::SeqCst);
+        assert_eq!(
+            after - before,
+            0,
+            "allocations on the TAP driver thread over {} queries",
+            400 * qs.len()
+        );
+    });
+    stop.store(true, Ordering::SeqCst);
+    let answered = driver.join().expect("driver thread");
+    assert!(answered >= 421 * 7, "driver answered only {answered}");
+}
+
+fn smoltcp_ms(ms: u64) -> smoltcp::time::Duration {
+    smoltcp::time::Duration::from_millis(ms)
+}
+
+/// Runs `f` with a UDP socket (5 s read timeout) on a thread inside namespace `name`.
+fn enter_netns_client(name: &str, f: impl FnOnce(&UdpSocket) + Send) {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_netns(name);
+            let client = UdpSocket::bind("0.0.0.0:0").unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            f(&client);
+        })
+        .join()
+        .map_err(|e| std::panic::resume_unwind(e))
+        .unwrap();
+    });
 }
