@@ -16,6 +16,8 @@
 //! - [`dnsmasq`]: start a real dnsmasq forwarding a domain to a port.
 //! - [`certs`]: test PKI with rcgen (CA, server and client certificates as PEM files).
 //! - [`mosquitto`]: a real mosquitto broker (plain or TLS, client certificates, ACL).
+//! - [`nginx`]: a real nginx in its own prefix directory, HTTP backends standing in for
+//!   NodePorts, a raw HTTP GET.
 
 pub mod agent;
 pub mod certs;
@@ -24,6 +26,7 @@ pub mod dig;
 pub mod dnsmasq;
 pub mod mosquitto;
 pub mod net;
+pub mod nginx;
 pub mod tmp;
 pub mod tools;
 pub mod wait;

@@ -299,18 +299,20 @@ impl Master {
         let statuses = Arc::new(Mutex::new(HashMap::new()));
         let connected = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
-        let (st, conn, stp, sub_client, filter) = (
+        let (st, conn, stp, sub_client, filter, node_filter) = (
             statuses.clone(),
             connected.clone(),
             stop.clone(),
             client.clone(),
             topics.all_gateway_status(),
+            topics.all_node_status(),
         );
         thread::spawn(move || {
             while !stp.load(Ordering::Relaxed) {
                 match connection.recv_timeout(Duration::from_millis(200)) {
                     Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                         let _ = sub_client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                        let _ = sub_client.try_subscribe(node_filter.clone(), QoS::AtLeastOnce);
                     }
                     Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
                         conn.store(true, Ordering::Relaxed);
@@ -383,6 +385,33 @@ impl Master {
     pub fn wait_status(&self, gw: &str, what: &str, pred: impl Fn(&Status) -> bool) -> Status {
         wait_for(SOON, &format!("{gw} status: {what}"), || {
             self.status(gw).filter(|s| pred(s))
+        })
+    }
+
+    /// Publishes `payload` as `node`'s proxy payload (retained, QoS 1).
+    pub fn publish_proxy(&self, node: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(
+                self.topics.node_proxy(node),
+                QoS::AtLeastOnce,
+                true,
+                payload,
+            )
+            .unwrap();
+    }
+
+    /// Waits until worker `node`'s status satisfies `pred`, returning it.
+    #[track_caller]
+    pub fn wait_node_status(
+        &self,
+        node: &str,
+        what: &str,
+        pred: impl Fn(&Status) -> bool,
+    ) -> Status {
+        let topic = self.topics.node_status(node);
+        wait_for(SOON, &format!("{node} status: {what}"), || {
+            let raw = self.statuses.lock().unwrap().get(&topic).cloned()?;
+            Status::from_json(&raw).ok().filter(|s| pred(s))
         })
     }
 

@@ -1,0 +1,393 @@
+//! Issue 5 end to end: the agent in worker mode, fed over MQTT (mosquitto, TLS, the design's
+//! ACL) with proxy payloads rendered by `sdwan-plan`, drives a real nginx (Debian) whose
+//! upstreams are tiny HTTP backends on loopback standing in for NodePorts. Requests go through
+//! nginx with the Host names a branch host would use.
+
+mod mqtt_common;
+
+use std::process::Command;
+
+use mqtt_common::*;
+use sdwan_link::State;
+use sdwan_plan::nginx::{render_conf, render_help, ProxySettings, ProxyView};
+use sdwan_plan::{Protocol, ProxyPort, ProxyService};
+use sdwan_testsupport::nginx::{http_get, Backend, Nginx, Response};
+use sdwan_testsupport::{free_port, wait_for, ChildGuard, TempDir};
+
+const NODE: &str = "worker2";
+const LOCAL: &str = "local.kubernetes.services";
+const BY_NODE: &str = "worker2.kubernetes.services";
+
+fn svc(ns: &str, name: &str, unique: bool, node_port: u16) -> ProxyService {
+    ProxyService {
+        namespace: ns.into(),
+        name: name.into(),
+        unique,
+        ports: vec![ProxyPort {
+            name: Some("http".into()),
+            protocol: Protocol::Tcp,
+            port: 80,
+            node_port,
+        }],
+    }
+}
+
+/// A proxy payload as the master renders it (`ProxyContent::render` calls the same
+/// functions), with `files` replaced when `conf` is given.
+fn payload(
+    serial: u32,
+    settings: &ProxySettings,
+    local: &[ProxyService],
+    elsewhere: &[(ProxyService, Vec<String>)],
+    conf: Option<&str>,
+) -> Vec<u8> {
+    let view = ProxyView {
+        node: NODE,
+        suffix: "kubernetes.services",
+        local_label: "local",
+        settings,
+        local,
+        elsewhere,
+    };
+    let rendered = render_conf(&view);
+    serde_json::json!({
+        "version": 1, "serial": serial, "node": NODE, "suffix": "kubernetes.services",
+        "local_label": "local", "services": [], "elsewhere": [], "dir": settings.dir,
+        "files": {"sdwan.conf": conf.unwrap_or(&rendered), "help.html": render_help(&view)}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn start_worker_agent(pki: &Pki, broker_url: &str, dir: &str, nginx: &Nginx) -> ChildGuard {
+    let client = pki.ca.client(NODE);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-agent"));
+    cmd.env("RUST_LOG", "info")
+        .args([
+            "--broker",
+            broker_url,
+            "--node-id",
+            NODE,
+            "--topic-prefix",
+            PREFIX,
+        ])
+        .arg("--ca")
+        .arg(pki.ca.cert())
+        .arg("--cert")
+        .arg(&client.cert)
+        .arg("--key")
+        .arg(&client.key)
+        .args(["--proxy-dir", dir])
+        .args(["--check-cmd", &nginx.check_cmd()])
+        .args(["--reload-cmd", &nginx.reload_cmd()]);
+    ChildGuard::spawn("sdwan-agent worker", &mut cmd)
+}
+
+/// Polls until `GET path` with `host` satisfies `pred`.
+#[track_caller]
+fn wait_get(
+    port: u16,
+    host: &str,
+    path: &str,
+    what: &str,
+    pred: impl Fn(&Response) -> bool,
+) -> Response {
+    wait_for(SOON, &format!("GET http://{host}{path}: {what}"), || {
+        http_get(port, host, path).filter(|r| pred(r))
+    })
+}
+
+fn serves(r: &Response, service: &str) -> bool {
+    r.status == 200 && r.body.starts_with(&format!("service {service} "))
+}
+
+#[test]
+fn worker_agent_drives_nginx_through_mqtt() {
+    let tmp = TempDir::new("proxy-nginx");
+    let pki = Pki::new(tmp.path());
+    let broker = pki.broker(tmp.path(), false);
+    let master = Master::connect(Master::tls_options(&pki, &broker));
+    let proxy_dir = tmp.join("proxy");
+    std::fs::create_dir_all(&proxy_dir).unwrap();
+    std::fs::create_dir_all(tmp.join("nginx")).unwrap();
+    let nginx = Nginx::start(
+        &tmp.join("nginx"),
+        &format!("{}/*.conf", proxy_dir.display()),
+    );
+    let port = free_port();
+    let settings = ProxySettings {
+        listen_port: port,
+        upstream_host: "127.0.0.1".into(),
+        dir: proxy_dir.display().to_string(),
+    };
+    let (hello, web, extra) = (
+        Backend::start("hello-world"),
+        Backend::start("web"),
+        Backend::start("extra"),
+    );
+    let elsewhere = vec![(
+        svc("shop", "cart", true, 31000),
+        vec!["worker3".to_string()],
+    )];
+    let agent = start_worker_agent(&pki, &broker.url(), &settings.dir, &nginx);
+
+    // Serial 1: hello-world (unique) and shop/web (its name is not unique).
+    let one = vec![
+        svc("default", "hello-world", true, hello.port),
+        svc("shop", "web", false, web.port),
+    ];
+    master.publish_proxy(NODE, payload(1, &settings, &one, &elsewhere, None));
+    let st = master.wait_node_status(NODE, "online with serial 1", |s| s.serial == Some(1));
+    assert_eq!((st.state, st.error), (State::Online, None));
+    let r = wait_get(port, LOCAL, "/hello-world/a/b?c=d", "hello-world", |r| {
+        serves(r, "hello-world")
+    });
+    assert!(
+        r.body
+            .contains("path /a/b?c=d host local.kubernetes.services xff 127.0.0.1 proto http"),
+        "prefix stripped, Host and X-Forwarded-* passed: {r:?}"
+    );
+    for (host, path, service) in [
+        (LOCAL, "/default/hello-world/", "hello-world"),
+        (BY_NODE, "/hello-world/", "hello-world"),
+        (BY_NODE, "/shop/web/x", "web"),
+        ("anything.kubernetes.services", "/shop/web/", "web"),
+    ] {
+        let r = http_get(port, host, path).unwrap();
+        assert!(serves(&r, service), "{host}{path}: {r:?}");
+    }
+    let r = http_get(port, LOCAL, "/web/").unwrap();
+    assert_eq!(
+        r.status, 404,
+        "a name that is not unique has no short path: {r:?}"
+    );
+    assert!(r.body.contains("/help/"), "the 404 points to /help/: {r:?}");
+
+    // The help page, served by nginx from the proxy directory.
+    let help = http_get(port, BY_NODE, "/help/").unwrap();
+    assert_eq!(help.status, 200);
+    let links = html::check(&help.body).unwrap_or_else(|e| panic!("help page: {e}\n{}", help.body));
+    for want in [
+        "http://local.kubernetes.services/hello-world/",
+        "http://local.kubernetes.services/default/hello-world/",
+        "http://local.kubernetes.services/shop/web/",
+        "http://worker3.kubernetes.services/cart/",
+        "http://worker3.kubernetes.services/shop/cart/",
+    ] {
+        assert!(
+            links.iter().any(|l| l == want),
+            "help page lacks {want}: {links:?}"
+        );
+    }
+    assert!(!links
+        .iter()
+        .any(|l| l.ends_with("/web/") && !l.contains("/shop/")));
+
+    // Serial 2: extra added, web removed.
+    let two = vec![
+        svc("default", "hello-world", true, hello.port),
+        svc("default", "extra", true, extra.port),
+    ];
+    master.publish_proxy(NODE, payload(2, &settings, &two, &elsewhere, None));
+    wait_get(port, LOCAL, "/extra/", "the added service", |r| {
+        serves(r, "extra")
+    });
+    wait_get(port, LOCAL, "/shop/web/", "the removed service gone", |r| {
+        r.status == 404
+    });
+    let st = master.wait_node_status(NODE, "serial 2", |s| s.serial == Some(2));
+    assert_eq!(st.error, None);
+    let conf_two = std::fs::read_to_string(proxy_dir.join("sdwan.conf")).unwrap();
+
+    // Serial 3: a configuration nginx -t refuses. The old one keeps serving.
+    let broken = "server {\n    listen 1;\n    no_such_directive on;\n}\n";
+    master.publish_proxy(NODE, payload(3, &settings, &two, &elsewhere, Some(broken)));
+    let st = master.wait_node_status(NODE, "error for serial 3", |s| s.error.is_some());
+    let err = st.error.unwrap();
+    assert_eq!(st.serial, Some(2), "{err}");
+    assert!(
+        err.contains("serial 3 not applied: check failed")
+            && err.contains("no_such_directive")
+            && err.contains("previous files restored"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(proxy_dir.join("sdwan.conf")).unwrap(),
+        conf_two
+    );
+    assert!(serves(&http_get(port, LOCAL, "/extra/").unwrap(), "extra"));
+
+    // Serial 4: a service name crafted to break out of the location is left out at render;
+    // the rest is applied.
+    let mut four = two.clone();
+    four.push(svc("default", "x/ {}\n} server { listen 1", true, web.port));
+    master.publish_proxy(NODE, payload(4, &settings, &four, &elsewhere, None));
+    let st = master.wait_node_status(NODE, "serial 4", |s| s.serial == Some(4));
+    assert_eq!(st.error, None);
+    let conf = std::fs::read_to_string(proxy_dir.join("sdwan.conf")).unwrap();
+    assert!(
+        !conf.contains("listen 1") && conf.contains("# 1 service(s) left out"),
+        "{conf}"
+    );
+    let help = http_get(port, LOCAL, "/help/").unwrap();
+    html::check(&help.body).unwrap_or_else(|e| panic!("help page: {e}\n{}", help.body));
+    assert!(serves(&http_get(port, LOCAL, "/extra/").unwrap(), "extra"));
+
+    // A stale serial is refused; the files stay.
+    master.publish_proxy(NODE, payload(1, &settings, &one, &elsewhere, None));
+    let st = master.wait_node_status(NODE, "stale error", |s| {
+        s.error.as_deref().is_some_and(|e| e.contains("stale"))
+    });
+    assert_eq!(st.serial, Some(4));
+    assert!(http_get(port, LOCAL, "/shop/web/").unwrap().status == 404);
+    drop(agent);
+}
+
+#[test]
+fn payload_for_another_directory_is_refused_with_a_clear_error() {
+    let tmp = TempDir::new("proxy-dir");
+    let pki = Pki::new(tmp.path());
+    let broker = pki.broker(tmp.path(), false);
+    let master = Master::connect(Master::tls_options(&pki, &broker));
+    let proxy_dir = tmp.join("proxy");
+    std::fs::create_dir_all(&proxy_dir).unwrap();
+    std::fs::create_dir_all(tmp.join("nginx")).unwrap();
+    let nginx = Nginx::start(
+        &tmp.join("nginx"),
+        &format!("{}/*.conf", proxy_dir.display()),
+    );
+    let _agent = start_worker_agent(
+        &pki,
+        &broker.url(),
+        &proxy_dir.display().to_string(),
+        &nginx,
+    );
+    let settings = ProxySettings::default(); // dir /etc/nginx/sdwan
+    master.publish_proxy(NODE, payload(1, &settings, &[], &[], None));
+    let st = master.wait_node_status(NODE, "dir error", |s| s.error.is_some());
+    let err = st.error.unwrap();
+    assert!(
+        err.contains("rendered for directory \"/etc/nginx/sdwan\""),
+        "{err}"
+    );
+    assert_eq!(st.serial, None);
+    assert!(!proxy_dir.join("sdwan.conf").exists());
+}
+
+/// A strict well-formedness check of the help page (the subset of HTML5 it uses: a doctype,
+/// quoted attributes, every non-void element closed in order, only the five escapes), and the
+/// `href`s it holds.
+mod html {
+    const VOID: [&str; 4] = ["meta", "link", "br", "img"];
+
+    pub fn check(doc: &str) -> Result<Vec<String>, String> {
+        let rest = doc
+            .strip_prefix("<!DOCTYPE html>\n")
+            .ok_or("no <!DOCTYPE html> first")?;
+        let mut stack: Vec<String> = Vec::new();
+        let mut hrefs = Vec::new();
+        let mut i = 0;
+        let b = rest.as_bytes();
+        let mut in_style = false;
+        while i < b.len() {
+            match b[i] {
+                b'<' => {
+                    let end = rest[i..].find('>').ok_or("unclosed tag")? + i;
+                    let tag = &rest[i + 1..end];
+                    if in_style && tag != "/style" {
+                        i += 1;
+                        continue;
+                    }
+                    if let Some(name) = tag.strip_prefix('/') {
+                        let open = stack
+                            .pop()
+                            .ok_or(format!("</{name}> without an opening tag"))?;
+                        if open != name {
+                            return Err(format!("</{name}> closes <{open}>"));
+                        }
+                        in_style = false;
+                    } else {
+                        let (name, attrs) = tag.split_once(' ').unwrap_or((tag, ""));
+                        if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric()) {
+                            return Err(format!("bad tag <{tag}>"));
+                        }
+                        for (k, v) in attributes(attrs)? {
+                            if k == "href" {
+                                hrefs.push(unescape(&v)?);
+                            }
+                        }
+                        if !VOID.contains(&name) {
+                            stack.push(name.to_string());
+                        }
+                        in_style = name == "style";
+                    }
+                    i = end + 1;
+                }
+                b'&' if !in_style => {
+                    let end = rest[i..].find(';').ok_or("& without ;")? + i;
+                    unescape(&rest[i..=end])?;
+                    i = end + 1;
+                }
+                b'>' if !in_style => return Err(format!("stray > at {i}")),
+                _ => i += 1,
+            }
+        }
+        if !stack.is_empty() {
+            return Err(format!("unclosed elements {stack:?}"));
+        }
+        Ok(hrefs)
+    }
+
+    fn attributes(mut s: &str) -> Result<Vec<(String, String)>, String> {
+        let mut out = Vec::new();
+        loop {
+            s = s.trim_start();
+            if s.is_empty() {
+                return Ok(out);
+            }
+            let (k, rest) = s
+                .split_once("=\"")
+                .ok_or(format!("unquoted attribute in {s:?}"))?;
+            let (v, rest) = rest.split_once('"').ok_or("unterminated attribute")?;
+            if v.contains('<') {
+                return Err(format!("< in attribute {k}"));
+            }
+            out.push((k.to_string(), v.to_string()));
+            s = rest;
+        }
+    }
+
+    fn unescape(s: &str) -> Result<String, String> {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(p) = rest.find('&') {
+            out.push_str(&rest[..p]);
+            let end = rest[p..].find(';').ok_or("& without ;")? + p;
+            out.push(match &rest[p..=end] {
+                "&amp;" => '&',
+                "&lt;" => '<',
+                "&gt;" => '>',
+                "&quot;" => '"',
+                "&#39;" => '\'',
+                e => return Err(format!("unknown entity {e}")),
+            });
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+#[test]
+fn html_checker_catches_what_it_must() {
+    assert!(html::check("<!DOCTYPE html>\n<p><a href=\"x\">a</a></p>").is_ok());
+    for bad in [
+        "<p>",
+        "<!DOCTYPE html>\n<p><b></p></b>",
+        "<!DOCTYPE html>\n<a href=x>a</a>",
+        "<!DOCTYPE html>\n<p>&bogus;</p>",
+        "<!DOCTYPE html>\n<p>",
+    ] {
+        assert!(html::check(bad).is_err(), "{bad}");
+    }
+}
