@@ -1,0 +1,112 @@
+//! Issue 5 with the master's own bytes: a cluster (kubectl JSON) and a topology with a
+//! `[proxy]` table are planned by `sdwan-plan`, `ProxyContent::render` makes the payload the
+//! master publishes, and the worker agent applies it to a real nginx through mosquitto.
+
+mod mqtt_common;
+
+use std::process::Command;
+
+use mqtt_common::*;
+use sdwan_testsupport::nginx::{http_get, Backend, Nginx};
+use sdwan_testsupport::{free_port, wait_for, ChildGuard, TempDir};
+
+fn node(name: &str, ip: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}","labels":{{}}}},
+ "status":{{"addresses":[{{"type":"InternalIP","address":"{ip}"}}],
+ "conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+    )
+}
+
+fn service(name: &str, node_port: u16, on: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"{name}","namespace":"default"}},
+ "spec":{{"type":"NodePort","ports":[{{"name":"http","port":80,"protocol":"TCP","nodePort":{node_port}}}]}}}},
+{{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","addressType":"IPv4",
+ "metadata":{{"name":"{name}-1","namespace":"default","labels":{{"kubernetes.io/service-name":"{name}"}}}},
+ "endpoints":[{{"addresses":["10.244.1.5"],"nodeName":"{on}","conditions":{{"ready":true}}}}]}}"#
+    )
+}
+
+#[test]
+fn planned_payload_is_served_by_nginx() {
+    let tmp = TempDir::new("proxy-master");
+    let pki = Pki::new(tmp.path());
+    let broker = pki.broker(tmp.path(), false);
+    let master = Master::connect(Master::tls_options(&pki, &broker));
+    let proxy_dir = tmp.join("proxy");
+    std::fs::create_dir_all(&proxy_dir).unwrap();
+    std::fs::create_dir_all(tmp.join("nginx")).unwrap();
+    let nginx = Nginx::start(
+        &tmp.join("nginx"),
+        &format!("{}/*.conf", proxy_dir.display()),
+    );
+    let (hello, other) = (Backend::start("hello-world"), Backend::start("other"));
+    let port = free_port();
+
+    let cluster = format!(
+        r#"{{"apiVersion":"v1","kind":"List","items":[{},{},{},{}]}}"#,
+        node("worker1", "192.168.200.1"),
+        node("worker2", "192.168.200.2"),
+        service("hello-world", hello.port, "worker2"),
+        service("other", other.port, "worker1"),
+    );
+    let snapshot = sdwan_plan::Snapshot::from_kubectl_json(cluster.as_bytes()).unwrap();
+    let topology = sdwan_plan::Topology::from_toml(&format!(
+        "[proxy]\nlisten_port = {port}\ndir = \"{}\"\n",
+        proxy_dir.display()
+    ))
+    .unwrap();
+    let plan = sdwan_plan::plan(&snapshot, &topology);
+    let payload = plan.nodes["worker2"].render("worker2", 1);
+
+    let client = pki.ca.client("worker2");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-agent"));
+    cmd.args([
+        "--broker",
+        &broker.url(),
+        "--node-id",
+        "worker2",
+        "--topic-prefix",
+        PREFIX,
+    ])
+    .arg("--ca")
+    .arg(pki.ca.cert())
+    .arg("--cert")
+    .arg(&client.cert)
+    .arg("--key")
+    .arg(&client.key)
+    .arg("--proxy-dir")
+    .arg(&proxy_dir)
+    .args([
+        "--check-cmd",
+        &nginx.check_cmd(),
+        "--reload-cmd",
+        &nginx.reload_cmd(),
+    ]);
+    let _agent = ChildGuard::spawn("sdwan-agent worker2", &mut cmd);
+    master.publish_proxy("worker2", payload);
+    let st = master.wait_node_status("worker2", "serial 1", |s| s.serial == Some(1));
+    assert_eq!(st.error, None);
+    let r = wait_for(SOON, "hello-world through nginx", || {
+        http_get(port, "local.kubernetes.services", "/hello-world/").filter(|r| r.status == 200)
+    });
+    assert!(r.body.starts_with("service hello-world path / "), "{r:?}");
+    // `other` runs on worker1: not proxied here, linked from the help page.
+    assert_eq!(
+        http_get(port, "worker2.kubernetes.services", "/other/")
+            .unwrap()
+            .status,
+        404
+    );
+    let help = http_get(port, "worker2.kubernetes.services", "/help/").unwrap();
+    assert!(
+        help.body
+            .contains("href=\"http://local.kubernetes.services/hello-world/\"")
+            && help
+                .body
+                .contains("href=\"http://worker1.kubernetes.services/other/\""),
+        "{}",
+        help.body
+    );
+}
