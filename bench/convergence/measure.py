@@ -6,12 +6,19 @@ inside the central-office namespace), and the time is taken from just before the
 requests to
   - the first DNS answer with the expected address on each measured host (a UDP query to the
     host's resolver, its gateway agent, every 1 ms), and
-  - the first successful HTTP GET from that host to the answered address and the NodePort
-    (a fresh TCP connection each try), whose body names the service;
+  - then the first successful HTTP GET from that host to the answered address and the
+    NodePort (a fresh TCP connection each try), whose body names the service;
 then the service is deleted (Service, then EndpointSlice) and the time to the first NXDOMAIN is
 taken the same way. Sockets are opened inside the namespaces with setns(2) (Linux, root).
 
-usage: measure.py API_URL NS_PREFIX RUNS WORKERS OUT.csv HOST:GATEWAY_IP...
+With PROXY=1 (nginx and the worker agents run), two more times: to the first HTTP GET through
+nginx on the node (`http://<service>.bench.<suffix>/bench/<service>/`, port 80) that reaches
+the backend after a create, and to the first that nginx answers with its "No service at this
+path" 404 after a delete.
+
+CSV rows: workers,run,op,host,metric(dns|http-nodeport|http-nginx),ms
+
+usage: measure.py API_URL NS_PREFIX RUNS WORKERS PROXY(0|1) OUT.csv HOST:GATEWAY_IP...
 """
 import ctypes
 import http.client
@@ -92,15 +99,15 @@ class Resolver:
                 return parse(msg)
 
 
-def http_ok(ns, addr, port, want):
+def http_ok(ns, addr, port, path, host, want):
     enter(ns)
     try:
         c = http.client.HTTPConnection(addr, port, timeout=0.5)
-        c.request("GET", "/")
+        c.request("GET", path, headers={"Host": host})
         r = c.getresponse()
         body = r.read().decode(errors="replace")
         c.close()
-        return r.status == 200 and want in body
+        return want in body
     except OSError:
         return False
 
@@ -139,32 +146,37 @@ def slice_(name, node):
                            "conditions": {"ready": True, "serving": True, "terminating": False}}]}
 
 
-def wait_all(resolvers, name, pred, t0, deadline_s=10.0, http=None):
-    """Polls every resolver until pred(answer) holds; returns {host: (dns_ms, http_ms)}."""
-    done = {}
-    dns_at = {}
+def wait_all(resolvers, name, pred, t0, checks, deadline_s=10.0):
+    """Polls every resolver until pred(answer) holds, then each HTTP check in turn.
+    checks: [(metric, (addr, port, path, host, want))]. Returns [(host, metric, ms)]."""
+    out = []
+    state = {r.ns: 0 for r in resolvers}  # 0 = DNS pending, k = checks[k-1] pending
     end = time.perf_counter_ns() + int(deadline_s * 1e9)
-    while len(done) < len(resolvers):
+    while any(v <= len(checks) for v in state.values()):
         for r in resolvers:
-            if r.ns in done:
+            k = state[r.ns]
+            if k > len(checks):
                 continue
-            if r.ns not in dns_at:
+            if k == 0:
                 a = r.ask(name)
-                if a is not None and pred(a):
-                    dns_at[r.ns] = (time.perf_counter_ns() - t0) / 1e6
-                    if http is None:
-                        done[r.ns] = (dns_at[r.ns], None)
-            elif http_ok(r.ns, *http):
-                done[r.ns] = (dns_at[r.ns], (time.perf_counter_ns() - t0) / 1e6)
+                ok = a is not None and pred(a)
+                metric = "dns"
+            else:
+                metric, args = checks[k - 1]
+                ok = http_ok(r.ns, *args)
+            if ok:
+                out.append((r.ns, metric, (time.perf_counter_ns() - t0) / 1e6))
+                state[r.ns] = k + 1
         if time.perf_counter_ns() > end:
-            raise RuntimeError(f"{name}: not converged on {sorted(set(x.ns for x in resolvers) - set(done))}")
+            raise RuntimeError(f"{name}: not converged: {state} (checks {checks})")
         time.sleep(0.001)
-    return done
+    return out
 
 
 def main():
-    api_url, prefix, runs, workers, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-    hosts = [h.split(":") for h in sys.argv[6:]]
+    api_url, prefix, runs, workers, proxy, out = (sys.argv[1], sys.argv[2], int(sys.argv[3]),
+                                                  int(sys.argv[4]), sys.argv[5] == "1", sys.argv[6])
+    hosts = [h.split(":") for h in sys.argv[7:]]
     api = Api(api_url, f"{prefix}-co")
     resolvers = [Resolver(f"{prefix}-{h}", gw) for h, gw in hosts]
     node = f"w{workers}"
@@ -174,24 +186,25 @@ def main():
     for run in range(runs):
         name = f"svc{run}"
         fqdn = f"{name}.bench.{SUFFIX}"
+        nodeport = [("http-nodeport", (node_ip, port, "/", fqdn, "bench on"))]
+        nginx_up = [("http-nginx", (node_ip, 80, f"/bench/{name}/", fqdn, "bench on"))]
+        nginx_gone = [("http-nginx", (node_ip, 80, f"/bench/{name}/", fqdn, "No service at this path"))]
         t0 = time.perf_counter_ns()
         api.call("POST", "/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices", slice_(name, node))
         api.call("POST", "/api/v1/namespaces/bench/services", service(name, port))
         got = wait_all(resolvers, fqdn, lambda a: a[0] == 0 and a[1] == [node_ip], t0,
-                       http=(node_ip, port, "bench on"))
-        for ns, (d, h) in got.items():
-            rows.append((workers, run, "create", ns.removeprefix(prefix + "-"), d, h))
+                       nodeport + (nginx_up if proxy else []))
+        rows += [(workers, run, "create", ns.removeprefix(prefix + "-"), m, ms) for ns, m, ms in got]
         t0 = time.perf_counter_ns()
         api.call("DELETE", f"/api/v1/namespaces/bench/services/{name}")
         api.call("DELETE", f"/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices/{name}-abcde")
-        got = wait_all(resolvers, fqdn, lambda a: a[0] == 3, t0)
-        for ns, (d, h) in got.items():
-            rows.append((workers, run, "delete", ns.removeprefix(prefix + "-"), d, h))
-        print(f"run {run}: " + " ".join(f"{r[2]} {r[3]} {r[4]:.1f}" for r in rows[-2 * len(resolvers):]),
+        got2 = wait_all(resolvers, fqdn, lambda a: a[0] == 3, t0, nginx_gone if proxy else [])
+        rows += [(workers, run, "delete", ns.removeprefix(prefix + "-"), m, ms) for ns, m, ms in got2]
+        print(f"run {run}: " + " ".join(f"{m} {ns.removeprefix(prefix + '-')} {ms:.1f}" for ns, m, ms in got + got2),
               file=sys.stderr)
     with open(out, "a") as f:
         for r in rows:
-            f.write(",".join("" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in r) + "\n")
+            f.write(",".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + "\n")
 
 
 if __name__ == "__main__":

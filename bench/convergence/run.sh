@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Convergence benchmark in the namespace testbed (tests/testbed, docs/testbed.md): from the
 # change in the Kubernetes API server to the first right DNS answer on a host and the first
-# successful HTTP GET from it, for service create and delete, RUNS times each, with 1 and 2
-# workers. Hosts measured: h1 (gateway g1 on the central broker) and h2 (gateway g2 behind the
+# successful HTTP GET from it (to the NodePort, and through nginx on the node when the agent
+# has worker mode), for service create and delete, RUNS times each, with 1 and 2 workers. Hosts measured: h1 (gateway g1 on the central broker) and h2 (gateway g2 behind the
 # regional broker, bridged over TLS). Writes results/convergence.csv, results/convergence.png
 # and results/table.md (pasted into docs/benchmarks.md).
 #
 #   sudo RUNS=100 bench/convergence/run.sh
 #
-# Env: RUNS (default 100), WORKER_COUNTS (default "1 2"), BENCH_VENV (a venv with matplotlib;
+# Env: BENCH_OUT (results directory), RUNS (default 100), BENCH_PROXY=0 (no nginx and worker agents: DNS and NodePort only), WORKER_COUNTS (default "1 2"), BENCH_VENV (a venv with matplotlib;
 # default /work/.bench-venv, made with `python3 -m venv DIR && DIR/bin/pip install matplotlib`),
 # plus the testbed's (CARGO_TARGET_DIR / SDWAN_BIN_DIR, TESTBED_PREFIX).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../../tests/testbed/lib.sh"
 RUNS=${RUNS:-100}
-OUT=$HERE/results
+OUT=${BENCH_OUT:-$HERE/results}
 mkdir -p "$OUT"
 : >"$OUT/convergence.csv"
 tb_need || exit 1
@@ -26,11 +26,13 @@ for NWORKERS in ${WORKER_COUNTS:-1 2}; do
     tb_setup || { echo "setup failed"; exit 1; }
     for i in $(seq 1 "$NWORKERS"); do set_node "w$i" True || exit 1; done
     start_backends bench=30090 || exit 1
+    PROXY=0
+    if [ "${BENCH_PROXY:-1}" = 1 ] && worker_mode_available; then PROXY=1; start_proxies; fi
     start_master
     for g in g1 g2 g3; do start_gateway "$g"; done
     wait_for 30 "g1 and g2 serve local." bash -c "[ \"\$(ip netns exec $P-h1 dig +short local.$SUFFIX)\" = 10.77.0.11 ] && [ -n \"\$(ip netns exec $P-h2 dig +short local.$SUFFIX)\" ]" || exit 1
     echo "== $NWORKERS worker(s), $RUNS runs" >&2
-    python3 "$HERE/measure.py" "$API" "$P" "$RUNS" "$NWORKERS" "$OUT/convergence.csv" h1:10.77.11.1 h2:10.77.12.1 || exit 1
+    python3 "$HERE/measure.py" "$API" "$P" "$RUNS" "$NWORKERS" "$PROXY" "$OUT/convergence.csv" h1:10.77.11.1 h2:10.77.12.1 || exit 1
     tb_cleanup
     PIDS=()
 done

@@ -33,14 +33,14 @@ tb_log() { echo "testbed: $*" >&2; }
 tb_need() {
     local missing=()
     [ "$(id -u)" = 0 ] || { echo "testbed: needs root (network namespaces); CI runs it as root" >&2; return 1; }
-    for t in ip mosquitto dig curl python3 openssl; do
+    for t in ip mosquitto dig curl python3 nginx timeout; do
         command -v "$t" >/dev/null || missing+=("$t")
     done
     for b in sdwan-agent sdwan-discovery sdwan-testbed; do
         [ -x "$BIN/$b" ] || missing+=("$BIN/$b (cargo build -p sdwan-agent -p sdwan-discovery -p sdwan-testbed)")
     done
     if [ ${#missing[@]} -gt 0 ]; then
-        echo "testbed: missing: ${missing[*]} (Debian: iproute2 mosquitto bind9-dnsutils curl python3)" >&2
+        echo "testbed: missing: ${missing[*]} (Debian: iproute2 mosquitto bind9-dnsutils curl python3 nginx-light coreutils)" >&2
         return 1
     fi
 }
