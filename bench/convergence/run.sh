@@ -9,7 +9,7 @@
 #   sudo RUNS=100 bench/convergence/run.sh
 #
 # Env: BENCH_OUT (results directory), RUNS (default 100), BENCH_PROXY=0 (no nginx and worker agents: DNS and NodePort only), WORKER_COUNTS (default "1 2"), BENCH_VENV (a venv with matplotlib;
-# default /work/.bench-venv, made with `python3 -m venv DIR && DIR/bin/pip install matplotlib`),
+# default .venv-bench at the repository root, made here on first use with matplotlib from PyPI),
 # plus the testbed's (CARGO_TARGET_DIR / SDWAN_BIN_DIR, TESTBED_PREFIX).
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -36,5 +36,9 @@ for NWORKERS in ${WORKER_COUNTS:-1 2}; do
     tb_cleanup
     PIDS=()
 done
-"${BENCH_VENV:-/work/.bench-venv}/bin/python" "$HERE/report.py" "$OUT/convergence.csv" "$OUT/convergence.png" >"$OUT/table.md" || exit 1
+VENV=${BENCH_VENV:-$HERE/../../.venv-bench}
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+    python3 -m venv "$VENV" && "$VENV/bin/pip" install -q matplotlib || exit 1
+fi
+"$VENV/bin/python" "$HERE/report.py" "$OUT/convergence.csv" "$OUT/convergence.png" >"$OUT/table.md" || exit 1
 cat "$OUT/table.md"
