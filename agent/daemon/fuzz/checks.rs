@@ -73,3 +73,27 @@ pub fn cli(data: &[u8]) {
         Err(e) => assert!(!e.to_string().is_empty()),
     }
 }
+
+/// A proxy payload from the broker (worker mode). Must never panic; an accepted payload is for
+/// this node and directory, newer than the serial in use, and carries exactly the known files
+/// within the size limit, without NUL.
+pub fn proxy_payload(data: &[u8]) {
+    use sdwan_agent::proxy::{decide, Decision, FILES, MAX_FILE};
+    let dir = std::path::Path::new("/etc/nginx/sdwan");
+    for in_use in [None, Some(1), Some(7)] {
+        match decide(data, "worker1", dir, in_use) {
+            Decision::Apply(p) => {
+                assert!(in_use.is_none_or(|s| p.serial > s));
+                let names: Vec<&str> = p.files.iter().map(|(n, _)| *n).collect();
+                assert_eq!(names, FILES);
+                for (_, text) in &p.files {
+                    assert!(text.len() <= MAX_FILE && !text.contains('\0'));
+                }
+                let v: serde_json::Value = serde_json::from_slice(data).unwrap();
+                assert_eq!(v["node"], "worker1");
+            }
+            Decision::Replay(s) => assert_eq!(Some(s), in_use),
+            Decision::Reject(r) => assert!(!r.to_string().is_empty()),
+        }
+    }
+}

@@ -9,7 +9,11 @@ use std::path::Path;
 
 type Check = fn(&[u8]);
 
-const TARGETS: &[(&str, Check)] = &[("config", checks::config), ("cli", checks::cli)];
+const TARGETS: &[(&str, Check)] = &[
+    ("config", checks::config),
+    ("cli", checks::cli),
+    ("proxy_payload", checks::proxy_payload),
+];
 
 #[test]
 fn fuzz_inputs_pass_the_fuzz_checks() {
