@@ -189,10 +189,14 @@ pub fn run_worker(config: &Config) -> Result<(), Error> {
     if config.broker.is_none() {
         return bad("--broker is required (proxy payloads come from the broker)");
     }
-    if !config.listen.is_empty() || config.zone_file.is_some() || config.gateway_id.is_some() {
+    if !config.listen.is_empty()
+        || config.zone_file.is_some()
+        || config.gateway_id.is_some()
+        || config.tap.is_set()
+    {
         return bad(
-            "serves no DNS: --listen, --zone-file and --gateway-id belong to a gateway agent \
-             (run a second sdwan-agent for that)",
+            "serves no DNS: --listen, --zone-file, --gateway-id and --tap belong to a gateway \
+             agent (run a second sdwan-agent for that)",
         );
     }
     if !dir.is_dir() {

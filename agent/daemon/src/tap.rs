@@ -654,6 +654,24 @@ mod tests {
 
     #[cfg(feature = "smoltcp")]
     #[test]
+    fn worker_mode_refuses_tap() {
+        let c = run(&[
+            "--node-id",
+            "w1",
+            "--proxy-dir",
+            "/nonexistent",
+            "--broker",
+            "mqtt://127.0.0.1:1",
+            "--tap",
+            "tap0",
+        ])
+        .unwrap();
+        let err = crate::run_worker(&c).unwrap_err().to_string();
+        assert!(err.contains("--tap belong to a gateway agent"), "{err}");
+    }
+
+    #[cfg(feature = "smoltcp")]
+    #[test]
     fn incomplete_or_missing_tap_is_a_clear_error() {
         let c = run(&["--tap", "tap0"]).unwrap();
         let err = super::open(&c.tap).unwrap_err().to_string();
