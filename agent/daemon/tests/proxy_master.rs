@@ -45,11 +45,14 @@ fn planned_payload_is_served_by_nginx() {
     let port = free_port();
 
     let cluster = format!(
-        r#"{{"apiVersion":"v1","kind":"List","items":[{},{},{},{}]}}"#,
+        r#"{{"apiVersion":"v1","kind":"List","items":[{},{},{},{},{}]}}"#,
         node("worker1", "192.168.200.1"),
         node("worker2", "192.168.200.2"),
         service("hello-world", hello.port, "worker2"),
         service("other", other.port, "worker1"),
+        // A name crafted to break out of the nginx location (not a valid Kubernetes name, but
+        // the master must not trust the API server's input).
+        service("x/ { return 200; } #", other.port, "worker2"),
     );
     let snapshot = sdwan_plan::Snapshot::from_kubectl_json(cluster.as_bytes()).unwrap();
     let topology = sdwan_plan::Topology::from_toml(&format!(
@@ -59,6 +62,17 @@ fn planned_payload_is_served_by_nginx() {
     .unwrap();
     let plan = sdwan_plan::plan(&snapshot, &topology);
     let payload = plan.nodes["worker2"].render("worker2", 1);
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| format!("{w:?}").contains("ServiceNameNotLabel")
+                && format!("{w:?}").contains("return 200")),
+        "the crafted name gives a warning: {:?}",
+        plan.warnings
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    let conf = doc["files"]["sdwan.conf"].as_str().unwrap();
+    assert!(!conf.contains("return 200"), "{conf}");
 
     let client = pki.ca.client("worker2");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-agent"));
@@ -92,6 +106,8 @@ fn planned_payload_is_served_by_nginx() {
         http_get(port, "local.kubernetes.services", "/hello-world/").filter(|r| r.status == 200)
     });
     assert!(r.body.starts_with("service hello-world path / "), "{r:?}");
+    let r = http_get(port, "local.kubernetes.services", "/x/").unwrap();
+    assert_eq!(r.status, 404, "{r:?}");
     // `other` runs on worker1: not proxied here, linked from the help page.
     assert_eq!(
         http_get(port, "worker2.kubernetes.services", "/other/")
