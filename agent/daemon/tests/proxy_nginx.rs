@@ -11,7 +11,7 @@ use mqtt_common::*;
 use sdwan_link::State;
 use sdwan_plan::nginx::{render_conf, render_help, ProxySettings, ProxyView};
 use sdwan_plan::{Protocol, ProxyPort, ProxyService};
-use sdwan_testsupport::nginx::{http_get, Backend, Nginx, Response};
+use sdwan_testsupport::nginx::{http_get, http_get_with, Backend, Nginx, Response};
 use sdwan_testsupport::{free_port, wait_for, ChildGuard, TempDir};
 
 const NODE: &str = "worker2";
@@ -156,6 +156,20 @@ fn worker_agent_drives_nginx_through_mqtt() {
         let r = http_get(port, host, path).unwrap();
         assert!(serves(&r, service), "{host}{path}: {r:?}");
     }
+    // Websocket upgrade headers reach the backend (the backend closes after its answer).
+    let r = http_get_with(
+        port,
+        LOCAL,
+        "/hello-world/ws",
+        "Upgrade: websocket\r\nConnection: Upgrade, close\r\n",
+    )
+    .unwrap();
+    assert!(
+        serves(&r, "hello-world") && r.body.ends_with("upgrade websocket connection upgrade"),
+        "{r:?}"
+    );
+    let r = http_get(port, LOCAL, "/hello-world/").unwrap();
+    assert!(r.body.ends_with("upgrade  connection close"), "{r:?}");
     let r = http_get(port, LOCAL, "/web/").unwrap();
     assert_eq!(
         r.status, 404,

@@ -104,7 +104,8 @@ impl Nginx {
 }
 
 /// A tiny HTTP server on a loopback port answering every request with 200 and the body
-/// `service <name> path <path> host <Host> xff <X-Forwarded-For>` (runs until the process ends).
+/// `service <name> path <path> host <Host> xff <X-Forwarded-For> proto <X-Forwarded-Proto>
+/// upgrade <Upgrade> connection <Connection>` (runs until the process ends).
 #[derive(Debug, Clone, Copy)]
 pub struct Backend {
     /// Its port on 127.0.0.1.
@@ -148,10 +149,12 @@ fn serve(mut s: TcpStream, name: &str) {
             .unwrap_or_default()
     };
     let body = format!(
-        "service {name} path {path} host {} xff {} proto {}",
+        "service {name} path {path} host {} xff {} proto {} upgrade {} connection {}",
         header("host"),
         header("x-forwarded-for"),
-        header("x-forwarded-proto")
+        header("x-forwarded-proto"),
+        header("upgrade"),
+        header("connection")
     );
     let _ = write!(
         s,
@@ -171,12 +174,17 @@ pub struct Response {
 
 /// `GET path` on `127.0.0.1:port` with `Host: host`; `None` when the connection fails.
 pub fn http_get(port: u16, host: &str, path: &str) -> Option<Response> {
+    http_get_with(port, host, path, "Connection: close\r\n")
+}
+
+/// [`http_get`] with `headers` (each line ending in CRLF) instead of `Connection: close`.
+pub fn http_get_with(port: u16, host: &str, path: &str, headers: &str) -> Option<Response> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: sdwan-test\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}User-Agent: sdwan-test\r\n\r\n"
     )
     .ok()?;
     let mut raw = Vec::new();
