@@ -30,6 +30,15 @@ RUN OPTIONS:
   --debounce MS             quiet time that ends a burst of events (default: 20)
   --max-delay MS            longest a burst may delay a publish (default: 100)
   --retained-wait MS        longest to wait for retained payloads at start (default: 2000)
+  --leader-elect            elect one publishing replica through a coordination.k8s.io Lease
+                            (default: on in a pod watching Kubernetes, else off)
+  --no-leader-elect         publish without an election (a single replica)
+  --lease-name NAME         Lease name (default: sdwan-discovery-<cluster>)
+  --lease-namespace NS      Lease namespace (default: the pod's namespace, else default)
+  --identity ID             this replica's name in the Lease (default: $POD_NAME, else the host name)
+  --lease-duration MS       a Lease not renewed for this long is taken over (default: 15000)
+  --renew-deadline MS       the leader stops publishing this long after its last renewal (default: 10000)
+  --retry-period MS         time between Lease attempts (default: 2000)
   -h, --help                this text
   -V, --version             version
 
@@ -88,6 +97,16 @@ pub struct RunArgs {
     pub max_delay: Duration,
     /// Retained read bound.
     pub retained_wait: Duration,
+    /// Leader election: `None` = on in a pod watching Kubernetes, else off.
+    pub leader_elect: Option<bool>,
+    /// Lease name.
+    pub lease_name: String,
+    /// Lease namespace (`None`: the pod's, else `default`).
+    pub lease_namespace: Option<String>,
+    /// Identity in the Lease (`None`: `$POD_NAME`, else the host name).
+    pub identity: Option<String>,
+    /// Lease timing.
+    pub lease: crate::leader::LeaseTiming,
 }
 
 /// Flags of `plan`.
@@ -139,6 +158,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
     let mut retained_wait = Duration::from_millis(2000);
     let mut out = None;
     let mut serial: u32 = 1;
+    let mut leader_elect = None;
+    let mut lease_name = None;
+    let mut lease_namespace = None;
+    let mut identity = None;
+    let mut lease = crate::leader::LeaseTiming::default();
     while let Some(arg) = p.next()? {
         match arg {
             Value(v) if sub.is_none() => {
@@ -167,6 +191,16 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
             Long("debounce") => debounce = millis("--debounce", p.value()?)?,
             Long("max-delay") => max_delay = millis("--max-delay", p.value()?)?,
             Long("retained-wait") => retained_wait = millis("--retained-wait", p.value()?)?,
+            Long("leader-elect") => leader_elect = Some(true),
+            Long("no-leader-elect") => leader_elect = Some(false),
+            Long("lease-name") => lease_name = Some(p.value()?.string()?),
+            Long("lease-namespace") => lease_namespace = Some(p.value()?.string()?),
+            Long("identity") => identity = Some(p.value()?.string()?),
+            Long("lease-duration") => lease.duration = millis("--lease-duration", p.value()?)?,
+            Long("renew-deadline") => {
+                lease.renew_deadline = millis("--renew-deadline", p.value()?)?;
+            }
+            Long("retry-period") => lease.retry = millis("--retry-period", p.value()?)?,
             Long("out") => out = Some(PathBuf::from(p.value()?)),
             Long("serial") => {
                 let s = p.value()?.string()?;
@@ -198,7 +232,12 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
     if max_delay < debounce {
         return Err("--max-delay must not be shorter than --debounce".into());
     }
+    lease.check()?;
+    if leader_elect == Some(true) && !cluster_files.is_empty() {
+        return Err("--leader-elect needs the Kubernetes API: not with --cluster-file".into());
+    }
     let topic_prefix = topic_prefix.unwrap_or_else(|| format!("sdwan/v1/{cluster}"));
+    let lease_name = lease_name.unwrap_or_else(|| format!("sdwan-discovery-{cluster}"));
     let client_id = client_id.unwrap_or_else(|| format!("sdwan-discovery-{cluster}"));
     Ok(Command::Run(Box::new(RunArgs {
         topology,
@@ -218,6 +257,11 @@ pub fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Comma
         debounce,
         max_delay,
         retained_wait,
+        leader_elect,
+        lease_name,
+        lease_namespace,
+        identity,
+        lease,
     })))
 }
 
@@ -257,6 +301,43 @@ mod tests {
             "plan --cluster-file a --topology t --out d --serial 0"
         ))
         .is_err());
+    }
+
+    #[test]
+    fn leader_election_flags() {
+        let Command::Run(r) = parse(args("--topology t --cluster lab")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.leader_elect, None);
+        assert_eq!(r.lease_name, "sdwan-discovery-lab");
+        assert_eq!(r.lease, crate::leader::LeaseTiming::default());
+        let Command::Run(r) = parse(args(
+            "--topology t --leader-elect --lease-name l --lease-namespace ns --identity pod-1 \
+             --lease-duration 1500 --renew-deadline 1000 --retry-period 200",
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.leader_elect, Some(true));
+        assert_eq!(
+            (
+                r.lease_name.as_str(),
+                r.lease_namespace.as_deref(),
+                r.identity.as_deref()
+            ),
+            ("l", Some("ns"), Some("pod-1"))
+        );
+        assert_eq!(r.lease.renew_deadline, Duration::from_millis(1000));
+        let e = parse(args(
+            "--topology t --lease-duration 1000 --renew-deadline 1000",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--renew-deadline"), "{e}");
+        let e = parse(args("--topology t --cluster-file c.json --leader-elect"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--cluster-file"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use sdwan_link::{Status, TopicKind, Topics};
 use sdwan_plan::{Change, Planner, ProxyContent, Snapshot, Topology, ZoneContent};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+use crate::leader::Leadership;
 use crate::metrics::SharedMetrics;
 use crate::watch::{Resource, WatchMsg};
 
@@ -100,6 +101,10 @@ pub struct Controller {
     last_event: Instant,
     logged_warnings: HashSet<String>,
     connected: bool,
+    /// Who may publish; `leading` is this controller's view, taken (after reading the retained
+    /// payloads) when the election says so.
+    leadership: Leadership,
+    leading: bool,
 }
 
 fn serial_of(payload: &[u8]) -> Option<u32> {
@@ -134,6 +139,53 @@ impl Controller {
             last_event: Instant::now(),
             logged_warnings: HashSet::new(),
             connected: false,
+            leadership: Leadership::always(),
+            leading: true,
+        }
+    }
+
+    /// Publishes only while `leadership` says this replica leads (leader election).
+    pub fn with_leadership(mut self, leadership: Leadership) -> Controller {
+        self.leading = !leadership.elects();
+        {
+            let mut m = self.metrics.lock().unwrap();
+            m.leader_election = leadership.elects();
+            m.leader = self.leading;
+        }
+        self.leadership = leadership;
+        self
+    }
+
+    /// Leading now: the controller took the leadership and the election still grants it.
+    fn may_publish(&self) -> bool {
+        self.leading && self.leadership.is_leader(Instant::now())
+    }
+
+    /// Follows the election: on losing it, forget what was published (a later leadership
+    /// starts from the retained payloads again); on winning it, read the retained payloads and
+    /// statuses first, so serials continue from the previous leader's, then plan everything.
+    async fn follow_leadership(&mut self, inbound: &mut UnboundedReceiver<Inbound>) {
+        let leader = self.leadership.is_leader(Instant::now());
+        if leader == self.leading {
+            return;
+        }
+        self.zones.clear();
+        self.proxies.clear();
+        self.retained_zones.clear();
+        self.retained_proxies.clear();
+        if !leader {
+            self.leading = false;
+            self.metrics.lock().unwrap().leader = false;
+            log::warn!("leadership lost: not publishing");
+            return;
+        }
+        log::info!("leadership taken: reading the retained payloads before publishing");
+        self.read_retained(inbound).await;
+        self.leading = true;
+        self.metrics.lock().unwrap().leader = true;
+        self.mark_all();
+        if self.planner.is_some() {
+            self.note_event(Instant::now());
         }
     }
 
@@ -171,6 +223,11 @@ impl Controller {
         let quiet = Duration::from_millis(150);
         let mut acked_at: Option<tokio::time::Instant> = None;
         let mut deadline: Option<tokio::time::Instant> = None;
+        if self.connected {
+            // Taking over as leader: connected already.
+            self.subscribe(true).await;
+            deadline = Some(tokio::time::Instant::now() + self.timing.retained_wait);
+        }
         loop {
             let wake = match (acked_at, deadline) {
                 (Some(a), Some(d)) => Some((a + quiet).min(d)),
@@ -387,6 +444,7 @@ impl Controller {
     }
 
     fn start_planner(&mut self, snap: Snapshot) {
+        self.metrics.lock().unwrap().synced = true;
         self.planner = Some(Planner::new(snap, self.topology.clone()));
         self.mark_all();
     }
@@ -414,6 +472,15 @@ impl Controller {
         let Some(start) = self.burst_start.take() else {
             return;
         };
+        if !self.may_publish() {
+            // A standby replica keeps its cache warm but publishes nothing.
+            self.dirty_gateways.clear();
+            self.dirty_nodes.clear();
+            if self.planner.is_some() {
+                self.metrics.lock().unwrap().plans += 1;
+            }
+            return;
+        }
         let Some(planner) = self.planner.as_ref() else {
             return;
         };
@@ -499,6 +566,10 @@ impl Controller {
                 self.topics.node_proxy(name)
             };
             let len = bytes.len();
+            if !self.may_publish() {
+                log::warn!("leadership ended: {topic} serial {serial} and the rest not published");
+                break;
+            }
             if let Err(e) = self
                 .client
                 .publish(topic.clone(), QoS::AtLeastOnce, true, bytes.clone())
@@ -531,6 +602,9 @@ impl Controller {
     /// After a reconnect: publish the current payloads again (same serials, same bytes), in
     /// case the broker lost them.
     async fn republish(&mut self) {
+        if !self.may_publish() {
+            return;
+        }
         let mut items: Vec<(String, Vec<u8>)> = Vec::new();
         for (gw, (s, c)) in &self.zones {
             items.push((self.topics.gateway_zone(gw), c.render(gw, *s)));
@@ -559,7 +633,9 @@ impl Controller {
         mut inbound: UnboundedReceiver<Inbound>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        self.read_retained(&mut inbound).await;
+        if !self.leadership.elects() {
+            self.read_retained(&mut inbound).await;
+        }
         let mut watch_rx = match source {
             Source::Watch(rx) => Some(rx),
             Source::Static(snap) => {
@@ -570,9 +646,19 @@ impl Controller {
             }
         };
         tokio::pin!(shutdown);
+        let mut leadership = self.leadership.clone();
         loop {
             let flush_at = self.flush_at();
+            let lease_end = if self.leading {
+                self.leadership.deadline()
+            } else {
+                None
+            };
             tokio::select! {
+                _ = leadership.changed() => self.follow_leadership(&mut inbound).await,
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(lease_end.unwrap_or_else(Instant::now))), if lease_end.is_some() => {
+                    self.follow_leadership(&mut inbound).await;
+                }
                 m = async { watch_rx.as_mut().unwrap().recv().await }, if watch_rx.is_some() => match m {
                     Some(m) => self.on_watch(m),
                     None => { log::error!("watchers stopped"); break }

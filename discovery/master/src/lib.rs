@@ -8,6 +8,8 @@
 //!   publish only changed payloads, serials continued from the retained payloads, convergence
 //!   from the agents' status documents.
 //! - [`metrics`]: convergence state, Prometheus text on `/metrics`, `/healthz`, `/readyz`.
+//! - [`leader`]: leader election through a coordination.k8s.io Lease (one replica publishes),
+//!   and [`leader::API_CALLS`], every Kubernetes API call the master makes.
 //! - [`broker`]: the embedded rumqttd broker used when no `--broker` is given.
 //! - [`offline`]: `sdwan-discovery plan` (files in, files out).
 //!
@@ -16,6 +18,7 @@
 pub mod broker;
 pub mod cli;
 pub mod controller;
+pub mod leader;
 pub mod metrics;
 pub mod offline;
 pub mod watch;
@@ -156,7 +159,21 @@ pub async fn run(
             (url, Some(addr))
         }
     };
-    let mut link = LinkOptions::new(broker_url, &args.client_id);
+    let leader_elect = args.leader_elect.unwrap_or(
+        leader::in_cluster() && args.cluster_files.is_empty() && args.kubeconfig.is_none(),
+    );
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(leader::default_identity);
+    // Replicas must not share an MQTT client id (the broker would disconnect one for the other).
+    let client_id = if leader_elect && args.client_id == format!("sdwan-discovery-{}", args.cluster)
+    {
+        format!("{}-{identity}", args.client_id)
+    } else {
+        args.client_id.clone()
+    };
+    let mut link = LinkOptions::new(broker_url, &client_id);
     link.ca = args.ca.clone();
     link.cert = args.cert.clone();
     link.key = args.key.clone();
@@ -179,6 +196,7 @@ pub async fn run(
         log::info!("metrics on http://{a}/metrics (also /healthz, /readyz)");
     }
 
+    let mut election = None;
     let source = match static_snapshot {
         Some(snap) => {
             log::info!(
@@ -189,6 +207,18 @@ pub async fn run(
         }
         None => {
             let client = kube_client(&args).await?;
+            if leader_elect {
+                let cfg = leader::LeaseConfig {
+                    name: args.lease_name.clone(),
+                    namespace: args
+                        .lease_namespace
+                        .clone()
+                        .unwrap_or_else(leader::default_namespace),
+                    identity: identity.clone(),
+                    timing: args.lease,
+                };
+                election = Some(leader::spawn(client.clone(), cfg));
+            }
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             watch::spawn(client, tx);
             Source::Watch(rx)
@@ -202,12 +232,20 @@ pub async fn run(
         retained_wait: args.retained_wait,
     };
     let ctl = Controller::new(topics, client, metrics.clone(), timing, topology);
+    let (ctl, election) = match election {
+        Some((election, leadership)) => (ctl.with_leadership(leadership), Some(election)),
+        None => (ctl, None),
+    };
     started(&Running {
         metrics,
         metrics_addr,
         embedded_broker: embedded,
     });
     ctl.run(source, in_rx, shutdown).await;
+    if let Some(e) = election {
+        // Publishing has stopped: hand the Lease over now rather than after its duration.
+        e.release().await;
+    }
     mqtt_task.abort();
     Ok(())
 }

@@ -58,8 +58,15 @@ fn main() -> ExitCode {
                 }
             };
             let shutdown = async {
-                let _ = tokio::signal::ctrl_c().await;
-                log::info!("interrupted, stopping");
+                // SIGTERM is how Kubernetes stops a pod; SIGINT is ^C.
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => log::info!("interrupted, stopping"),
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {
+                        log::info!("terminated, stopping");
+                    }
+                }
             };
             match rt.block_on(sdwan_discovery::run(*args, shutdown, |_| {})) {
                 Ok(()) => ExitCode::SUCCESS,

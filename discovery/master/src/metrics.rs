@@ -115,6 +115,12 @@ pub struct Metrics {
     pub broker_connected: bool,
     /// The first plan was published.
     pub ready: bool,
+    /// Leader election is on.
+    pub leader_election: bool,
+    /// This replica publishes (always true without leader election).
+    pub leader: bool,
+    /// All watched resources were listed once (the cache is warm).
+    pub synced: bool,
 }
 
 fn esc(s: &str) -> String {
@@ -272,6 +278,12 @@ impl Metrics {
         );
         let _ = writeln!(
             o,
+            "# HELP sdwan_leader 1 while this replica is the publishing leader\n\
+             # TYPE sdwan_leader gauge\nsdwan_leader {}",
+            u8::from(self.leader || !self.leader_election)
+        );
+        let _ = writeln!(
+            o,
             "# HELP sdwan_ready 1 once the first complete plan was published\n\
              # TYPE sdwan_ready gauge\nsdwan_ready {}",
             u8::from(self.ready)
@@ -293,6 +305,32 @@ impl Metrics {
 /// One per-agent gauge: name, help, value.
 type Series = (&'static str, &'static str, fn(&Convergence) -> Option<f64>);
 
+impl Metrics {
+    /// `/readyz`: `Ok` when ready, else the reason. Connected to the broker, and either the
+    /// first complete plan published (the leader, or no election) or, for a standby replica,
+    /// all watched resources listed (it can take over at once).
+    pub fn readiness(&self) -> Result<&'static str, String> {
+        let standby = self.leader_election && !self.leader;
+        if self.broker_connected && standby && self.synced {
+            return Ok("ready (standby)\n");
+        }
+        if self.broker_connected && !standby && self.ready {
+            return Ok("ready\n");
+        }
+        Err(if standby {
+            format!(
+                "not ready: standby, cluster listed: {}, broker connected: {}\n",
+                self.synced, self.broker_connected
+            )
+        } else {
+            format!(
+                "not ready: first plan published: {}, broker connected: {}\n",
+                self.ready, self.broker_connected
+            )
+        })
+    }
+}
+
 /// Shared metrics handle.
 pub type SharedMetrics = Arc<Mutex<Metrics>>;
 
@@ -304,8 +342,8 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
-/// Serves `/metrics`, `/healthz` (always 200 while the process runs) and `/readyz` (200 once
-/// the first plan was published and the broker is connected, else 503) on `listener`.
+/// Serves `/metrics`, `/healthz` (always 200 while the process runs) and `/readyz` (200 when
+/// [`Metrics::readiness`] says so, else 503 with the reason) on `listener`.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: SharedMetrics) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -320,16 +358,10 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: SharedMetrics) {
                     let resp = match req.uri().path() {
                         "/metrics" => text(StatusCode::OK, m.render()),
                         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-                        "/readyz" if m.ready && m.broker_connected => {
-                            text(StatusCode::OK, "ready\n".into())
-                        }
-                        "/readyz" => text(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!(
-                                "not ready: first plan published: {}, broker connected: {}\n",
-                                m.ready, m.broker_connected
-                            ),
-                        ),
+                        "/readyz" => match m.readiness() {
+                            Ok(t) => text(StatusCode::OK, t.into()),
+                            Err(t) => text(StatusCode::SERVICE_UNAVAILABLE, t),
+                        },
                         _ => text(
                             StatusCode::NOT_FOUND,
                             "not found: /metrics /healthz /readyz\n".into(),

@@ -46,7 +46,8 @@ pub struct MosquittoConfig {
 
 impl MosquittoConfig {
     /// The ACL of the design for `prefix`: each gateway (certificate CN = gateway id) reads its
-    /// own zone and writes its own status; user `master` writes zones and reads statuses.
+    /// own zone and writes its own status; user `master` reads and writes zones and proxies (it
+    /// reads the retained payloads at start to continue their serials) and reads statuses.
     pub fn design_acl(prefix: &str) -> String {
         format!(
             "pattern read {prefix}/gateways/%u/zone\n\
@@ -55,9 +56,9 @@ impl MosquittoConfig {
              pattern write {prefix}/nodes/%u/status\n\
              \n\
              user master\n\
-             topic write {prefix}/gateways/+/zone\n\
+             topic readwrite {prefix}/gateways/+/zone\n\
              topic read {prefix}/gateways/+/status\n\
-             topic write {prefix}/nodes/+/proxy\n\
+             topic readwrite {prefix}/nodes/+/proxy\n\
              topic read {prefix}/nodes/+/status\n"
         )
     }
