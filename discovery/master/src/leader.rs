@@ -225,7 +225,9 @@ impl Elector {
                         now
                     }
                 };
-                if now.saturating_duration_since(since) >= r.duration {
+                // The longer of the holder's duration and ours: a holder configured with a
+                // longer one is not cut short, nor is ours by a record rounded to seconds.
+                if now.saturating_duration_since(since) >= r.duration.max(self.timing.duration) {
                     Action::Acquire {
                         transitions: r.transitions.saturating_add(1),
                     }
@@ -364,8 +366,10 @@ fn lease_object(cfg: &LeaseConfig, rv: Option<String>, transitions: i32, acquire
         },
         spec: Some(LeaseSpec {
             holder_identity: Some(cfg.identity.clone()),
+            // Whole seconds, rounded up: never shorter than the duration in use.
             lease_duration_seconds: Some(
-                i32::try_from(cfg.timing.duration.as_secs().max(1)).unwrap_or(i32::MAX),
+                i32::try_from(cfg.timing.duration.as_millis().div_ceil(1000).max(1))
+                    .unwrap_or(i32::MAX),
             ),
             acquire_time: acquire.then(|| now.clone()),
             renew_time: Some(now),
@@ -651,6 +655,24 @@ mod tests {
         assert!(!b.is_leader(t0 + s(29)), "only once the write succeeded");
         b.succeeded(t0 + s(29));
         assert!(b.is_leader(t0 + s(29)));
+    }
+
+    #[test]
+    fn the_longer_of_the_record_and_own_duration_is_waited() {
+        let t0 = Instant::now();
+        let mut b = Elector::new("b", T);
+        let mut short = rec(Some("a"), 7);
+        short.duration = s(1);
+        assert_eq!(b.decide(t0, Some(&short)), Action::Wait);
+        assert_eq!(b.decide(t0 + s(14), Some(&short)), Action::Wait);
+        let mut long = rec(Some("a"), 8);
+        long.duration = s(60);
+        assert_eq!(b.decide(t0 + s(15), Some(&long)), Action::Wait);
+        assert_eq!(b.decide(t0 + s(74), Some(&long)), Action::Wait);
+        assert_eq!(
+            b.decide(t0 + s(75), Some(&long)),
+            Action::Acquire { transitions: 4 }
+        );
     }
 
     #[test]

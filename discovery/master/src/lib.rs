@@ -183,7 +183,10 @@ pub async fn run(
     // TCP_NODELAY and the other link-wide network options come with the shared client.
     let (client, eventloop) = link.async_client(1024).map_err(Error::Link)?;
 
-    let metrics: SharedMetrics = Arc::new(Mutex::new(Metrics::default()));
+    let metrics: SharedMetrics = Arc::new(Mutex::new(Metrics {
+        leader_election: leader_elect,
+        ..Metrics::default()
+    }));
     let metrics_addr = match args.metrics {
         Some(addr) => Some(
             metrics::spawn(addr, metrics.clone())
