@@ -405,3 +405,67 @@ fn html_checker_catches_what_it_must() {
         assert!(html::check(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn worker_mode_refuses_settings_that_do_not_fit() {
+    let tmp = TempDir::new("proxy-flags");
+    let dir = tmp.path().to_str().unwrap();
+    let missing = tmp.join("missing");
+    let missing = missing.to_str().unwrap();
+    let broker = ["--broker", "mqtts://127.0.0.1:1"];
+    // (arguments, what the error says)
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--proxy-dir", dir],
+            "worker mode: --node-id is required",
+        ),
+        (
+            vec!["--node-id", NODE],
+            "worker mode: --proxy-dir is required",
+        ),
+        (
+            vec!["--node-id", NODE, "--proxy-dir", dir],
+            "worker mode: --broker is required",
+        ),
+        (
+            [
+                &broker[..],
+                &[
+                    "--node-id",
+                    NODE,
+                    "--proxy-dir",
+                    dir,
+                    "--listen",
+                    "127.0.0.1:5353",
+                ],
+            ]
+            .concat(),
+            "worker mode: serves no DNS",
+        ),
+        (
+            [
+                &broker[..],
+                &["--node-id", NODE, "--proxy-dir", dir, "--gateway-id", "gw"],
+            ]
+            .concat(),
+            "worker mode: serves no DNS",
+        ),
+        (
+            [&broker[..], &["--node-id", NODE, "--proxy-dir", missing]].concat(),
+            "is not a directory",
+        ),
+        (
+            [&broker[..], &["--node-id", "a/b", "--proxy-dir", dir]].concat(),
+            "--node-id \"a/b\": must be 1..=64 characters",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_sdwan-agent"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: got {err:?}, want {want:?}");
+    }
+}
