@@ -68,7 +68,9 @@ pub fn cli(data: &[u8]) {
         return;
     }
     match parse(args.iter().copied()) {
-        Ok(Command::Run(c)) => assert!(!c.listen.is_empty()),
+        Ok(Command::Run(c)) => {
+            assert!(!c.listen.is_empty() || c.worker_mode() || c.tap.is_set())
+        }
         Ok(_) => {}
         Err(e) => assert!(!e.to_string().is_empty()),
     }
@@ -76,11 +78,11 @@ pub fn cli(data: &[u8]) {
 
 /// A proxy payload from the broker (worker mode). Must never panic; an accepted payload is for
 /// this node and directory, newer than the serial in use, and carries exactly the known files
-/// within the size limit, without NUL.
+/// within the size limit, without NUL; once its serial is in use it is a replay.
 pub fn proxy_payload(data: &[u8]) {
     use sdwan_agent::proxy::{decide, Decision, FILES, MAX_FILE};
     let dir = std::path::Path::new("/etc/nginx/sdwan");
-    for in_use in [None, Some(1), Some(7)] {
+    for in_use in [None, Some(1), Some(7), Some(u32::MAX)] {
         match decide(data, "worker1", dir, in_use) {
             Decision::Apply(p) => {
                 assert!(in_use.is_none_or(|s| p.serial > s));
@@ -91,6 +93,15 @@ pub fn proxy_payload(data: &[u8]) {
                 }
                 let v: serde_json::Value = serde_json::from_slice(data).unwrap();
                 assert_eq!(v["node"], "worker1");
+                // The same payload once its serial is in use is a replay; for another node, refused.
+                match decide(data, "worker1", dir, Some(p.serial)) {
+                    Decision::Replay(s) => assert_eq!(s, p.serial),
+                    other => panic!("serial {} in use, the payload again: {other:?}", p.serial),
+                }
+                assert!(matches!(
+                    decide(data, "worker2", dir, in_use),
+                    Decision::Reject(_)
+                ));
             }
             Decision::Replay(s) => assert_eq!(Some(s), in_use),
             Decision::Reject(r) => assert!(!r.to_string().is_empty()),
