@@ -91,11 +91,9 @@ pub fn proxy_payload(data: &[u8]) {
                 for (_, text) in &p.files {
                     assert!(text.len() <= MAX_FILE && !text.contains('\0'));
                 }
-                // Read leniently: `decide` accepts invalid UTF-8 inside fields it ignores
-                // (serde_json skips them unchecked), see docs/fuzzing.md and
-                // tests/regressions/proxy_payload/invalid-utf8-in-ignored-field.json.
-                let text = String::from_utf8_lossy(data);
-                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                // Whatever `decide` accepts is strict JSON, UTF-8 throughout (see
+                // tests/regressions/proxy_payload/invalid-utf8-in-ignored-field.json).
+                let v: serde_json::Value = serde_json::from_slice(data).unwrap();
                 assert_eq!(v["node"], "worker1");
                 // The same payload once its serial is in use is a replay; for another node, refused.
                 match decide(data, "worker1", dir, Some(p.serial)) {

@@ -155,7 +155,12 @@ pub fn decide(payload: &[u8], node_id: &str, dir: &Path, in_use: Option<u32>) ->
     if payload.len() > MAX_PAYLOAD {
         return reject(Rejection::TooLarge(payload.len()));
     }
-    let p: Payload = match serde_json::from_slice(payload) {
+    // JSON is UTF-8 throughout; serde_json would skip bad bytes inside ignored fields unchecked.
+    let payload = match std::str::from_utf8(payload) {
+        Ok(text) => text,
+        Err(e) => return reject(Rejection::Invalid(format!("not UTF-8: {e}"))),
+    };
+    let p: Payload = match serde_json::from_str(payload) {
         Ok(p) => p,
         Err(e) => return reject(Rejection::Invalid(e.to_string())),
     };
