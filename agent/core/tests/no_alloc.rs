@@ -3,36 +3,11 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use sdwan_agent_core::{answer, Transport};
-
-struct Counting;
-thread_local! {
-    // Only this test's thread counts: the test harness allocates on its own threads.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator, only counting.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use sdwan_testsupport::alloc::{allocations, count_this_thread, CountingAllocator};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 #[test]
 fn answer_does_not_allocate() {
@@ -74,18 +49,14 @@ fn answer_does_not_allocate() {
         .collect();
     let mut out = [0u8; 4096];
     let mut total = 0;
-    COUNTING.with(|c| c.set(true));
+    count_this_thread(true);
     for _ in 0..1000 {
         for q in &queries {
             total += answer(Some(&zone), q, &mut out, Transport::Udp).unwrap_or(0);
             total += answer(Some(&zone), q, &mut out, Transport::Tcp).unwrap_or(0);
         }
     }
-    COUNTING.with(|c| c.set(false));
+    count_this_thread(false);
     assert!(total > 0);
-    assert_eq!(
-        ALLOCS.load(Ordering::SeqCst),
-        0,
-        "allocations on the query path"
-    );
+    assert_eq!(allocations(), 0, "allocations on the query path");
 }

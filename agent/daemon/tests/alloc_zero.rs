@@ -3,57 +3,17 @@
 //! threads. After a warm-up, thousands of mixed queries (answers, NXDOMAIN, NODATA, REFUSED,
 //! truncation, FORMERR, EDNS, pipelined TCP) must add zero.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use sdwan_agent::server::{tcp, udp};
 use sdwan_agent::store::{load_payload, ZoneStore};
-
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Set on the server threads only.
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note() {
-    if COUNTED.try_with(|c| c.get()).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use sdwan_testsupport::alloc::{allocations, count_this_thread, CountingAllocator};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 fn store() -> Arc<ZoneStore> {
     let store = ZoneStore::new();
@@ -113,7 +73,7 @@ fn udp_server_allocates_nothing_per_query() {
     let addr = server.local_addr().unwrap();
     let s = store.clone();
     std::thread::spawn(move || {
-        COUNTED.with(|c| c.set(true));
+        count_this_thread(true);
         udp::serve(&server, &s)
     });
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -147,9 +107,9 @@ fn udp_server_allocates_nothing_per_query() {
     };
     ask_all(20, false);
     ask_all(20, true);
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = allocations();
     let n = ask_all(200, false) + ask_all(300, true);
-    let after = ALLOCS.load(Ordering::SeqCst);
+    let after = allocations();
     assert!(n >= 5000, "only {n} answers");
     assert_eq!(
         after - before,
@@ -171,7 +131,7 @@ fn tcp_connection_allocates_nothing_per_query() {
     let addr: SocketAddr = listener.local_addr().unwrap();
     let s = store.clone();
     std::thread::spawn(move || {
-        COUNTED.with(|c| c.set(true));
+        count_this_thread(true);
         let (stream, _) = listener.accept().unwrap();
         tcp::serve_connection(&stream, &s, Duration::from_secs(30))
     });
@@ -197,11 +157,11 @@ fn tcp_connection_allocates_nothing_per_query() {
     for _ in 0..20 {
         round(&mut c);
     }
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = allocations();
     for _ in 0..300 {
         round(&mut c);
     }
-    let after = ALLOCS.load(Ordering::SeqCst);
+    let after = allocations();
     assert_eq!(
         after - before,
         0,

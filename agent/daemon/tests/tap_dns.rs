@@ -12,19 +12,18 @@
 //! `SDWAN_SKIP_ROOT_TESTS=1` opts out (for a developer's machine; CI runs as root).
 #![cfg(feature = "smoltcp")]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use sdwan_agent::store::{load_payload, ZoneStore};
 use sdwan_agent::tap::{self, TapSettings};
 
+use sdwan_testsupport::alloc::{allocations, count_this_thread, CountingAllocator};
 use sdwan_testsupport::{require_tool, wait_for, ChildGuard, DigAnswer};
 use serde::Deserialize;
 
@@ -289,46 +288,8 @@ fn missing_tap_device_is_a_clear_error() {
     assert!(!String::from_utf8_lossy(&links.stdout).contains("nosuch0"));
 }
 
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// Set on the driver thread only, once it is warm.
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn note() {
-    if COUNTED.try_with(|c| c.get()).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 /// Moves the calling thread (only it) into the network namespace `name`.
 fn enter_netns(name: &str) {
@@ -391,14 +352,14 @@ fn tap_driver_allocates_nothing_per_query() {
             let cap = smoltcp_ms(10);
             while !stop.load(Ordering::SeqCst) {
                 if warm.load(Ordering::SeqCst) {
-                    COUNTED.with(|c| c.set(true));
+                    count_this_thread(true);
                 }
                 let now = tap.now();
                 answered += tap.poll(now, &store);
                 let delay = tap.delay(now).map_or(cap, |d| d.min(cap));
                 tap.wait(Some(delay)).expect("wait on tap0");
             }
-            COUNTED.with(|c| c.set(false));
+            count_this_thread(false);
             answered
         })
     };
@@ -436,11 +397,11 @@ fn tap_driver_allocates_nothing_per_query() {
         warm.store(true, Ordering::SeqCst);
         // The driver sets its flag on its next iteration; one more round makes sure it did.
         round(client);
-        let before = ALLOCS.load(Ordering::SeqCst);
+        let before = allocations();
         for _ in 0..400 {
             round(client);
         }
-        let after = ALLOCS.load(Ordering::SeqCst);
+        let after = allocations();
         assert_eq!(
             after - before,
             0,

@@ -5,9 +5,8 @@
 #[path = "../fuzz/checks.rs"]
 mod checks;
 
+use sdwan_testsupport::fuzz::{check_fuzz_inputs, Check};
 use std::path::Path;
-
-type Check = fn(&[u8]);
 
 const TARGETS: &[(&str, Check)] = &[
     ("broker_url", checks::broker_url),
@@ -17,33 +16,5 @@ const TARGETS: &[(&str, Check)] = &[
 
 #[test]
 fn fuzz_inputs_pass_the_fuzz_checks() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut failed = Vec::new();
-    for (target, check) in TARGETS {
-        let mut seen = 0;
-        for dir in [
-            root.join("fuzz/corpus").join(target),
-            root.join("tests/regressions").join(target),
-        ] {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            let mut files: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
-            files.sort();
-            for file in files {
-                let data = std::fs::read(&file).unwrap();
-                seen += 1;
-                if let Err(e) = std::panic::catch_unwind(|| check(&data)) {
-                    let msg = e
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_default();
-                    failed.push(format!("{target}: {}: {msg}", file.display()));
-                }
-            }
-        }
-        assert!(seen > 0, "no inputs for fuzz target {target}");
-    }
-    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    check_fuzz_inputs(Path::new(env!("CARGO_MANIFEST_DIR")), TARGETS);
 }

@@ -3,6 +3,7 @@
 //! peers such as mosquitto live in their own modules).
 //!
 //! Layout:
+//! - [`alloc`]: [`alloc::CountingAllocator`], a global allocator counting chosen threads.
 //! - [`agent`]: [`Agent`]: the `sdwan-agent` binary on a free loopback port, up and listening.
 //! - [`wait`]: [`wait_until`] / [`wait_for`]: poll a condition until a deadline, then panic
 //!   with what was awaited. Never sleep-and-hope.
@@ -16,14 +17,18 @@
 //! - [`dnsmasq`]: start a real dnsmasq forwarding a domain to a port.
 //! - [`certs`]: test PKI with rcgen (CA, server and client certificates as PEM files).
 //! - [`mosquitto`]: a real mosquitto broker (plain or TLS, client certificates, ACL).
+//! - [`fuzz`]: [`fuzz::check_fuzz_inputs`]: fuzz targets' checks over the kept corpus and
+//!   crash inputs (each crate's `tests/regressions.rs`).
 //! - [`nginx`]: a real nginx in its own prefix directory, HTTP backends standing in for
 //!   NodePorts, a raw HTTP GET.
 
 pub mod agent;
+pub mod alloc;
 pub mod certs;
 pub mod child;
 pub mod dig;
 pub mod dnsmasq;
+pub mod fuzz;
 pub mod mosquitto;
 pub mod net;
 pub mod nginx;
