@@ -243,9 +243,16 @@ fn worker_agent_drives_nginx_through_mqtt() {
         !conf.contains("listen 1") && conf.contains("# 1 service(s) left out"),
         "{conf}"
     );
+    // `nginx -s reload` returns before the new workers take over: poll, with a deadline.
+    wait_get(
+        port,
+        LOCAL,
+        "/extra/",
+        "still served after the reload",
+        |r| serves(r, "extra"),
+    );
     let help = http_get(port, LOCAL, "/help/").unwrap();
     html::check(&help.body).unwrap_or_else(|e| panic!("help page: {e}\n{}", help.body));
-    assert!(serves(&http_get(port, LOCAL, "/extra/").unwrap(), "extra"));
 
     // A stale serial is refused; the files stay.
     master.publish_proxy(NODE, payload(1, &settings, &one, &elsewhere, None));
