@@ -2,7 +2,7 @@
 //! CN is the MQTT identity (gateway id, `master`), each written as PEM files into a directory.
 //!
 //! ```no_run
-//! let dir = tempfile::tempdir().unwrap();
+//! let dir = sdwan_testsupport::TempDir::new("pki");
 //! let ca = sdwan_testsupport::certs::Ca::new(dir.path(), "test");
 //! let server = ca.server("broker");           // SAN 127.0.0.1, ::1, localhost
 //! let gw = ca.client("gw-a");                 // CN=gw-a
