@@ -7,8 +7,8 @@ mod mqtt_common;
 use std::process::Command;
 
 use mqtt_common::*;
-use sdwan_testsupport::nginx::{http_get, Backend, Nginx};
-use sdwan_testsupport::{free_port, wait_for, ChildGuard, TempDir};
+use sdwan_testsupport::nginx::{http_get, Backend};
+use sdwan_testsupport::{free_port, wait_for, ChildGuard};
 
 fn node(name: &str, ip: &str) -> String {
     format!(
@@ -30,17 +30,15 @@ fn service(name: &str, node_port: u16, on: &str) -> String {
 
 #[test]
 fn planned_payload_is_served_by_nginx() {
-    let tmp = TempDir::new("proxy-master");
-    let pki = Pki::new(tmp.path());
-    let broker = pki.broker(tmp.path(), false);
-    let master = Master::connect(Master::tls_options(&pki, &broker));
-    let proxy_dir = tmp.join("proxy");
-    std::fs::create_dir_all(&proxy_dir).unwrap();
-    std::fs::create_dir_all(tmp.join("nginx")).unwrap();
-    let nginx = Nginx::start(
-        &tmp.join("nginx"),
-        &format!("{}/*.conf", proxy_dir.display()),
-    );
+    let rig = ProxyRig::start("proxy-master");
+    let ProxyRig {
+        tmp: _,
+        pki,
+        broker,
+        master,
+        proxy_dir,
+        nginx,
+    } = &rig;
     let (hello, other) = (Backend::start("hello-world"), Backend::start("other"));
     let port = free_port();
 
@@ -91,7 +89,7 @@ fn planned_payload_is_served_by_nginx() {
     .arg("--key")
     .arg(&client.key)
     .arg("--proxy-dir")
-    .arg(&proxy_dir)
+    .arg(proxy_dir)
     .args([
         "--check-cmd",
         &nginx.check_cmd(),

@@ -17,7 +17,8 @@ use sdwan_link::rumqttc::{Client, Event, Packet, QoS};
 use sdwan_link::{BrokerUrl, LinkOptions, Status, Topics};
 use sdwan_testsupport::certs::{Ca, CertFiles};
 use sdwan_testsupport::mosquitto::{BrokerTls, Mosquitto, MosquittoConfig};
-use sdwan_testsupport::{free_port, wait_for, ChildGuard};
+use sdwan_testsupport::nginx::Nginx;
+use sdwan_testsupport::{free_port, wait_for, ChildGuard, TempDir};
 
 /// Topic prefix of the tests.
 pub const PREFIX: &str = "sdwan/test";
@@ -425,5 +426,41 @@ impl Drop for Master {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.client.try_disconnect();
+    }
+}
+
+/// The worker-mode rig: a TLS broker with the design's ACL, a connected test master, a proxy
+/// directory and a real nginx that includes `<proxy_dir>/*.conf`. Fields drop in order: nginx
+/// first, the temp dir last.
+pub struct ProxyRig {
+    pub nginx: Nginx,
+    pub master: Master,
+    pub broker: Mosquitto,
+    pub pki: Pki,
+    pub proxy_dir: PathBuf,
+    pub tmp: TempDir,
+}
+
+impl ProxyRig {
+    pub fn start(name: &str) -> ProxyRig {
+        let tmp = TempDir::new(name);
+        let pki = Pki::new(tmp.path());
+        let broker = pki.broker(tmp.path(), false);
+        let master = Master::connect(Master::tls_options(&pki, &broker));
+        let proxy_dir = tmp.join("proxy");
+        std::fs::create_dir_all(&proxy_dir).unwrap();
+        std::fs::create_dir_all(tmp.join("nginx")).unwrap();
+        let nginx = Nginx::start(
+            &tmp.join("nginx"),
+            &format!("{}/*.conf", proxy_dir.display()),
+        );
+        ProxyRig {
+            nginx,
+            master,
+            broker,
+            pki,
+            proxy_dir,
+            tmp,
+        }
     }
 }
