@@ -11,6 +11,19 @@ cd "$(dirname "$0")/.."
 top=$(pwd)
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$top/target}
+# One build of everything, never rebuilt in place: incremental artifacts would only take disk
+# (~1.5 GB) and time.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+
+# The whole run needs about 4 GB in the target dir (debug tests ~2.5 GB, five cross builds
+# ~1.4 GB). Say so up front rather than fail halfway with "No space left on device".
+need_mb=5000
+mkdir -p "$CARGO_TARGET_DIR"
+free_mb=$(df -Pm "$CARGO_TARGET_DIR" | awk 'NR == 2 { print $4 }')
+echo "disk: ${free_mb} MB free for $CARGO_TARGET_DIR (the run needs about ${need_mb} MB)"
+if [ "${free_mb:-0}" -lt "$need_mb" ]; then
+    echo "WARNING: less than ${need_mb} MB free; steps may fail with 'No space left on device'"
+fi
 
 if [ "${SKIP_SETUP:-0}" != 1 ]; then
     bash tests/setup.sh || { echo "tests/setup.sh failed"; exit 1; }
