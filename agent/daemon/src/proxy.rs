@@ -28,6 +28,11 @@ use crate::persist;
 
 /// The files a proxy payload carries, and the only names it may carry.
 pub const FILES: [&str; 2] = ["sdwan.conf", "help.html"];
+/// Files the proxy reads on every request (the help page, served from the directory): when
+/// nothing else changed since this process last checked and reloaded, they are written without
+/// running `--check-cmd` and `--reload-cmd`. A service on another node changes only the help
+/// page, so most payloads on a busy cluster cost a worker no reload.
+pub const SERVED_FROM_DISK: [&str; 1] = ["help.html"];
 /// Largest proxy payload accepted, in bytes.
 pub const MAX_PAYLOAD: usize = 8 * 1024 * 1024;
 /// Largest single file accepted, in bytes.
@@ -290,6 +295,9 @@ pub struct ProxyApplier {
     timeout: Duration,
     serial: Option<u32>,
     last_error: Option<String>,
+    /// The files of the last payload this process checked and reloaded: `None` until the first
+    /// one (files found on disk at start may never have been loaded, so they do not count).
+    reloaded: Option<Vec<(&'static str, String)>>,
 }
 
 impl ProxyApplier {
@@ -312,6 +320,7 @@ impl ProxyApplier {
             timeout: COMMAND_TIMEOUT,
             serial,
             last_error: None,
+            reloaded: None,
         }
     }
 
@@ -333,13 +342,22 @@ impl ProxyApplier {
                 true
             }
             Decision::Apply(files) => {
-                match self.apply(&files) {
+                let reload = self.needs_reload(&files);
+                match self.apply(&files, reload) {
                     Ok(()) => {
                         info!(
-                            "proxy serial {} applied in {}",
+                            "proxy serial {} applied in {}{}",
                             files.serial,
-                            self.dir.display()
+                            self.dir.display(),
+                            if reload {
+                                ""
+                            } else {
+                                " (help page only: not checked, not reloaded)"
+                            }
                         );
+                        if reload {
+                            self.reloaded = Some(files.files.clone());
+                        }
                         self.serial = Some(files.serial);
                         self.last_error = None;
                         let text = format!("{}\n", files.serial);
@@ -366,8 +384,22 @@ impl ProxyApplier {
         }
     }
 
-    /// Writes the files, checks, reloads; on failure puts the previous files back.
-    fn apply(&self, new: &ProxyFiles) -> Result<(), String> {
+    /// Whether applying `new` needs the check and the reload: always for the first payload of
+    /// this process, then when a file outside [`SERVED_FROM_DISK`] differs from the last one
+    /// reloaded.
+    fn needs_reload(&self, new: &ProxyFiles) -> bool {
+        let Some(last) = &self.reloaded else {
+            return true;
+        };
+        new.files.iter().any(|(name, text)| {
+            !SERVED_FROM_DISK.contains(name)
+                && last.iter().find(|(n, _)| n == name).map(|(_, t)| t) != Some(text)
+        })
+    }
+
+    /// Writes the files, checks and reloads (when `reload`); on failure puts the previous
+    /// files back.
+    fn apply(&self, new: &ProxyFiles, reload: bool) -> Result<(), String> {
         let mut previous: Vec<(&str, Option<Vec<u8>>)> = Vec::new();
         for (name, _) in &new.files {
             match fs::read(self.dir.join(name)) {
@@ -381,7 +413,7 @@ impl ProxyApplier {
                 }
             }
         }
-        let result = self.write_check_reload(new);
+        let result = self.write_check_reload(new, reload);
         if let Err(e) = &result {
             match self.restore(&previous) {
                 Ok(()) => return Err(format!("{e}; previous files restored, proxy not reloaded")),
@@ -391,10 +423,13 @@ impl ProxyApplier {
         result
     }
 
-    fn write_check_reload(&self, new: &ProxyFiles) -> Result<(), String> {
+    fn write_check_reload(&self, new: &ProxyFiles, reload: bool) -> Result<(), String> {
         for (name, text) in &new.files {
             persist::write_atomic(&self.dir, name, text.as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", self.dir.join(name).display()))?;
+        }
+        if !reload {
+            return Ok(());
         }
         if let Some(cmd) = &self.check_cmd {
             run_command(cmd, self.timeout).map_err(|e| format!("check failed: {e}"))?;
@@ -447,10 +482,14 @@ mod tests {
     use super::*;
 
     fn payload(node: &str, serial: u32, dir: &str, conf: &str) -> Vec<u8> {
+        payload_with_help(node, serial, dir, conf, "<!DOCTYPE html>")
+    }
+
+    fn payload_with_help(node: &str, serial: u32, dir: &str, conf: &str, help: &str) -> Vec<u8> {
         serde_json::json!({
             "version": 1, "serial": serial, "node": node, "suffix": "kubernetes.services",
             "local_label": "local", "services": [], "elsewhere": [], "dir": dir,
-            "files": {"sdwan.conf": conf, "help.html": "<!DOCTYPE html>"}
+            "files": {"sdwan.conf": conf, "help.html": help}
         })
         .to_string()
         .into_bytes()
@@ -602,6 +641,46 @@ mod tests {
             "good 3"
         );
         assert_eq!(load_serial(dir), Some(3));
+    }
+
+    #[test]
+    fn a_new_help_page_alone_is_written_without_check_or_reload() {
+        let tmp = sdwan_testsupport::TempDir::new("proxy-help-only");
+        let dir = tmp.path();
+        let d = dir.to_str().unwrap();
+        let check = format!("echo checked >> {d}/commands");
+        let reload = format!("echo reloaded >> {d}/commands");
+        let commands = || fs::read_to_string(dir.join("commands")).unwrap_or_default();
+        let help = || fs::read_to_string(dir.join("help.html")).unwrap();
+        let mut a = ProxyApplier::new("w1", dir, Some(check.clone()), Some(reload.clone()));
+        // (payload: serial, conf, help; commands run so far)
+        let steps = [
+            (1, "conf A", "help 1", "checked\nreloaded\n"),
+            (2, "conf A", "help 2", "checked\nreloaded\n"),
+            (
+                3,
+                "conf B",
+                "help 2",
+                "checked\nreloaded\nchecked\nreloaded\n",
+            ),
+            (
+                4,
+                "conf B",
+                "help 3",
+                "checked\nreloaded\nchecked\nreloaded\n",
+            ),
+        ];
+        for (serial, conf, page, want) in steps {
+            assert!(a.handle(&payload_with_help("w1", serial, d, conf, page)));
+            assert_eq!((a.serial(), a.last_error()), (Some(serial), None));
+            assert_eq!(help(), page, "serial {serial}");
+            assert_eq!(commands(), want, "serial {serial}");
+        }
+        // A new process has not reloaded anything yet: its first payload is checked and
+        // reloaded even when the configuration on disk is the same.
+        let mut b = ProxyApplier::new("w1", dir, Some(check), Some(reload));
+        assert!(b.handle(&payload_with_help("w1", 5, d, "conf B", "help 4")));
+        assert_eq!(commands().lines().count(), 6);
     }
 
     #[test]
