@@ -7,6 +7,7 @@
 #
 #   examples/demo.sh           run and wait
 #   examples/demo.sh --check   run, check the answers a user would check, stop (used by tests)
+# SDWAN_BIN_DIR=DIR uses the binaries in DIR instead of building them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -22,9 +23,17 @@ gateway=${DEMO_GATEWAY:-gw-espoo}
 command -v cargo >/dev/null || { echo "demo: cargo is needed (https://rustup.rs)"; exit 1; }
 command -v dig >/dev/null || echo "demo: dig not found (Debian: apt-get install bind9-dnsutils); the printed commands need it"
 
-echo "demo: building sdwan-discovery and sdwan-agent (first time takes a few minutes)..."
-cargo build -q -p sdwan-discovery -p sdwan-agent
-bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug
+if [ -n "${SDWAN_BIN_DIR:-}" ]; then
+    # Binaries built already (tests/run-all.sh passes the ones its test step built).
+    bin=$SDWAN_BIN_DIR
+else
+    echo "demo: building sdwan-discovery and sdwan-agent (first time takes a few minutes)..."
+    cargo build -q -p sdwan-discovery -p sdwan-agent
+    bin=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/debug
+fi
+for b in sdwan-discovery sdwan-agent; do
+    [ -x "$bin/$b" ] || { echo "demo: $bin/$b not found"; exit 1; }
+done
 
 work=$(mktemp -d)
 pids=()
