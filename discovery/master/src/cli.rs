@@ -38,7 +38,7 @@ RUN OPTIONS:
   --identity ID             this replica's name in the Lease (default: $POD_NAME, else the host name)
   --lease-duration MS       a Lease not renewed for this long is taken over (default: 15000)
   --renew-deadline MS       the leader stops publishing this long after its last renewal (default: 10000)
-  --retry-period MS         time between Lease attempts (default: 2000)
+  --retry-period MS         time between Lease attempts, < duration - deadline (default: 2000)
   -h, --help                this text
   -V, --version             version
 

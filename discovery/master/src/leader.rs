@@ -21,11 +21,21 @@
 //! - the leader may publish until `t_sent + renew_deadline`, where `t_sent` is when it sent
 //!   (more exactly: when it started the read before) its last successful write;
 //! - a candidate takes over only after it has seen the same lease record (same
-//!   resourceVersion, another holder) unchanged for the record's `leaseDurationSeconds`, counted
-//!   from its first read of that record, which is after the leader's write was committed, so
-//!   after `t_sent`;
-//! - `renew_deadline < lease_duration`, so the old leader has stopped publishing at least
-//!   `lease_duration - renew_deadline` (5 s by default) before the new one can start.
+//!   resourceVersion, another holder) unchanged for the record's `leaseDurationSeconds`,
+//!   counted from `t_answer - retry`, where `t_answer` is when the answer of its first read of
+//!   that record arrived. The leader's write was committed before that answer, so
+//!   `t_sent < t_answer`, and the leader stops at `t_sent + renew_deadline <
+//!   t_answer + renew_deadline`; the candidate starts at `t_answer - retry + lease_duration`;
+//! - `retry < lease_duration - renew_deadline` (checked at start), so the old leader has stopped
+//!   publishing at least `lease_duration - renew_deadline - retry` (3 s by default) before the
+//!   new one can start, whatever the request latency.
+//!
+//! Counting from one retry before the first sight (client-go counts from the sight itself) is
+//! what makes the takeover fit in the lease duration: the candidate reads every `retry`, so it
+//! first sees the leader's last write at most one retry after it was made, and it wakes for the
+//! takeover at the instant the wait ends ([`Elector::acquire_at`]), not at its next round.
+//! When the leader dies, the other takes over within `lease_duration` of the leader's last
+//! successful write, so within `lease_duration` of its death.
 //!
 //! A new leader reads the retained payloads and statuses before it publishes (the controller
 //! does that), so serials continue from the old leader's.
@@ -105,13 +115,21 @@ impl Default for LeaseTiming {
 }
 
 impl LeaseTiming {
-    /// `retry < renew_deadline < duration`, or a text naming the flags.
+    /// `retry < renew_deadline < duration` and `retry < duration - renew_deadline` (see the
+    /// safety argument in the module's documentation), or a text naming the flags.
     pub fn check(&self) -> Result<(), String> {
         if self.renew_deadline >= self.duration {
             return Err("--renew-deadline must be shorter than --lease-duration".into());
         }
         if self.retry.is_zero() || self.retry >= self.renew_deadline {
             return Err("--retry-period must be above 0 and shorter than --renew-deadline".into());
+        }
+        if self.retry >= self.duration - self.renew_deadline {
+            return Err(
+                "--retry-period must be shorter than --lease-duration minus --renew-deadline \
+                 (the margin that keeps an old and a new leader from overlapping)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -169,7 +187,8 @@ pub enum Action {
 pub struct Elector {
     identity: String,
     timing: LeaseTiming,
-    /// The last record seen with another holder, and when it was first seen.
+    /// The last record seen with another holder, and when its wait started (one retry before
+    /// the answer that first showed it).
     observed: Option<(Record, Instant)>,
     /// This replica may publish until then.
     leading_until: Option<Instant>,
@@ -196,7 +215,8 @@ impl Elector {
         self.timing
     }
 
-    /// Decides after reading the lease at `now` (`None`: there is none).
+    /// Decides after a read of the lease whose answer arrived at `now` (`None`: there is
+    /// none).
     pub fn decide(&mut self, now: Instant, lease: Option<&Record>) -> Action {
         let Some(r) = lease else {
             self.observed = None;
@@ -221,13 +241,12 @@ impl Elector {
                 let since = match &self.observed {
                     Some((seen, at)) if seen == r => *at,
                     _ => {
-                        self.observed = Some((r.clone(), now));
-                        now
+                        let at = now.checked_sub(self.timing.retry).unwrap_or(now);
+                        self.observed = Some((r.clone(), at));
+                        at
                     }
                 };
-                // The longer of the holder's duration and ours: a holder configured with a
-                // longer one is not cut short, nor is ours by a record rounded to seconds.
-                if now.saturating_duration_since(since) >= r.duration.max(self.timing.duration) {
+                if now.saturating_duration_since(since) >= self.wait_for(r) {
                     Action::Acquire {
                         transitions: r.transitions.saturating_add(1),
                     }
@@ -236,6 +255,20 @@ impl Elector {
                 }
             }
         }
+    }
+
+    /// How long a record of another holder is waited out: the longer of the holder's duration
+    /// and ours, so a holder configured with a longer one is not cut short, nor is ours by a
+    /// record rounded to seconds.
+    fn wait_for(&self, r: &Record) -> Duration {
+        r.duration.max(self.timing.duration)
+    }
+
+    /// When the lease of another holder runs out, if one is being waited out: the driver
+    /// reads again at that instant rather than at its next round.
+    pub fn acquire_at(&self) -> Option<Instant> {
+        let (r, since) = self.observed.as_ref()?;
+        Some(*since + self.wait_for(r))
     }
 
     /// The write decided on after the read at `read_at` succeeded: leading until
@@ -391,7 +424,7 @@ async fn attempt(
         .await
         .map_err(|e| format!("get: {e}"))?;
     let record = current.as_ref().map(Record::from_lease);
-    let action = elector.decide(read_at, record.as_ref());
+    let action = elector.decide(Instant::now(), record.as_ref());
     let pp = PostParams::default();
     let result = match &action {
         Action::Wait => return Ok(action),
@@ -511,11 +544,16 @@ pub fn spawn(client: kube::Client, cfg: LeaseConfig) -> (Election, Leadership) {
                 *d = new;
                 changed
             });
-            let mut wake = tokio::time::Instant::from_std(started + cfg.timing.retry);
+            let mut wake = started + cfg.timing.retry;
             if let Some(d) = elector.deadline().filter(|d| *d > now) {
                 // Wake at the deadline too, to log and tell the controller on time.
-                wake = wake.min(tokio::time::Instant::from_std(d));
+                wake = wake.min(d);
             }
+            if let Some(a) = elector.acquire_at() {
+                // And when the other holder's lease runs out, to take over on time.
+                wake = wake.min(a.max(now));
+            }
+            let wake = tokio::time::Instant::from_std(wake);
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = &mut stopped => break,
@@ -607,6 +645,12 @@ mod tests {
         let mut t = T;
         t.retry = t.renew_deadline;
         assert!(t.check().unwrap_err().contains("--retry-period"));
+        // The margin: 15 s - 10 s = 5 s must be more than the retry period.
+        let mut t = T;
+        t.retry = s(5);
+        assert!(t.check().unwrap_err().contains("minus --renew-deadline"));
+        t.retry = Duration::from_millis(4999);
+        assert!(t.check().is_ok());
     }
 
     #[test]
@@ -637,40 +681,48 @@ mod tests {
         assert!(!e.is_leader(t0 + s(12)));
     }
 
+    /// The wait is counted from one retry (2 s) before the answer that first showed a
+    /// record: the record was written at most one round of reads earlier.
     #[test]
     fn a_live_lease_of_another_holder_is_waited_out_for_its_duration() {
-        let t0 = Instant::now();
+        let t0 = Instant::now() + s(100);
         let mut b = Elector::new("b", T);
         let held = rec(Some("a"), 7);
         assert_eq!(b.decide(t0, Some(&held)), Action::Wait);
-        assert_eq!(b.decide(t0 + s(14), Some(&held)), Action::Wait);
+        assert_eq!(b.acquire_at(), Some(t0 + s(13)));
+        assert_eq!(b.decide(t0 + s(12), Some(&held)), Action::Wait);
         // The holder renewed (new resourceVersion): the wait starts over.
         let renewed = rec(Some("a"), 8);
-        assert_eq!(b.decide(t0 + s(14), Some(&renewed)), Action::Wait);
-        assert_eq!(b.decide(t0 + s(28), Some(&renewed)), Action::Wait);
+        assert_eq!(b.decide(t0 + s(12), Some(&renewed)), Action::Wait);
+        assert_eq!(b.acquire_at(), Some(t0 + s(25)));
         assert_eq!(
-            b.decide(t0 + s(29), Some(&renewed)),
+            b.decide(t0 + s(25) - Duration::from_millis(1), Some(&renewed)),
+            Action::Wait
+        );
+        assert_eq!(
+            b.decide(t0 + s(25), Some(&renewed)),
             Action::Acquire { transitions: 4 }
         );
-        assert!(!b.is_leader(t0 + s(29)), "only once the write succeeded");
-        b.succeeded(t0 + s(29));
-        assert!(b.is_leader(t0 + s(29)));
+        assert!(!b.is_leader(t0 + s(25)), "only once the write succeeded");
+        b.succeeded(t0 + s(25));
+        assert!(b.is_leader(t0 + s(25)));
+        assert_eq!(b.acquire_at(), None);
     }
 
     #[test]
     fn the_longer_of_the_record_and_own_duration_is_waited() {
-        let t0 = Instant::now();
+        let t0 = Instant::now() + s(100);
         let mut b = Elector::new("b", T);
         let mut short = rec(Some("a"), 7);
         short.duration = s(1);
         assert_eq!(b.decide(t0, Some(&short)), Action::Wait);
-        assert_eq!(b.decide(t0 + s(14), Some(&short)), Action::Wait);
+        assert_eq!(b.decide(t0 + s(12), Some(&short)), Action::Wait);
         let mut long = rec(Some("a"), 8);
         long.duration = s(60);
         assert_eq!(b.decide(t0 + s(15), Some(&long)), Action::Wait);
-        assert_eq!(b.decide(t0 + s(74), Some(&long)), Action::Wait);
+        assert_eq!(b.decide(t0 + s(72), Some(&long)), Action::Wait);
         assert_eq!(
-            b.decide(t0 + s(75), Some(&long)),
+            b.decide(t0 + s(73), Some(&long)),
             Action::Acquire { transitions: 4 }
         );
     }
@@ -698,11 +750,13 @@ mod tests {
     }
 
     /// Two replicas, the leader's renewals stop at `crash` (it dies or loses the API server):
-    /// at no instant do both publish, and the other leads within lease duration + 2 x retry
-    /// (up to one retry to see the last renewal, up to one more after the duration ran out).
+    /// at no instant do both publish, and the other leads within the lease duration of the
+    /// crash (plus the 100 ms step of this simulation). Both read every retry, and the
+    /// standby also at the instant its wait ends, as the driver does.
     #[test]
     fn handover_never_overlaps() {
-        for crash_ms in [0u64, 700, 1999, 2000, 2001, 5300, 9999] {
+        let step = Duration::from_millis(100);
+        for crash_ms in [0u64, 100, 700, 1900, 1999, 2000, 2001, 5300, 9999] {
             let t0 = Instant::now();
             let crash = t0 + s(20) + Duration::from_millis(crash_ms);
             // The shared "API server": the record and a resourceVersion counter.
@@ -725,6 +779,14 @@ mod tests {
                         continue;
                     }
                     let action = e.decide(now, lease.as_ref());
+                    if let Some(at) = e.acquire_at() {
+                        // The driver's wake-up at the end of the wait, on this 100 ms grid.
+                        let mut t = now + step;
+                        while t < at {
+                            t += step;
+                        }
+                        next[i] = next[i].min(t);
+                    }
                     let holder = match action {
                         Action::Wait => continue,
                         Action::Create | Action::Renew | Action::Acquire { .. } => {
@@ -748,11 +810,11 @@ mod tests {
                 if now < crash {
                     assert!(al, "a leads while alive (+{crash_ms} ms)");
                 }
-                now += Duration::from_millis(100);
+                now += step;
             }
             let took = b_leads_at.expect("b took over").duration_since(crash);
             assert!(
-                took <= T.duration + 2 * T.retry,
+                took <= T.duration + step,
                 "crash at +{crash_ms} ms: b took over after {took:?}"
             );
             // The old leader had stopped publishing well before.
