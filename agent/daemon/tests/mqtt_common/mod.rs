@@ -463,4 +463,31 @@ impl ProxyRig {
             tmp,
         }
     }
+
+    /// Starts `sdwan-agent` in worker mode for `node` against this rig: its own client
+    /// certificate, `--proxy-dir` the rig's proxy directory, nginx's check and reload commands.
+    pub fn start_agent(&self, node: &str) -> ChildGuard {
+        let client = self.pki.ca.client(node);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-agent"));
+        cmd.env("RUST_LOG", "info")
+            .args([
+                "--broker",
+                &self.broker.url(),
+                "--node-id",
+                node,
+                "--topic-prefix",
+                PREFIX,
+            ])
+            .arg("--ca")
+            .arg(self.pki.ca.cert())
+            .arg("--cert")
+            .arg(&client.cert)
+            .arg("--key")
+            .arg(&client.key)
+            .arg("--proxy-dir")
+            .arg(&self.proxy_dir)
+            .args(["--check-cmd", &self.nginx.check_cmd()])
+            .args(["--reload-cmd", &self.nginx.reload_cmd()]);
+        ChildGuard::spawn(&format!("sdwan-agent {node}"), &mut cmd)
+    }
 }
