@@ -429,6 +429,36 @@ impl Drop for Master {
     }
 }
 
+/// The gateway rig: a TLS broker with the design's ACL (`persistence` as given), a connected
+/// test master, and an agent for gateway `gw-a` (state in `<tmp>/state`) already serving the
+/// zone of `serial`. Fields drop in order: the agent first, the temp dir last.
+pub struct GatewayRig {
+    pub agent: Agent,
+    pub master: Master,
+    pub broker: Mosquitto,
+    pub pki: Pki,
+    pub tmp: TempDir,
+}
+
+impl GatewayRig {
+    pub fn start(name: &str, persistence: bool, serial: u32) -> GatewayRig {
+        let tmp = TempDir::new(name);
+        let pki = Pki::new(tmp.path());
+        let broker = pki.broker(tmp.path(), persistence);
+        let master = Master::connect(Master::tls_options(&pki, &broker));
+        let agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
+        master.publish_zone("gw-a", zone("gw-a", serial));
+        wait_serving(agent.dns, serial);
+        GatewayRig {
+            agent,
+            master,
+            broker,
+            pki,
+            tmp,
+        }
+    }
+}
+
 /// The worker-mode rig: a TLS broker with the design's ACL, a connected test master, a proxy
 /// directory and a real nginx that includes `<proxy_dir>/*.conf`. Fields drop in order: nginx
 /// first, the temp dir last.
