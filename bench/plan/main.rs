@@ -20,24 +20,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sdwan_plan::{Change, Planner, Snapshot, Topology};
-
-/// SplitMix64: small, seeded, good enough for synthetic data.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
+use sdwan_testsupport::Rng;
 
 struct Args {
     services: usize,
@@ -208,7 +191,7 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     let a = args();
-    let mut rng = Rng(a.seed);
+    let mut rng = Rng::new(a.seed);
     let mut snapshot = Snapshot::new();
     for i in 0..a.nodes {
         snapshot.apply_node(&node(i, &mut rng)).unwrap();

@@ -3,64 +3,32 @@
 //! threads. After a warm-up, thousands of mixed queries (answers, NXDOMAIN, NODATA, REFUSED,
 //! truncation, FORMERR, EDNS, pipelined TCP) must add zero.
 
+mod dns_common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::Arc;
 use std::time::Duration;
 
+use dns_common::{answer_queries, example_store, query};
 use sdwan_agent::server::{tcp, udp};
-use sdwan_agent::store::{load_payload, ZoneStore};
 use sdwan_testsupport::alloc::{allocations, count_this_thread, CountingAllocator};
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
 
-fn store() -> Arc<ZoneStore> {
-    let store = ZoneStore::new();
-    let zone = load_payload(include_bytes!("../../../examples/zone.json")).expect("example zone");
-    store.swap(zone);
-    Arc::new(store)
-}
-
 /// Queries built before the measured window: (bytes, expects an answer).
 fn queries() -> Vec<Vec<u8>> {
-    fn q(id: u16, name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
-        let mut m = id.to_be_bytes().to_vec();
-        let arcount = u8::from(edns.is_some());
-        m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, arcount]);
-        for l in name.split('.') {
-            m.push(l.len() as u8);
-            m.extend_from_slice(l.as_bytes());
-        }
-        m.push(0);
-        m.extend_from_slice(&qtype.to_be_bytes());
-        m.extend_from_slice(&[0, 1]);
-        if let Some(size) = edns {
-            m.extend_from_slice(&[0, 0, 41]);
-            m.extend_from_slice(&size.to_be_bytes());
-            m.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-        }
-        m
-    }
-    let mut v = vec![
-        q(1, "local.kubernetes.services", 1, None),
-        q(2, "LOCAL.Kubernetes.Services", 28, Some(1232)),
-        q(
-            3,
-            "_http._tcp.hello-world.default.kubernetes.services",
-            33,
-            Some(4096),
-        ),
-        q(4, "nope.kubernetes.services", 1, Some(512)),
-        q(5, "local.kubernetes.services", 16, None),
-        q(6, "_tcp.hello-world.default.kubernetes.services", 33, None),
-        q(7, "example.com", 1, None),
-        q(8, "kubernetes.services", 6, Some(1232)),
-        q(9, "kubernetes.services", 255, None),
-        q(10, "dashboard.kubernetes.services", 1, None),
-    ];
+    let mut v = answer_queries();
+    v.extend([
+        query(5, "local.kubernetes.services", 16, None),
+        query(6, "_tcp.hello-world.default.kubernetes.services", 33, None),
+        query(7, "example.com", 1, None),
+        query(8, "kubernetes.services", 6, Some(1232)),
+        query(9, "kubernetes.services", 255, None),
+        query(10, "dashboard.kubernetes.services", 1, None),
+    ]);
     // FORMERR: two questions.
-    let mut two = q(11, "local.kubernetes.services", 1, None);
+    let mut two = query(11, "local.kubernetes.services", 1, None);
     two[5] = 2;
     v.push(two);
     v
@@ -68,7 +36,7 @@ fn queries() -> Vec<Vec<u8>> {
 
 #[test]
 fn udp_server_allocates_nothing_per_query() {
-    let store = store();
+    let store = example_store();
     let server = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let s = store.clone();
@@ -126,7 +94,7 @@ fn udp_server_allocates_nothing_per_query() {
 
 #[test]
 fn tcp_connection_allocates_nothing_per_query() {
-    let store = store();
+    let store = example_store();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let s = store.clone();

@@ -2,13 +2,15 @@
 //! table in `dns_cases.toml`), a raw TCP client (pipelining, idle timeout, connection cap),
 //! garbage, IPv6, a dnsmasq forwarder; and its command line and start-up errors.
 
+mod dns_common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sdwan_testsupport::{dig, kdig, Agent, ChildGuard, DigAnswer, Dnsmasq, TempDir};
-use serde::Deserialize;
+use dns_common::{check, CaseFile};
+use sdwan_testsupport::{dig, kdig, Agent, ChildGuard, Dnsmasq, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sdwan-agent");
 
@@ -59,122 +61,6 @@ fn start_with_zone(zone: &str) -> (TempDir, Agent) {
     let path = dir.write("zone.json", zone);
     let agent = Agent::start(BIN, &["--zone-file", path.to_str().unwrap()]);
     (dir, agent)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CaseFile {
-    case: Vec<Case>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    name: String,
-    #[serde(default = "both_clients")]
-    clients: Vec<String>,
-    args: Vec<String>,
-    status: String,
-    #[serde(default)]
-    flags: Vec<String>,
-    #[serde(default)]
-    not_flags: Vec<String>,
-    answer: Option<Vec<String>>,
-    answer_count: Option<usize>,
-    answer_owner: Option<String>,
-    answer_ttl: Option<u32>,
-    authority: Option<Vec<String>>,
-    additional: Option<Vec<String>>,
-    soa_serial: Option<u32>,
-    #[serde(default)]
-    stdout_has: Vec<String>,
-    #[serde(default)]
-    stdout_lacks: Vec<String>,
-}
-
-fn both_clients() -> Vec<String> {
-    vec!["dig".into(), "kdig".into()]
-}
-
-/// Every way `got` differs from `case`.
-fn check(case: &Case, got: &DigAnswer) -> Vec<String> {
-    let mut bad = Vec::new();
-    if got.status.as_deref() != Some(case.status.as_str()) {
-        bad.push(format!("status {:?}, want {}", got.status, case.status));
-    }
-    for f in &case.flags {
-        if !got.has_flag(f) {
-            bad.push(format!("flag {f} missing (flags {:?})", got.flags));
-        }
-    }
-    for f in &case.not_flags {
-        if got.has_flag(f) {
-            bad.push(format!("flag {f} set (flags {:?})", got.flags));
-        }
-    }
-    let typed = |rrs: &[sdwan_testsupport::Rr]| {
-        let mut v: Vec<String> = rrs
-            .iter()
-            .map(|r| format!("{} {}", r.rtype, r.data))
-            .collect();
-        v.sort();
-        v
-    };
-    if let Some(want) = &case.answer {
-        let mut want = want.clone();
-        want.sort();
-        let have = typed(&got.answer);
-        if have != want {
-            bad.push(format!("answer {have:?}, want {want:?}"));
-        }
-    }
-    if let Some(n) = case.answer_count {
-        if got.answer.len() != n {
-            bad.push(format!("{} answer records, want {n}", got.answer.len()));
-        }
-    }
-    if let Some(owner) = &case.answer_owner {
-        if got.answer.is_empty() || got.answer.iter().any(|r| &r.name != owner) {
-            bad.push(format!("answer owners {:?}, want {owner}", got.answer));
-        }
-    }
-    if let Some(ttl) = case.answer_ttl {
-        if got.answer.is_empty() || got.answer.iter().any(|r| r.ttl != ttl) {
-            bad.push(format!("answer TTLs {:?}, want {ttl}", got.answer));
-        }
-    }
-    if let Some(want) = &case.authority {
-        let have: Vec<&str> = got.authority.iter().map(|r| r.rtype.as_str()).collect();
-        if have != *want {
-            bad.push(format!("authority types {have:?}, want {want:?}"));
-        }
-    }
-    if let Some(want) = &case.additional {
-        let mut want = want.clone();
-        want.sort();
-        let have = typed(&got.additional);
-        if have != want {
-            bad.push(format!("additional {have:?}, want {want:?}"));
-        }
-    }
-    if let Some(serial) = case.soa_serial {
-        let soa = got.answer.iter().find(|r| r.rtype == "SOA");
-        let have = soa.and_then(|r| r.data.split_whitespace().nth(2)?.parse::<u32>().ok());
-        if have != Some(serial) {
-            bad.push(format!("SOA serial {have:?}, want {serial}"));
-        }
-    }
-    for s in &case.stdout_has {
-        if !got.stdout.contains(s.as_str()) {
-            bad.push(format!("output lacks {s:?}"));
-        }
-    }
-    for s in &case.stdout_lacks {
-        if got.stdout.contains(s.as_str()) {
-            bad.push(format!("output has {s:?}"));
-        }
-    }
-    bad
 }
 
 #[test]

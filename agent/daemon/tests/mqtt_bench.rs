@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mqtt_common::*;
-use sdwan_testsupport::{require_tool, TempDir};
+use sdwan_testsupport::require_tool;
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -31,13 +31,8 @@ fn ms(d: Duration) -> String {
 #[ignore = "benchmark: bench/mqtt/run.sh"]
 fn bench_publish_to_answer() {
     let updates = env_num("BENCH_UPDATES", 1000) as u32;
-    let tmp = TempDir::new("bench-p2a");
-    let pki = Pki::new(tmp.path());
-    let broker = pki.broker(tmp.path(), false);
-    let master = Master::connect(Master::tls_options(&pki, &broker));
-    let agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
-    master.publish_zone("gw-a", zone("gw-a", 1));
-    wait_serving(agent.dns, 1);
+    let rig = GatewayRig::start("bench-p2a", false, 1);
+    let GatewayRig { agent, master, .. } = &rig;
     let mut lat = Vec::with_capacity(updates as usize);
     for serial in 2..=updates + 1 {
         let want = ip_for(serial);
@@ -77,13 +72,10 @@ fn bench_swaps_under_load() {
     let secs = env_num("BENCH_SWAP_SECS", 60);
     let rate = env_num("BENCH_SWAP_RATE", 20);
     let dnsperf = require_tool("dnsperf");
-    let tmp = TempDir::new("bench-swaps");
-    let pki = Pki::new(tmp.path());
-    let broker = pki.broker(tmp.path(), false);
-    let master = Master::connect(Master::tls_options(&pki, &broker));
-    let agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
-    master.publish_zone("gw-a", zone("gw-a", 1));
-    wait_serving(agent.dns, 1);
+    let rig = GatewayRig::start("bench-swaps", false, 1);
+    let GatewayRig {
+        agent, master, tmp, ..
+    } = &rig;
     let queries = tmp.write("queries", format!("{NAME} A\n"));
     let port = agent.dns.port().to_string();
     let perf = std::thread::spawn(move || {

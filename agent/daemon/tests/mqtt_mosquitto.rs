@@ -166,13 +166,8 @@ fn server_certificate_and_host_name_are_always_verified() {
 
 #[test]
 fn bad_payloads_keep_the_old_zone_and_report_the_error() {
-    let tmp = TempDir::new("mqtt-bad");
-    let pki = Pki::new(tmp.path());
-    let broker = pki.broker(tmp.path(), false);
-    let master = Master::connect(Master::tls_options(&pki, &broker));
-    let agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
-    master.publish_zone("gw-a", zone("gw-a", 10));
-    wait_serving(agent.dns, 10);
+    let rig = GatewayRig::start("mqtt-bad", false, 10);
+    let GatewayRig { agent, master, .. } = &rig;
 
     let big_txt = zone("gw-a", 11).replace("sdwan-discovery", &"x".repeat(300));
     let many = {
@@ -233,13 +228,13 @@ fn bad_payloads_keep_the_old_zone_and_report_the_error() {
 
 #[test]
 fn broker_restart_and_outage_are_survived() {
-    let tmp = TempDir::new("mqtt-restart");
-    let pki = Pki::new(tmp.path());
-    let mut broker = pki.broker(tmp.path(), true);
-    let master = Master::connect(Master::tls_options(&pki, &broker));
-    let mut agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
-    master.publish_zone("gw-a", zone("gw-a", 1));
-    wait_serving(agent.dns, 1);
+    let mut rig = GatewayRig::start("mqtt-restart", true, 1);
+    let GatewayRig {
+        agent,
+        master,
+        broker,
+        ..
+    } = &mut rig;
 
     // Restart mid-run: DNS keeps answering throughout, the agent reconnects and takes updates.
     let queries = QueryLoop::start(agent.dns);
@@ -329,13 +324,8 @@ fn kill_9_during_updates_leaves_a_whole_state_file() {
 
 #[test]
 fn no_failed_query_during_swaps() {
-    let tmp = TempDir::new("mqtt-swaps");
-    let pki = Pki::new(tmp.path());
-    let broker = pki.broker(tmp.path(), false);
-    let master = Master::connect(Master::tls_options(&pki, &broker));
-    let agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
-    master.publish_zone("gw-a", zone("gw-a", 1));
-    wait_serving(agent.dns, 1);
+    let rig = GatewayRig::start("mqtt-swaps", false, 1);
+    let GatewayRig { agent, master, .. } = &rig;
     let queries = QueryLoop::start(agent.dns);
     let last = 300;
     for serial in 2..=last {

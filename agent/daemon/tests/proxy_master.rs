@@ -4,11 +4,9 @@
 
 mod mqtt_common;
 
-use std::process::Command;
-
 use mqtt_common::*;
 use sdwan_testsupport::nginx::{http_get, Backend};
-use sdwan_testsupport::{free_port, wait_for, ChildGuard};
+use sdwan_testsupport::{free_port, wait_for};
 
 fn node(name: &str, ip: &str) -> String {
     format!(
@@ -31,14 +29,7 @@ fn service(name: &str, node_port: u16, on: &str) -> String {
 #[test]
 fn planned_payload_is_served_by_nginx() {
     let rig = ProxyRig::start("proxy-master");
-    let ProxyRig {
-        tmp: _,
-        pki,
-        broker,
-        master,
-        proxy_dir,
-        nginx,
-    } = &rig;
+    let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
     let (hello, other) = (Backend::start("hello-world"), Backend::start("other"));
     let port = free_port();
 
@@ -72,31 +63,7 @@ fn planned_payload_is_served_by_nginx() {
     let conf = doc["files"]["sdwan.conf"].as_str().unwrap();
     assert!(!conf.contains("return 200"), "{conf}");
 
-    let client = pki.ca.client("worker2");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-agent"));
-    cmd.args([
-        "--broker",
-        &broker.url(),
-        "--node-id",
-        "worker2",
-        "--topic-prefix",
-        PREFIX,
-    ])
-    .arg("--ca")
-    .arg(pki.ca.cert())
-    .arg("--cert")
-    .arg(&client.cert)
-    .arg("--key")
-    .arg(&client.key)
-    .arg("--proxy-dir")
-    .arg(proxy_dir)
-    .args([
-        "--check-cmd",
-        &nginx.check_cmd(),
-        "--reload-cmd",
-        &nginx.reload_cmd(),
-    ]);
-    let _agent = ChildGuard::spawn("sdwan-agent worker2", &mut cmd);
+    let _agent = rig.start_agent("worker2");
     master.publish_proxy("worker2", payload);
     let st = master.wait_node_status("worker2", "serial 1", |s| s.serial == Some(1));
     assert_eq!(st.error, None);

@@ -11,8 +11,8 @@ use mqtt_common::*;
 use sdwan_link::State;
 use sdwan_plan::nginx::{render_conf, render_help, ProxySettings, ProxyView};
 use sdwan_plan::{Protocol, ProxyPort, ProxyService};
-use sdwan_testsupport::nginx::{http_get, http_get_with, Backend, Nginx, Response};
-use sdwan_testsupport::{free_port, wait_for, ChildGuard, TempDir};
+use sdwan_testsupport::nginx::{http_get, http_get_with, Backend, Response};
+use sdwan_testsupport::{free_port, wait_for, TempDir};
 
 const NODE: &str = "worker2";
 const LOCAL: &str = "local.kubernetes.services";
@@ -59,30 +59,6 @@ fn payload(
     .into_bytes()
 }
 
-fn start_worker_agent(pki: &Pki, broker_url: &str, dir: &str, nginx: &Nginx) -> ChildGuard {
-    let client = pki.ca.client(NODE);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-agent"));
-    cmd.env("RUST_LOG", "info")
-        .args([
-            "--broker",
-            broker_url,
-            "--node-id",
-            NODE,
-            "--topic-prefix",
-            PREFIX,
-        ])
-        .arg("--ca")
-        .arg(pki.ca.cert())
-        .arg("--cert")
-        .arg(&client.cert)
-        .arg("--key")
-        .arg(&client.key)
-        .args(["--proxy-dir", dir])
-        .args(["--check-cmd", &nginx.check_cmd()])
-        .args(["--reload-cmd", &nginx.reload_cmd()]);
-    ChildGuard::spawn("sdwan-agent worker", &mut cmd)
-}
-
 /// Polls until `GET path` with `host` satisfies `pred`.
 #[track_caller]
 fn wait_get(
@@ -104,14 +80,7 @@ fn serves(r: &Response, service: &str) -> bool {
 #[test]
 fn worker_agent_drives_nginx_through_mqtt() {
     let rig = ProxyRig::start("proxy-nginx");
-    let ProxyRig {
-        tmp: _,
-        pki,
-        broker,
-        master,
-        proxy_dir,
-        nginx,
-    } = &rig;
+    let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
     let port = free_port();
     let settings = ProxySettings {
         listen_port: port,
@@ -127,7 +96,7 @@ fn worker_agent_drives_nginx_through_mqtt() {
         svc("shop", "cart", true, 31000),
         vec!["worker3".to_string()],
     )];
-    let agent = start_worker_agent(pki, &broker.url(), &settings.dir, nginx);
+    let agent = rig.start_agent(NODE);
 
     // Serial 1: hello-world (unique) and shop/web (its name is not unique).
     let one = vec![
@@ -272,15 +241,8 @@ fn worker_agent_drives_nginx_through_mqtt() {
 #[test]
 fn payload_for_another_directory_is_refused_with_a_clear_error() {
     let rig = ProxyRig::start("proxy-dir");
-    let ProxyRig {
-        tmp: _,
-        pki,
-        broker,
-        master,
-        proxy_dir,
-        nginx,
-    } = &rig;
-    let _agent = start_worker_agent(pki, &broker.url(), &proxy_dir.display().to_string(), nginx);
+    let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
+    let _agent = rig.start_agent(NODE);
     let settings = ProxySettings::default(); // dir /etc/nginx/sdwan
     master.publish_proxy(NODE, payload(1, &settings, &[], &[], None));
     let st = master.wait_node_status(NODE, "dir error", |s| s.error.is_some());

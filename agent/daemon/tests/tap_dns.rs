@@ -12,6 +12,8 @@
 //! `SDWAN_SKIP_ROOT_TESTS=1` opts out (for a developer's machine; CI runs as root).
 #![cfg(feature = "smoltcp")]
 
+mod dns_common;
+
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -20,12 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use sdwan_agent::store::{load_payload, ZoneStore};
+use dns_common::{answer_queries, check, example_store, query, typed, CaseFile};
 use sdwan_agent::tap::{self, TapSettings};
 
 use sdwan_testsupport::alloc::{allocations, count_this_thread, CountingAllocator};
 use sdwan_testsupport::{require_tool, wait_for, ChildGuard, DigAnswer};
-use serde::Deserialize;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sdwan-agent");
 const HOST_ADDR: &str = "10.99.0.1/24";
@@ -143,32 +144,6 @@ impl Drop for Netns {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CaseFile {
-    case: Vec<Case>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    name: String,
-    args: Vec<String>,
-    status: String,
-    answer: Vec<String>,
-    authority: Option<Vec<String>>,
-}
-
-fn answer_set(a: &DigAnswer) -> Vec<String> {
-    let mut v: Vec<String> = a
-        .answer
-        .iter()
-        .map(|r| format!("{} {}", r.rtype, r.data))
-        .collect();
-    v.sort();
-    v
-}
-
 /// Every case of `tap_cases.toml` through the TAP driver on port 53, with only the TAP driver
 /// serving (no --listen: the OS stack serves no DNS at all).
 #[test]
@@ -186,23 +161,9 @@ fn dig_through_smoltcp_on_a_tap_device() {
     for case in &cases.case {
         let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
         let got = ns.dig(AGENT_IP, 53, &args);
-        let mut wrong = Vec::new();
-        if got.status.as_deref() != Some(case.status.as_str()) {
-            wrong.push(format!("status {:?}, want {}", got.status, case.status));
-        }
+        let mut wrong = check(case, &got);
         if !got.has_flag("qr") {
             wrong.push("no qr flag".into());
-        }
-        let mut want = case.answer.clone();
-        want.sort();
-        if answer_set(&got) != want {
-            wrong.push(format!("answer {:?}, want {want:?}", answer_set(&got)));
-        }
-        if let Some(auth) = &case.authority {
-            let types: Vec<&str> = got.authority.iter().map(|r| r.rtype.as_str()).collect();
-            if types != *auth {
-                wrong.push(format!("authority {types:?}, want {auth:?}"));
-            }
         }
         if !wrong.is_empty() {
             failures.push(format!(
@@ -257,10 +218,10 @@ fn tap_beside_socket_listener_with_custom_port() {
     let via_socket = ns.first_answer("127.0.0.1", 5353, &q);
     assert_eq!(via_tap.status.as_deref(), Some("NOERROR"));
     assert_eq!(
-        answer_set(&via_tap),
+        typed(&via_tap.answer),
         ["SRV 0 0 30300 worker2.kubernetes.services."]
     );
-    assert_eq!(answer_set(&via_tap), answer_set(&via_socket));
+    assert_eq!(typed(&via_tap.answer), typed(&via_socket.answer));
     // Port 53 on the TAP address is not served: dig gets no answer (smoltcp sends no reply
     // to a closed port... or an ICMP port unreachable: either way, no DNS answer).
     let none = ns.dig(AGENT_IP, 53, &["local.kubernetes.services"]);
@@ -299,25 +260,6 @@ fn enter_netns(name: &str) {
     assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
-/// A DNS query: id, name, type, optional EDNS UDP size.
-fn query(id: u16, name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(edns.is_some())]);
-    for l in name.split('.') {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.extend_from_slice(&[0]);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&[0, 1]);
-    if let Some(size) = edns {
-        m.extend_from_slice(&[0, 0, 41]);
-        m.extend_from_slice(&size.to_be_bytes());
-        m.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    }
-    m
-}
-
 /// The driver's own loop, in this process: after a warm-up, thousands of mixed queries
 /// (answers, NXDOMAIN, REFUSED, SRV, CNAME, EDNS) through the TAP device add no allocation on
 /// the driver's thread. The time is passed in from the driver's clock.
@@ -327,9 +269,7 @@ fn tap_driver_allocates_nothing_per_query() {
         return;
     }
     let ns = Netns::new("alloc");
-    let store = ZoneStore::new();
-    store.swap(load_payload(include_bytes!("../../../examples/zone.json")).expect("example zone"));
-    let store = Arc::new(store);
+    let store = example_store();
     let stop = Arc::new(AtomicBool::new(false));
     let warm = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -368,20 +308,12 @@ fn tap_driver_allocates_nothing_per_query() {
         .expect("driver up");
     enter_netns_client(&ns.name, |client| {
         let server = (AGENT_IP.parse::<Ipv4Addr>().unwrap(), 53);
-        let qs = [
-            query(1, "local.kubernetes.services", 1, None),
-            query(2, "LOCAL.Kubernetes.Services", 28, Some(1232)),
-            query(
-                3,
-                "_http._tcp.hello-world.default.kubernetes.services",
-                33,
-                Some(4096),
-            ),
-            query(4, "nope.kubernetes.services", 1, Some(512)),
+        let mut qs = answer_queries();
+        qs.extend([
             query(5, "example.com", 1, None),
             query(6, "dashboard.kubernetes.services", 1, None),
             query(7, "kubernetes.services", 255, None),
-        ];
+        ]);
         let mut buf = [0u8; 2048];
         let mut round = |client: &UdpSocket| {
             for q in &qs {

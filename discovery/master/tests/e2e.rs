@@ -57,15 +57,6 @@ async fn cluster_changes_reach_dig_through_mosquitto_tls_and_two_agents() {
     let dir = TempDir::new("e2e");
     let ca = Ca::new(dir.path(), "e2e");
     let server = ca.server("broker");
-    let acl = format!(
-        "pattern read {PREFIX}/gateways/%u/zone\n\
-         pattern write {PREFIX}/gateways/%u/status\n\n\
-         user master\n\
-         topic readwrite {PREFIX}/gateways/+/zone\n\
-         topic read {PREFIX}/gateways/+/status\n\
-         topic readwrite {PREFIX}/nodes/+/proxy\n\
-         topic read {PREFIX}/nodes/+/status\n"
-    );
     let broker = Mosquitto::start(
         dir.path(),
         &MosquittoConfig {
@@ -74,7 +65,7 @@ async fn cluster_changes_reach_dig_through_mosquitto_tls_and_two_agents() {
                 server,
                 require_client_cert: true,
             }),
-            acl: Some(acl),
+            acl: Some(MosquittoConfig::design_acl(PREFIX)),
             persistence: false,
         },
     );

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use sdwan_discovery::leader::API_CALLS;
 use sdwan_fake_apiserver::FakeApiServer;
-use sdwan_testsupport::{free_port, ChildGuard, TempDir};
+use sdwan_testsupport::{free_port, ChildGuard};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -24,32 +24,6 @@ const DURATION_MS: u64 = 1000;
 const RENEW_DEADLINE_MS: u64 = 600;
 const RETRY_MS: u64 = 150;
 
-struct Setup {
-    api: FakeApiServer,
-    dir: TempDir,
-    broker: std::net::SocketAddr,
-    recorder: Recorder,
-}
-
-async fn setup(name: &str) -> Setup {
-    let api = FakeApiServer::start().await.unwrap();
-    api.apply(node("w1", "192.0.2.1", "a", true));
-    api.apply(node("w2", "192.0.2.2", "b", true));
-    api.apply(service("default", "web", 30080));
-    api.apply(slice("default", "web", &["w1"]));
-    let dir = TempDir::new(name);
-    write_file(dir.path(), "kubeconfig", &api.kubeconfig_yaml());
-    write_file(dir.path(), "topology.toml", TOPOLOGY);
-    let broker = plain_broker();
-    let recorder = Recorder::start(Recorder::plain(broker, &format!("rec-{name}"))).await;
-    Setup {
-        api,
-        dir,
-        broker,
-        recorder,
-    }
-}
-
 /// One master process with its metrics port.
 struct Proc {
     child: ChildGuard,
@@ -57,30 +31,26 @@ struct Proc {
 }
 
 impl Setup {
-    fn start(&self, identity: &str) -> Proc {
+    /// Starts an `sdwan-discovery` process with leader election as `identity`.
+    fn start_master(&self, identity: &str) -> Proc {
         let metrics = free_port();
-        let a = args(
-            &self.dir.join("kubeconfig"),
-            &self.dir.join("topology.toml"),
-            &format!("mqtt://{}", self.broker),
-            &[
-                "--leader-elect",
-                "--lease-name",
-                LEASE,
-                "--lease-namespace",
-                "default",
-                "--identity",
-                identity,
-                "--lease-duration",
-                &DURATION_MS.to_string(),
-                "--renew-deadline",
-                &RENEW_DEADLINE_MS.to_string(),
-                "--retry-period",
-                &RETRY_MS.to_string(),
-                "--metrics",
-                &format!("127.0.0.1:{metrics}"),
-            ],
-        );
+        let a = self.args(&[
+            "--leader-elect",
+            "--lease-name",
+            LEASE,
+            "--lease-namespace",
+            "default",
+            "--identity",
+            identity,
+            "--lease-duration",
+            &DURATION_MS.to_string(),
+            "--renew-deadline",
+            &RENEW_DEADLINE_MS.to_string(),
+            "--retry-period",
+            &RETRY_MS.to_string(),
+            "--metrics",
+            &format!("127.0.0.1:{metrics}"),
+        ]);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-discovery"));
         cmd.args(&a).env("RUST_LOG", "info");
         Proc {
@@ -232,9 +202,9 @@ fn assert_requests_are_declared(api: &FakeApiServer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_takes_over_from_a_killed_leader_without_serial_regression() {
-    let s = setup("leader-kill").await;
+    let s = Setup::start("leader-kill", &[]).await;
     let rec = &s.recorder;
-    let mut a = s.start("a");
+    let mut a = s.start_master("a");
     wait_metric(&a, "sdwan_leader", 1.0, "a leads").await;
     let z = rec
         .wait_zone("gw-a", "web on w1", |z| {
@@ -243,7 +213,7 @@ async fn standby_takes_over_from_a_killed_leader_without_serial_regression() {
         .await;
     assert_eq!(z.serial(), 1);
 
-    let b = s.start("b");
+    let b = s.start_master("b");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let (code, body) = http_get(b.metrics, "/readyz").await;
@@ -309,9 +279,9 @@ async fn standby_takes_over_from_a_killed_leader_without_serial_regression() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_lease_is_taken_stops_publishing_and_resumes_serials() {
-    let s = setup("leader-deposed").await;
+    let s = Setup::start("leader-deposed", &[]).await;
     let rec = &s.recorder;
-    let a = s.start("a");
+    let a = s.start_master("a");
     wait_metric(&a, "sdwan_leader", 1.0, "a leads").await;
     rec.wait_zone("gw-a", "first zone", |z| z.serial() == 1)
         .await;
@@ -344,8 +314,8 @@ async fn a_leader_whose_lease_is_taken_stops_publishing_and_resumes_serials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_leader_releases_the_lease() {
-    let s = setup("leader-release").await;
-    let mut a = s.start("a");
+    let s = Setup::start("leader-release", &[]).await;
+    let mut a = s.start_master("a");
     wait_metric(&a, "sdwan_leader", 1.0, "a leads").await;
     assert_eq!(s.holder().as_deref(), Some("a"));
     a.child.signal(15); // SIGTERM, as Kubernetes stops a pod

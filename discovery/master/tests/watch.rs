@@ -6,45 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sdwan_fake_apiserver::FakeApiServer;
-use sdwan_testsupport::TempDir;
 
-struct Setup {
-    api: FakeApiServer,
-    dir: TempDir,
-    broker: std::net::SocketAddr,
-    recorder: Recorder,
-}
-
+/// [`Setup`] with a control-plane node `cp` as well (never an answer).
 async fn setup(name: &str) -> Setup {
-    let api = FakeApiServer::start().await.unwrap();
-    api.apply(node("w1", "192.0.2.1", "a", true));
-    api.apply(node("w2", "192.0.2.2", "b", true));
-    api.apply(control_plane("cp", "192.0.2.100"));
-    api.apply(service("default", "web", 30080));
-    api.apply(slice("default", "web", &["w1"]));
-    let dir = TempDir::new(name);
-    write_file(dir.path(), "kubeconfig", &api.kubeconfig_yaml());
-    write_file(dir.path(), "topology.toml", TOPOLOGY);
-    let broker = plain_broker();
-    let recorder = Recorder::start(Recorder::plain(broker, &format!("rec-{name}"))).await;
-    Setup {
-        api,
-        dir,
-        broker,
-        recorder,
-    }
-}
-
-impl Setup {
-    fn args(&self, extra: &[&str]) -> Vec<String> {
-        args(
-            &self.dir.join("kubeconfig"),
-            &self.dir.join("topology.toml"),
-            &format!("mqtt://{}", self.broker),
-            extra,
-        )
-    }
+    Setup::start(name, &[control_plane("cp", "192.0.2.100")]).await
 }
 
 fn a(s: &Seen, name: &str) -> Vec<String> {

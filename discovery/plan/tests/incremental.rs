@@ -7,36 +7,21 @@ use std::collections::BTreeMap;
 
 use common::*;
 use sdwan_plan::{plan, Change, Planner, RecordType, Snapshot, Topology, Warning};
-
-/// SplitMix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len())]
-    }
-    fn subset(&mut self, v: &[&str]) -> Vec<String> {
-        v.iter()
-            .filter(|_| self.below(3) == 0)
-            .map(|s| s.to_string())
-            .collect()
-    }
-}
+use sdwan_testsupport::Rng;
 
 const NODES: [&str; 7] = [
     "worker1", "worker2", "worker3", "worker4", "worker5", "cp1", "ghost",
 ];
 const NAMESPACES: [&str; 3] = ["default", "staging", "kube-system"];
 const SERVICES: [&str; 5] = ["web", "api", "db", "worker1", "local"];
+
+/// Each of `v` with a chance of 1 in 3.
+fn subset(rng: &mut Rng, v: &[&str]) -> Vec<String> {
+    v.iter()
+        .filter(|_| rng.below(3) == 0)
+        .map(|s| s.to_string())
+        .collect()
+}
 
 fn random_node(rng: &mut Rng) -> NodeSpec {
     let name = rng.pick(&NODES).to_string();
@@ -86,9 +71,9 @@ fn random_slice(rng: &mut Rng) -> SliceSpec {
         } else {
             service
         },
-        ready: rng.subset(&NODES),
-        unready: rng.subset(&NODES),
-        terminating: rng.subset(&NODES),
+        ready: subset(rng, &NODES),
+        unready: subset(rng, &NODES),
+        terminating: subset(rng, &NODES),
     }
 }
 
@@ -137,7 +122,7 @@ fn random_walk(seed: u64) {
         "#,
     )
     .unwrap();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut planner = Planner::new(Snapshot::new(), topology.clone());
     let mut non_empty = 0;
     for step in 0..400 {

@@ -6,21 +6,8 @@ mod common;
 
 use common::agent_accepts;
 use sdwan_plan::{plan, Snapshot, Topology};
+use sdwan_testsupport::Rng;
 use serde_json::{json, Value};
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// Every path to a value inside `v`.
 fn paths(v: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
@@ -94,7 +81,7 @@ fn mutated_clusters_are_refused_or_planned_validly() {
             .unwrap();
     let mut all = Vec::new();
     paths(&original, &mut Vec::new(), &mut all);
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     let (mut ok, mut refused) = (0, 0);
     for round in 0..500 {
         let mut v = original.clone();

@@ -21,6 +21,7 @@
 //!   crash inputs (each crate's `tests/regressions.rs`).
 //! - [`nginx`]: a real nginx in its own prefix directory, HTTP backends standing in for
 //!   NodePorts, a raw HTTP GET.
+//! - [`rng`]: [`Rng`], a seeded SplitMix64 for synthetic clusters and mutations.
 
 pub mod agent;
 pub mod alloc;
@@ -32,6 +33,7 @@ pub mod fuzz;
 pub mod mosquitto;
 pub mod net;
 pub mod nginx;
+pub mod rng;
 pub mod tmp;
 pub mod tools;
 pub mod wait;
@@ -41,6 +43,7 @@ pub use child::ChildGuard;
 pub use dig::{dig, kdig, DigAnswer, Rr};
 pub use dnsmasq::Dnsmasq;
 pub use net::free_port;
+pub use rng::Rng;
 pub use tmp::TempDir;
 pub use tools::require_tool;
 pub use wait::{wait_for, wait_until};

@@ -429,6 +429,36 @@ impl Drop for Master {
     }
 }
 
+/// The gateway rig: a TLS broker with the design's ACL (`persistence` as given), a connected
+/// test master, and an agent for gateway `gw-a` (state in `<tmp>/state`) already serving the
+/// zone of `serial`. Fields drop in order: the agent first, the temp dir last.
+pub struct GatewayRig {
+    pub agent: Agent,
+    pub master: Master,
+    pub broker: Mosquitto,
+    pub pki: Pki,
+    pub tmp: TempDir,
+}
+
+impl GatewayRig {
+    pub fn start(name: &str, persistence: bool, serial: u32) -> GatewayRig {
+        let tmp = TempDir::new(name);
+        let pki = Pki::new(tmp.path());
+        let broker = pki.broker(tmp.path(), persistence);
+        let master = Master::connect(Master::tls_options(&pki, &broker));
+        let agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
+        master.publish_zone("gw-a", zone("gw-a", serial));
+        wait_serving(agent.dns, serial);
+        GatewayRig {
+            agent,
+            master,
+            broker,
+            pki,
+            tmp,
+        }
+    }
+}
+
 /// The worker-mode rig: a TLS broker with the design's ACL, a connected test master, a proxy
 /// directory and a real nginx that includes `<proxy_dir>/*.conf`. Fields drop in order: nginx
 /// first, the temp dir last.
@@ -462,5 +492,32 @@ impl ProxyRig {
             proxy_dir,
             tmp,
         }
+    }
+
+    /// Starts `sdwan-agent` in worker mode for `node` against this rig: its own client
+    /// certificate, `--proxy-dir` the rig's proxy directory, nginx's check and reload commands.
+    pub fn start_agent(&self, node: &str) -> ChildGuard {
+        let client = self.pki.ca.client(node);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-agent"));
+        cmd.env("RUST_LOG", "info")
+            .args([
+                "--broker",
+                &self.broker.url(),
+                "--node-id",
+                node,
+                "--topic-prefix",
+                PREFIX,
+            ])
+            .arg("--ca")
+            .arg(self.pki.ca.cert())
+            .arg("--cert")
+            .arg(&client.cert)
+            .arg("--key")
+            .arg(&client.key)
+            .arg("--proxy-dir")
+            .arg(&self.proxy_dir)
+            .args(["--check-cmd", &self.nginx.check_cmd()])
+            .args(["--reload-cmd", &self.nginx.reload_cmd()]);
+        ChildGuard::spawn(&format!("sdwan-agent {node}"), &mut cmd)
     }
 }

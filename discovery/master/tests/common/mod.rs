@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use sdwan_discovery::cli::{self, Command};
 use sdwan_discovery::metrics::SharedMetrics;
+use sdwan_fake_apiserver::FakeApiServer;
 use sdwan_link::rumqttc::{self, AsyncClient, QoS};
 use sdwan_link::{BrokerUrl, LinkOptions};
+use sdwan_testsupport::TempDir;
 use serde_json::{json, Value};
 
 pub const PREFIX: &str = "sdwan/v1/test";
@@ -326,4 +328,49 @@ pub fn agent_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The master-process harness of the watch and leader tests: a fake API server holding two
+/// Ready workers (w1 in zone a, w2 in zone b), then `more_nodes`, then service default/web
+/// (NodePort 30080) with its endpoint on w1; a temp dir with the kubeconfig and [`TOPOLOGY`];
+/// an embedded plain broker and a [`Recorder`] on it.
+pub struct Setup {
+    pub api: FakeApiServer,
+    pub dir: TempDir,
+    pub broker: std::net::SocketAddr,
+    pub recorder: Recorder,
+}
+
+impl Setup {
+    pub async fn start(name: &str, more_nodes: &[Value]) -> Setup {
+        let api = FakeApiServer::start().await.unwrap();
+        api.apply(node("w1", "192.0.2.1", "a", true));
+        api.apply(node("w2", "192.0.2.2", "b", true));
+        for n in more_nodes {
+            api.apply(n.clone());
+        }
+        api.apply(service("default", "web", 30080));
+        api.apply(slice("default", "web", &["w1"]));
+        let dir = TempDir::new(name);
+        write_file(dir.path(), "kubeconfig", &api.kubeconfig_yaml());
+        write_file(dir.path(), "topology.toml", TOPOLOGY);
+        let broker = plain_broker();
+        let recorder = Recorder::start(Recorder::plain(broker, &format!("rec-{name}"))).await;
+        Setup {
+            api,
+            dir,
+            broker,
+            recorder,
+        }
+    }
+
+    /// [`args`] for this setup's kubeconfig, topology and broker, then `extra`.
+    pub fn args(&self, extra: &[&str]) -> Vec<String> {
+        args(
+            &self.dir.join("kubeconfig"),
+            &self.dir.join("topology.toml"),
+            &format!("mqtt://{}", self.broker),
+            extra,
+        )
+    }
 }
