@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -226,8 +227,9 @@ pub fn decide(payload: &[u8], node_id: &str, dir: &Path, in_use: Option<u32>) ->
     }
 }
 
-/// Runs `cmd` with `sh -c`, stdin and stdout from/to /dev/null, killed after `timeout`.
-/// `Err` carries the exit status (or the timeout) and the start of stderr.
+/// Runs `cmd` with `sh -c`, stdin and stdout from/to /dev/null, in a process group of its own
+/// that is killed as a whole after `timeout` (the shell and whatever it started, e.g. a hung
+/// `nginx -t`). `Err` carries the exit status (or the timeout) and the start of stderr.
 pub fn run_command(cmd: &str, timeout: Duration) -> Result<(), String> {
     let mut child = Command::new("sh")
         .arg("-c")
@@ -235,6 +237,7 @@ pub fn run_command(cmd: &str, timeout: Duration) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot run `{cmd}`: {e}"))?;
     let (tx, rx) = mpsc::channel();
@@ -250,6 +253,7 @@ pub fn run_command(cmd: &str, timeout: Duration) -> Result<(), String> {
         match child.try_wait() {
             Ok(Some(st)) => break Some(st),
             Ok(None) if Instant::now() >= deadline => {
+                kill_group(&child);
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
@@ -272,10 +276,19 @@ pub fn run_command(cmd: &str, timeout: Duration) -> Result<(), String> {
     match status {
         Some(st) if st.success() => Ok(()),
         Some(st) => Err(format!("`{cmd}` failed ({st}): {text}")),
-        None => Err(format!(
-            "`{cmd}` killed after {}s: {text}",
-            timeout.as_secs()
-        )),
+        None => Err(format!("`{cmd}` killed after {timeout:?}: {text}")),
+    }
+}
+
+/// SIGKILL to the process group `child` leads (it was spawned with `process_group(0)`).
+fn kill_group(child: &std::process::Child) {
+    let Ok(pgid) = libc::pid_t::try_from(child.id()) else {
+        return;
+    };
+    // SAFETY: kill(2) takes plain integers; a negative pid names the process group, which is
+    // the child's own (its pid), so nothing outside the command is signalled.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
     }
 }
 
@@ -693,6 +706,26 @@ mod tests {
         assert!(!dir.join("sdwan.conf").exists() && !dir.join("help.html").exists());
         assert_eq!(a.serial(), None);
         let e = run_command("sleep 5", Duration::from_millis(200)).unwrap_err();
-        assert!(e.contains("killed after"), "{e}");
+        assert!(e.contains("killed after 200ms"), "{e}");
+        // What the shell started goes too: the sleep below would keep the file's writer open.
+        let marker = dir.join("grandchild");
+        let m = marker.to_str().unwrap();
+        let cmd = format!("(sleep 30; echo late > {m}) & echo $! > {m}.pid; wait");
+        let started = Instant::now();
+        assert!(run_command(&cmd, Duration::from_millis(200)).is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not held up by the grandchild"
+        );
+        let pid = fs::read_to_string(format!("{m}.pid")).unwrap();
+        let alive = Path::new(&format!("/proc/{}", pid.trim())).exists();
+        let zombie_or_gone = !alive
+            || fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+                .map(|s| s.contains(") Z "))
+                .unwrap_or(true);
+        assert!(
+            zombie_or_gone,
+            "the command's background job survived the timeout"
+        );
     }
 }
