@@ -8,6 +8,7 @@
 //! - [`wire`]: DNS wire format: `Packet<T>` over bytes with checked accessors, `Repr`s that
 //!   parse and emit, name compression.
 //! - [`answer`]: `answer(zone, query, out, transport)`, the whole query path.
+//! - [`framing`]: DNS over TCP's length prefixes, reassembled from reads of any size.
 //!
 //! The daemon (`sdwan-agent`) owns sockets, files, MQTT and logging and calls into this crate.
 #![no_std]
@@ -17,6 +18,7 @@
 extern crate std;
 
 pub mod answer;
+pub mod framing;
 pub mod payload;
 pub mod wire;
 pub mod zone;

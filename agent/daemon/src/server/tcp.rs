@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
+use sdwan_agent_core::framing::TcpFramer;
 use sdwan_agent_core::{answer, Transport};
 
 use super::TcpLimits;
@@ -100,29 +101,18 @@ pub fn serve_connection(stream: &TcpStream, store: &ZoneStore, idle: Duration) -
     stream.set_write_timeout(Some(idle))?;
     stream.set_nodelay(true)?;
     let mut inbuf = vec![0u8; 2 + QUERY_MAX];
+    let mut frames = TcpFramer::new(&mut inbuf);
     let mut out = vec![0u8; 2 + ANSWER_MAX];
-    let (mut start, mut end) = (0usize, 0usize);
     let mut last_query = Instant::now();
     let mut timeout = idle;
     loop {
-        // Answer every complete message in the buffer.
+        // Answer every complete message received.
         loop {
-            let have = end - start;
-            if have < 2 {
-                break;
-            }
-            let len = u16::from_be_bytes([inbuf[start], inbuf[start + 1]]) as usize;
-            if len > QUERY_MAX {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("query of {len} bytes (at most {QUERY_MAX})"),
-                ));
-            }
-            if have < 2 + len {
-                break;
-            }
-            let query = &inbuf[start + 2..start + 2 + len];
-            start += 2 + len;
+            let query = match frames.next_message() {
+                Ok(Some(q)) => q,
+                Ok(None) => break,
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            };
             last_query = Instant::now();
             let result = {
                 let zone = store.load();
@@ -134,14 +124,8 @@ pub fn serve_connection(stream: &TcpStream, store: &ZoneStore, idle: Duration) -
                 stream.write_all(&out[..2 + k])?;
             }
         }
-        // Keep the incomplete rest at the front, then read more.
-        if start > 0 {
-            inbuf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-        }
         // Waiting for a new message: the full idle time. In the middle of one: what is left.
-        let wanted = if end == 0 {
+        let wanted = if !frames.in_message() {
             idle
         } else {
             match idle.checked_sub(last_query.elapsed()) {
@@ -153,9 +137,9 @@ pub fn serve_connection(stream: &TcpStream, store: &ZoneStore, idle: Duration) -
             stream.set_read_timeout(Some(wanted))?;
             timeout = wanted;
         }
-        match stream.read(&mut inbuf[end..]) {
+        match stream.read(frames.space()) {
             Ok(0) => return Ok(()),
-            Ok(n) => end += n,
+            Ok(n) => frames.filled(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
                 if matches!(
