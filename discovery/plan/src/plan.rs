@@ -400,20 +400,10 @@ impl Cluster {
             self.emit_address(&svc.name, &svc.hosts, order, ttl, &mut data, sink);
         }
         if pos < b.srv_services && svc.named_hosts > 0 {
-            let mut ranked: Vec<(u32, u32)> = svc
-                .hosts
-                .iter()
-                .filter(|&&h| self.workers[h as usize].named)
-                .map(|&h| (order.rank[h as usize], h))
-                .collect();
-            if ranked.len() > b.srv_cap {
-                ranked.select_nth_unstable(b.srv_cap);
-                ranked.truncate(b.srv_cap);
-            }
-            ranked.sort_unstable();
+            let targets = self.srv_targets(svc, order);
             for p in svc.srv_sets() {
                 let owner = p.srv.as_deref().unwrap_or_default();
-                for (prio, (_, h)) in ranked.iter().enumerate() {
+                for (prio, h) in targets.iter().enumerate() {
                     data.clear();
                     let _ = write!(
                         data,
@@ -424,6 +414,24 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// The SRV targets of a service under `order`: its hosting workers with DNS-valid names,
+    /// nearest first, at most the budget's SRV cap.
+    fn srv_targets(&self, svc: &SvcPlan, order: &Order) -> Vec<u32> {
+        let mut ranked: Vec<(u32, u32)> = svc
+            .hosts
+            .iter()
+            .filter(|&&h| self.workers[h as usize].named)
+            .map(|&h| (order.rank[h as usize], h))
+            .collect();
+        let cap = self.budget.srv_cap;
+        if ranked.len() > cap {
+            ranked.select_nth_unstable(cap);
+            ranked.truncate(cap);
+        }
+        ranked.sort_unstable();
+        ranked.into_iter().map(|(_, h)| h).collect()
     }
 
     /// What the records of one service under `order` depend on besides its own static
@@ -445,21 +453,11 @@ impl Cluster {
         } else {
             (None, None)
         };
-        let mut targets = Vec::new();
-        if srv {
-            let mut ranked: Vec<(u32, u32)> = svc
-                .hosts
-                .iter()
-                .filter(|&&h| self.workers[h as usize].named)
-                .map(|&h| (order.rank[h as usize], h))
-                .collect();
-            if ranked.len() > b.srv_cap {
-                ranked.select_nth_unstable(b.srv_cap);
-                ranked.truncate(b.srv_cap);
-            }
-            ranked.sort_unstable();
-            targets = ranked.into_iter().map(|(_, h)| h).collect();
-        }
+        let targets = if srv {
+            self.srv_targets(svc, order)
+        } else {
+            Vec::new()
+        };
         ServiceView {
             fq,
             short,
