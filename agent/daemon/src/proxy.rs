@@ -280,6 +280,13 @@ pub fn run_command(cmd: &str, timeout: Duration) -> Result<(), String> {
     }
 }
 
+/// The files of `f` that the proxy reads only when it is reloaded.
+fn loaded_by_reload(f: &ProxyFiles) -> impl Iterator<Item = &(&'static str, String)> {
+    f.files
+        .iter()
+        .filter(|(name, _)| !SERVED_FROM_DISK.contains(name))
+}
+
 /// SIGKILL to the process group `child` leads (it was spawned with `process_group(0)`).
 fn kill_group(child: &std::process::Child) {
     let Ok(pgid) = libc::pid_t::try_from(child.id()) else {
@@ -308,9 +315,10 @@ pub struct ProxyApplier {
     timeout: Duration,
     serial: Option<u32>,
     last_error: Option<String>,
-    /// The files of the last payload this process checked and reloaded: `None` until the first
-    /// one (files found on disk at start may never have been loaded, so they do not count).
-    reloaded: Option<Vec<(&'static str, String)>>,
+    /// The files nginx loads (all but [`SERVED_FROM_DISK`]) of the last payload this process
+    /// checked and reloaded: `None` until the first one (files found on disk at start may never
+    /// have been loaded, so they do not count).
+    loaded: Option<Vec<(&'static str, String)>>,
 }
 
 impl ProxyApplier {
@@ -333,7 +341,7 @@ impl ProxyApplier {
             timeout: COMMAND_TIMEOUT,
             serial,
             last_error: None,
-            reloaded: None,
+            loaded: None,
         }
     }
 
@@ -369,7 +377,7 @@ impl ProxyApplier {
                             }
                         );
                         if reload {
-                            self.reloaded = Some(files.files.clone());
+                            self.loaded = Some(loaded_by_reload(&files).cloned().collect());
                         }
                         self.serial = Some(files.serial);
                         self.last_error = None;
@@ -401,13 +409,10 @@ impl ProxyApplier {
     /// this process, then when a file outside [`SERVED_FROM_DISK`] differs from the last one
     /// reloaded.
     fn needs_reload(&self, new: &ProxyFiles) -> bool {
-        let Some(last) = &self.reloaded else {
-            return true;
-        };
-        new.files.iter().any(|(name, text)| {
-            !SERVED_FROM_DISK.contains(name)
-                && last.iter().find(|(n, _)| n == name).map(|(_, t)| t) != Some(text)
-        })
+        match &self.loaded {
+            None => true,
+            Some(last) => !last.iter().eq(loaded_by_reload(new)),
+        }
     }
 
     /// Writes the files, checks and reloads (when `reload`); on failure puts the previous
