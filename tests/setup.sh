@@ -35,10 +35,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
     say "Debian packages: all present"
 fi
-# Services some packages may have started anyway would hold the ports the tests use.
-for svc in mosquitto nginx knot nsd dnsmasq; do
-    pkill -x "$svc" 2>/dev/null || true
-done
 
 # --- Rust toolchain pieces ----------------------------------------------------------------------
 installed_targets=$(rustup target list --installed)
