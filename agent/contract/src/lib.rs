@@ -1,0 +1,14 @@
+//! The contract between the master (`sdwan-discovery`) and the agents (`sdwan-agent`): what
+//! both sides must agree on, in one crate that both use. no_std, no heap, no unsafe.
+//!
+//! Layout:
+//! - [`json`]: the one checked door for JSON documents from the network or from files. A
+//!   single non-recursive pass checks RFC 8259 syntax with bounded size and nesting depth and
+//!   no raw control characters in strings, before any (recursive) deserializer sees the bytes.
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(any(feature = "std", test))]
+extern crate std;
+
+pub mod json;
