@@ -497,6 +497,11 @@ impl ProxyRig {
     /// Starts `sdwan-agent` in worker mode for `node` against this rig: its own client
     /// certificate, `--proxy-dir` the rig's proxy directory, nginx's check and reload commands.
     pub fn start_agent(&self, node: &str) -> ChildGuard {
+        self.start_agent_with(node, &self.nginx.check_cmd())
+    }
+
+    /// [`ProxyRig::start_agent`] with `check` as `--check-cmd`.
+    pub fn start_agent_with(&self, node: &str, check: &str) -> ChildGuard {
         let client = self.pki.ca.client(node);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-agent"));
         cmd.env("RUST_LOG", "info")
@@ -516,7 +521,7 @@ impl ProxyRig {
             .arg(&client.key)
             .arg("--proxy-dir")
             .arg(&self.proxy_dir)
-            .args(["--check-cmd", &self.nginx.check_cmd()])
+            .args(["--check-cmd", check])
             .args(["--reload-cmd", &self.nginx.reload_cmd()]);
         ChildGuard::spawn(&format!("sdwan-agent {node}"), &mut cmd)
     }
