@@ -360,3 +360,70 @@ fn write_by(mut stream: &TcpStream, mut buf: &[u8], deadline: Instant) -> io::Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// A connected socket to stand in for an accepted connection's handle (the peer end is
+    /// returned too, so it stays open).
+    fn socket_pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (server, client)
+    }
+
+    #[test]
+    fn the_oldest_idle_connection_makes_room() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let table = Table::new(TcpLimits {
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 8,
+        });
+        assert_eq!(table.limits.per_address(), 2);
+        let (a, b, c) = (
+            IpAddr::from([10, 0, 0, 1]),
+            IpAddr::from([10, 0, 0, 2]),
+            IpAddr::from([10, 0, 0, 3]),
+        );
+        let mapped_a = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+        let mut peers = Vec::new();
+        let mut admit = |ip: IpAddr| {
+            let (server, client) = socket_pair(&listener);
+            peers.push(client);
+            let (id, activity, ev) = table.admit(ip, server);
+            (id, activity, ev.map(|e| (e.ip, e.reason)))
+        };
+        // (address, evicted: its address and why); a's first connection answers a query
+        // later than its second, so the second is a's oldest idle one when a third comes.
+        let (_, a1, none) = admit(a);
+        assert!(none.is_none());
+        let (a2_id, _, none) = admit(a);
+        assert!(none.is_none());
+        a1.touch(Instant::now() + Duration::from_secs(1));
+        let (_, _, ev) = admit(mapped_a);
+        assert_eq!(ev, Some((a, EvictReason::PerAddress)), "a's second, not a1");
+        assert_eq!(table.len(), 2);
+        table.remove(a2_id); // already gone: no-op
+        assert_eq!(table.len(), 2);
+        for ip in [
+            b,
+            b,
+            c,
+            c,
+            Ipv6Addr::LOCALHOST.into(),
+            Ipv6Addr::LOCALHOST.into(),
+        ] {
+            assert!(admit(ip).2.is_none());
+        }
+        assert_eq!(table.len(), 8);
+        // Full: the oldest of all goes, a's (entered as IPv4-mapped), then b's first; a1 was
+        // touched later than everything.
+        let (_, _, ev) = admit(IpAddr::from([10, 0, 0, 9]));
+        assert_eq!(ev, Some((a, EvictReason::Full)));
+        let (_, _, ev) = admit(IpAddr::from([10, 0, 0, 9]));
+        assert_eq!(ev, Some((b, EvictReason::Full)));
+        assert_eq!(table.len(), 8);
+    }
+}
