@@ -286,7 +286,7 @@ fn worker_killed_during_the_check_restarts_with_the_known_good_files_live() {
         pid = check_pid.display(),
         nginx_t = rig.nginx.check_cmd()
     );
-    let mut agent = rig.start_agent_with(NODE, &check);
+    let mut agent = rig.start_agent_with(NODE, &check, None);
     master.publish_proxy(NODE, payload(1, &settings, &services, &[], None));
     let st = master.wait_node_status(NODE, "serial 1", |s| s.serial == Some(1));
     assert_eq!(st.error, None);
@@ -318,7 +318,7 @@ fn worker_killed_during_the_check_restarts_with_the_known_good_files_live() {
 
     // Restarted: the retained serial 2 is tried again and refused; what is live, and what
     // nginx -t checks on disk, is serial 1.
-    let mut agent = rig.start_agent_with(NODE, &check);
+    let mut agent = rig.start_agent_with(NODE, &check, None);
     let st = master.wait_node_status(NODE, "serial 2 refused after the restart", |s| {
         s.error
             .as_deref()
@@ -352,6 +352,78 @@ fn worker_killed_during_the_check_restarts_with_the_known_good_files_live() {
     wait_get(port, LOCAL, "/hello-world/", "still served", |r| {
         serves(r, "hello-world")
     });
+}
+
+#[test]
+fn a_write_that_fails_midway_leaves_no_temp_file_and_the_good_files_live() {
+    // Issue 12, item 6: a write that failed (ENOSPC) left its partial `.tmp` file behind.
+    // Here the agent may write files of at most 64 KiB (RLIMIT_FSIZE): a help page of 200 kB
+    // fails midway, with a real EFBIG from the kernel.
+    let rig = ProxyRig::start("proxy-efbig");
+    let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
+    let settings = ProxySettings {
+        listen_port: free_port(),
+        upstream_host: "127.0.0.1".into(),
+        dir: proxy_dir.display().to_string(),
+    };
+    let hello = Backend::start("hello-world");
+    let _agent = rig.start_agent_with(NODE, &rig.nginx.check_cmd(), Some(64 * 1024));
+    let services = vec![svc("default", "hello-world", true, hello.port)];
+    let too_big = |serial: u32| {
+        let mut p: serde_json::Value =
+            serde_json::from_slice(&payload(serial, &settings, &services, &[], None)).unwrap();
+        p["files"]["help.html"] = format!("<!DOCTYPE html>{}", "x".repeat(200_000)).into();
+        p.to_string()
+    };
+    let temp_files = || {
+        let mut left = Vec::new();
+        for dir in [proxy_dir.clone(), proxy_dir.join(".sdwan-known-good")] {
+            for e in std::fs::read_dir(&dir).into_iter().flatten() {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                if name.ends_with(".tmp") {
+                    left.push(dir.join(name));
+                }
+            }
+        }
+        left
+    };
+    // (payload, serial in use after it, error expected)
+    let steps = [
+        (too_big(1), None, true),
+        (
+            String::from_utf8(payload(2, &settings, &services, &[], None)).unwrap(),
+            Some(2),
+            false,
+        ),
+        (too_big(3), Some(2), true),
+    ];
+    let mut good: Option<(Vec<u8>, Vec<u8>)> = None;
+    for (i, (p, serial, fails)) in steps.into_iter().enumerate() {
+        master.clear_statuses();
+        master.publish_proxy(NODE, p);
+        let st = master.wait_node_status(NODE, &format!("step {i}"), |s| {
+            s.serial == serial && s.error.is_some() == fails
+        });
+        if let Some(err) = st.error {
+            assert!(
+                err.contains("cannot write")
+                    && err.contains("help.html")
+                    && err.contains("too large"),
+                "step {i}: {err}"
+            );
+        }
+        assert_eq!(temp_files(), Vec::<std::path::PathBuf>::new(), "step {i}");
+        let live = |n: &str| std::fs::read(proxy_dir.join(n)).ok();
+        match &good {
+            // Nothing was ever applied: nothing is live.
+            None if fails => assert!(live("sdwan.conf").is_none() && live("help.html").is_none()),
+            None => good = Some((live("sdwan.conf").unwrap(), live("help.html").unwrap())),
+            Some((conf, help)) => {
+                assert_eq!(live("sdwan.conf").as_ref(), Some(conf), "step {i}");
+                assert_eq!(live("help.html").as_ref(), Some(help), "step {i}");
+            }
+        }
+    }
 }
 
 #[test]
