@@ -67,8 +67,9 @@ DNS:
   --listen ADDR             IP:PORT to serve on, UDP and TCP; repeatable; IPv6 as [::1]:5353
                             (default 127.0.0.1:5353)
   --zone-file FILE          zone payload v1 to serve from the start
-  --tcp-idle-timeout SECS   close a TCP connection idle this long (default 10)
-  --tcp-max-connections N   concurrent TCP connections; more are closed at once (default 64)
+  --tcp-idle-timeout SECS   close a TCP connection with no query answered this long (default 10)
+  --tcp-max-connections N   concurrent TCP connections, a quarter of them per client address;
+                            beyond that the oldest idle one is closed (default 64)
   --user USER               after binding, switch to USER and its primary group
 
 DNS through smoltcp on a TAP device (builds with the smoltcp feature only):

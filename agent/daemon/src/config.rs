@@ -54,7 +54,8 @@ pub struct Config {
     pub user: Option<String>,
     /// `tcp-idle-timeout`: seconds a TCP connection may stay idle.
     pub tcp_idle_timeout: Duration,
-    /// `tcp-max-connections`: concurrent TCP connections; more are closed at once.
+    /// `tcp-max-connections`: concurrent TCP connections; a new one beyond this (or beyond a
+    /// quarter of it from one address) closes the oldest idle connection.
     pub tcp_max_connections: usize,
     /// `tap`, `tap-address`, `tap-gateway`, `tap-port`: the smoltcp/TAP driver.
     pub tap: crate::tap::TapSettings,

@@ -3,11 +3,15 @@
 //!
 //! [`save`] writes `zone.json.tmp`, fsyncs it, renames it over `zone.json` and fsyncs the
 //! directory: after a power cut or `kill -9` the file is the old payload or the new one, whole.
+//! [`write_atomic`], the one function that writes files (the zone here, the worker's proxy
+//! files), creates the temporary file exclusively, never through a link, and removes it when
+//! anything fails.
 //! [`load`] re-validates the file with the core like any payload from the broker; a missing,
 //! unreadable, corrupt or truncated file is logged and ignored, never fatal.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use log::{info, warn};
@@ -31,15 +35,77 @@ pub fn save(dir: &Path, payload: &[u8]) -> io::Result<()> {
 
 /// Writes `dir/name` atomically and durably: `dir/name.tmp`, fsync, rename, fsync of `dir`.
 /// Readers see the old contents or the new, whole (also used for the proxy files).
+///
+/// The temporary file is created exclusively (`O_CREAT|O_EXCL|O_NOFOLLOW`): whatever already
+/// has its name (a file left by a crash, or a link planted by someone who may write the
+/// directory) is unlinked, never followed, and the creation tried once more; a directory
+/// there is an error. On any failure (a full disk, a failed fsync or rename) the temporary
+/// file is removed and `dir/name` is left as it was.
 pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> io::Result<()> {
+    write_atomic_with(dir, name, contents, |f, c| f.write_all(c))
+}
+
+/// [`write_atomic`] with the writing of the contents into the temporary file done by
+/// `write` (tests make it fail midway).
+fn write_atomic_with(
+    dir: &Path,
+    name: &str,
+    contents: &[u8],
+    write: impl FnOnce(&mut File, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
+    let mut f = create_exclusive(&tmp)?;
+    let written = write(&mut f, contents)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| {
+            drop(f);
+            fs::rename(&tmp, dir.join(name))
+        });
+    if let Err(e) = written {
+        // Unlinks the name (what we created), never anything it might point to.
+        if let Err(r) = fs::remove_file(&tmp) {
+            if r.kind() != io::ErrorKind::NotFound {
+                warn!("cannot remove {}: {r}", tmp.display());
+            }
+        }
+        return Err(e);
     }
-    fs::rename(&tmp, dir.join(name))?;
     File::open(dir)?.sync_all()
+}
+
+/// Creates `path` for writing, exclusively and without following a link at `path`. Something
+/// already there that is not a directory is unlinked first (once).
+fn create_exclusive(path: &Path) -> io::Result<File> {
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let meta = fs::symlink_metadata(path)?;
+            if meta.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is a directory", path.display()),
+                ));
+            }
+            warn!(
+                "removing {} left in the way ({}), not following it",
+                path.display(),
+                if meta.file_type().is_symlink() {
+                    "a symbolic link"
+                } else {
+                    "a stale temporary file"
+                }
+            );
+            fs::remove_file(path)?;
+            open()
+        }
+        r => r,
+    }
 }
 
 /// Loads and validates the persisted zone. `gateway_id`, when given, must match the payload's
@@ -135,6 +201,76 @@ mod tests {
             }
             assert!(load(dir.path(), gw).is_none(), "{case}: loaded");
         }
+    }
+
+    #[test]
+    fn a_link_planted_at_the_temp_name_is_not_followed() {
+        // (file written, what is planted at FILE.tmp)
+        let cases = [
+            ("help.html", "link to the victim"),
+            ("zone.json", "link to the victim"),
+            ("sdwan.conf", "dangling link"),
+            ("help.html", "stale temporary file"),
+        ];
+        for (name, planted) in cases {
+            let dir = tmp();
+            let elsewhere = sdwan_testsupport::TempDir::new("persist-victim");
+            let victim = elsewhere.write("victim", "precious");
+            let missing = elsewhere.join("created-through-the-link");
+            let temp = dir.join(format!("{name}.tmp"));
+            match planted {
+                "link to the victim" => std::os::unix::fs::symlink(&victim, &temp).unwrap(),
+                "dangling link" => std::os::unix::fs::symlink(&missing, &temp).unwrap(),
+                _ => fs::write(&temp, "half a file").unwrap(),
+            }
+            write_atomic(dir.path(), name, b"new contents").unwrap();
+            let case = format!("{name} with a {planted}");
+            assert_eq!(fs::read_to_string(&victim).unwrap(), "precious", "{case}");
+            assert!(!missing.exists(), "{case}: created through the link");
+            assert_eq!(fs::read(dir.join(name)).unwrap(), b"new contents", "{case}");
+            let meta = fs::symlink_metadata(dir.join(name)).unwrap();
+            assert!(meta.file_type().is_file(), "{case}: not a regular file");
+            assert!(
+                !temp.exists() && fs::symlink_metadata(&temp).is_err(),
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_write_that_fails_midway_leaves_no_temp_file_and_the_old_file_intact() {
+        let dir = tmp();
+        save(dir.path(), b"old payload").unwrap();
+        // The disk fills up after 5 bytes.
+        let enospc = |f: &mut File, c: &[u8]| {
+            f.write_all(&c[..5])?;
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        };
+        let e = write_atomic_with(dir.path(), STATE_FILE, b"new payload", enospc).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(fs::read(state_file(dir.path())).unwrap(), b"old payload");
+        assert!(!dir.join(TEMP_FILE).exists(), "partial temporary file left");
+        // The next write goes through.
+        save(dir.path(), b"new payload").unwrap();
+        assert_eq!(fs::read(state_file(dir.path())).unwrap(), b"new payload");
+        assert!(!dir.join(TEMP_FILE).exists());
+    }
+
+    #[test]
+    fn a_directory_at_the_temp_name_is_a_clear_error_and_loses_nothing() {
+        let dir = tmp();
+        save(dir.path(), b"old payload").unwrap();
+        fs::create_dir(dir.join(TEMP_FILE)).unwrap();
+        let e = save(dir.path(), b"new payload").unwrap_err();
+        assert!(
+            e.to_string().ends_with("zone.json.tmp is a directory"),
+            "{e}"
+        );
+        assert_eq!(fs::read(state_file(dir.path())).unwrap(), b"old payload");
+        assert!(
+            dir.join(TEMP_FILE).is_dir(),
+            "the directory is not ours to remove"
+        );
     }
 
     #[test]

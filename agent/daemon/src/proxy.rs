@@ -5,16 +5,21 @@
 //! a proxy payload v1 for this node and this directory, carrying exactly the known files
 //! ([`FILES`]) within the size limits, as UTF-8 text without NUL; its serial must be above the
 //! serial in use (the same serial again is a replay, ignored quietly). [`ProxyApplier::handle`]
-//! carries it out: keep the current files, write the new ones atomically
-//! ([`crate::persist::write_atomic`]), run `--check-cmd`, then `--reload-cmd`; when either
-//! fails, the previous files are written back (nginx is not reloaded) and the error, with the
-//! command's stderr, goes into the status document. The serial of the last applied payload is
-//! kept in [`SERIAL_FILE`] in the proxy directory so a restart does not apply it again.
+//! carries it out: write the new files atomically ([`crate::persist::write_atomic`]), run
+//! `--check-cmd`, then `--reload-cmd`; when either fails, the last known-good files are written
+//! back (nginx is not reloaded) and the error, with the command's stderr, goes into the status
+//! document. The known-good set (the files last checked and reloaded) is kept in
+//! [`KNOWN_GOOD_DIR`], out of the files nginx includes, so it survives a crash in the middle
+//! of an apply: at start, [`ProxyApplier::new`] compares the live files with it and, when they
+//! differ, checks the live files and keeps them only if the check passes
+//! ([`ProxyApplier::recover`]). The serial of the last applied payload is kept in
+//! [`SERIAL_FILE`] in the proxy directory so a restart does not apply it again.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,6 +45,9 @@ pub const MAX_PAYLOAD: usize = 8 * 1024 * 1024;
 pub const MAX_FILE: usize = 4 * 1024 * 1024;
 /// The serial of the files in place, kept in the proxy directory.
 pub const SERIAL_FILE: &str = ".sdwan-proxy-serial";
+/// Subdirectory of the proxy directory holding the last known-good [`FILES`] (a file missing
+/// there: none is live). nginx's `include DIR/*.conf` does not reach into it.
+pub const KNOWN_GOOD_DIR: &str = ".sdwan-known-good";
 /// How long `--check-cmd` and `--reload-cmd` may run before they are killed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of a failing command's stderr goes into the error.
@@ -305,6 +313,54 @@ pub fn load_serial(dir: &Path) -> Option<u32> {
     text.trim().parse().ok().filter(|&s| s >= 1)
 }
 
+/// The contents of each of [`FILES`] in a directory, `None` where it is absent.
+type FileSet = Vec<(&'static str, Option<Vec<u8>>)>;
+
+/// Reads [`FILES`] from `dir` (a missing `dir`: all absent). A link in place of a file, a file
+/// above [`MAX_FILE`] or anything else unreadable is an error.
+fn read_set(dir: &Path) -> io::Result<FileSet> {
+    let mut set = Vec::new();
+    for name in FILES {
+        let path = dir.join(name);
+        let contents = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => {
+                let mut b = Vec::new();
+                f.take(MAX_FILE as u64 + 1).read_to_end(&mut b)?;
+                if b.len() > MAX_FILE {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{} is above {MAX_FILE} bytes", path.display()),
+                    ));
+                }
+                Some(b)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        };
+        set.push((name, contents));
+    }
+    Ok(set)
+}
+
+/// Writes `set` into `dir` with [`persist::write_atomic`]; a file absent from it is removed.
+fn put_set(dir: &Path, set: &FileSet) -> io::Result<()> {
+    for (name, contents) in set {
+        match contents {
+            Some(b) => persist::write_atomic(dir, name, b)?,
+            None => match fs::remove_file(dir.join(name)) {
+                Ok(()) => fs::File::open(dir)?.sync_all()?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    Ok(())
+}
+
 /// Carries out decisions against the proxy directory and keeps the status.
 #[derive(Debug)]
 pub struct ProxyApplier {
@@ -333,7 +389,7 @@ impl ProxyApplier {
         if let Some(s) = serial {
             info!("proxy files in {} are serial {s}", dir.display());
         }
-        ProxyApplier {
+        let mut a = ProxyApplier {
             node_id: node_id.to_string(),
             dir: dir.to_path_buf(),
             check_cmd,
@@ -342,7 +398,86 @@ impl ProxyApplier {
             serial,
             last_error: None,
             loaded: None,
+        };
+        a.recover();
+        a
+    }
+
+    /// Makes the live files a known-good set again after a crash (`kill -9`, power cut) in the
+    /// middle of an apply, which can leave unchecked files live. When the live files differ
+    /// from the known-good set, they are checked with `--check-cmd`: kept (and made the
+    /// known-good set) when it passes, replaced by the known-good set when it fails (or when
+    /// they cannot be read). The outcome is logged, and a failure to restore goes into the
+    /// status document. Nothing is reloaded: nginx still runs what it last loaded, and the
+    /// first payload after start is checked and reloaded in any case.
+    pub fn recover(&mut self) {
+        let good = match read_set(&self.known_good_dir()) {
+            Ok(g) => g,
+            Err(e) => {
+                let msg = format!("known-good proxy files unreadable: {e}");
+                warn!("{msg}");
+                self.last_error = Some(msg);
+                return;
+            }
+        };
+        let live = read_set(&self.dir);
+        if live.as_ref().is_ok_and(|l| *l == good) {
+            return;
         }
+        let checked =
+            live.map_err(|e| format!("cannot read them: {e}"))
+                .and_then(|live| match &self.check_cmd {
+                    Some(cmd) => run_command(cmd, self.timeout).map(|()| live),
+                    None => Ok(live),
+                });
+        let dir = self.dir.display();
+        match checked {
+            Ok(live) => {
+                info!(
+                    "proxy files in {dir} differ from the last known-good set (an apply was \
+                     interrupted?); they pass the check and are now the known-good set"
+                );
+                if let Err(e) = self.save_known_good(&live) {
+                    warn!("cannot save the known-good proxy files: {e}");
+                }
+            }
+            Err(e) => match self.restore(&good) {
+                Ok(()) => warn!(
+                    "proxy files in {dir} differ from the last known-good set (an apply was \
+                     interrupted?) and fail the check ({e}); restored the last known-good files"
+                ),
+                Err(r) => {
+                    let msg = format!(
+                        "proxy files in {dir} fail the check ({e}) and restoring the last \
+                         known-good files failed: {r}"
+                    );
+                    warn!("{msg}");
+                    self.last_error = Some(msg);
+                }
+            },
+        }
+    }
+
+    fn known_good_dir(&self) -> PathBuf {
+        self.dir.join(KNOWN_GOOD_DIR)
+    }
+
+    /// Makes `set` the known-good set: each file written atomically into [`KNOWN_GOOD_DIR`]
+    /// (created when missing), a file absent from `set` removed there.
+    fn save_known_good(&self, set: &FileSet) -> io::Result<()> {
+        let kg = self.known_good_dir();
+        match fs::symlink_metadata(&kg) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} is not a directory", kg.display()),
+                ))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&kg)?,
+            Err(e) => return Err(e),
+        }
+        put_set(&kg, set)
     }
 
     /// Decides and applies one payload; true when the status changed.
@@ -381,6 +516,19 @@ impl ProxyApplier {
                         }
                         self.serial = Some(files.serial);
                         self.last_error = None;
+                        let set: FileSet = files
+                            .files
+                            .iter()
+                            .map(|(n, t)| (*n, Some(t.as_bytes().to_vec())))
+                            .collect();
+                        if let Err(e) = self.save_known_good(&set) {
+                            let msg = format!(
+                                "serial {} applied but not saved as the known-good set: {e}",
+                                files.serial
+                            );
+                            warn!("{msg}");
+                            self.last_error = Some(msg);
+                        }
                         let text = format!("{}\n", files.serial);
                         if let Err(e) =
                             persist::write_atomic(&self.dir, SERIAL_FILE, text.as_bytes())
@@ -415,25 +563,15 @@ impl ProxyApplier {
         }
     }
 
-    /// Writes the files, checks and reloads (when `reload`); on failure puts the previous
-    /// files back.
+    /// Writes the files, checks and reloads (when `reload`); on failure puts the last
+    /// known-good files back.
     fn apply(&self, new: &ProxyFiles, reload: bool) -> Result<(), String> {
-        let mut previous: Vec<(&str, Option<Vec<u8>>)> = Vec::new();
-        for (name, _) in &new.files {
-            match fs::read(self.dir.join(name)) {
-                Ok(b) => previous.push((name, Some(b))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => previous.push((name, None)),
-                Err(e) => {
-                    return Err(format!(
-                        "cannot read {}: {e}",
-                        self.dir.join(name).display()
-                    ))
-                }
-            }
-        }
+        // Read before anything is written: when it cannot be read, nothing is touched.
+        let good = read_set(&self.known_good_dir())
+            .map_err(|e| format!("known-good proxy files unreadable: {e}"))?;
         let result = self.write_check_reload(new, reload);
         if let Err(e) = &result {
-            match self.restore(&previous) {
+            match self.restore(&good) {
                 Ok(()) => return Err(format!("{e}; previous files restored, proxy not reloaded")),
                 Err(r) => return Err(format!("{e}; restoring the previous files failed: {r}")),
             }
@@ -458,18 +596,9 @@ impl ProxyApplier {
         Ok(())
     }
 
-    fn restore(&self, previous: &[(&str, Option<Vec<u8>>)]) -> io::Result<()> {
-        for (name, old) in previous {
-            match old {
-                Some(b) => persist::write_atomic(&self.dir, name, b)?,
-                None => match fs::remove_file(self.dir.join(name)) {
-                    Ok(()) => fs::File::open(&self.dir)?.sync_all()?,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                },
-            }
-        }
-        Ok(())
+    /// Puts `set` live (a file absent from it is removed).
+    fn restore(&self, set: &FileSet) -> io::Result<()> {
+        put_set(&self.dir, set)
     }
 
     /// Serial of the files in place.
@@ -659,6 +788,49 @@ mod tests {
             "good 3"
         );
         assert_eq!(load_serial(dir), Some(3));
+    }
+
+    #[test]
+    fn an_apply_interrupted_by_a_crash_is_undone_at_start() {
+        let tmp = sdwan_testsupport::TempDir::new("proxy-crash");
+        let dir = tmp.path();
+        let d = dir.to_str().unwrap();
+        let check = format!("! grep -q bad {d}/sdwan.conf || {{ echo 'bad config' >&2; exit 3; }}");
+        let conf = || fs::read_to_string(dir.join("sdwan.conf")).unwrap();
+        let known_good =
+            || fs::read_to_string(dir.join(KNOWN_GOOD_DIR).join("sdwan.conf")).unwrap();
+        let mut a = ProxyApplier::new("w1", dir, Some(check.clone()), None);
+        assert!(a.handle(&payload_with_help("w1", 1, d, "good 1", "help 1")));
+        assert_eq!((a.serial(), known_good().as_str()), (Some(1), "good 1"));
+        // Killed after writing serial 2's files, before its check ended: unchecked files live.
+        fs::write(dir.join("sdwan.conf"), "bad 2").unwrap();
+        fs::write(dir.join("help.html"), "help 2").unwrap();
+        let mut b = ProxyApplier::new("w1", dir, Some(check.clone()), None);
+        assert_eq!(conf(), "good 1", "the known-good set is live again");
+        assert_eq!(fs::read_to_string(dir.join("help.html")).unwrap(), "help 1");
+        assert_eq!((b.serial(), b.last_error()), (Some(1), None));
+        // The retained serial 2 comes again: refused, and rolled back to the known-good set
+        // (before, "previous files restored" put back the unchecked files found on disk).
+        assert!(b.handle(&payload_with_help("w1", 2, d, "bad 2", "help 2")));
+        assert!(b.last_error().unwrap().contains("check failed"));
+        assert_eq!(conf(), "good 1");
+        // Interrupted files that pass the check stay, and become the known-good set.
+        fs::write(dir.join("sdwan.conf"), "good 3").unwrap();
+        drop(ProxyApplier::new("w1", dir, Some(check.clone()), None));
+        assert_eq!(
+            (conf().as_str(), known_good().as_str()),
+            ("good 3", "good 3")
+        );
+        // A link in place of a live file is replaced by the known-good file, not followed.
+        let victim = tmp.write("victim", "precious");
+        fs::remove_file(dir.join("sdwan.conf")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("sdwan.conf")).unwrap();
+        drop(ProxyApplier::new("w1", dir, Some(check), None));
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(fs::symlink_metadata(dir.join("sdwan.conf"))
+            .unwrap()
+            .is_file());
+        assert_eq!(conf(), "good 3");
     }
 
     #[test]

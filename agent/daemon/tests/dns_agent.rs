@@ -1,5 +1,6 @@
 //! The built `sdwan-agent` binary on loopback, asked by real clients: dig and kdig (the case
-//! table in `dns_cases.toml`), a raw TCP client (pipelining, idle timeout, connection cap),
+//! table in `dns_cases.toml`), a raw TCP client (pipelining, idle timeout; the connection
+//! table under attack is in `tcp_hostile.rs`),
 //! garbage, IPv6, a dnsmasq forwarder; and its command line and start-up errors.
 
 mod dns_common;
@@ -168,7 +169,7 @@ fn udp_ask(server: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[test]
-fn tcp_pipelining_idle_timeout_and_connection_cap() {
+fn tcp_pipelining_and_idle_timeout() {
     let dir = TempDir::new("agent");
     let zone = dir.write("zone.json", test_zone());
     let agent = Agent::start(
@@ -178,8 +179,6 @@ fn tcp_pipelining_idle_timeout_and_connection_cap() {
             zone.to_str().unwrap(),
             "--tcp-idle-timeout",
             "1",
-            "--tcp-max-connections",
-            "2",
         ],
     );
 
@@ -198,19 +197,11 @@ fn tcp_pipelining_idle_timeout_and_connection_cap() {
     assert_eq!(head(&tcp_recv(&mut c1)), (2, 3, 0));
     assert_eq!(head(&tcp_recv(&mut c1)), (3, 0, 40));
 
-    // A second connection is fine; a third is over the cap of 2 and closed at once.
     let mut c2 = TcpStream::connect(agent.dns).unwrap();
     c2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     tcp_send(&mut c2, &query(4, "local.kubernetes.services", 1));
     assert_eq!(head(&tcp_recv(&mut c2)), (4, 0, 1));
-    let mut c3 = TcpStream::connect(agent.dns).unwrap();
-    c3.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let _ = c3.write_all(&[0, 1]);
     let mut b = [0u8; 2];
-    assert!(
-        matches!(c3.read(&mut b), Ok(0) | Err(_)),
-        "a connection over the cap was served"
-    );
 
     // Idle connections are closed after the 1 s idle timeout.
     let t0 = Instant::now();

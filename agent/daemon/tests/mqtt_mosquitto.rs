@@ -296,12 +296,15 @@ fn kill_9_during_updates_leaves_a_whole_state_file() {
             serial += 1;
             master.publish_zone("gw-a", padded(serial));
         }
-        // Kill while the stream is being applied.
+        // Kill while the stream is being applied, once a state file exists (in the first
+        // round the zone served may be the first one the agent applies: killed during its
+        // first persist, there is legitimately no state file yet).
         wait_until(SOON, "agent applying the stream", || {
             query_a(agent.dns, NAME, Duration::from_millis(300))
                 .ok()
                 .and_then(|a| a.a.first().copied())
                 .is_some_and(|ip| ip >= ip_for(first + 5))
+                && sdwan_agent::persist::state_file(&state).exists()
         });
         agent.child.kill();
         let (zone, _) = sdwan_agent::persist::load(&state, Some("gw-a"))

@@ -238,6 +238,194 @@ fn worker_agent_drives_nginx_through_mqtt() {
     drop(agent);
 }
 
+/// SIGKILL to process group `.0` on drop (also when the test fails before it is dropped).
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with plain integers; `.0` is the pid, read from the file it wrote,
+        // of a check command this test made the agent start in a process group of its own.
+        unsafe {
+            libc::kill(-self.0, libc::SIGKILL);
+        }
+    }
+}
+
+/// `sh -c CMD` succeeds.
+fn shell_ok(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn worker_killed_during_the_check_restarts_with_the_known_good_files_live() {
+    // Issue 12, item 4: `kill -9` while `--check-cmd` ran left the unchecked files live; at
+    // restart the check failed and "previous files restored" wrote the same bad files back,
+    // so `nginx -t` failed on disk.
+    let rig = ProxyRig::start("proxy-crash");
+    let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
+    let port = free_port();
+    let settings = ProxySettings {
+        listen_port: port,
+        upstream_host: "127.0.0.1".into(),
+        dir: proxy_dir.display().to_string(),
+    };
+    let hello = Backend::start("hello-world");
+    let services = vec![svc("default", "hello-world", true, hello.port)];
+    // nginx -t, made slow while the file `slow` exists: it then records its pid (its process
+    // group: the agent starts each command in a group of its own) and sleeps.
+    let slow = rig.tmp.join("slow");
+    let check_pid = rig.tmp.join("check.pid");
+    let check = format!(
+        "if [ -e {slow} ]; then echo $$ > {pid}; sleep 120; fi; {nginx_t}",
+        slow = slow.display(),
+        pid = check_pid.display(),
+        nginx_t = rig.nginx.check_cmd()
+    );
+    let mut agent = rig.start_agent_with(NODE, &check, None);
+    master.publish_proxy(NODE, payload(1, &settings, &services, &[], None));
+    let st = master.wait_node_status(NODE, "serial 1", |s| s.serial == Some(1));
+    assert_eq!(st.error, None);
+    wait_get(port, LOCAL, "/hello-world/", "serial 1 served", |r| {
+        serves(r, "hello-world")
+    });
+    let good_conf = std::fs::read(proxy_dir.join("sdwan.conf")).unwrap();
+    let good_help = std::fs::read(proxy_dir.join("help.html")).unwrap();
+
+    // Serial 2 is broken; the agent is killed while its check runs.
+    std::fs::write(&slow, "").unwrap();
+    let broken = "server {\n    listen 1;\n    no_such_directive on;\n}\n";
+    master.publish_proxy(NODE, payload(2, &settings, &services, &[], Some(broken)));
+    let pid: i32 = wait_for(SOON, "the check of serial 2 running", || {
+        std::fs::read_to_string(&check_pid)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    assert!(
+        !shell_ok(&rig.nginx.check_cmd()),
+        "serial 2's unchecked files are live while it is checked"
+    );
+    let check_group = KillGroupOnDrop(pid);
+    agent.kill(); // SIGKILL, to this agent's pid only
+    drop(check_group); // the sleeping check outlived the agent
+    std::fs::remove_file(&slow).unwrap();
+
+    // Restarted: the retained serial 2 is tried again and refused; what is live, and what
+    // nginx -t checks on disk, is serial 1.
+    let mut agent = rig.start_agent_with(NODE, &check, None);
+    let st = master.wait_node_status(NODE, "serial 2 refused after the restart", |s| {
+        s.error
+            .as_deref()
+            .is_some_and(|e| e.contains("serial 2 not applied"))
+    });
+    let err = st.error.unwrap();
+    assert_eq!(st.serial, Some(1), "{err}");
+    assert!(
+        err.contains("no_such_directive") && err.contains("previous files restored"),
+        "{err}"
+    );
+    assert!(
+        shell_ok(&rig.nginx.check_cmd()),
+        "nginx -t fails on disk after the restart"
+    );
+    assert_eq!(
+        std::fs::read(proxy_dir.join("sdwan.conf")).unwrap(),
+        good_conf
+    );
+    assert_eq!(
+        std::fs::read(proxy_dir.join("help.html")).unwrap(),
+        good_help
+    );
+    let known_good = proxy_dir.join(".sdwan-known-good");
+    assert_eq!(
+        std::fs::read(known_good.join("sdwan.conf")).unwrap(),
+        good_conf
+    );
+    let log = agent.wait_stderr(SOON, "restored the last known-good files");
+    assert!(log.contains("fail the check"), "{log}");
+    wait_get(port, LOCAL, "/hello-world/", "still served", |r| {
+        serves(r, "hello-world")
+    });
+}
+
+#[test]
+fn a_write_that_fails_midway_leaves_no_temp_file_and_the_good_files_live() {
+    // Issue 12, item 6: a write that failed (ENOSPC) left its partial `.tmp` file behind.
+    // Here the agent may write files of at most 64 KiB (RLIMIT_FSIZE): a help page of 200 kB
+    // fails midway, with a real EFBIG from the kernel.
+    let rig = ProxyRig::start("proxy-efbig");
+    let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
+    let settings = ProxySettings {
+        listen_port: free_port(),
+        upstream_host: "127.0.0.1".into(),
+        dir: proxy_dir.display().to_string(),
+    };
+    let hello = Backend::start("hello-world");
+    let _agent = rig.start_agent_with(NODE, &rig.nginx.check_cmd(), Some(64 * 1024));
+    let services = vec![svc("default", "hello-world", true, hello.port)];
+    let too_big = |serial: u32| {
+        let mut p: serde_json::Value =
+            serde_json::from_slice(&payload(serial, &settings, &services, &[], None)).unwrap();
+        p["files"]["help.html"] = format!("<!DOCTYPE html>{}", "x".repeat(200_000)).into();
+        p.to_string()
+    };
+    let temp_files = || {
+        let mut left = Vec::new();
+        for dir in [proxy_dir.clone(), proxy_dir.join(".sdwan-known-good")] {
+            for e in std::fs::read_dir(&dir).into_iter().flatten() {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                if name.ends_with(".tmp") {
+                    left.push(dir.join(name));
+                }
+            }
+        }
+        left
+    };
+    // (payload, serial in use after it, error expected)
+    let steps = [
+        (too_big(1), None, true),
+        (
+            String::from_utf8(payload(2, &settings, &services, &[], None)).unwrap(),
+            Some(2),
+            false,
+        ),
+        (too_big(3), Some(2), true),
+    ];
+    let mut good: Option<(Vec<u8>, Vec<u8>)> = None;
+    for (i, (p, serial, fails)) in steps.into_iter().enumerate() {
+        master.clear_statuses();
+        master.publish_proxy(NODE, p);
+        let st = master.wait_node_status(NODE, &format!("step {i}"), |s| {
+            s.serial == serial && s.error.is_some() == fails
+        });
+        if let Some(err) = st.error {
+            assert!(
+                err.contains("cannot write")
+                    && err.contains("help.html")
+                    && err.contains("too large"),
+                "step {i}: {err}"
+            );
+        }
+        assert_eq!(temp_files(), Vec::<std::path::PathBuf>::new(), "step {i}");
+        let live = |n: &str| std::fs::read(proxy_dir.join(n)).ok();
+        match &good {
+            // Nothing was ever applied: nothing is live.
+            None if fails => assert!(live("sdwan.conf").is_none() && live("help.html").is_none()),
+            None => good = Some((live("sdwan.conf").unwrap(), live("help.html").unwrap())),
+            Some((conf, help)) => {
+                assert_eq!(live("sdwan.conf").as_ref(), Some(conf), "step {i}");
+                assert_eq!(live("help.html").as_ref(), Some(help), "step {i}");
+            }
+        }
+    }
+}
+
 #[test]
 fn payload_for_another_directory_is_refused_with_a_clear_error() {
     let rig = ProxyRig::start("proxy-dir");

@@ -4,7 +4,8 @@
 //!   v6-only, so `0.0.0.0:53` and `[::]:53` can both be given).
 //! - [`spawn`] starts one thread per UDP socket ([`udp::serve`]: batched `recvmmsg`/`sendmmsg`,
 //!   buffers allocated once) and one accept thread per TCP listener ([`tcp::serve_listener`]:
-//!   RFC 7766, one thread per connection, idle timeout, a cap on connections).
+//!   RFC 7766, one thread per connection, idle timeout; when the connection table is full, or
+//!   an address has its share of it, the oldest idle connection makes room: [`tcp::Table`]).
 //! - [`user::switch_to`] drops root after binding.
 
 pub mod tcp;
@@ -14,7 +15,6 @@ pub mod user;
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -63,10 +63,20 @@ impl std::error::Error for BindError {}
 /// Limits of the TCP side.
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
-    /// A connection with no complete query for this long is closed.
+    /// A connection with no query answered for this long is closed.
     pub idle_timeout: Duration,
-    /// Concurrent connections over all listeners; more are accepted and closed at once.
+    /// Concurrent connections over all listeners; a new one beyond this closes the oldest
+    /// idle connection.
     pub max_connections: usize,
+}
+
+impl TcpLimits {
+    /// Concurrent connections from one client address: a quarter of the table, at least 1. A
+    /// new connection beyond this closes the oldest idle connection of the same address, so
+    /// one address can never hold more than its share.
+    pub fn per_address(&self) -> usize {
+        (self.max_connections / 4).max(1)
+    }
 }
 
 /// Binds UDP and TCP on every address, in order; the first failure stops and is returned.
@@ -114,7 +124,7 @@ impl Running {
 
 /// Starts the server threads on the bound sockets, logging each listening address.
 pub fn spawn(bound: Vec<Bound>, store: Arc<ZoneStore>, limits: TcpLimits) -> io::Result<Running> {
-    let active = Arc::new(AtomicUsize::new(0));
+    let table = Arc::new(tcp::Table::new(limits));
     let (tx, ended) = mpsc::channel();
     for b in bound {
         let udp_addr = b.udp.local_addr()?;
@@ -129,11 +139,11 @@ pub fn spawn(bound: Vec<Bound>, store: Arc<ZoneStore>, limits: TcpLimits) -> io:
             })?;
         info!("listening on udp {udp_addr}");
         let name = format!("tcp {tcp_addr}");
-        let (s, t, a) = (store.clone(), tx.clone(), active.clone());
+        let (s, t, a) = (store.clone(), tx.clone(), table.clone());
         std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                let e = tcp::serve_listener(b.tcp, s, limits, a);
+                let e = tcp::serve_listener(b.tcp, s, a);
                 let _ = t.send((name, e));
             })?;
         info!("listening on tcp {tcp_addr}");

@@ -497,8 +497,32 @@ impl ProxyRig {
     /// Starts `sdwan-agent` in worker mode for `node` against this rig: its own client
     /// certificate, `--proxy-dir` the rig's proxy directory, nginx's check and reload commands.
     pub fn start_agent(&self, node: &str) -> ChildGuard {
+        self.start_agent_with(node, &self.nginx.check_cmd(), None)
+    }
+
+    /// [`ProxyRig::start_agent`] with `check` as `--check-cmd` and, when given, a limit on
+    /// the size of the files it writes (RLIMIT_FSIZE, SIGXFSZ ignored: a write beyond it
+    /// fails with EFBIG, as on a full disk).
+    pub fn start_agent_with(&self, node: &str, check: &str, fsize: Option<u64>) -> ChildGuard {
         let client = self.pki.ca.client(node);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-agent"));
+        if let Some(limit) = fsize {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &r) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
         cmd.env("RUST_LOG", "info")
             .args([
                 "--broker",
@@ -516,7 +540,7 @@ impl ProxyRig {
             .arg(&client.key)
             .arg("--proxy-dir")
             .arg(&self.proxy_dir)
-            .args(["--check-cmd", &self.nginx.check_cmd()])
+            .args(["--check-cmd", check])
             .args(["--reload-cmd", &self.nginx.reload_cmd()]);
         ChildGuard::spawn(&format!("sdwan-agent {node}"), &mut cmd)
     }
