@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use crate::{require_tool, wait_until, ChildGuard};
 
-/// A running nginx (killed on drop, with its workers: it runs in the foreground).
+/// A running nginx in the foreground. Dropped (or [`Nginx::stop`]ped), it gets SIGTERM, its
+/// own fast-shutdown signal, so the master stops its workers before it exits; the harness
+/// then waits until no process of its group is left (SIGKILL of the group after
+/// [`crate::child::STOP_GRACE`]).
 #[derive(Debug)]
 pub struct Nginx {
     prefix: PathBuf,
@@ -52,7 +55,7 @@ impl Nginx {
         let mut cmd = Command::new(&bin);
         cmd.args(Self::base_args(prefix))
             .args(["-g", "daemon off;"]);
-        let mut child = ChildGuard::spawn("nginx", &mut cmd);
+        let mut child = ChildGuard::spawn("nginx", &mut cmd).stop_signal(libc::SIGTERM);
         let pid = prefix.join("nginx.pid");
         wait_until(Duration::from_secs(10), "nginx wrote its pid file", || {
             if let Some(st) = child.try_exit() {
@@ -95,6 +98,16 @@ impl Nginx {
     /// A shell command that reloads this nginx (`nginx -s reload`).
     pub fn reload_cmd(&self) -> String {
         self.command("-s reload")
+    }
+
+    /// The master's pid, which is also its process group's id (its workers are in it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops nginx as dropping it does and returns the master's exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.stop()
     }
 
     /// nginx's stderr so far.
@@ -196,4 +209,30 @@ pub fn http_get_with(port: u16, host: &str, path: &str, headers: &str) -> Option
         status,
         body: body.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::child::group_members;
+    use crate::TempDir;
+
+    #[test]
+    fn dropping_nginx_leaves_no_worker_behind() {
+        let prefix = TempDir::new("nginx-stop");
+        let mut nginx = Nginx::start(
+            prefix.path(),
+            &prefix.join("none-*.conf").display().to_string(),
+        );
+        let pgid = nginx.pid();
+        wait_until(Duration::from_secs(10), "nginx's worker to start", || {
+            group_members(pgid).len() >= 2
+        });
+        let st = nginx.stop().expect("master reaped");
+        // Exit 0: stopped by its own signal, not by the SIGKILL fallback.
+        assert_eq!(st.code(), Some(0), "{st}: {}", nginx.stderr());
+        assert_eq!(group_members(pgid), Vec::<u32>::new());
+        drop(nginx);
+        assert_eq!(group_members(pgid), Vec::<u32>::new());
+    }
 }
