@@ -67,10 +67,20 @@ impl ChildGuard {
     /// messages. Panics when it cannot be started.
     #[track_caller]
     pub fn spawn(name: &str, cmd: &mut Command) -> ChildGuard {
+        Self::spawn_with_stdout(name, cmd, None)
+    }
+
+    #[track_caller]
+    fn spawn_with_stdout(name: &str, cmd: &mut Command, stdout: Option<Stdio>) -> ChildGuard {
         let logs = TempDir::new(&format!("{name}-logs"));
         let stdout_path = logs.join("stdout");
         let stderr_path = logs.join("stderr");
-        let out = std::fs::File::create(&stdout_path).expect("create stdout file");
+        let out = match stdout {
+            Some(s) => s,
+            None => std::fs::File::create(&stdout_path)
+                .expect("create stdout file")
+                .into(),
+        };
         let err = std::fs::File::create(&stderr_path).expect("create stderr file");
         let child = cmd
             .stdin(Stdio::null())
@@ -220,6 +230,27 @@ impl ChildGuard {
     }
 }
 
+/// Runs `cmd` with its stdout a pipe whose reader is already gone (as in `cmd | head -c 10`
+/// once `head` has exited: every write fails with EPIPE, SIGPIPE being ignored by Rust
+/// programs), waits up to 10 s for it to exit and returns its exit status and stderr.
+#[track_caller]
+pub fn run_into_closed_pipe(cmd: &mut Command) -> (ExitStatus, String) {
+    use std::os::fd::FromRawFd as _;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two fds on success; each is owned exactly once below.
+    let (read, write) = unsafe {
+        assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0, "pipe2");
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read);
+    let mut child = ChildGuard::spawn_with_stdout("closed-pipe", cmd, Some(write.into()));
+    let status = child.wait_exit(Duration::from_secs(10));
+    (status, child.stderr())
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         self.stop();
@@ -326,5 +357,15 @@ mod tests {
             Some(libc::SIGKILL)
         );
         assert_eq!(group_members(stubborn.id()), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn closed_pipe_gives_the_writer_epipe() {
+        let (st, err) = run_into_closed_pipe(Command::new("sh").args([
+            "-c",
+            "trap '' PIPE; echo hello || echo write-failed >&2; exit 7",
+        ]));
+        assert_eq!(st.code(), Some(7));
+        assert!(err.contains("write-failed"), "{err}");
     }
 }
