@@ -33,6 +33,16 @@ pub struct ChildGuard {
 /// The pids of the live processes (zombies not counted) in process group `pgid`, read from
 /// `/proc`.
 pub fn group_members(pgid: u32) -> Vec<u32> {
+    live_processes(|_ppid, pgrp| pgrp == pgid)
+}
+
+/// The pids of the live processes (zombies not counted) whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    live_processes(|ppid, _pgrp| ppid == pid)
+}
+
+/// Live processes (not zombies) for which `keep(ppid, pgrp)` holds.
+fn live_processes(keep: impl Fn(u32, u32) -> bool) -> Vec<u32> {
     let mut pids = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return pids;
@@ -54,9 +64,12 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         };
         let mut fields = rest.split_whitespace();
         let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|s| s.parse::<u32>().ok());
-        if pgrp == Some(pgid) && state != Some("Z") && state != Some("X") {
-            pids.push(pid);
+        let ppid = fields.next().and_then(|s| s.parse::<u32>().ok());
+        let pgrp = fields.next().and_then(|s| s.parse::<u32>().ok());
+        if let (Some(ppid), Some(pgrp)) = (ppid, pgrp) {
+            if state != Some("Z") && state != Some("X") && keep(ppid, pgrp) {
+                pids.push(pid);
+            }
         }
     }
     pids
@@ -176,6 +189,7 @@ impl ChildGuard {
         self.kill_group();
         if let Some(c) = self.child.as_mut() {
             if self.status.is_none() {
+                let _ = c.kill();
                 self.status = c.wait().ok();
             }
         }

@@ -214,25 +214,44 @@ pub fn http_get_with(port: u16, host: &str, path: &str, headers: &str) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::child::group_members;
+    use crate::child::{children_of, group_members};
     use crate::TempDir;
 
-    #[test]
-    fn dropping_nginx_leaves_no_worker_behind() {
-        let prefix = TempDir::new("nginx-stop");
-        let mut nginx = Nginx::start(
+    fn start_with_worker(prefix: &TempDir) -> Nginx {
+        let nginx = Nginx::start(
             prefix.path(),
             &prefix.join("none-*.conf").display().to_string(),
         );
-        let pgid = nginx.pid();
         wait_until(Duration::from_secs(10), "nginx's worker to start", || {
-            group_members(pgid).len() >= 2
+            group_members(nginx.pid()).len() >= 2
         });
-        let st = nginx.stop().expect("master reaped");
-        // Exit 0: stopped by its own signal, not by the SIGKILL fallback.
-        assert_eq!(st.code(), Some(0), "{st}: {}", nginx.stderr());
-        assert_eq!(group_members(pgid), Vec::<u32>::new());
+        nginx
+    }
+
+    #[test]
+    fn dropping_nginx_leaves_no_worker_behind() {
+        let prefix = TempDir::new("nginx-drop");
+        let nginx = start_with_worker(&prefix);
+        let pgid = nginx.pid();
+        let workers = children_of(pgid);
+        assert!(!workers.is_empty(), "nginx has no worker");
         drop(nginx);
         assert_eq!(group_members(pgid), Vec::<u32>::new());
+        // Whatever their group: the workers are gone (SIGKILL of the master alone left them).
+        let alive: Vec<u32> = workers
+            .into_iter()
+            .filter(|w| std::path::Path::new(&format!("/proc/{w}")).exists())
+            .collect();
+        assert_eq!(alive, Vec::<u32>::new(), "nginx workers left running");
+    }
+
+    #[test]
+    fn nginx_is_stopped_by_its_own_signal_not_sigkill() {
+        let prefix = TempDir::new("nginx-stop");
+        let mut nginx = start_with_worker(&prefix);
+        let st = nginx.stop().expect("master reaped");
+        // Exit 0: SIGTERM made the master stop its workers and exit; no SIGKILL fallback.
+        assert_eq!(st.code(), Some(0), "{st}: {}", nginx.stderr());
+        assert_eq!(group_members(nginx.pid()), Vec::<u32>::new());
     }
 }
