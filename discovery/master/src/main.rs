@@ -26,6 +26,9 @@ fn main() -> ExitCode {
                 for warning in &w.warnings {
                     eprintln!("warning: {warning}");
                 }
+                if w.gateways.is_empty() {
+                    eprintln!("warning: topology: no [[gateway]]: no zone written");
+                }
                 print_out(&format!(
                     "wrote {} gateway zone(s) and {} node proxy payload(s) under {} (serial {})\n",
                     w.gateways.len(),

@@ -89,3 +89,25 @@ fn empty_topology_is_warned() {
     let (mut m, _) = master(&dir, "suffix = \"example.internal\"\n");
     m.wait_stderr(Duration::from_secs(10), "topology: no [[gateway]]");
 }
+
+#[test]
+fn empty_topology_is_warned_by_plan_too() {
+    let dir = TempDir::new("plan-empty");
+    let topo = dir.write("topology.toml", "suffix = \"example.internal\"\n");
+    let o = Command::new(BIN)
+        .arg("plan")
+        .arg("--cluster-file")
+        .arg(example("cluster.json"))
+        .arg("--topology")
+        .arg(&topo)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("warning: topology: no [[gateway]]: no zone written"),
+        "{err}"
+    );
+}
