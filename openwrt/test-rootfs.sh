@@ -22,7 +22,7 @@ export CARGO_TARGET_DIR
 IPK_DIR=$CARGO_TARGET_DIR/openwrt
 STUBS=$REPO/openwrt/test/stubs
 ZONE=$REPO/cross/testdata/zone.json
-SUFFIX=k8s.internal
+SUFFIX=kubernetes.services
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 
 declare -A ARCH=(

@@ -14,7 +14,7 @@ import random
 import sys
 from pathlib import Path
 
-ORIGIN = "k8s.internal"
+ORIGIN = "kubernetes.services"
 SERIAL = 2026112801
 TTL = 30
 NAMESPACES = ["default", "shop", "media", "iot", "ops"]

@@ -15,7 +15,7 @@
 # Only 10.77.0.0/16 routes exist inside the namespaces: nothing can leave them.
 
 P=${TESTBED_PREFIX:-sdtb}
-SUFFIX=k8s.internal
+SUFFIX=kubernetes.services
 PREFIX_TOPIC=sdwan/v1/testbed
 NWORKERS=${NWORKERS:-3}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

@@ -48,7 +48,7 @@ fn test_zone() -> String {
         ));
     }
     format!(
-        r#"{{"version": 1, "serial": 7, "gateway": "gw-test", "origin": "k8s.internal", "ttl": 30,
+        r#"{{"version": 1, "serial": 7, "gateway": "gw-test", "origin": "kubernetes.services", "ttl": 30,
 "records": [
 {}
 ]}}"#,
@@ -102,11 +102,11 @@ fn dig_and_kdig_cases() {
 fn example_zone_is_served() {
     let zone = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/zone.json");
     let agent = Agent::start(BIN, &["--zone-file", zone]);
-    let a = dig(agent.dns, &["local.k8s.internal", "A"]);
+    let a = dig(agent.dns, &["local.kubernetes.services", "A"]);
     assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
     let srv = dig(
         agent.dns,
-        &["_http._tcp.hello-world.default.k8s.internal", "SRV"],
+        &["_http._tcp.hello-world.default.kubernetes.services", "SRV"],
     );
     assert_eq!(srv.answer.len(), 2, "{}", srv.stdout);
     let log = agent.child.stderr();
@@ -188,7 +188,7 @@ fn tcp_pipelining_idle_timeout_and_connection_cap() {
     c1.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut burst = Vec::new();
     for (id, name) in [(1u16, "local"), (2, "nope"), (3, "big")] {
-        let q = query(id, &format!("{name}.k8s.internal"), 1);
+        let q = query(id, &format!("{name}.kubernetes.services"), 1);
         burst.extend_from_slice(&(q.len() as u16).to_be_bytes());
         burst.extend_from_slice(&q);
     }
@@ -201,7 +201,7 @@ fn tcp_pipelining_idle_timeout_and_connection_cap() {
     // A second connection is fine; a third is over the cap of 2 and closed at once.
     let mut c2 = TcpStream::connect(agent.dns).unwrap();
     c2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    tcp_send(&mut c2, &query(4, "local.k8s.internal", 1));
+    tcp_send(&mut c2, &query(4, "local.kubernetes.services", 1));
     assert_eq!(head(&tcp_recv(&mut c2)), (4, 0, 1));
     let mut c3 = TcpStream::connect(agent.dns).unwrap();
     c3.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -229,7 +229,7 @@ fn tcp_pipelining_idle_timeout_and_connection_cap() {
     let mut slow = TcpStream::connect(agent.dns).unwrap();
     slow.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    let q = query(6, "local.k8s.internal", 1);
+    let q = query(6, "local.kubernetes.services", 1);
     let mut framed = (q.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&q);
     let t0 = Instant::now();
@@ -255,7 +255,7 @@ fn tcp_pipelining_idle_timeout_and_connection_cap() {
     // With those gone, new connections are served again.
     let mut c4 = TcpStream::connect(agent.dns).unwrap();
     c4.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    tcp_send(&mut c4, &query(5, "local.k8s.internal", 1));
+    tcp_send(&mut c4, &query(5, "local.kubernetes.services", 1));
     assert_eq!(head(&tcp_recv(&mut c4)), (5, 0, 1));
 }
 
@@ -271,7 +271,7 @@ fn garbage_never_crashes_the_agent() {
         x
     };
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let valid = query(9, "local.k8s.internal", 1);
+    let valid = query(9, "local.kubernetes.services", 1);
     for i in 0..3000 {
         let len = (next() % 600) as usize;
         let mut msg: Vec<u8> = (0..len).map(|_| next() as u8).collect();
@@ -296,9 +296,9 @@ fn garbage_never_crashes_the_agent() {
         let _ = s.write_all(&msg);
     }
     assert!(agent.child.try_exit().is_none(), "agent died on garbage");
-    let r = udp_ask(agent.dns, &query(77, "local.k8s.internal", 1)).expect("an answer");
+    let r = udp_ask(agent.dns, &query(77, "local.kubernetes.services", 1)).expect("an answer");
     assert_eq!(head(&r), (77, 0, 1));
-    let a = dig(agent.dns, &["+tcp", "local.k8s.internal"]);
+    let a = dig(agent.dns, &["+tcp", "local.kubernetes.services"]);
     assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
 }
 
@@ -318,8 +318,8 @@ fn ipv6_listen_on_loopback() {
     );
     child.wait_stderr(Duration::from_secs(10), &format!("listening on tcp {v6}"));
     for args in [
-        &["local.k8s.internal", "AAAA"][..],
-        &["+tcp", "local.k8s.internal", "AAAA"],
+        &["local.kubernetes.services", "AAAA"][..],
+        &["+tcp", "local.kubernetes.services", "AAAA"],
     ] {
         for got in [dig(v6, args), kdig(v6, args), dig(v4, args)] {
             assert_eq!(got.answer_data("AAAA"), ["fd00:200::2"], "{}", got.stdout);
@@ -330,27 +330,30 @@ fn ipv6_listen_on_loopback() {
 #[test]
 fn dnsmasq_forwards_the_suffix_to_the_agent() {
     let (_dir, agent) = start_with_zone(&test_zone());
-    let dnsmasq = Dnsmasq::start("k8s.internal", agent.dns, &[]);
-    let a = dig(dnsmasq.addr, &["hello-world.default.k8s.internal", "A"]);
+    let dnsmasq = Dnsmasq::start("kubernetes.services", agent.dns, &[]);
+    let a = dig(
+        dnsmasq.addr,
+        &["hello-world.default.kubernetes.services", "A"],
+    );
     assert_eq!(a.status.as_deref(), Some("NOERROR"), "{}", a.stdout);
     assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
     let srv = dig(
         dnsmasq.addr,
-        &["_http._tcp.hello-world.default.k8s.internal", "SRV"],
+        &["_http._tcp.hello-world.default.kubernetes.services", "SRV"],
     );
     assert_eq!(
         srv.answer_data("SRV"),
         [
-            "0 0 30080 worker1.k8s.internal.",
-            "1 0 30080 worker2.k8s.internal."
+            "0 0 30080 worker1.kubernetes.services.",
+            "1 0 30080 worker2.kubernetes.services."
         ],
         "{}",
         srv.stdout
     );
-    let nx = dig(dnsmasq.addr, &["nope.k8s.internal", "A"]);
+    let nx = dig(dnsmasq.addr, &["nope.kubernetes.services", "A"]);
     assert_eq!(nx.status.as_deref(), Some("NXDOMAIN"), "{}", nx.stdout);
     // A large answer: dnsmasq gets TC over UDP and retries over TCP itself.
-    let big = dig(dnsmasq.addr, &["+tcp", "bigtxt.k8s.internal", "TXT"]);
+    let big = dig(dnsmasq.addr, &["+tcp", "bigtxt.kubernetes.services", "TXT"]);
     assert_eq!(big.answer.len(), 20, "{}", big.stdout);
 }
 
@@ -363,8 +366,8 @@ fn no_zone_answers_refused_and_warns() {
         agent.child.stderr()
     );
     for got in [
-        dig(agent.dns, &["local.k8s.internal"]),
-        dig(agent.dns, &["+tcp", "local.k8s.internal"]),
+        dig(agent.dns, &["local.kubernetes.services"]),
+        dig(agent.dns, &["+tcp", "local.kubernetes.services"]),
     ] {
         assert_eq!(got.status.as_deref(), Some("REFUSED"), "{}", got.stdout);
     }
@@ -427,7 +430,7 @@ fn rejected_zone_file_names_the_record_and_exits_1() {
     let dir = TempDir::new("agent");
     let cases = [
         (
-            r#"{"version":1,"serial":1,"gateway":"g","origin":"k8s.internal","ttl":30,
+            r#"{"version":1,"serial":1,"gateway":"g","origin":"kubernetes.services","ttl":30,
                "records":[{"name":"a","type":"A","data":"192.0.2.1"},
                           {"name":"broken","type":"A","data":"300.1.1.1"}]}"#,
             "record 1 (\"broken\")",
@@ -480,13 +483,16 @@ fn config_file_keys_and_flags_win() {
         Duration::from_secs(10),
         &format!("listening on tcp 127.0.0.1:{port}"),
     );
-    let a = dig(([127, 0, 0, 1], port).into(), &["local.k8s.internal"]);
+    let a = dig(
+        ([127, 0, 0, 1], port).into(),
+        &["local.kubernetes.services"],
+    );
     assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
     drop(c);
     // A flag replaces the file's listen address.
     let agent = Agent::start(BIN, &["--config", conf.to_str().unwrap()]);
     assert!(!agent.child.stderr().contains(&format!("127.0.0.1:{port}")));
-    let a = dig(agent.dns, &["local.k8s.internal"]);
+    let a = dig(agent.dns, &["local.kubernetes.services"]);
     assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
     // A bad line names the file and line.
     let bad = dir.write("bad.conf", "listen = 127.0.0.1:53\nzone_file = x\n");
@@ -541,6 +547,6 @@ fn user_switch_after_binding() {
         uid.split_whitespace().skip(1).all(|u| u != "0"),
         "still root: {uid}"
     );
-    let a = dig(agent.dns, &["local.k8s.internal"]);
+    let a = dig(agent.dns, &["local.kubernetes.services"]);
     assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
 }

@@ -68,25 +68,25 @@ fn planned_payload_is_served_by_nginx() {
     let st = master.wait_node_status("worker2", "serial 1", |s| s.serial == Some(1));
     assert_eq!(st.error, None);
     let r = wait_for(SOON, "hello-world through nginx", || {
-        http_get(port, "local.k8s.internal", "/hello-world/").filter(|r| r.status == 200)
+        http_get(port, "local.kubernetes.services", "/hello-world/").filter(|r| r.status == 200)
     });
     assert!(r.body.starts_with("service hello-world path / "), "{r:?}");
-    let r = http_get(port, "local.k8s.internal", "/x/").unwrap();
+    let r = http_get(port, "local.kubernetes.services", "/x/").unwrap();
     assert_eq!(r.status, 404, "{r:?}");
     // `other` runs on worker1: not proxied here, linked from the help page.
     assert_eq!(
-        http_get(port, "worker2.k8s.internal", "/other/")
+        http_get(port, "worker2.kubernetes.services", "/other/")
             .unwrap()
             .status,
         404
     );
-    let help = http_get(port, "worker2.k8s.internal", "/help/").unwrap();
+    let help = http_get(port, "worker2.kubernetes.services", "/help/").unwrap();
     assert!(
         help.body
-            .contains("href=\"http://local.k8s.internal/hello-world/\"")
+            .contains("href=\"http://local.kubernetes.services/hello-world/\"")
             && help
                 .body
-                .contains("href=\"http://worker1.k8s.internal/other/\""),
+                .contains("href=\"http://worker1.kubernetes.services/other/\""),
         "{}",
         help.body
     );

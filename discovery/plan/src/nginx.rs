@@ -110,7 +110,7 @@ pub fn safe_label(s: &str) -> bool {
 pub struct ProxyView<'a> {
     /// This worker's node name.
     pub node: &'a str,
-    /// Zone suffix (`k8s.internal`).
+    /// Zone suffix (`kubernetes.services`).
     pub suffix: &'a str,
     /// Label of the nearest-worker name (`local`).
     pub local_label: &'a str,
@@ -381,7 +381,7 @@ mod tests {
     ) -> ProxyView<'a> {
         ProxyView {
             node: "worker1",
-            suffix: "k8s.internal",
+            suffix: "kubernetes.services",
             local_label: "local",
             settings,
             local,
@@ -429,10 +429,7 @@ mod tests {
             svc("x", "udp-only", true, &[(None, Protocol::Udp, 30084)]),
         ];
         let conf = render_conf(&view(&settings, &local, &[]));
-        assert!(
-            conf.contains("server_name local.k8s.internal worker1.k8s.internal *.k8s.internal;"),
-            "{conf}"
-        );
+        assert!(conf.contains("server_name local.kubernetes.services worker1.kubernetes.services *.kubernetes.services;"), "{conf}");
         assert!(conf.contains(
             "location /default/hello-world/ {\n        proxy_pass http://127.0.0.1:30080/;"
         ));
@@ -490,8 +487,8 @@ mod tests {
         )];
         let html = render_help(&view(&settings, &local, &there));
         assert!(html.starts_with("<!DOCTYPE html>"));
-        assert!(html.contains("href=\"http://local.k8s.internal/hello-world/\""));
-        assert!(html.contains("href=\"http://worker2.k8s.internal/shop/web/\""));
+        assert!(html.contains("href=\"http://local.kubernetes.services/hello-world/\""));
+        assert!(html.contains("href=\"http://worker2.kubernetes.services/shop/web/\""));
         assert!(html.contains("&lt;b&gt;"));
         assert!(!html.contains("<b>"));
         assert!(!html.contains("{{"));
