@@ -19,6 +19,9 @@ dns=${DEMO_DNS:-127.0.0.1:5353}
 dns_ip=${dns%:*}
 dns_port=${dns##*:}
 gateway=${DEMO_GATEWAY:-gw-espoo}
+# The DNS suffix the topology names (docs/topology.md).
+suffix=$(sed -n 's/^suffix *= *"\([^"]*\)".*/\1/p' examples/topology.toml)
+[ -n "$suffix" ] || { echo "demo: no suffix in examples/topology.toml"; exit 1; }
 
 command -v cargo >/dev/null || { echo "demo: cargo is needed (https://rustup.rs)"; exit 1; }
 command -v dig >/dev/null || echo "demo: dig not found (Debian: apt-get install bind9-dnsutils); the printed commands need it"
@@ -47,6 +50,8 @@ trap cleanup EXIT INT TERM
 "$bin/sdwan-discovery" run --cluster-file examples/cluster.json --topology examples/topology.toml \
     --embedded-broker "$broker" >"$work/discovery.log" 2>&1 &
 pids+=($!)
+# The agent keeps the last zone it applied here (and refuses a directory it cannot write).
+mkdir -p "$work/state"
 "$bin/sdwan-agent" --listen "$dns" --broker "mqtt://$broker" --gateway-id "$gateway" \
     --state-dir "$work/state" >"$work/agent.log" 2>&1 &
 pids+=($!)
@@ -57,7 +62,7 @@ for _ in $(seq 1 100); do
     for p in "${pids[@]}"; do
         kill -0 "$p" 2>/dev/null || { echo "demo: a process exited early:"; cat "$work"/*.log; exit 1; }
     done
-    answer=$(dig +short +time=1 +tries=1 @"$dns_ip" -p "$dns_port" "local.kubernetes.services" A 2>/dev/null || true)
+    answer=$(dig +short +time=1 +tries=1 @"$dns_ip" -p "$dns_port" "local.$suffix" A 2>/dev/null || true)
     [ -n "$answer" ] && break
     sleep 0.1
 done
@@ -73,16 +78,17 @@ cat <<MSG
 sdwan-discovery is publishing zones for the bundled example cluster (examples/cluster.json)
 through its embedded broker on $broker; sdwan-agent for gateway $gateway answers on $dns.
 Try:
-  $d local.kubernetes.services                     # nearest Ready worker for $gateway
-  $d worker2.kubernetes.services AAAA              # a worker by name
-  $d hello-world.default.kubernetes.services       # nearest node running the service
-  $d hello-world.kubernetes.services               # the same: the name is unique
-  $d _http._tcp.hello-world.default.kubernetes.services SRV   # every node, nearest first
-  $d kubernetes.services SOA                       # serial = the payload's serial
-  $d nope.kubernetes.services                      # NXDOMAIN
-  $d local.kubernetes.services +tcp                # TCP works too
-Logs: $work/discovery.log, $work/agent.log.  Ctrl-C stops both.
 MSG
+try_this() { printf '  %-62s # %s\n' "$d $1" "$2"; }
+try_this "local.$suffix" "nearest Ready worker for $gateway"
+try_this "worker2.$suffix AAAA" "a worker by name"
+try_this "hello-world.default.$suffix" "nearest node running the service"
+try_this "hello-world.$suffix" "the same: the name is unique"
+try_this "_http._tcp.hello-world.default.$suffix SRV" "every node, nearest first"
+try_this "$suffix SOA" "serial = the payload's serial"
+try_this "nope.$suffix" "NXDOMAIN"
+try_this "local.$suffix +tcp" "TCP works too"
+echo "Logs: $work/discovery.log, $work/agent.log.  Ctrl-C stops both."
 
 if [ "$check" = 1 ]; then
     fail=0
@@ -91,12 +97,18 @@ if [ "$check" = 1 ]; then
         got=$($d +short "$1" "$2")
         if [ -n "$got" ]; then echo "ok   $1 $2 -> $(echo $got)"; else echo "FAIL $1 $2: no answer"; fail=1; fi
     }
-    expect local.kubernetes.services A
-    expect hello-world.default.kubernetes.services A
-    expect _http._tcp.hello-world.default.kubernetes.services SRV
-    expect kubernetes.services SOA
-    status=$($d nope.kubernetes.services | sed -n 's/.*status: \([A-Z]*\).*/\1/p')
-    if [ "$status" = NXDOMAIN ]; then echo "ok   nope.kubernetes.services -> NXDOMAIN"; else echo "FAIL nope: $status"; fail=1; fi
+    expect local.$suffix A
+    expect hello-world.default.$suffix A
+    expect _http._tcp.hello-world.default.$suffix SRV
+    expect $suffix SOA
+    status=$($d nope.$suffix | sed -n 's/.*status: \([A-Z]*\).*/\1/p')
+    if [ "$status" = NXDOMAIN ]; then echo "ok   nope.$suffix -> NXDOMAIN"; else echo "FAIL nope: $status"; fail=1; fi
+    for _ in $(seq 1 50); do [ -s "$work/state/zone.json" ] && break; sleep 0.1; done
+    if [ -s "$work/state/zone.json" ] && ! grep -q "not persisted" "$work/agent.log"; then
+        echo "ok   zone persisted in $work/state"
+    else
+        echo "FAIL the agent did not persist the zone:"; grep "persist" "$work/agent.log"; fail=1
+    fi
     exit $fail
 fi
 wait

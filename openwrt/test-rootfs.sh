@@ -10,8 +10,9 @@
 #     the instance procd would start (command line, user, env, respawn, reload trigger);
 #  4. that instance started in the root with chroot, as its user, and `dig` answered on loopback;
 #  5. the uci-defaults script run twice against a dhcp config (uci test double), then a real
-#     dnsmasq with the resulting server=/rebind-domain-ok= lines and stop-dns-rebind: a
-#     private-range answer for the suffix must come through dnsmasq.
+#     dnsmasq with the resulting server=/rebind-domain-ok= lines, stop-dns-rebind and DNSSEC
+#     validation on (as OpenWrt's `option dnssec 1` renders it): a private-range answer for
+#     the suffix must come through dnsmasq.
 # Needs root (chroot). Exits non-zero on any failure; cleans up its processes and files.
 set -euo pipefail
 
@@ -246,6 +247,10 @@ test_target() {
         echo "no-resolv"
         echo "no-hosts"
         echo "stop-dns-rebind"
+        # option dnssec 1 (OpenWrt: /usr/share/dnsmasq/trust-anchors.conf; Debian's copy here)
+        echo "dnssec"
+        echo "conf-file=/usr/share/dnsmasq-base/trust-anchors.conf"
+        echo "dnssec-check-unsigned"
         sed -n 's/^dhcp\.@dnsmasq\[0\]\.server=\(\/'"$SUFFIX"'\/.*\)/server=\1/p' "$root/tmp/uci-dhcp"
         echo "rebind-domain-ok=$rebind" | sed 's/ $//'
     } >"$conf"

@@ -106,6 +106,42 @@ Other:
 Logging goes to stderr; set the level with RUST_LOG (default info), e.g. RUST_LOG=debug.
 ";
 
+/// The MQTT settings that only a connection to a broker uses: given without `broker` they
+/// would be silently ignored. Worker-mode settings are checked by worker mode itself.
+pub fn mqtt_settings_without_broker(config: &Config) -> Option<String> {
+    if config.broker.is_some() {
+        return None;
+    }
+    let given: Vec<&str> = [
+        ("gateway-id", config.gateway_id.is_some()),
+        (
+            "topic-prefix",
+            config.topic_prefix != crate::config::DEFAULT_TOPIC_PREFIX,
+        ),
+        ("ca", config.ca.is_some()),
+        ("cert", config.cert.is_some()),
+        ("key", config.key.is_some()),
+        ("username", config.username.is_some()),
+        ("password-file", config.password_file.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    if given.is_empty() {
+        return None;
+    }
+    let list = given
+        .iter()
+        .map(|k| format!("--{k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "{list}: only used with --broker (zones pushed over MQTT); add --broker mqtts://HOST:PORT \
+         or remove {}",
+        if given.len() == 1 { "it" } else { "them" }
+    ))
+}
+
 /// Parses the process's arguments (without the program name).
 pub fn parse<I>(args: I) -> Result<Command, CliError>
 where
@@ -193,6 +229,32 @@ mod tests {
         assert_eq!(c.broker.as_deref(), Some("mqtts://broker:8883"));
         assert_eq!(c.topic_prefix, "sdwan/v1/prod");
         assert_eq!(c.check_cmd.as_deref(), Some("nginx -t"));
+    }
+
+    #[test]
+    fn mqtt_settings_without_broker_are_named() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&[], None),
+            (&["--zone-file", "z.json", "--state-dir", "/tmp/s"], None),
+            (
+                &["--gateway-id", "gw"],
+                Some("--gateway-id: only used with --broker"),
+            ),
+            (
+                &["--topic-prefix", "sdwan/v1/lab", "--ca", "ca.pem"],
+                Some("--topic-prefix, --ca: only used with --broker"),
+            ),
+            (&["--topic-prefix", "sdwan/v1/default"], None),
+            (&["--broker", "mqtts://b:8883", "--gateway-id", "gw"], None),
+        ];
+        for (args, want) in cases {
+            let got = mqtt_settings_without_broker(&run(args).unwrap());
+            match (got, want) {
+                (None, None) => {}
+                (Some(g), Some(w)) => assert!(g.starts_with(w), "{args:?}: {g}"),
+                (g, w) => panic!("{args:?}: got {g:?}, want {w:?}"),
+            }
+        }
     }
 
     #[test]

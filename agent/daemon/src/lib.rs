@@ -70,6 +70,13 @@ pub enum Error {
     Server(std::io::Error),
     /// MQTT mode cannot start (no gateway id, bad broker URL, TLS or password file).
     Mqtt(mqtt::MqttError),
+    /// `--state-dir` cannot be created or written (by the user the agent runs as).
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
     /// The smoltcp/TAP driver cannot start or stopped (or this build has none).
     Tap(tap::TapError),
     /// A mode that this build does not implement yet.
@@ -91,6 +98,12 @@ impl fmt::Display for Error {
             Error::User(e) => e.fmt(f),
             Error::Server(e) => write!(f, "server stopped: {e}"),
             Error::Mqtt(e) => e.fmt(f),
+            Error::StateDir { path, error } => write!(
+                f,
+                "--state-dir {}: cannot create or write it: {error} (it must be a directory the \
+                 agent's user can write; the agent creates it when its parent allows)",
+                path.display()
+            ),
             Error::Tap(e) => e.fmt(f),
             Error::NotImplemented(what) => write!(f, "{what} is not implemented yet"),
             Error::Worker(why) => write!(f, "worker mode: {why}"),
@@ -152,6 +165,12 @@ pub fn run(config: &Config) -> Result<(), Error> {
     if let Some(user) = &config.user {
         let (uid, gid) = server::user::switch_to(user).map_err(Error::User)?;
         info!("running as user {user} (uid {uid}, gid {gid})");
+    }
+    if let Some(dir) = &config.state_dir {
+        persist::prepare_dir(dir).map_err(|error| Error::StateDir {
+            path: dir.clone(),
+            error,
+        })?;
     }
     if store.is_empty() {
         warn!("no zone loaded: every query is answered REFUSED until a zone arrives");

@@ -28,6 +28,24 @@ pub fn state_file(dir: &Path) -> PathBuf {
     dir.join(STATE_FILE)
 }
 
+/// Makes sure the agent can keep zones in `dir`: creates it (and its parents; mode 0700) when
+/// missing, then creates and removes [`TEMP_FILE`] in it, as [`save`] will. Called at start,
+/// after privileges are dropped, so a directory the agent cannot write is refused at once
+/// instead of failing at the first zone.
+pub fn prepare_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    if !dir.is_dir() {
+        return Err(io::Error::other("not a directory"));
+    }
+    let probe = dir.join(TEMP_FILE);
+    File::create(&probe)?;
+    fs::remove_file(&probe)
+}
+
 /// Writes `payload` atomically and durably as the persisted zone.
 pub fn save(dir: &Path, payload: &[u8]) -> io::Result<()> {
     write_atomic(dir, STATE_FILE, payload)

@@ -107,6 +107,56 @@ pub struct Controller {
     leading: bool,
 }
 
+/// Distinct warnings remembered (and so logged) at most: a flood of new causes (statuses from
+/// made-up gateway ids) can neither fill the log nor the memory.
+const MAX_LOGGED_WARNINGS: usize = 10_000;
+
+/// The warning for a status from gateway `id`, which the topology does not name; once
+/// `logged` warnings were kept, one summary line stands for every further unknown gateway.
+fn unknown_gateway_warning(id: &str, logged: usize) -> String {
+    if logged + 1 >= MAX_LOGGED_WARNINGS {
+        return "status from more gateways the topology does not name: not logged".to_string();
+    }
+    format!(
+        "status from gateway {id:?}, which the topology does not name: it gets no zone (add a \
+         [[gateway]] with id = {id:?}, or check the agent's --gateway-id)"
+    )
+}
+
+/// Warnings about the topology against the cluster: a gateway `zone` that no node carries in
+/// its `topology.kubernetes.io/zone` label (a typo, or a zone not labelled yet), so that
+/// gateway's nearness falls back to its `near` list and then to every worker.
+fn zone_warnings(topology: &Topology, snapshot: &Snapshot) -> Vec<String> {
+    let carried: HashSet<&str> = snapshot
+        .nodes()
+        .values()
+        .filter_map(|n| n.zone.as_deref())
+        .collect();
+    topology
+        .gateways
+        .iter()
+        .filter_map(|g| {
+            let zone = g.zone.as_deref()?;
+            (!carried.contains(zone)).then(|| {
+                format!(
+                    "topology: gateway {}: zone {zone:?} is carried by no node (label \
+                     topology.kubernetes.io/zone): its nearness falls back to near, then every worker",
+                    g.id
+                )
+            })
+        })
+        .collect()
+}
+
+/// Logs `text` as a warning the first time it is seen (a cause is logged once, however often
+/// it recurs), remembering at most [`MAX_LOGGED_WARNINGS`].
+fn warn_once(logged: &mut HashSet<String>, text: String) {
+    if logged.len() < MAX_LOGGED_WARNINGS && !logged.contains(&text) {
+        log::warn!("{text}");
+        logged.insert(text);
+    }
+}
+
 fn serial_of(payload: &[u8]) -> Option<u32> {
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
     u32::try_from(v.get("serial")?.as_u64()?).ok()
@@ -121,6 +171,9 @@ impl Controller {
         timing: Timing,
         topology: Topology,
     ) -> Controller {
+        if topology.gateways.is_empty() {
+            log::warn!("topology: no [[gateway]]: no zone will be published to any gateway");
+        }
         Controller {
             topics,
             client,
@@ -307,6 +360,10 @@ impl Controller {
         if payload.is_empty() {
             return;
         }
+        if gateway && !self.topology.gateways.iter().any(|g| g.id == name) {
+            let text = unknown_gateway_warning(name, self.logged_warnings.len());
+            warn_once(&mut self.logged_warnings, text);
+        }
         let status = match Status::from_json(payload) {
             Ok(s) => s,
             Err(e) => {
@@ -485,11 +542,11 @@ impl Controller {
             return;
         };
         let plan = planner.plan();
-        for w in &plan.warnings {
-            let text = w.to_string();
-            if self.logged_warnings.insert(text.clone()) {
-                log::warn!("plan: {text}");
-            }
+        let mut warnings: Vec<String> =
+            plan.warnings.iter().map(|w| format!("plan: {w}")).collect();
+        warnings.extend(zone_warnings(planner.topology(), planner.snapshot()));
+        for text in warnings {
+            warn_once(&mut self.logged_warnings, text);
         }
         let mut zone_jobs = Vec::new();
         for gw in std::mem::take(&mut self.dirty_gateways) {

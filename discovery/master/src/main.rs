@@ -1,6 +1,7 @@
 //! sdwan-discovery: the master binary. Glue only: flags ([`sdwan_discovery::cli`]), logging,
 //! then [`sdwan_discovery::run`] or [`sdwan_discovery::offline::run`].
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use sdwan_discovery::cli::{self, Command};
@@ -18,27 +19,23 @@ fn main() -> ExitCode {
         }
     };
     match cmd {
-        Command::Help => {
-            print!("{}", cli::USAGE);
-            ExitCode::SUCCESS
-        }
-        Command::Version => {
-            println!("sdwan-discovery {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
+        Command::Help => print_out(cli::USAGE),
+        Command::Version => print_out(&format!("sdwan-discovery {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Plan(args) => match sdwan_discovery::offline::run(&args) {
             Ok(w) => {
                 for warning in &w.warnings {
                     eprintln!("warning: {warning}");
                 }
-                println!(
-                    "wrote {} gateway zone(s) and {} node proxy payload(s) under {} (serial {})",
+                if w.gateways.is_empty() {
+                    eprintln!("warning: topology: no [[gateway]]: no zone written");
+                }
+                print_out(&format!(
+                    "wrote {} gateway zone(s) and {} node proxy payload(s) under {} (serial {})\n",
                     w.gateways.len(),
                     w.nodes.len(),
                     args.out.display(),
                     args.serial
-                );
-                ExitCode::SUCCESS
+                ))
             }
             Err(e) => {
                 eprintln!("sdwan-discovery plan: {e}");
@@ -75,6 +72,20 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away (`sdwan-discovery --help | head`) is no
+/// error: exit 0 with nothing on stderr; any other write error is reported, exit 1.
+fn print_out(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sdwan-discovery: cannot write to stdout: {e}");
+            ExitCode::FAILURE
         }
     }
 }

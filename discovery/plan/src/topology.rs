@@ -25,7 +25,8 @@ pub const MAX_TTL: u32 = 2_147_483_647;
 /// The whole topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
-    /// Zone origin, `kubernetes.services` by default (no trailing dot).
+    /// Zone origin, `k8s.internal` by default (no trailing dot; `.internal` is reserved for
+    /// private use and never delegated in the public DNS).
     pub suffix: String,
     /// Label of the nearest-worker name, `local` by default.
     pub local_label: String,
@@ -56,7 +57,7 @@ pub struct Gateway {
 impl Default for Topology {
     fn default() -> Topology {
         Topology {
-            suffix: "kubernetes.services".into(),
+            suffix: "k8s.internal".into(),
             local_label: "local".into(),
             ttl: 30,
             service_ttl: 10,

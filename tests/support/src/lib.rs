@@ -9,7 +9,8 @@
 //!   with what was awaited. Never sleep-and-hope.
 //! - [`net`]: [`free_port`] (free for both UDP and TCP on loopback).
 //! - [`tmp`]: [`TempDir`], removed on drop (kept, and its path printed, when the test failed).
-//! - [`child`]: [`ChildGuard`]: a spawned process that is killed and reaped on drop, its
+//! - [`child`]: [`ChildGuard`]: a spawned process in its own process group, stopped (with its
+//!   own signal, then SIGKILL of the group) and reaped on drop with all it forked, its
 //!   stdout/stderr in files that are printed when the test fails.
 //! - [`tools`]: [`require_tool`]: the path of an installed tool, or a panic saying which
 //!   Debian package to install.

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use crate::{require_tool, wait_until, ChildGuard};
 
-/// A running nginx (killed on drop, with its workers: it runs in the foreground).
+/// A running nginx in the foreground. Dropped (or [`Nginx::stop`]ped), it gets SIGTERM, its
+/// own fast-shutdown signal, so the master stops its workers before it exits; the harness
+/// then waits until no process of its group is left (SIGKILL of the group after
+/// [`crate::child::STOP_GRACE`]).
 #[derive(Debug)]
 pub struct Nginx {
     prefix: PathBuf,
@@ -52,7 +55,7 @@ impl Nginx {
         let mut cmd = Command::new(&bin);
         cmd.args(Self::base_args(prefix))
             .args(["-g", "daemon off;"]);
-        let mut child = ChildGuard::spawn("nginx", &mut cmd);
+        let mut child = ChildGuard::spawn("nginx", &mut cmd).stop_signal(libc::SIGTERM);
         let pid = prefix.join("nginx.pid");
         wait_until(Duration::from_secs(10), "nginx wrote its pid file", || {
             if let Some(st) = child.try_exit() {
@@ -95,6 +98,16 @@ impl Nginx {
     /// A shell command that reloads this nginx (`nginx -s reload`).
     pub fn reload_cmd(&self) -> String {
         self.command("-s reload")
+    }
+
+    /// The master's pid, which is also its process group's id (its workers are in it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops nginx as dropping it does and returns the master's exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.stop()
     }
 
     /// nginx's stderr so far.
@@ -196,4 +209,49 @@ pub fn http_get_with(port: u16, host: &str, path: &str, headers: &str) -> Option
         status,
         body: body.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::child::{children_of, group_members};
+    use crate::TempDir;
+
+    fn start_with_worker(prefix: &TempDir) -> Nginx {
+        let nginx = Nginx::start(
+            prefix.path(),
+            &prefix.join("none-*.conf").display().to_string(),
+        );
+        wait_until(Duration::from_secs(10), "nginx's worker to start", || {
+            group_members(nginx.pid()).len() >= 2
+        });
+        nginx
+    }
+
+    #[test]
+    fn dropping_nginx_leaves_no_worker_behind() {
+        let prefix = TempDir::new("nginx-drop");
+        let nginx = start_with_worker(&prefix);
+        let pgid = nginx.pid();
+        let workers = children_of(pgid);
+        assert!(!workers.is_empty(), "nginx has no worker");
+        drop(nginx);
+        assert_eq!(group_members(pgid), Vec::<u32>::new());
+        // Whatever their group: the workers are gone (SIGKILL of the master alone left them).
+        let alive: Vec<u32> = workers
+            .into_iter()
+            .filter(|w| std::path::Path::new(&format!("/proc/{w}")).exists())
+            .collect();
+        assert_eq!(alive, Vec::<u32>::new(), "nginx workers left running");
+    }
+
+    #[test]
+    fn nginx_is_stopped_by_its_own_signal_not_sigkill() {
+        let prefix = TempDir::new("nginx-stop");
+        let mut nginx = start_with_worker(&prefix);
+        let st = nginx.stop().expect("master reaped");
+        // Exit 0: SIGTERM made the master stop its workers and exit; no SIGKILL fallback.
+        assert_eq!(st.code(), Some(0), "{st}: {}", nginx.stderr());
+        assert_eq!(group_members(nginx.pid()), Vec::<u32>::new());
+    }
 }
