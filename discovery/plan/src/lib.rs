@@ -28,4 +28,4 @@ pub use planner::{Change, Changed, Planner};
 pub use snapshot::{
     InputError, InputErrorKind, NodeInfo, PortInfo, Protocol, ServiceInfo, Snapshot,
 };
-pub use topology::{Gateway, Topology, TopologyError, TopologyErrorKind};
+pub use topology::{Family, Gateway, Topology, TopologyError, TopologyErrorKind};

@@ -3,7 +3,8 @@
 //! Structure (for scale, see `docs/planning.md`): one shared `Cluster` view per plan (Ready
 //! workers, exposed services with their hosting workers, the record budget) and one nearness
 //! `Order` per distinct gateway class (gateways with the same filtered `near` list and
-//! `zone` share it). A [`ZoneContent`] is the pair; its records are produced when rendered,
+//! `zone` and address policy share it). A [`ZoneContent`] is the pair; its records are
+//! produced when rendered,
 //! so planning 2,000 gateways does not build 2,000 record lists.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -13,7 +14,7 @@ use std::sync::Arc;
 
 use crate::dns;
 use crate::snapshot::{Protocol, Snapshot};
-use crate::topology::Topology;
+use crate::topology::{Family, Topology};
 
 /// Most records in one payload (contract).
 pub const MAX_RECORDS: usize = 10_000;
@@ -255,8 +256,8 @@ pub(crate) struct ServiceView {
     pub fq: bool,
     pub short: bool,
     pub srv: bool,
-    pub v4: Option<String>,
-    pub v6: Option<String>,
+    /// The worker whose addresses the service's names answer (under the order's policy).
+    pub answer: Option<u32>,
     pub targets: Vec<u32>,
 }
 
@@ -272,13 +273,24 @@ impl SvcPlan {
     }
 }
 
-/// A nearness order over `Cluster::workers`.
+/// A nearness order over `Cluster::workers`, with the address policy of the gateways that
+/// share it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Order {
     /// Worker indices, nearest first; every worker appears once.
     pub by_rank: Vec<u32>,
     /// Position in `by_rank` per worker index.
     pub rank: Vec<u32>,
+    /// Which addresses the zone gives out.
+    pub family: Family,
+}
+
+impl Order {
+    /// Whether worker `w` is a candidate under the policy: it has an address the zone gives
+    /// out (`dual`: any address, which every Ready worker has).
+    fn admits(&self, w: &Worker) -> bool {
+        (self.family.v4() && w.ipv4.is_some()) || (self.family.v6() && w.ipv6.is_some())
+    }
 }
 
 /// What one gateway's zone holds. Cheap to clone; render it with [`ZoneContent::render`].
@@ -333,31 +345,44 @@ impl Cluster {
         (self.service_ttl != self.ttl).then_some(self.service_ttl)
     }
 
-    /// Nearest host (by `order`) with an address of the family.
-    fn nearest(&self, hosts: &[u32], order: &Order, v4: bool) -> Option<&Worker> {
-        let has = |h: u32| {
-            let w = &self.workers[h as usize];
-            if v4 {
-                w.ipv4.is_some()
-            } else {
-                w.ipv6.is_some()
-            }
-        };
+    /// The nearest host (by `order`) that is a candidate under the order's policy: the one
+    /// node all of a name's addresses come from (issue 13).
+    fn nearest(&self, hosts: &[u32], order: &Order) -> Option<u32> {
+        let ok = |h: u32| order.admits(&self.workers[h as usize]);
         if hosts.len() == self.workers.len() {
-            // Every worker: the first of the order with that family.
-            return order
-                .by_rank
-                .iter()
-                .find(|&&h| has(h))
-                .map(|&h| &self.workers[h as usize]);
+            // Every worker: the first of the order.
+            return order.by_rank.iter().copied().find(|&h| ok(h));
         }
         hosts
             .iter()
-            .filter(|&&h| has(h))
-            .min_by_key(|&&h| order.rank[h as usize])
-            .map(|&h| &self.workers[h as usize])
+            .copied()
+            .filter(|&h| ok(h))
+            .min_by_key(|&h| order.rank[h as usize])
     }
 
+    /// The A and AAAA records of worker `w` that the order's policy gives out, named `name`.
+    fn emit_worker(
+        &self,
+        name: &str,
+        w: &Worker,
+        family: Family,
+        ttl: Option<u32>,
+        data: &mut String,
+        sink: &mut impl Sink,
+    ) {
+        if let Some(v4) = w.ipv4.filter(|_| family.v4()) {
+            data.clear();
+            let _ = write!(data, "{v4}");
+            sink.record(name, RecordType::A, data, ttl);
+        }
+        if let Some(v6) = w.ipv6.filter(|_| family.v6()) {
+            data.clear();
+            let _ = write!(data, "{v6}");
+            sink.record(name, RecordType::Aaaa, data, ttl);
+        }
+    }
+
+    /// A name that answers the nearest candidate among `hosts`: both families from one node.
     fn emit_address(
         &self,
         name: &str,
@@ -367,15 +392,9 @@ impl Cluster {
         data: &mut String,
         sink: &mut impl Sink,
     ) {
-        if let Some(w) = self.nearest(hosts, order, true) {
-            data.clear();
-            let _ = write!(data, "{}", w.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED));
-            sink.record(name, RecordType::A, data, ttl);
-        }
-        if let Some(w) = self.nearest(hosts, order, false) {
-            data.clear();
-            let _ = write!(data, "{}", w.ipv6.unwrap_or(Ipv6Addr::UNSPECIFIED));
-            sink.record(name, RecordType::Aaaa, data, ttl);
+        if let Some(h) = self.nearest(hosts, order) {
+            let w = &self.workers[h as usize];
+            self.emit_worker(name, w, order.family, ttl, data, sink);
         }
     }
 
@@ -416,13 +435,17 @@ impl Cluster {
         }
     }
 
-    /// The SRV targets of a service under `order`: its hosting workers with DNS-valid names,
-    /// nearest first, at most the budget's SRV cap.
+    /// The SRV targets of a service under `order`: its hosting workers with DNS-valid names
+    /// that are candidates under the policy (a target's `<node>` name must have an address
+    /// this zone gives out), nearest first, at most the budget's SRV cap.
     fn srv_targets(&self, svc: &SvcPlan, order: &Order) -> Vec<u32> {
         let mut ranked: Vec<(u32, u32)> = svc
             .hosts
             .iter()
-            .filter(|&&h| self.workers[h as usize].named)
+            .filter(|&&h| {
+                let w = &self.workers[h as usize];
+                w.named && order.admits(w)
+            })
             .map(|&h| (order.rank[h as usize], h))
             .collect();
         let cap = self.budget.srv_cap;
@@ -435,7 +458,7 @@ impl Cluster {
     }
 
     /// What the records of one service under `order` depend on besides its own static
-    /// fields: which names are included, the nearest worker per family and the SRV targets
+    /// fields: which names are included, the worker their addresses come from and the SRV targets
     /// in order. Two services with equal static fields and equal views emit equal records.
     pub(crate) fn service_view(&self, pos: usize, svc: &SvcPlan, order: &Order) -> ServiceView {
         let b = &self.budget;
@@ -444,14 +467,10 @@ impl Cluster {
         let short = on && pos < b.short && svc.short;
         let srv =
             on && pos < b.srv_services && svc.named_hosts > 0 && svc.srv_sets().next().is_some();
-        let name = |w: Option<&Worker>| w.map(|w| w.name.clone());
-        let (v4, v6) = if fq || short {
-            (
-                name(self.nearest(&svc.hosts, order, true)),
-                name(self.nearest(&svc.hosts, order, false)),
-            )
+        let answer = if fq || short {
+            self.nearest(&svc.hosts, order)
         } else {
-            (None, None)
+            None
         };
         let targets = if srv {
             self.srv_targets(svc, order)
@@ -462,8 +481,7 @@ impl Cluster {
             fq,
             short,
             srv,
-            v4,
-            v6,
+            answer,
             targets,
         }
     }
@@ -474,22 +492,15 @@ impl Cluster {
         let all: Vec<u32> = (0..self.workers.len() as u32).collect();
         let mut data = String::with_capacity(64);
         self.emit_address(&self.local_label, &all, order, None, &mut data, sink);
+        // `<node>`: the node's own addresses, of the families the policy gives out (so an
+        // SRV target's additional data follows the policy too).
         for w in self
             .workers
             .iter()
             .filter(|w| w.named)
             .take(self.budget.nodes)
         {
-            if let Some(v4) = w.ipv4 {
-                data.clear();
-                let _ = write!(data, "{v4}");
-                sink.record(&w.name, RecordType::A, &data, None);
-            }
-            if let Some(v6) = w.ipv6 {
-                data.clear();
-                let _ = write!(data, "{v6}");
-                sink.record(&w.name, RecordType::Aaaa, &data, None);
-            }
+            self.emit_worker(&w.name, w, order.family, None, &mut data, sink);
         }
         for (pos, svc) in self.services.iter().enumerate() {
             self.emit_service(pos, svc, order, sink);
@@ -750,6 +761,11 @@ impl ZoneContent {
             },
         );
         v
+    }
+
+    /// The gateway's address policy.
+    pub fn family(&self) -> Family {
+        self.order.family
     }
 
     /// The Ready workers in this gateway's nearness order.
@@ -1203,6 +1219,7 @@ pub(crate) fn build_order(
     worker_index: &HashMap<String, u32>,
     near: &[u32],
     zone: Option<&str>,
+    family: Family,
 ) -> Order {
     let n = workers.len();
     let mut rank = vec![u32::MAX; n];
@@ -1227,5 +1244,9 @@ pub(crate) fn build_order(
         push(i, &mut by_rank);
     }
     let _ = worker_index;
-    Order { by_rank, rank }
+    Order {
+        by_rank,
+        rank,
+        family,
+    }
 }
