@@ -477,10 +477,12 @@ impl Cluster {
         } else {
             Vec::new()
         };
+        // Under a one-family policy a service may have hosts and still no record here: the
+        // flags say whether records are emitted, so such a service compares equal to none.
         ServiceView {
-            fq,
-            short,
-            srv,
+            fq: fq && answer.is_some(),
+            short: short && answer.is_some(),
+            srv: srv && !targets.is_empty(),
             answer,
             targets,
         }
