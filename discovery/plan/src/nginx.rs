@@ -255,14 +255,37 @@ pub fn escape_html(s: &str) -> String {
 
 const HELP_TEMPLATE: &str = include_str!("help.html");
 
-/// Renders `help.html`: the services on this worker (links through `<local>.<suffix>`) and
-/// elsewhere (links through `<node>.<suffix>`). Only services that `sdwan.conf` proxies get
-/// links; the others are listed without one.
+/// `host`, with `:port` when the proxy listens on another port than 80 (issue 12: a link
+/// without it leads to whatever listens on port 80).
+fn authority(host: &str, port: u16) -> String {
+    if port == 80 {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Renders `help.html`: the services on this worker (links through `<local>.<suffix>`, which
+/// reaches this worker when it is the one nearest to the reader's branch, and through
+/// `<node>.<suffix>`, which always does) and elsewhere (links through `<node>.<suffix>` of
+/// the workers holding them). Every link carries `[proxy] listen_port` unless it is 80. Only
+/// services that `sdwan.conf` proxies get links; the others are listed without one.
+///
+/// One page serves readers of every branch, so the links are names: each reader's gateway
+/// answers them under its own nearness and address policy (`docs/planning.md`).
 pub fn render_help(v: &ProxyView<'_>) -> String {
-    let local_host = format!("{}.{}", v.local_label, v.suffix);
+    let port = v.settings.listen_port;
+    let local_host = authority(&format!("{}.{}", v.local_label, v.suffix), port);
+    let mut own = Vec::new();
+    if dns::valid_name(v.node) {
+        own.push(authority(&format!("{}.{}", v.node, v.suffix), port));
+    }
     let mut here = String::new();
     for s in v.local {
-        here.push_str(&service_item(s, &[local_host.as_str()]));
+        let hosts: Vec<&str> = std::iter::once(local_host.as_str())
+            .chain(own.iter().map(String::as_str))
+            .collect();
+        here.push_str(&service_item(s, &hosts));
     }
     if here.is_empty() {
         here = "<li class=\"none\">No service has a ready endpoint on this node.</li>\n".into();
@@ -272,7 +295,7 @@ pub fn render_help(v: &ProxyView<'_>) -> String {
         let hosts: Vec<String> = nodes
             .iter()
             .filter(|n| dns::valid_name(n))
-            .map(|n| format!("{n}.{}", v.suffix))
+            .map(|n| authority(&format!("{n}.{}", v.suffix), port))
             .collect();
         let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
         there.push_str(&service_item(s, &hosts));
@@ -283,7 +306,7 @@ pub fn render_help(v: &ProxyView<'_>) -> String {
     HELP_TEMPLATE
         .replace("{{node}}", &escape_html(v.node))
         .replace("{{local_host}}", &escape_html(&local_host))
-        .replace("{{suffix}}", &escape_html(v.suffix))
+        .replace("{{suffix_port}}", &escape_html(&authority(v.suffix, port)))
         .replace("{{here_count}}", &v.local.len().to_string())
         .replace("{{there_count}}", &v.elsewhere.len().to_string())
         .replace("{{here}}", &here)
@@ -488,6 +511,7 @@ mod tests {
         let html = render_help(&view(&settings, &local, &there));
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("href=\"http://local.kubernetes.services/hello-world/\""));
+        assert!(html.contains("href=\"http://worker1.kubernetes.services/hello-world/\""));
         assert!(html.contains("href=\"http://worker2.kubernetes.services/shop/web/\""));
         assert!(html.contains("&lt;b&gt;"));
         assert!(!html.contains("<b>"));
