@@ -97,6 +97,12 @@ if [ $PROXY = 1 ]; then
     expect_http h1 "http://local.$SUFFIX/hello/" "hello on w1" 20
     expect_http h3 "http://local.$SUFFIX/web/" "web on w3" 20
     expect_http h2 "http://local.$SUFFIX/shop/web/" "web on w2"
+    # Dual-stack w2's nginx listens on IPv6 too: h2 reaches it over IPv6 (issue 13); h1's
+    # local, IPv4-only w1, over IPv4.
+    expect_out "h2: curl http://local.$SUFFIX/hello/" "$W2V6 hello on w2 path /" 10 \
+        reached h2 "http://local.$SUFFIX/hello/"
+    expect_out "h1: curl http://local.$SUFFIX/hello/" "$W1 hello on w1 path /" 10 \
+        reached h1 "http://local.$SUFFIX/hello/"
     expect_http h1 "http://local.$SUFFIX/help/" "hello"
     expect_http h1 "http://local.$SUFFIX/help/" "web"
 else

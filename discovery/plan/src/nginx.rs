@@ -147,9 +147,17 @@ fn paths(s: &ProxyService) -> Option<(String, Option<String>)> {
 }
 
 /// Renders `sdwan.conf`: one nginx `server` (plus a `map` for websocket upgrades) for the
-/// `http` context. `settings` must have passed [`ProxySettings::check`] (the topology parser
-/// ensures it); a failing check renders a server that answers every request with 503.
+/// `http` context, listening on IPv4 only. `settings` must have passed
+/// [`ProxySettings::check`] (the topology parser ensures it); a failing check renders a server
+/// that answers every request with 503.
 pub fn render_conf(v: &ProxyView<'_>) -> String {
+    render_conf_listen(v, false)
+}
+
+/// [`render_conf`], with `listen [::]:<port>` too when `ipv6` (the master sets it for a worker
+/// that has an IPv6 InternalIP: its gateways may give out that address for `local` and the
+/// `<node>` name, and a dual-stack host tries it first, issue 13).
+pub fn render_conf_listen(v: &ProxyView<'_>, ipv6: bool) -> String {
     let mut o = String::with_capacity(2048 + 200 * v.local.len());
     let s = v.settings;
     let _ = writeln!(
@@ -196,6 +204,9 @@ pub fn render_conf(v: &ProxyView<'_>) -> String {
         return o;
     }
     let _ = writeln!(o, "    listen {};", s.listen_port);
+    if ipv6 {
+        let _ = writeln!(o, "    listen [::]:{};", s.listen_port);
+    }
     let mut names = format!("{}.{}", v.local_label, v.suffix);
     if dns::valid_name(v.node) {
         let _ = write!(names, " {}.{}", v.node, v.suffix);
@@ -466,6 +477,24 @@ mod tests {
         assert!(conf.contains("# 2 service(s) left out"));
         assert!(conf.contains("rewrite ^ /help.html break;"));
         assert!(conf.contains("root /etc/nginx/sdwan;"));
+    }
+
+    #[test]
+    fn conf_listens_on_ipv6_only_when_asked() {
+        let settings = ProxySettings {
+            listen_port: 8080,
+            ..ProxySettings::default()
+        };
+        let v4 = render_conf(&view(&settings, &[], &[]));
+        assert!(
+            v4.contains("    listen 8080;\n") && !v4.contains("[::]"),
+            "{v4}"
+        );
+        let dual = render_conf_listen(&view(&settings, &[], &[]), true);
+        assert!(
+            dual.contains("    listen 8080;\n    listen [::]:8080;\n"),
+            "{dual}"
+        );
     }
 
     #[test]

@@ -865,6 +865,11 @@ impl ProxyContent {
         &self.cluster.workers[self.node as usize].name
     }
 
+    /// Whether the worker has an IPv6 address (its proxy then listens on IPv6 too).
+    pub fn has_ipv6(&self) -> bool {
+        self.cluster.workers[self.node as usize].ipv6.is_some()
+    }
+
     fn service(s: &SvcPlan) -> ProxyService {
         ProxyService {
             namespace: s.namespace.clone(),
@@ -988,7 +993,10 @@ impl ProxyContent {
         out.extend_from_slice(b"],\n\"dir\":");
         json_str(&mut out, settings.dir_trimmed());
         out.extend_from_slice(b",\n\"files\":{\"sdwan.conf\":");
-        json_str(&mut out, &crate::nginx::render_conf(&view));
+        json_str(
+            &mut out,
+            &crate::nginx::render_conf_listen(&view, self.has_ipv6()),
+        );
         out.extend_from_slice(b",\n\"help.html\":");
         json_str(&mut out, &crate::nginx::render_help(&view));
         out.extend_from_slice(b"}}\n");
@@ -1052,6 +1060,7 @@ impl PartialEq for ProxyContent {
             }
         }
         self.node() == other.node()
+            && self.has_ipv6() == other.has_ipv6()
             && self.cluster.origin == other.cluster.origin
             && self.cluster.local_label == other.cluster.local_label
             && self.cluster.proxy == other.cluster.proxy
