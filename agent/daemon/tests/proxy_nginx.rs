@@ -157,10 +157,7 @@ fn worker_agent_drives_nginx_through_mqtt() {
     ] {
         // Links carry the listen port (issue 12).
         let want = want.replace("PORT", &port.to_string());
-        assert!(
-            links.iter().any(|l| *l == want),
-            "help page lacks {want}: {links:?}"
-        );
+        assert!(links.contains(&want), "help page lacks {want}: {links:?}");
     }
     assert!(!links
         .iter()
