@@ -116,6 +116,14 @@ pub enum Warning {
         /// Service name.
         name: String,
     },
+    /// Ready workers exist, but none has an address of the family the gateway's policy gives
+    /// out (`family = "ipv6"` on an IPv4-only cluster): its zone has no address at all.
+    NoCandidate {
+        /// Gateway id.
+        gateway: String,
+        /// The policy, `ipv4` or `ipv6`.
+        family: Family,
+    },
     /// The zone would exceed the payload limits; the least important records were dropped
     /// (SRV targets beyond `srv_cap`, then whole SRV sets, short names, service names, nodes).
     ZoneTruncated {
@@ -154,6 +162,12 @@ impl fmt::Display for Warning {
             Warning::ShortNameTaken { namespace, name } => write!(
                 f,
                 "service {namespace}/{name}: short name {name:?} is a node name or the local label: only {name}.{namespace} published"
+            ),
+            Warning::NoCandidate { gateway, family } => write!(
+                f,
+                "gateway {gateway}: family = {:?} but no Ready worker has an {} address: its zone answers no name with an address",
+                family.as_str(),
+                if *family == Family::Ipv6 { "IPv6" } else { "IPv4" }
             ),
             Warning::ZoneTruncated {
                 srv_cap,

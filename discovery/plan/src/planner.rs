@@ -337,6 +337,17 @@ impl Planner {
                     .any(|w| w.zone.as_ref() == Some(z))
             });
             let key = (near, zone, g.family);
+            let workers = &self.cluster.workers;
+            if !workers.is_empty()
+                && !workers.iter().any(|w| {
+                    (g.family.v4() && w.ipv4.is_some()) || (g.family.v6() && w.ipv6.is_some())
+                })
+            {
+                self.gateway_warnings.push(Warning::NoCandidate {
+                    gateway: g.id.clone(),
+                    family: g.family,
+                });
+            }
             let next = self.classes.len();
             let class = *by_key.entry(key.clone()).or_insert(next);
             if class == next {
