@@ -4,7 +4,8 @@
 //! Layout:
 //! - [`snapshot`]: the cluster model ([`Snapshot`]) filled from k8s-openapi Nodes, Services
 //!   and EndpointSlices, or from `kubectl get ... -o json` output; [`InputError`].
-//! - [`topology`]: the topology file ([`Topology`], `docs/topology.md`); [`TopologyError`].
+//! - [`topology`]: the topology file ([`Topology`], `docs/topology.md`), with each gateway's
+//!   address policy ([`Family`]); [`TopologyError`].
 //! - [`plan`](mod@plan): [`plan()`] and its result: [`ZoneContent`] per gateway (rendered to
 //!   zone payload v1, `docs/payload.md`), [`ProxyContent`] per worker
 //!   (`docs/payload-proxy.md`), [`Warning`]s; the record budget that keeps every payload

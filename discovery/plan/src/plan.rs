@@ -4,8 +4,7 @@
 //! workers, exposed services with their hosting workers, the record budget) and one nearness
 //! `Order` per distinct gateway class (gateways with the same filtered `near` list and
 //! `zone` and address policy share it). A [`ZoneContent`] is the pair; its records are
-//! produced when rendered,
-//! so planning 2,000 gateways does not build 2,000 record lists.
+//! produced when rendered, so planning 2,000 gateways does not build 2,000 record lists.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
@@ -472,8 +471,9 @@ impl Cluster {
     }
 
     /// What the records of one service under `order` depend on besides its own static
-    /// fields: which names are included, the worker their addresses come from and the SRV targets
-    /// in order. Two services with equal static fields and equal views emit equal records.
+    /// fields: which names are included, the worker their addresses come from and the SRV
+    /// targets in order. Two services with equal static fields and equal views emit equal
+    /// records.
     pub(crate) fn service_view(&self, pos: usize, svc: &SvcPlan, order: &Order) -> ServiceView {
         let b = &self.budget;
         let on = !svc.hosts.is_empty() && svc.fq_ok;
