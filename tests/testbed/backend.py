@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """A backend HTTP service of the testbed: `backend.py NODE ADDR NAME=PORT...` answers every
-GET on each ADDR:PORT with `NAME on NODE` (one line), as a service's pods behind its NodePort."""
+GET on each ADDR:PORT with `NAME on NODE` (one line), as a service's pods behind its NodePort.
+ADDR `::` listens on every IPv6 and IPv4 address (dual-stack socket), as a NodePort does."""
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +21,15 @@ def serve(node, addr, name, port):
         def log_message(self, *args):
             pass
 
-    ThreadingHTTPServer((addr, port), Handler).serve_forever()
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+        def server_bind(self):
+            if self.address_family == socket.AF_INET6:
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+
+    Server((addr, port), Handler).serve_forever()
 
 
 def main():

@@ -12,12 +12,18 @@
 #                    on lan:53; g1 uses the central broker, g2 and g3 the regional one
 #   $P-h1..h3        hosts 10.77.11.10 .. 10.77.13.10, resolver = their gateway
 #                    (/etc/netns/$P-hI/resolv.conf)
-# Only 10.77.0.0/16 routes exist inside the namespaces: nothing can leave them.
+# The network is dual-stack: every address 10.77.X.Y also has 2001:db8:77:X::Y (documentation
+# prefix, global scope, so the hosts prefer IPv6 as real dual-stack branch hosts do (RFC 6724);
+# the WAN is 2001:db8:77::Y). Which workers the cluster lists with an IPv6 InternalIP is
+# DUAL_STACK_WORKERS. Only routes inside 10.77.0.0/16 and 2001:db8:77::/48 exist in the
+# namespaces: nothing can leave them.
 
 P=${TESTBED_PREFIX:-sdtb}
 SUFFIX=kubernetes.services
 PREFIX_TOPIC=sdwan/v1/testbed
 NWORKERS=${NWORKERS:-3}
+# Workers whose Node lists an IPv6 InternalIP (2001:db8:77::1I) besides the IPv4 one (issue 13).
+DUAL_STACK_WORKERS=${DUAL_STACK_WORKERS:-w2}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=${SDWAN_BIN_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/debug}
 TESTBED_DIR=$ROOT/tests/testbed
@@ -91,6 +97,7 @@ wait_for() {
 }
 
 worker_ip() { echo "10.77.0.1${1#w}"; }
+worker_ip6() { echo "2001:db8:77::1${1#w}"; }
 gw_lan() { echo "10.77.1${1#g}.1"; }
 
 tb_net() {
@@ -109,6 +116,7 @@ tb_net() {
         nsx wan ip link set "$name" master br0 up
         nsx "$name" ip link set lo up
         nsx "$name" ip addr add "$addr/24" dev wan0
+        nsx "$name" ip -6 addr add "2001:db8:77::${addr##*.}/64" dev wan0 nodad
         nsx "$name" ip link set wan0 up
     done
     for i in 1 2 3; do
@@ -116,11 +124,15 @@ tb_net() {
         ip link add lan0 netns "$P-g$i" type veth peer name lan0 netns "$P-h$i"
         nsx "g$i" ip addr add "10.77.1$i.1/24" dev lan0
         nsx "g$i" ip link set lan0 up
+        nsx "g$i" ip -6 addr add "2001:db8:77:1$i::1/64" dev lan0 nodad
         nsx "g$i" sysctl -qw net.ipv4.ip_forward=1
+        nsx "g$i" sysctl -qw net.ipv6.conf.all.forwarding=1
         nsx "h$i" ip link set lo up
         nsx "h$i" ip addr add "10.77.1$i.10/24" dev lan0
+        nsx "h$i" ip -6 addr add "2001:db8:77:1$i::10/64" dev lan0 nodad
         nsx "h$i" ip link set lan0 up
         nsx "h$i" ip route add 10.77.0.0/16 via "10.77.1$i.1"
+        nsx "h$i" ip -6 route add 2001:db8:77::/64 via "2001:db8:77:1$i::1"
         mkdir -p "/etc/netns/$P-h$i"
         echo "nameserver 10.77.1$i.1" >"/etc/netns/$P-h$i/resolv.conf"
         # Every site on the WAN reaches the hosts through their gateway.
@@ -128,6 +140,7 @@ tb_net() {
             name=${s%%:*}
             case $name in g*) continue ;; esac
             nsx "$name" ip route add "10.77.1$i.0/24" via "10.77.0.2$i"
+            nsx "$name" ip -6 route add "2001:db8:77:1$i::/64" via "2001:db8:77::2$i"
         done
     done
 }
@@ -220,16 +233,19 @@ api() {
     fi
 }
 
-node_json() { # NAME IP READY(True|False)
-    printf '{"apiVersion":"v1","kind":"Node","metadata":{"name":"%s","labels":{"kubernetes.io/hostname":"%s"}},"status":{"conditions":[{"type":"Ready","status":"%s","reason":"KubeletReady","message":"kubelet"}],"addresses":[{"type":"InternalIP","address":"%s"},{"type":"Hostname","address":"%s"}]}}' \
-        "$1" "$1" "$3" "$2" "$1"
+node_json() { # NAME IP READY(True|False) [IPV6]
+    local v6=""
+    [ -n "${4:-}" ] && v6=",{\"type\":\"InternalIP\",\"address\":\"$4\"}"
+    printf '{"apiVersion":"v1","kind":"Node","metadata":{"name":"%s","labels":{"kubernetes.io/hostname":"%s"}},"status":{"conditions":[{"type":"Ready","status":"%s","reason":"KubeletReady","message":"kubelet"}],"addresses":[{"type":"InternalIP","address":"%s"}%s,{"type":"Hostname","address":"%s"}]}}' \
+        "$1" "$1" "$3" "$2" "$v6" "$1"
 }
 
 set_node() { # NAME READY
-    local ip
+    local ip ip6=""
     ip=$(worker_ip "$1")
-    api PUT "/api/v1/nodes/$1" "$(node_json "$1" "$ip" "$2")" 2>/dev/null ||
-        api POST /api/v1/nodes "$(node_json "$1" "$ip" "$2")"
+    case " $DUAL_STACK_WORKERS " in *" $1 "*) ip6=$(worker_ip6 "$1") ;; esac
+    api PUT "/api/v1/nodes/$1" "$(node_json "$1" "$ip" "$2" "$ip6")" 2>/dev/null ||
+        api POST /api/v1/nodes "$(node_json "$1" "$ip" "$2" "$ip6")"
 }
 
 # add_service NS NAME NODEPORT NODE...: a NodePort service and its EndpointSlice.
@@ -274,6 +290,7 @@ near = [${order2%, }]
 [[gateway]]
 id = "g3"
 near = [${order3%, }]
+family = "ipv4"
 EOF
 }
 
@@ -299,7 +316,7 @@ start_gateway() { # gI
 start_backends() {
     local i
     for i in $(seq 1 "$NWORKERS"); do
-        start "backend-w$i" "w$i" python3 "$TESTBED_DIR/backend.py" "w$i" 0.0.0.0 "$@"
+        start "backend-w$i" "w$i" python3 "$TESTBED_DIR/backend.py" "w$i" :: "$@"
     done
     for i in $(seq 1 "$NWORKERS"); do
         local spec=$1
@@ -374,6 +391,33 @@ expect_dns() {
         fi
         sleep 0.02
     done
+}
+
+# expect_out WHAT WANT SECS CMD...: polls until CMD's output (trimmed) is WANT.
+expect_out() {
+    local what=$1 want=$2 secs=$3 got; shift 3
+    local deadline=$(( $(date +%s%N) + secs * 1000000000 ))
+    while :; do
+        got=$("$@" 2>&1 | tr '\n' ' ' | sed 's/ *$//')
+        if [ "$got" = "$want" ]; then ok "$what -> $want"; return 0; fi
+        if [ "$(date +%s%N)" -gt "$deadline" ]; then
+            notok "$what: want $want, got $got (after ${secs}s)"
+            return 1
+        fi
+        sleep 0.02
+    done
+}
+
+# ahosts HOST NAME: the addresses the host's libc resolver gives for NAME (getaddrinfo with
+# AF_UNSPEC, as a dual-stack application asks), distinct, in the order given.
+ahosts() {
+    nsx "$1" getent ahosts "$2" | awk '!seen[$1]++ {print $1}'
+}
+
+# reached HOST URL: the address curl connected to (its own happy eyeballs over what the host's
+# resolver gives), then the body.
+reached() {
+    nsx "$1" curl -sS -m 2 -w '%{remote_ip} ' -o "$W/reached.body" "$2" && cat "$W/reached.body"
 }
 
 # expect_http HOST URL GREP [SECS]: polls until curl from the host returns a body matching GREP.

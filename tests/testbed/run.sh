@@ -52,8 +52,8 @@ if worker_mode_available; then PROXY=1; start_proxies; fi
 start_master
 for g in g1 g2 g3; do start_gateway "$g"; done
 
-W1=10.77.0.11 W2=10.77.0.12 W3=10.77.0.13
-# Nearness: g1 near w1,w2,w3; g2 near w2,w3,w1; g3 near w3,w2,w1.
+W1=10.77.0.11 W2=10.77.0.12 W3=10.77.0.13 W2V6=$(worker_ip6 w2)
+# Nearness: g1 near w1,w2,w3; g2 near w2,w3,w1; g3 near w3,w2,w1 (and IPv4 only).
 echo "# names from each host (g1 via the central broker, g2 and g3 via the regional bridge)"
 expect_dns h1 "local.$SUFFIX" $W1 20 || fatal "g1 never served the cluster; later checks not run"
 expect_dns h2 "local.$SUFFIX" $W2 20
@@ -74,11 +74,35 @@ expect_http h1 "http://hello.default.$SUFFIX:30080/" "hello on w1"
 expect_http h3 "http://hello.default.$SUFFIX:30080/" "hello on w2"
 expect_http h3 "http://web.shop.$SUFFIX:30081/" "web on w3"
 
+echo "# dual-stack hosts reach the near worker (issue 13; w2 is the only dual-stack worker)"
+# g1 (dual): w1 is nearest and has IPv4 only, so no name gives h1 the IPv6 of farther w2,
+# which h1 would prefer (RFC 6724, curl's happy eyeballs).
+expect_out "h1: getent ahosts local.$SUFFIX" $W1 10 ahosts h1 "local.$SUFFIX"
+expect_out "h1: getent ahosts hello.default.$SUFFIX" $W1 10 ahosts h1 "hello.default.$SUFFIX"
+expect_out "h1: AAAA of hello.default.$SUFFIX" none 2 answer h1 "hello.default.$SUFFIX" AAAA
+expect_out "h1: curl http://hello.default.$SUFFIX:30080/ (happy eyeballs)" "$W1 hello on w1 path /" 10 \
+    reached h1 "http://hello.default.$SUFFIX:30080/"
+# g2 (dual): w2 is nearest and dual-stack: both of its families, and h2 goes over IPv6.
+expect_out "h2: getent ahosts hello.default.$SUFFIX" "$W2V6 $W2" 10 ahosts h2 "hello.default.$SUFFIX"
+expect_out "h2: curl http://hello.default.$SUFFIX:30080/ (happy eyeballs)" "$W2V6 hello on w2 path /" 10 \
+    reached h2 "http://hello.default.$SUFFIX:30080/"
+# g3 (family = "ipv4"): w2 answers hello for it, with its IPv4 address only.
+expect_out "h3: getent ahosts hello.default.$SUFFIX" $W2 10 ahosts h3 "hello.default.$SUFFIX"
+expect_out "h3: AAAA of w2.$SUFFIX" none 2 answer h3 "w2.$SUFFIX" AAAA
+expect_out "h3: curl http://hello.default.$SUFFIX:30080/" "$W2 hello on w2 path /" 10 \
+    reached h3 "http://hello.default.$SUFFIX:30080/"
+
 if [ $PROXY = 1 ]; then
     echo "# HTTP through nginx on the nearest worker (worker mode of the agent)"
     expect_http h1 "http://local.$SUFFIX/hello/" "hello on w1" 20
     expect_http h3 "http://local.$SUFFIX/web/" "web on w3" 20
     expect_http h2 "http://local.$SUFFIX/shop/web/" "web on w2"
+    # Dual-stack w2's nginx listens on IPv6 too: h2 reaches it over IPv6 (issue 13); h1's
+    # local, IPv4-only w1, over IPv4.
+    expect_out "h2: curl http://local.$SUFFIX/hello/" "$W2V6 hello on w2 path /" 10 \
+        reached h2 "http://local.$SUFFIX/hello/"
+    expect_out "h1: curl http://local.$SUFFIX/hello/" "$W1 hello on w1 path /" 10 \
+        reached h1 "http://local.$SUFFIX/hello/"
     expect_http h1 "http://local.$SUFFIX/help/" "hello"
     expect_http h1 "http://local.$SUFFIX/help/" "web"
 else

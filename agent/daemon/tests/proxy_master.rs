@@ -82,11 +82,11 @@ fn planned_payload_is_served_by_nginx() {
     );
     let help = http_get(port, "worker2.kubernetes.services", "/help/").unwrap();
     assert!(
-        help.body
-            .contains("href=\"http://local.kubernetes.services/hello-world/\"")
-            && help
-                .body
-                .contains("href=\"http://worker1.kubernetes.services/other/\""),
+        help.body.contains(&format!(
+            "href=\"http://local.kubernetes.services:{port}/hello-world/\""
+        )) && help.body.contains(&format!(
+            "href=\"http://worker1.kubernetes.services:{port}/other/\""
+        )),
         "{}",
         help.body
     );

@@ -18,11 +18,14 @@ fn base() -> &'static Snapshot {
     BASE_SNAPSHOT.get_or_init(|| Snapshot::from_kubectl_json(BASE.as_bytes()).expect("seed loads"))
 }
 
-fn two_gateways() -> &'static Topology {
+/// Gateways of each address policy (issue 13).
+fn gateways() -> &'static Topology {
     static TOPOLOGY: OnceLock<Topology> = OnceLock::new();
     TOPOLOGY.get_or_init(|| {
         Topology::from_toml(
-            "[[gateway]]\nid = \"gw-a\"\nzone = \"espoo\"\n[[gateway]]\nid = \"gw-b\"\nnear = [\"worker2\"]\n",
+            "[[gateway]]\nid = \"gw-a\"\nzone = \"espoo\"\n[[gateway]]\nid = \"gw-b\"\nnear = [\"worker2\"]\n\
+             [[gateway]]\nid = \"gw-c\"\nzone = \"espoo\"\nfamily = \"ipv4\"\n\
+             [[gateway]]\nid = \"gw-d\"\nnear = [\"worker2\"]\nfamily = \"ipv6\"\n",
         )
         .expect("topology loads")
     })
@@ -48,7 +51,7 @@ pub fn kubectl_json(data: &[u8]) {
                 .expect("accepted once, accepted twice");
             assert_eq!(merged, once, "merging the same document twice");
             for s in [&merged, &fresh.expect("accepted on merge, refused alone")] {
-                let p = plan(s, two_gateways());
+                let p = plan(s, gateways());
                 for (id, z) in &p.gateways {
                     let bytes = z.render(id, 1);
                     if let Err(e) = agent_accepts(&bytes) {

@@ -4,7 +4,8 @@
 //! Layout:
 //! - [`snapshot`]: the cluster model ([`Snapshot`]) filled from k8s-openapi Nodes, Services
 //!   and EndpointSlices, or from `kubectl get ... -o json` output; [`InputError`].
-//! - [`topology`]: the topology file ([`Topology`], `docs/topology.md`); [`TopologyError`].
+//! - [`topology`]: the topology file ([`Topology`], `docs/topology.md`), with each gateway's
+//!   address policy ([`Family`]); [`TopologyError`].
 //! - [`plan`](mod@plan): [`plan()`] and its result: [`ZoneContent`] per gateway (rendered to
 //!   zone payload v1, `docs/payload.md`), [`ProxyContent`] per worker
 //!   (`docs/payload-proxy.md`), [`Warning`]s; the record budget that keeps every payload
@@ -28,4 +29,4 @@ pub use planner::{Change, Changed, Planner};
 pub use snapshot::{
     InputError, InputErrorKind, NodeInfo, PortInfo, Protocol, ServiceInfo, Snapshot,
 };
-pub use topology::{Gateway, Topology, TopologyError, TopologyErrorKind};
+pub use topology::{Family, Gateway, Topology, TopologyError, TopologyErrorKind};

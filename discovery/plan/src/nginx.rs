@@ -147,9 +147,17 @@ fn paths(s: &ProxyService) -> Option<(String, Option<String>)> {
 }
 
 /// Renders `sdwan.conf`: one nginx `server` (plus a `map` for websocket upgrades) for the
-/// `http` context. `settings` must have passed [`ProxySettings::check`] (the topology parser
-/// ensures it); a failing check renders a server that answers every request with 503.
+/// `http` context, listening on IPv4 only. `settings` must have passed
+/// [`ProxySettings::check`] (the topology parser ensures it); a failing check renders a server
+/// that answers every request with 503.
 pub fn render_conf(v: &ProxyView<'_>) -> String {
+    render_conf_listen(v, false)
+}
+
+/// [`render_conf`], with `listen [::]:<port>` too when `ipv6` (the master sets it for a worker
+/// that has an IPv6 InternalIP: its gateways may give out that address for `local` and the
+/// `<node>` name, and a dual-stack host tries it first, issue 13).
+pub fn render_conf_listen(v: &ProxyView<'_>, ipv6: bool) -> String {
     let mut o = String::with_capacity(2048 + 200 * v.local.len());
     let s = v.settings;
     let _ = writeln!(
@@ -196,6 +204,9 @@ pub fn render_conf(v: &ProxyView<'_>) -> String {
         return o;
     }
     let _ = writeln!(o, "    listen {};", s.listen_port);
+    if ipv6 {
+        let _ = writeln!(o, "    listen [::]:{};", s.listen_port);
+    }
     let mut names = format!("{}.{}", v.local_label, v.suffix);
     if dns::valid_name(v.node) {
         let _ = write!(names, " {}.{}", v.node, v.suffix);
@@ -255,14 +266,37 @@ pub fn escape_html(s: &str) -> String {
 
 const HELP_TEMPLATE: &str = include_str!("help.html");
 
-/// Renders `help.html`: the services on this worker (links through `<local>.<suffix>`) and
-/// elsewhere (links through `<node>.<suffix>`). Only services that `sdwan.conf` proxies get
-/// links; the others are listed without one.
+/// `host`, with `:port` when the proxy listens on another port than 80 (issue 12: a link
+/// without it leads to whatever listens on port 80).
+fn authority(host: &str, port: u16) -> String {
+    if port == 80 {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Renders `help.html`: the services on this worker (links through `<local>.<suffix>`, which
+/// reaches this worker when it is the one nearest to the reader's branch, and through
+/// `<node>.<suffix>`, which always does) and elsewhere (links through `<node>.<suffix>` of
+/// the workers holding them). Every link carries `[proxy] listen_port` unless it is 80. Only
+/// services that `sdwan.conf` proxies get links; the others are listed without one.
+///
+/// One page serves readers of every branch, so the links are names: each reader's gateway
+/// answers them under its own nearness and address policy (`docs/planning.md`).
 pub fn render_help(v: &ProxyView<'_>) -> String {
-    let local_host = format!("{}.{}", v.local_label, v.suffix);
+    let port = v.settings.listen_port;
+    let local_host = authority(&format!("{}.{}", v.local_label, v.suffix), port);
+    let mut own = Vec::new();
+    if dns::valid_name(v.node) {
+        own.push(authority(&format!("{}.{}", v.node, v.suffix), port));
+    }
     let mut here = String::new();
     for s in v.local {
-        here.push_str(&service_item(s, &[local_host.as_str()]));
+        let hosts: Vec<&str> = std::iter::once(local_host.as_str())
+            .chain(own.iter().map(String::as_str))
+            .collect();
+        here.push_str(&service_item(s, &hosts));
     }
     if here.is_empty() {
         here = "<li class=\"none\">No service has a ready endpoint on this node.</li>\n".into();
@@ -272,7 +306,7 @@ pub fn render_help(v: &ProxyView<'_>) -> String {
         let hosts: Vec<String> = nodes
             .iter()
             .filter(|n| dns::valid_name(n))
-            .map(|n| format!("{n}.{}", v.suffix))
+            .map(|n| authority(&format!("{n}.{}", v.suffix), port))
             .collect();
         let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
         there.push_str(&service_item(s, &hosts));
@@ -283,7 +317,7 @@ pub fn render_help(v: &ProxyView<'_>) -> String {
     HELP_TEMPLATE
         .replace("{{node}}", &escape_html(v.node))
         .replace("{{local_host}}", &escape_html(&local_host))
-        .replace("{{suffix}}", &escape_html(v.suffix))
+        .replace("{{suffix_port}}", &escape_html(&authority(v.suffix, port)))
         .replace("{{here_count}}", &v.local.len().to_string())
         .replace("{{there_count}}", &v.elsewhere.len().to_string())
         .replace("{{here}}", &here)
@@ -446,6 +480,24 @@ mod tests {
     }
 
     #[test]
+    fn conf_listens_on_ipv6_only_when_asked() {
+        let settings = ProxySettings {
+            listen_port: 8080,
+            ..ProxySettings::default()
+        };
+        let v4 = render_conf(&view(&settings, &[], &[]));
+        assert!(
+            v4.contains("    listen 8080;\n") && !v4.contains("[::]"),
+            "{v4}"
+        );
+        let dual = render_conf_listen(&view(&settings, &[], &[]), true);
+        assert!(
+            dual.contains("    listen 8080;\n    listen [::]:8080;\n"),
+            "{dual}"
+        );
+    }
+
+    #[test]
     fn settings_are_checked() {
         let ok = ProxySettings::default();
         assert!(ok.check().is_ok());
@@ -488,6 +540,7 @@ mod tests {
         let html = render_help(&view(&settings, &local, &there));
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.contains("href=\"http://local.kubernetes.services/hello-world/\""));
+        assert!(html.contains("href=\"http://worker1.kubernetes.services/hello-world/\""));
         assert!(html.contains("href=\"http://worker2.kubernetes.services/shop/web/\""));
         assert!(html.contains("&lt;b&gt;"));
         assert!(!html.contains("<b>"));

@@ -3,8 +3,8 @@
 //! Structure (for scale, see `docs/planning.md`): one shared `Cluster` view per plan (Ready
 //! workers, exposed services with their hosting workers, the record budget) and one nearness
 //! `Order` per distinct gateway class (gateways with the same filtered `near` list and
-//! `zone` share it). A [`ZoneContent`] is the pair; its records are produced when rendered,
-//! so planning 2,000 gateways does not build 2,000 record lists.
+//! `zone` and address policy share it). A [`ZoneContent`] is the pair; its records are
+//! produced when rendered, so planning 2,000 gateways does not build 2,000 record lists.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::dns;
 use crate::snapshot::{Protocol, Snapshot};
-use crate::topology::Topology;
+use crate::topology::{Family, Topology};
 
 /// Most records in one payload (contract).
 pub const MAX_RECORDS: usize = 10_000;
@@ -115,6 +115,14 @@ pub enum Warning {
         /// Service name.
         name: String,
     },
+    /// Ready workers exist, but none has an address of the family the gateway's policy gives
+    /// out (`family = "ipv6"` on an IPv4-only cluster): its zone has no address at all.
+    NoCandidate {
+        /// Gateway id.
+        gateway: String,
+        /// The policy, `ipv4` or `ipv6`.
+        family: Family,
+    },
     /// The zone would exceed the payload limits; the least important records were dropped
     /// (SRV targets beyond `srv_cap`, then whole SRV sets, short names, service names, nodes).
     ZoneTruncated {
@@ -153,6 +161,12 @@ impl fmt::Display for Warning {
             Warning::ShortNameTaken { namespace, name } => write!(
                 f,
                 "service {namespace}/{name}: short name {name:?} is a node name or the local label: only {name}.{namespace} published"
+            ),
+            Warning::NoCandidate { gateway, family } => write!(
+                f,
+                "gateway {gateway}: family = {:?} but no Ready worker has an {} address: its zone answers no name with an address",
+                family.as_str(),
+                if *family == Family::Ipv6 { "IPv6" } else { "IPv4" }
             ),
             Warning::ZoneTruncated {
                 srv_cap,
@@ -255,8 +269,8 @@ pub(crate) struct ServiceView {
     pub fq: bool,
     pub short: bool,
     pub srv: bool,
-    pub v4: Option<String>,
-    pub v6: Option<String>,
+    /// The worker whose addresses the service's names answer (under the order's policy).
+    pub answer: Option<u32>,
     pub targets: Vec<u32>,
 }
 
@@ -272,13 +286,24 @@ impl SvcPlan {
     }
 }
 
-/// A nearness order over `Cluster::workers`.
+/// A nearness order over `Cluster::workers`, with the address policy of the gateways that
+/// share it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Order {
     /// Worker indices, nearest first; every worker appears once.
     pub by_rank: Vec<u32>,
     /// Position in `by_rank` per worker index.
     pub rank: Vec<u32>,
+    /// Which addresses the zone gives out.
+    pub family: Family,
+}
+
+impl Order {
+    /// Whether worker `w` is a candidate under the policy: it has an address the zone gives
+    /// out (`dual`: any address, which every Ready worker has).
+    fn admits(&self, w: &Worker) -> bool {
+        (self.family.v4() && w.ipv4.is_some()) || (self.family.v6() && w.ipv6.is_some())
+    }
 }
 
 /// What one gateway's zone holds. Cheap to clone; render it with [`ZoneContent::render`].
@@ -333,31 +358,44 @@ impl Cluster {
         (self.service_ttl != self.ttl).then_some(self.service_ttl)
     }
 
-    /// Nearest host (by `order`) with an address of the family.
-    fn nearest(&self, hosts: &[u32], order: &Order, v4: bool) -> Option<&Worker> {
-        let has = |h: u32| {
-            let w = &self.workers[h as usize];
-            if v4 {
-                w.ipv4.is_some()
-            } else {
-                w.ipv6.is_some()
-            }
-        };
+    /// The nearest host (by `order`) that is a candidate under the order's policy: the one
+    /// node all of a name's addresses come from (issue 13).
+    fn nearest(&self, hosts: &[u32], order: &Order) -> Option<u32> {
+        let ok = |h: u32| order.admits(&self.workers[h as usize]);
         if hosts.len() == self.workers.len() {
-            // Every worker: the first of the order with that family.
-            return order
-                .by_rank
-                .iter()
-                .find(|&&h| has(h))
-                .map(|&h| &self.workers[h as usize]);
+            // Every worker: the first of the order.
+            return order.by_rank.iter().copied().find(|&h| ok(h));
         }
         hosts
             .iter()
-            .filter(|&&h| has(h))
-            .min_by_key(|&&h| order.rank[h as usize])
-            .map(|&h| &self.workers[h as usize])
+            .copied()
+            .filter(|&h| ok(h))
+            .min_by_key(|&h| order.rank[h as usize])
     }
 
+    /// The A and AAAA records of worker `w` that the order's policy gives out, named `name`.
+    fn emit_worker(
+        &self,
+        name: &str,
+        w: &Worker,
+        family: Family,
+        ttl: Option<u32>,
+        data: &mut String,
+        sink: &mut impl Sink,
+    ) {
+        if let Some(v4) = w.ipv4.filter(|_| family.v4()) {
+            data.clear();
+            let _ = write!(data, "{v4}");
+            sink.record(name, RecordType::A, data, ttl);
+        }
+        if let Some(v6) = w.ipv6.filter(|_| family.v6()) {
+            data.clear();
+            let _ = write!(data, "{v6}");
+            sink.record(name, RecordType::Aaaa, data, ttl);
+        }
+    }
+
+    /// A name that answers the nearest candidate among `hosts`: both families from one node.
     fn emit_address(
         &self,
         name: &str,
@@ -367,15 +405,9 @@ impl Cluster {
         data: &mut String,
         sink: &mut impl Sink,
     ) {
-        if let Some(w) = self.nearest(hosts, order, true) {
-            data.clear();
-            let _ = write!(data, "{}", w.ipv4.unwrap_or(Ipv4Addr::UNSPECIFIED));
-            sink.record(name, RecordType::A, data, ttl);
-        }
-        if let Some(w) = self.nearest(hosts, order, false) {
-            data.clear();
-            let _ = write!(data, "{}", w.ipv6.unwrap_or(Ipv6Addr::UNSPECIFIED));
-            sink.record(name, RecordType::Aaaa, data, ttl);
+        if let Some(h) = self.nearest(hosts, order) {
+            let w = &self.workers[h as usize];
+            self.emit_worker(name, w, order.family, ttl, data, sink);
         }
     }
 
@@ -416,13 +448,17 @@ impl Cluster {
         }
     }
 
-    /// The SRV targets of a service under `order`: its hosting workers with DNS-valid names,
-    /// nearest first, at most the budget's SRV cap.
+    /// The SRV targets of a service under `order`: its hosting workers with DNS-valid names
+    /// that are candidates under the policy (a target's `<node>` name must have an address
+    /// this zone gives out), nearest first, at most the budget's SRV cap.
     fn srv_targets(&self, svc: &SvcPlan, order: &Order) -> Vec<u32> {
         let mut ranked: Vec<(u32, u32)> = svc
             .hosts
             .iter()
-            .filter(|&&h| self.workers[h as usize].named)
+            .filter(|&&h| {
+                let w = &self.workers[h as usize];
+                w.named && order.admits(w)
+            })
             .map(|&h| (order.rank[h as usize], h))
             .collect();
         let cap = self.budget.srv_cap;
@@ -435,8 +471,9 @@ impl Cluster {
     }
 
     /// What the records of one service under `order` depend on besides its own static
-    /// fields: which names are included, the nearest worker per family and the SRV targets
-    /// in order. Two services with equal static fields and equal views emit equal records.
+    /// fields: which names are included, the worker their addresses come from and the SRV
+    /// targets in order. Two services with equal static fields and equal views emit equal
+    /// records.
     pub(crate) fn service_view(&self, pos: usize, svc: &SvcPlan, order: &Order) -> ServiceView {
         let b = &self.budget;
         let on = !svc.hosts.is_empty() && svc.fq_ok;
@@ -444,26 +481,23 @@ impl Cluster {
         let short = on && pos < b.short && svc.short;
         let srv =
             on && pos < b.srv_services && svc.named_hosts > 0 && svc.srv_sets().next().is_some();
-        let name = |w: Option<&Worker>| w.map(|w| w.name.clone());
-        let (v4, v6) = if fq || short {
-            (
-                name(self.nearest(&svc.hosts, order, true)),
-                name(self.nearest(&svc.hosts, order, false)),
-            )
+        let answer = if fq || short {
+            self.nearest(&svc.hosts, order)
         } else {
-            (None, None)
+            None
         };
         let targets = if srv {
             self.srv_targets(svc, order)
         } else {
             Vec::new()
         };
+        // Under a one-family policy a service may have hosts and still no record here: the
+        // flags say whether records are emitted, so such a service compares equal to none.
         ServiceView {
-            fq,
-            short,
-            srv,
-            v4,
-            v6,
+            fq: fq && answer.is_some(),
+            short: short && answer.is_some(),
+            srv: srv && !targets.is_empty(),
+            answer,
             targets,
         }
     }
@@ -474,22 +508,15 @@ impl Cluster {
         let all: Vec<u32> = (0..self.workers.len() as u32).collect();
         let mut data = String::with_capacity(64);
         self.emit_address(&self.local_label, &all, order, None, &mut data, sink);
+        // `<node>`: the node's own addresses, of the families the policy gives out (so an
+        // SRV target's additional data follows the policy too).
         for w in self
             .workers
             .iter()
             .filter(|w| w.named)
             .take(self.budget.nodes)
         {
-            if let Some(v4) = w.ipv4 {
-                data.clear();
-                let _ = write!(data, "{v4}");
-                sink.record(&w.name, RecordType::A, &data, None);
-            }
-            if let Some(v6) = w.ipv6 {
-                data.clear();
-                let _ = write!(data, "{v6}");
-                sink.record(&w.name, RecordType::Aaaa, &data, None);
-            }
+            self.emit_worker(&w.name, w, order.family, None, &mut data, sink);
         }
         for (pos, svc) in self.services.iter().enumerate() {
             self.emit_service(pos, svc, order, sink);
@@ -752,6 +779,11 @@ impl ZoneContent {
         v
     }
 
+    /// The gateway's address policy.
+    pub fn family(&self) -> Family {
+        self.order.family
+    }
+
     /// The Ready workers in this gateway's nearness order.
     pub fn nearness(&self) -> Vec<&str> {
         self.order
@@ -845,6 +877,11 @@ impl ProxyContent {
     /// The worker's name.
     pub fn node(&self) -> &str {
         &self.cluster.workers[self.node as usize].name
+    }
+
+    /// Whether the worker has an IPv6 address (its proxy then listens on IPv6 too).
+    pub fn has_ipv6(&self) -> bool {
+        self.cluster.workers[self.node as usize].ipv6.is_some()
     }
 
     fn service(s: &SvcPlan) -> ProxyService {
@@ -970,7 +1007,10 @@ impl ProxyContent {
         out.extend_from_slice(b"],\n\"dir\":");
         json_str(&mut out, settings.dir_trimmed());
         out.extend_from_slice(b",\n\"files\":{\"sdwan.conf\":");
-        json_str(&mut out, &crate::nginx::render_conf(&view));
+        json_str(
+            &mut out,
+            &crate::nginx::render_conf_listen(&view, self.has_ipv6()),
+        );
         out.extend_from_slice(b",\n\"help.html\":");
         json_str(&mut out, &crate::nginx::render_help(&view));
         out.extend_from_slice(b"}}\n");
@@ -1034,6 +1074,7 @@ impl PartialEq for ProxyContent {
             }
         }
         self.node() == other.node()
+            && self.has_ipv6() == other.has_ipv6()
             && self.cluster.origin == other.cluster.origin
             && self.cluster.local_label == other.cluster.local_label
             && self.cluster.proxy == other.cluster.proxy
@@ -1203,6 +1244,7 @@ pub(crate) fn build_order(
     worker_index: &HashMap<String, u32>,
     near: &[u32],
     zone: Option<&str>,
+    family: Family,
 ) -> Order {
     let n = workers.len();
     let mut rank = vec![u32::MAX; n];
@@ -1227,5 +1269,9 @@ pub(crate) fn build_order(
         push(i, &mut by_rank);
     }
     let _ = worker_index;
-    Order { by_rank, rank }
+    Order {
+        by_rank,
+        rank,
+        family,
+    }
 }

@@ -310,7 +310,8 @@ impl Planner {
 
     /// Nearness order per gateway class, and the warnings about `near` lists.
     fn build_classes(&mut self) {
-        let mut by_key: HashMap<(Vec<u32>, Option<String>), usize> = HashMap::new();
+        type ClassKey = (Vec<u32>, Option<String>, crate::topology::Family);
+        let mut by_key: HashMap<ClassKey, usize> = HashMap::new();
         self.classes.clear();
         self.gateway_class.clear();
         self.gateway_warnings.clear();
@@ -335,7 +336,18 @@ impl Planner {
                     .iter()
                     .any(|w| w.zone.as_ref() == Some(z))
             });
-            let key = (near, zone);
+            let key = (near, zone, g.family);
+            let workers = &self.cluster.workers;
+            if !workers.is_empty()
+                && !workers.iter().any(|w| {
+                    (g.family.v4() && w.ipv4.is_some()) || (g.family.v6() && w.ipv6.is_some())
+                })
+            {
+                self.gateway_warnings.push(Warning::NoCandidate {
+                    gateway: g.id.clone(),
+                    family: g.family,
+                });
+            }
             let next = self.classes.len();
             let class = *by_key.entry(key.clone()).or_insert(next);
             if class == next {
@@ -344,6 +356,7 @@ impl Planner {
                     &self.worker_index,
                     &key.0,
                     key.1.as_deref(),
+                    key.2,
                 )));
             }
             self.gateway_class.push(class);

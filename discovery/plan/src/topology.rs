@@ -1,5 +1,5 @@
 //! The topology file (TOML, `docs/topology.md`): DNS suffix, labels, excluded namespaces and
-//! the gateways with their nearness hints.
+//! the gateways with their nearness hints and address policy ([`Family`]).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -41,6 +41,45 @@ pub struct Topology {
     pub gateways: Vec<Gateway>,
     /// Render parameters of the workers' reverse proxy (`[proxy]` table).
     pub proxy: ProxySettings,
+    /// Address policy of gateways that do not set their own, [`Family::Dual`] by default.
+    pub family: Family,
+}
+
+/// A gateway's address policy (issue 13, `docs/planning.md`): which addresses its zone gives
+/// out, so that a dual-stack branch host is never sent to one node over IPv4 and to another
+/// over IPv6.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// A name's A and AAAA come from one node, the nearest candidate; the family that node
+    /// lacks is NODATA.
+    #[default]
+    Dual,
+    /// Only IPv4: the nearest candidate with IPv4 answers A; no AAAA anywhere in the zone.
+    Ipv4,
+    /// Only IPv6: the nearest candidate with IPv6 answers AAAA; no A anywhere in the zone.
+    Ipv6,
+}
+
+impl Family {
+    /// The topology file's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Dual => "dual",
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+
+    /// Whether the zone gives out IPv4 addresses (A records).
+    pub fn v4(self) -> bool {
+        self != Family::Ipv6
+    }
+
+    /// Whether the zone gives out IPv6 addresses (AAAA records).
+    pub fn v6(self) -> bool {
+        self != Family::Ipv4
+    }
 }
 
 /// One branch gateway.
@@ -52,6 +91,8 @@ pub struct Gateway {
     pub zone: Option<String>,
     /// Node names, nearest first.
     pub near: Vec<String>,
+    /// Address policy: the gateway's own `family`, else the topology's.
+    pub family: Family,
 }
 
 impl Default for Topology {
@@ -67,6 +108,7 @@ impl Default for Topology {
                 .collect(),
             gateways: Vec::new(),
             proxy: ProxySettings::default(),
+            family: Family::Dual,
         }
     }
 }
@@ -150,6 +192,7 @@ struct File {
     #[serde(default)]
     gateway: Vec<FileGateway>,
     proxy: Option<toml::Spanned<FileProxy>>,
+    family: Option<Family>,
 }
 
 #[derive(Deserialize)]
@@ -167,6 +210,7 @@ struct FileGateway {
     zone: Option<String>,
     #[serde(default)]
     near: Vec<String>,
+    family: Option<Family>,
 }
 
 /// Whether `id` is a gateway id the payload contract allows.
@@ -244,6 +288,9 @@ impl Topology {
             }
             t.proxy = settings;
         }
+        if let Some(f) = file.family {
+            t.family = f;
+        }
         let mut seen = BTreeSet::new();
         for (i, g) in file.gateway.into_iter().enumerate() {
             let span = g.id.span();
@@ -259,6 +306,7 @@ impl Topology {
                 id,
                 zone: g.zone.filter(|z| !z.is_empty()),
                 near: g.near,
+                family: g.family.unwrap_or(t.family),
             });
         }
         Ok(t)

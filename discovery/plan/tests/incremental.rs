@@ -119,6 +119,14 @@ fn random_walk(seed: u64) {
         [[gateway]]
         id = "gw-any-2"
         near = ["nobody"]
+        [[gateway]]
+        id = "gw-oulu-v4"
+        zone = "oulu"
+        near = ["worker5"]
+        family = "ipv4"
+        [[gateway]]
+        id = "gw-any-v6"
+        family = "ipv6"
         "#,
     )
     .unwrap();

@@ -16,6 +16,9 @@ struct TopologyCase {
     text: String,
     error: Option<String>,
     suffix: Option<String>,
+    /// Gateway id -> the address policy it must end up with (`dual`, `ipv4`, `ipv6`).
+    #[serde(default)]
+    family: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +46,12 @@ fn topology_cases() {
                 if let Some(s) = &c.suffix {
                     if &t.suffix != s {
                         failures.push(format!("{}: suffix {:?}, want {s:?}", c.name, t.suffix));
+                    }
+                }
+                for (id, want) in &c.family {
+                    let got = t.gateways.iter().find(|g| &g.id == id).map(|g| g.family);
+                    if got.map(|f| f.as_str()) != Some(want.as_str()) {
+                        failures.push(format!("{}: {id}: family {got:?}, want {want}", c.name));
                     }
                 }
             }
