@@ -6,6 +6,7 @@
 #   SKIP_SETUP=1 tests/run-all.sh   skip the installs
 #
 # Each step's result is printed in a table at the end; the exit code is non-zero when any failed.
+# A step fails too when it leaves a process running (see `isolated`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 top=$(pwd)
@@ -30,13 +31,32 @@ if [ "${SKIP_SETUP:-0}" != 1 ]; then
 fi
 
 names=() results=() secs=()
+# Runs "$@" as the leader of a session of its own, so that whatever it starts stays in that
+# session (the harness puts children in process groups of their own, never in new sessions).
+# A process of that session still alive once the step ended was left running by a test: it
+# is listed, stopped (it is ours: it is in our session) and fails the step.
+isolated() {
+    setsid "$@" &
+    local sid=$! rc=0
+    wait "$sid" || rc=$?
+    local left
+    left=$(ps -eo pid=,sid=,args= | awk -v s="$sid" '$2 == s')
+    if [ -n "$left" ]; then
+        echo "left running by this step (now stopped):"
+        echo "$left"
+        awk '{ print $1 }' <<<"$left" | xargs -r kill -KILL 2>/dev/null
+        rc=1
+    fi
+    return "$rc"
+}
+
 step() {
     local name=$1
     shift
     echo
     echo "=== $name: $*"
     local t0=$SECONDS
-    if "$@"; then results+=(pass); else results+=(FAIL); fi
+    if isolated "$@"; then results+=(pass); else results+=(FAIL); fi
     names+=("$name")
     secs+=($((SECONDS - t0)))
 }
