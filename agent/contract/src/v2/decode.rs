@@ -191,6 +191,35 @@ pub trait Visitor {
     }
 }
 
+/// A visitor that sums the digest of the parts it is shown (the header once, from part 0):
+/// over all parts of a snapshot it is the snapshot's digest, computed without a heap.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PartDigest {
+    /// The sum so far.
+    pub sum: Digest,
+}
+
+impl Visitor for PartDigest {
+    fn envelope(&mut self, env: &Envelope) -> Result<(), &'static str> {
+        if let (Kind::Part, 0, Some(z)) = (env.kind, env.part, env.zone) {
+            self.sum = self
+                .sum
+                .with(super::digest::header_hash(env.gateway.as_str(), &z));
+        }
+        Ok(())
+    }
+    fn node(&mut self, index: u16, node: Option<&Node>) -> Result<(), &'static str> {
+        if let Some(n) = node {
+            self.sum = self.sum.with(super::digest::node_hash(index, n));
+        }
+        Ok(())
+    }
+    fn service(&mut self, s: &ServiceRef<'_>) -> Result<(), &'static str> {
+        self.sum = self.sum.with(super::digest::service_hash(s));
+        Ok(())
+    }
+}
+
 /// Working memory of the decoder (~17 KB), given by the caller so that it need not be on a
 /// small stack; reusable.
 #[derive(Debug, Clone)]
@@ -720,40 +749,78 @@ fn node(r: &mut Reader<'_>, indexed: bool) -> Result<(Node, u16), Error> {
     Ok((n, index))
 }
 
-/// A strictly ascending array of node indices below `limit`, into `out`; returns the count.
+/// A list of node indices below `limit` as a string of items `N` or `A-B` (`"0-3,7,9-12"`),
+/// ascending, each maximal run of consecutive indices written as one range, expanded into
+/// `out`; returns the count.
 fn indices(
     r: &mut Reader<'_>,
     out: &mut [u16; MAX_NODES],
     what: &'static str,
     limit: usize,
 ) -> Result<usize, Error> {
-    r.array(what).map_err(e)?;
-    let mut first = true;
+    let (text, at) = r.raw_string(what).map_err(e)?;
+    let err = |kind, off: usize| Error {
+        kind,
+        offset: at + off,
+    };
     let mut n = 0usize;
-    while r.next(&mut first).map_err(e)? {
-        let at = r.pos;
-        let x = r.uint(what, MAX_NODES as u64 - 1).map_err(e)? as u16;
-        if usize::from(x) >= limit {
-            return Err(Error {
-                kind: ErrorKind::IndexOutOfRange(what),
-                offset: at,
-            });
-        }
-        if n > 0 && out[n - 1] >= x {
-            return Err(Error {
-                kind: ErrorKind::NotAscending(what),
-                offset: at,
-            });
-        }
-        // Strictly ascending below MAX_NODES: at most MAX_NODES items.
-        let Some(slot) = out.get_mut(n) else {
-            return Err(Error {
-                kind: ErrorKind::TooMany(what),
-                offset: at,
-            });
+    let mut i = 0usize;
+    // The end of the previous item, for "ascending with a gap".
+    let mut prev: Option<usize> = None;
+    while i < text.len() {
+        let item = i;
+        let num = |i: &mut usize| -> Result<usize, Error> {
+            let s = *i;
+            while text.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            let digits = text.get(s..*i).unwrap_or(&[]);
+            if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+                return Err(err(ErrorKind::Invalid(what), s));
+            }
+            if digits.len() > 4 {
+                return Err(err(ErrorKind::OutOfRange(what), s));
+            }
+            let v = digits
+                .iter()
+                .fold(0usize, |v, d| v * 10 + usize::from(d - b'0'));
+            if v >= MAX_NODES {
+                return Err(err(ErrorKind::OutOfRange(what), s));
+            }
+            Ok(v)
         };
-        *slot = x;
-        n += 1;
+        let a = num(&mut i)?;
+        let b = if text.get(i) == Some(&b'-') {
+            i += 1;
+            let b = num(&mut i)?;
+            if b <= a {
+                return Err(err(ErrorKind::NotAscending(what), item));
+            }
+            b
+        } else {
+            a
+        };
+        match text.get(i) {
+            None => {}
+            Some(b',') if i + 1 < text.len() => i += 1,
+            Some(_) => return Err(err(ErrorKind::Invalid(what), i)),
+        }
+        // Strictly ascending, and adjacent items are one range (one way to write a list).
+        if prev.is_some_and(|p| a <= p + 1) {
+            return Err(err(ErrorKind::NotAscending(what), item));
+        }
+        if b >= limit {
+            return Err(err(ErrorKind::IndexOutOfRange(what), item));
+        }
+        prev = Some(b);
+        for x in a..=b {
+            // Ascending below MAX_NODES: at most MAX_NODES items.
+            let Some(slot) = out.get_mut(n) else {
+                return Err(err(ErrorKind::TooMany(what), item));
+            };
+            *slot = x as u16;
+            n += 1;
+        }
     }
     Ok(n)
 }

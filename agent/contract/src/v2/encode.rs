@@ -626,15 +626,27 @@ fn join(s: &mut String, items: &[String]) {
     }
 }
 
+/// Writes ascending indices as the string form: each maximal run of consecutive indices as
+/// `A-B`, single ones as `N`, separated by commas (`"0-3,7,9-12"`).
 fn write_indices(s: &mut String, v: &[u16]) {
-    s.push('[');
-    for (k, h) in v.iter().enumerate() {
-        if k > 0 {
+    s.push('"');
+    let mut i = 0;
+    while i < v.len() {
+        let mut j = i;
+        while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+            j += 1;
+        }
+        if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{h}");
+        if j > i {
+            let _ = write!(s, "{}-{}", v[i], v[j]);
+        } else {
+            let _ = write!(s, "{}", v[i]);
+        }
+        i = j + 1;
     }
-    s.push(']');
+    s.push('"');
 }
 
 fn write_node(s: &mut String, index: Option<u16>, n: &Node) {

@@ -201,6 +201,27 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The bytes of a string without escapes (a backslash is refused as an invalid value), and
+    /// the offset of its first byte.
+    pub(crate) fn raw_string(&mut self, what: &'static str) -> R<(&'a [u8], usize)> {
+        self.ws();
+        if self.b.get(self.pos) != Some(&b'"') {
+            return self.err(ErrorKind::WrongType(what));
+        }
+        let start = self.pos + 1;
+        let mut i = start;
+        loop {
+            match self.b.get(i) {
+                None => return Err((ErrorKind::Syntax, start)),
+                Some(b'"') => break,
+                Some(b'\\') => return Err((ErrorKind::Invalid(what), i)),
+                Some(_) => i += 1,
+            }
+        }
+        self.pos = i + 1;
+        Ok((self.b.get(start..i).unwrap_or(&[]), start))
+    }
+
     fn hex4(&self, at: usize) -> R<u32> {
         let Some(h) = self.b.get(at..at + 4) else {
             return Err((ErrorKind::Syntax, at));

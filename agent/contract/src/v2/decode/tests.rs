@@ -2,9 +2,9 @@ use super::*;
 use std::string::String;
 use std::vec::Vec;
 
-const PART: &str = r#"{"schema":2,"kind":"part","gateway":"gw-espoo","version":1764694800123,"digest":"5e1c0a9d3b27f4e8","part":0,"parts":2,"zone":{"suffix":"k8s.internal","local":"local","ttl":30,"service_ttl":10,"family":"dual","nodes":3},"first_node":0,"nodes":[{"name":"worker-2","tier":"near","v4":"192.168.200.2","v6":"fd00::2"},null,{"name":"worker-7","tier":"other","v4":"192.168.200.7"}],"services":[{"ns":"default","name":"hello-world","short":true,"ports":["_http._tcp:30080"],"hosts":[0,2]},{"ns":"shop","name":"web","ports":["_443._tcp:30443","_http._tcp:30081"],"hosts":[2]}]}"#;
+const PART: &str = r#"{"schema":2,"kind":"part","gateway":"gw-espoo","version":1764694800123,"digest":"5e1c0a9d3b27f4e8","part":0,"parts":2,"zone":{"suffix":"k8s.internal","local":"local","ttl":30,"service_ttl":10,"family":"dual","nodes":3},"first_node":0,"nodes":[{"name":"worker-2","tier":"near","v4":"192.168.200.2","v6":"fd00::2"},null,{"name":"worker-7","tier":"other","v4":"192.168.200.7"}],"services":[{"ns":"default","name":"hello-world","short":true,"ports":["_http._tcp:30080"],"hosts":"0,2"},{"ns":"shop","name":"web","ports":["_443._tcp:30443","_http._tcp:30081"],"hosts":"2"}]}"#;
 
-const DELTA: &str = r#"{"schema":2,"kind":"delta","gateway":"gw-espoo","base":10,"version":11,"digest":"0c55e2f1aa93d07b","node_drop":[1],"node_set":[{"index":2,"name":"worker-7","tier":"other","v4":"192.168.200.8"}],"del":[{"ns":"shop","name":"old"}],"set":[{"ns":"shop","name":"web","ports":["_http._tcp:30081"],"hosts":[0,2]}],"hosts":[{"ns":"ops","name":"node-exporter","add":[17],"del":[4,9]}]}"#;
+const DELTA: &str = r#"{"schema":2,"kind":"delta","gateway":"gw-espoo","base":10,"version":11,"digest":"0c55e2f1aa93d07b","node_drop":"1","node_set":[{"index":2,"name":"worker-7","tier":"other","v4":"192.168.200.8"}],"del":[{"ns":"shop","name":"old"}],"set":[{"ns":"shop","name":"web","ports":["_http._tcp:30081"],"hosts":"0,2"}],"hosts":[{"ns":"ops","name":"node-exporter","add":"17","del":"4,9"}]}"#;
 
 const NOTICE: &str = r#"{"schema":2,"kind":"notice","gateway":"gw-espoo","version":1764694900000,"digest":"77d0c3e1b2a49f60"}"#;
 
@@ -103,7 +103,7 @@ const CASES: &[(&str, &str, &str, &str, Option<ErrorKind>)] = &[
     (
         "part without services",
         PART,
-        r#","services":[{"ns":"default","name":"hello-world","short":true,"ports":["_http._tcp:30080"],"hosts":[0,2]},{"ns":"shop","name":"web","ports":["_443._tcp:30443","_http._tcp:30081"],"hosts":[2]}]"#,
+        r#","services":[{"ns":"default","name":"hello-world","short":true,"ports":["_http._tcp:30080"],"hosts":"0,2"},{"ns":"shop","name":"web","ports":["_443._tcp:30443","_http._tcp:30081"],"hosts":"2"}]"#,
         "",
         Some(K::MissingField("services")),
     ),
@@ -369,36 +369,36 @@ const CASES: &[(&str, &str, &str, &str, Option<ErrorKind>)] = &[
     (
         "service without hosts",
         PART,
-        r#","hosts":[2]"#,
+        r#","hosts":"2""#,
         "",
         Some(K::MissingField("hosts")),
     ),
     (
         "service with no host",
         PART,
-        r#""hosts":[2]"#,
-        r#""hosts":[]"#,
+        r#""hosts":"2""#,
+        r#""hosts":"""#,
         Some(K::Invalid("hosts")),
     ),
     (
         "host beyond slots",
         PART,
-        r#""hosts":[2]"#,
-        r#""hosts":[3]"#,
+        r#""hosts":"2""#,
+        r#""hosts":"3""#,
         Some(K::IndexOutOfRange("hosts")),
     ),
     (
         "hosts not ascending",
         PART,
-        r#""hosts":[0,2]"#,
-        r#""hosts":[2,0]"#,
+        r#""hosts":"0,2""#,
+        r#""hosts":"2,0""#,
         Some(K::NotAscending("hosts")),
     ),
     (
         "hosts repeated",
         PART,
-        r#""hosts":[0,2]"#,
-        r#""hosts":[2,2]"#,
+        r#""hosts":"0,2""#,
+        r#""hosts":"2,2""#,
         Some(K::NotAscending("hosts")),
     ),
     (
@@ -439,8 +439,8 @@ const CASES: &[(&str, &str, &str, &str, Option<ErrorKind>)] = &[
     (
         "node_drop not ascending",
         DELTA,
-        r#""node_drop":[1]"#,
-        r#""node_drop":[3,1]"#,
+        r#""node_drop":"1""#,
+        r#""node_drop":"3,1""#,
         Some(K::NotAscending("node_drop")),
     ),
     (
@@ -461,36 +461,127 @@ const CASES: &[(&str, &str, &str, &str, Option<ErrorKind>)] = &[
         "del with hosts",
         DELTA,
         r#""name":"old"}"#,
-        r#""name":"old","add":[1]}"#,
+        r#""name":"old","add":"1"}"#,
         Some(K::UnknownField),
     ),
     (
         "hosts add and del the same",
         DELTA,
-        r#""add":[17]"#,
-        r#""add":[4]"#,
+        r#""add":"17""#,
+        r#""add":"4""#,
         Some(K::Invalid("del")),
     ),
     (
         "hosts add not ascending",
         DELTA,
-        r#""add":[17]"#,
-        r#""add":[17,3]"#,
+        r#""add":"17""#,
+        r#""add":"17,3""#,
         Some(K::NotAscending("add")),
     ),
     (
         "hosts without add and del",
         DELTA,
-        r#","add":[17],"del":[4,9]"#,
+        r#","add":"17","del":"4,9""#,
         "",
         None,
     ),
     (
         "set host at the limit",
         DELTA,
-        r#""hosts":[0,2]"#,
-        r#""hosts":[0,4096]"#,
+        r#""hosts":"0,2""#,
+        r#""hosts":"0,4096""#,
         Some(K::OutOfRange("hosts")),
+    ),
+    (
+        "hosts as ranges",
+        PART,
+        r#""hosts":"0,2""#,
+        r#""hosts":"0-2""#,
+        None,
+    ),
+    (
+        "hosts as an array",
+        PART,
+        r#""hosts":"0,2""#,
+        r#""hosts":[0,2]"#,
+        Some(K::WrongType("hosts")),
+    ),
+    (
+        "adjacent hosts not one range",
+        PART,
+        r#""hosts":"0,2""#,
+        r#""hosts":"0,1""#,
+        Some(K::NotAscending("hosts")),
+    ),
+    (
+        "overlapping ranges",
+        PART,
+        r#""hosts":"0,2""#,
+        r#""hosts":"0-1,1-2""#,
+        Some(K::NotAscending("hosts")),
+    ),
+    (
+        "range backwards",
+        PART,
+        r#""hosts":"0,2""#,
+        r#""hosts":"2-0""#,
+        Some(K::NotAscending("hosts")),
+    ),
+    (
+        "range of one",
+        PART,
+        r#""hosts":"0,2""#,
+        r#""hosts":"2-2""#,
+        Some(K::NotAscending("hosts")),
+    ),
+    (
+        "range beyond slots",
+        PART,
+        r#""hosts":"0,2""#,
+        r#""hosts":"0-3""#,
+        Some(K::IndexOutOfRange("hosts")),
+    ),
+    (
+        "host with a leading zero",
+        PART,
+        r#""hosts":"0,2""#,
+        r#""hosts":"0,02""#,
+        Some(K::Invalid("hosts")),
+    ),
+    (
+        "host list with a space",
+        PART,
+        r#""hosts":"0,2""#,
+        r#""hosts":"0, 2""#,
+        Some(K::Invalid("hosts")),
+    ),
+    (
+        "host list trailing comma",
+        PART,
+        r#""hosts":"0,2""#,
+        r#""hosts":"0,2,""#,
+        Some(K::Invalid("hosts")),
+    ),
+    (
+        "host list escaped",
+        PART,
+        r#""hosts":"0,2""#,
+        r#""hosts":"0,\u0032""#,
+        Some(K::Invalid("hosts")),
+    ),
+    (
+        "host index of five digits",
+        PART,
+        r#""hosts":"0,2""#,
+        r#""hosts":"0,10000""#,
+        Some(K::OutOfRange("hosts")),
+    ),
+    (
+        "DaemonSet range at the limit",
+        DELTA,
+        r#""hosts":"0,2""#,
+        r#""hosts":"0-4095""#,
+        None,
     ),
     ("not an object", NOTICE, NOTICE, "[1]", Some(K::NotObject)),
     (
@@ -510,8 +601,8 @@ const CASES: &[(&str, &str, &str, &str, Option<ErrorKind>)] = &[
     (
         "too deep (the door)",
         DELTA,
-        r#""add":[17]"#,
-        r#""add":[[17]]"#,
+        r#""set":["#,
+        r#""set":[[[[1]]],"#,
         Some(K::Json(json::ErrorKind::TooDeep)),
     ),
 ];
@@ -580,7 +671,7 @@ fn items_come_in_application_order() {
     let mut log = Log::default();
     // Fields in reverse order in the text: the visitor still sees the envelope first and the
     // operations in the order node_drop, node_set, del, set, hosts.
-    let reversed = r#"{"hosts":[{"ns":"a","name":"b","add":[1]}],"set":[{"ns":"a","name":"c","hosts":[0]}],"del":[{"ns":"a","name":"d"}],"node_set":[{"index":1,"name":"n","tier":"near","v6":"::1"}],"node_drop":[0],"digest":"0000000000000000","version":2,"base":1,"gateway":"g","kind":"delta","schema":2}"#;
+    let reversed = r#"{"hosts":[{"ns":"a","name":"b","add":"1"}],"set":[{"ns":"a","name":"c","hosts":"0"}],"del":[{"ns":"a","name":"d"}],"node_set":[{"index":1,"name":"n","tier":"near","v6":"::1"}],"node_drop":"0","digest":"0000000000000000","version":2,"base":1,"gateway":"g","kind":"delta","schema":2}"#;
     decode(reversed.as_bytes(), &mut Scratch::new(), &mut log).unwrap();
     assert_eq!(
         log.0,
