@@ -200,7 +200,8 @@ fn one_service_change_delivers_at_most_2_mb_to_2000_gateways() {
         .iter()
         .position(|s| s.hosts.len() == 2)
         .unwrap();
-    let cases: [(&str, usize, fn(&mut Vec<u16>)); 3] = [
+    type Change = fn(&mut Vec<u16>);
+    let cases: [(&str, usize, Change); 3] = [
         ("DaemonSet loses a worker", daemonset, |h| {
             h.remove(250);
         }),
