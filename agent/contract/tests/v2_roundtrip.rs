@@ -3,6 +3,7 @@
 
 mod v2_common;
 
+use sdwan_contract::v2::accept::{self, AssemblyError, PartAction, PartSet, Progress};
 use sdwan_contract::v2::decode::{decode, PartDigest, Scratch};
 use sdwan_contract::v2::encode::{decode_owned, Delta, EncodeError, Message, Snapshot};
 use sdwan_contract::v2::{Digest, Tier, Version, MAX_MESSAGE_BYTES};
@@ -83,9 +84,8 @@ fn parts_that_do_not_make_one_snapshot_are_refused() {
     torn_parts[last] = text.into_bytes();
     let mut torn = msgs.clone();
     torn[last] = decode_owned(&torn_parts[last]).unwrap();
-    if torn_parts.len() == parts.len() {
-        assert_eq!(Snapshot::assemble(&torn), Err(EncodeError::DigestMismatch));
-    }
+    assert_eq!(torn_parts.len(), parts.len());
+    assert_eq!(Snapshot::assemble(&torn), Err(EncodeError::DigestMismatch));
 }
 
 /// One random change of the kinds the master makes between two versions.
@@ -244,4 +244,78 @@ fn the_documented_examples_decode() {
         n += 1;
     }
     assert_eq!(n, 3);
+}
+
+/// What an agent does with the parts it receives, heap-free: decide (`accept::part`), stage,
+/// and swap only when `PartSet` says the snapshot is complete and its digest matches.
+fn agent_assembles(
+    held: Option<accept::Held>,
+    parts: &[&[u8]],
+) -> Result<Option<accept::Held>, AssemblyError> {
+    let mut scratch = Scratch::new();
+    let mut set = PartSet::new();
+    for p in parts {
+        // First the envelope only (a visitor that takes nothing), then the items.
+        let env = decode(p, &mut scratch, &mut PartDigest::default()).unwrap();
+        match accept::part(held, set.staging(), env.version, env.digest) {
+            PartAction::Restart => set.restart(&env),
+            PartAction::Stage if !set.has(env.part) => {}
+            _ => continue,
+        }
+        let mut items = PartDigest::default();
+        decode(p, &mut scratch, &mut items).unwrap();
+        if set.add(&env, items.nodes, items.sum)? == Progress::Complete {
+            return Ok(set.staging());
+        }
+    }
+    Ok(None)
+}
+
+#[test]
+fn the_agent_swaps_only_a_complete_snapshot_with_its_digest() {
+    let snap = v2_common::snapshot(5);
+    let parts = snap.encode().unwrap();
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let want = accept::Held {
+        version: snap.version,
+        digest: snap.digest(),
+    };
+    // In order, reversed, with a part repeated (a retained message delivered twice).
+    assert_eq!(agent_assembles(None, &refs), Ok(Some(want)));
+    let rev: Vec<&[u8]> = refs.iter().rev().copied().collect();
+    assert_eq!(agent_assembles(None, &rev), Ok(Some(want)));
+    let mut twice = vec![refs[0]];
+    twice.extend(&refs);
+    assert_eq!(agent_assembles(None, &twice), Ok(Some(want)));
+    // A part missing: nothing to swap.
+    assert_eq!(agent_assembles(None, &refs[1..]), Ok(None));
+    // Already held: every part is a replay.
+    assert_eq!(agent_assembles(Some(want), &refs), Ok(None));
+    // A newer snapshot's parts arriving midway restart the staging; the older ones left are
+    // ignored, and the newer one completes.
+    let mut newer = snap.clone();
+    newer.version = Version(snap.version.0 + 5);
+    newer.services.remove(0);
+    let nparts = newer.encode().unwrap();
+    let mut mixed: Vec<&[u8]> = vec![refs[0]];
+    mixed.extend(nparts.iter().map(Vec::as_slice));
+    mixed.extend(&refs[1..]);
+    let got = agent_assembles(None, &mixed).unwrap().unwrap();
+    assert_eq!(got.version, newer.version);
+    // Torn: other content under the same version and digest.
+    let mut other = snap.clone();
+    other.services.remove(0);
+    let oparts = other.encode().unwrap();
+    let last = oparts.len() - 1;
+    let forged = String::from_utf8(oparts[last].clone())
+        .unwrap()
+        .replace(&other.digest().to_string(), &snap.digest().to_string())
+        .into_bytes();
+    assert_eq!(oparts.len(), parts.len());
+    let mut torn = refs.clone();
+    torn[last] = &forged;
+    assert_eq!(
+        agent_assembles(None, &torn),
+        Err(AssemblyError::DigestMismatch)
+    );
 }

@@ -197,6 +197,8 @@ pub trait Visitor {
 pub struct PartDigest {
     /// The sum so far.
     pub sum: Digest,
+    /// Node slots seen (present or empty).
+    pub nodes: u16,
 }
 
 impl Visitor for PartDigest {
@@ -209,6 +211,7 @@ impl Visitor for PartDigest {
         Ok(())
     }
     fn node(&mut self, index: u16, node: Option<&Node>) -> Result<(), &'static str> {
+        self.nodes = self.nodes.saturating_add(1);
         if let Some(n) = node {
             self.sum = self.sum.with(super::digest::node_hash(index, n));
         }

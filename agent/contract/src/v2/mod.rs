@@ -10,12 +10,15 @@
 //! - [`digest`]: the order-independent digest of a zone's content;
 //! - [`decode`]: the agent's decoder: no heap, no recursion, behind [`crate::json::check`],
 //!   items handed to a [`decode::Visitor`];
+//! - [`accept`]: the agent's acceptance rules as pure decisions, and [`accept::PartSet`], which
+//!   follows the parts of a snapshot being assembled;
 //! - `encode` (feature `alloc`): the master's owned types and encoder, splitting a snapshot
 //!   into parts.
 
 use core::fmt;
 use core::net::{Ipv4Addr, Ipv6Addr};
 
+pub mod accept;
 pub mod decode;
 pub mod digest;
 mod read;
