@@ -8,7 +8,10 @@ mod checks;
 use sdwan_testsupport::fuzz::{check_fuzz_inputs, Check};
 use std::path::Path;
 
-const TARGETS: &[(&str, Check)] = &[("v2_decode", checks::v2_decode)];
+const TARGETS: &[(&str, Check)] = &[
+    ("v2_decode", checks::v2_decode),
+    ("v2_delta", checks::v2_delta),
+];
 
 #[test]
 fn fuzz_inputs_pass_the_fuzz_checks() {
