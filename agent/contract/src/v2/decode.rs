@@ -16,7 +16,7 @@
 //!     }
 //! }
 //! let msg = br#"{"schema":2,"kind":"delta","gateway":"gw-1","base":1,"version":2,
-//!   "digest":"0000000000000000","set":[{"ns":"default","name":"web","hosts":[0]}]}"#;
+//!   "digest":"0000000000000000","set":[{"ns":"default","name":"web","hosts":"0"}]}"#;
 //! let mut scratch = Scratch::new();
 //! let mut count = Count(0);
 //! let env = decode(msg, &mut scratch, &mut count).unwrap();
