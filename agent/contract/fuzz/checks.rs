@@ -1,0 +1,238 @@
+//! The checks of the contract's fuzz targets, shared by the targets (`fuzz_targets/*.rs`) and
+//! the regression test over the kept inputs (`tests/regressions.rs`, docs/fuzzing.md).
+
+// Each target uses one of the checks.
+#![allow(dead_code)]
+
+use sdwan_contract::v2::decode::{decode, decode_checked, PartDigest, Scratch};
+use sdwan_contract::v2::encode::{decode_owned, Message};
+
+/// Payload v2: any bytes as a message. The decoder never panics, not even without the door
+/// (`decode_checked`); the heap-free decoder and
+/// the owned one agree; what decodes re-encodes to bytes that decode to the same logical
+/// content and re-encode to themselves (one spelling per content); a part's items sum to the
+/// same digest before and after.
+pub fn v2_decode(data: &[u8]) {
+    let mut scratch = Box::new(Scratch::new());
+    // The reader behind the door never panics, even on bytes the door would refuse.
+    let _ = decode_checked(data, &mut scratch, &mut PartDigest::default());
+    let mut sum = PartDigest::default();
+    let heap_free = decode(data, &mut scratch, &mut sum);
+    let owned = decode_owned(data);
+    assert_eq!(
+        heap_free.as_ref().err(),
+        owned.as_ref().err(),
+        "the two decodings disagree"
+    );
+    let Ok(msg) = owned else {
+        return;
+    };
+    let bytes = msg.encode().expect("an accepted message encodes");
+    let again = decode_owned(&bytes).expect("the re-encoded message decodes");
+    assert_eq!(again, msg, "re-encoding changed the content");
+    assert_eq!(
+        again.encode().unwrap(),
+        bytes,
+        "two spellings of one content"
+    );
+    if let Message::Part(_) = msg {
+        let mut sum2 = PartDigest::default();
+        decode(&bytes, &mut scratch, &mut sum2).unwrap();
+        assert_eq!(sum.sum, sum2.sum, "the digest depends on the spelling");
+    }
+}
+
+use sdwan_contract::v2::accept::{self, PartAction, PartSet, Progress};
+use sdwan_contract::v2::encode::{Delta, Service, Snapshot};
+use sdwan_contract::v2::{Family, Node, Port, Str, Tier, Version, ZoneHeader};
+
+/// The fuzzer's bytes as a stream of choices (zero when used up).
+struct Choices<'a>(&'a [u8]);
+
+impl Choices<'_> {
+    fn byte(&mut self) -> u8 {
+        let Some((&b, rest)) = self.0.split_first() else {
+            return 0;
+        };
+        self.0 = rest;
+        b
+    }
+    fn below(&mut self, n: usize) -> usize {
+        usize::from(self.byte()) % n.max(1)
+    }
+}
+
+const TIERS: [Tier; 3] = [Tier::Near, Tier::Zone, Tier::Other];
+const PORTS: [&str; 4] = [
+    "_53._udp:30053",
+    "_dns._tcp:30054",
+    "_http._tcp:30080",
+    "_http._udp:30081",
+];
+
+fn gen_node(c: &mut Choices, i: usize, tier: Tier) -> Node {
+    let b = c.byte();
+    Node {
+        name: Str::new(&format!("n{i}-{}", b % 3)).unwrap(),
+        tier,
+        v4: (b & 4 == 0).then(|| std::net::Ipv4Addr::new(10, 0, b, i as u8)),
+        v6: (b & 12 != 0)
+            .then(|| std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, u16::from(b), i as u16)),
+    }
+}
+
+fn gen_service(c: &mut Choices, slots: usize) -> Service {
+    let b = c.byte();
+    let ports = PORTS
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| b & (1 << k) != 0)
+        .map(|(_, p)| Port::parse(p).unwrap())
+        .collect();
+    let mut hosts: Vec<u16> = (0..slots as u16).filter(|_| c.byte() & 1 == 1).collect();
+    if hosts.is_empty() {
+        hosts.push(c.below(slots) as u16);
+    }
+    Service {
+        ns: ["a", "b", "c"][c.below(3)].into(),
+        name: ["x", "y", "z", "w"][c.below(4)].into(),
+        short: b & 16 != 0,
+        ports,
+        hosts,
+    }
+}
+
+fn insert(s: &mut Snapshot, svc: Service) {
+    match s
+        .services
+        .binary_search_by(|x| (&x.ns[..], &x.name[..]).cmp(&(&svc.ns[..], &svc.name[..])))
+    {
+        Ok(k) => s.services[k] = svc,
+        Err(k) => s.services.insert(k, svc),
+    }
+}
+
+fn gen_snapshot(c: &mut Choices) -> Snapshot {
+    let slots = 1 + c.below(12);
+    let mut tier = Tier::Near;
+    let mut nodes = Vec::new();
+    for i in 0..slots {
+        tier = tier.max(TIERS[c.below(3)]);
+        nodes.push((c.byte() % 5 != 0).then(|| gen_node(c, i, tier)));
+    }
+    let mut s = Snapshot {
+        gateway: "gw-1".into(),
+        version: Version(u64::from(c.byte()).wrapping_sub(100)),
+        zone: ZoneHeader {
+            suffix: Str::new("k8s.internal").unwrap(),
+            local: Str::new("local").unwrap(),
+            ttl: 30,
+            service_ttl: 10,
+            family: [Family::Dual, Family::Ipv4, Family::Ipv6][c.below(3)],
+            nodes: slots as u16,
+        },
+        nodes,
+        services: Vec::new(),
+    };
+    for _ in 0..c.below(8) {
+        let svc = gen_service(c, slots);
+        insert(&mut s, svc);
+    }
+    s
+}
+
+fn mutate(s: &mut Snapshot, c: &mut Choices) {
+    let slots = s.nodes.len();
+    let before = s.clone();
+    match c.below(6) {
+        0 => s.nodes[c.below(slots)] = None,
+        1 => {
+            let i = c.below(slots);
+            let tier = TIERS[c.below(3)];
+            s.nodes[i] = Some(gen_node(c, i, tier));
+        }
+        2 if !s.services.is_empty() => {
+            let k = c.below(s.services.len());
+            s.services.remove(k);
+        }
+        3 => {
+            let svc = gen_service(c, slots);
+            insert(s, svc);
+        }
+        4 if !s.services.is_empty() => {
+            let k = c.below(s.services.len());
+            let h = c.below(slots) as u16;
+            let hosts = &mut s.services[k].hosts;
+            match hosts.binary_search(&h) {
+                Ok(at) if hosts.len() > 1 => {
+                    hosts.remove(at);
+                }
+                Ok(_) => {}
+                Err(at) => hosts.insert(at, h),
+            }
+        }
+        _ if !s.services.is_empty() => {
+            let k = c.below(s.services.len());
+            s.services[k].short = !s.services[k].short;
+        }
+        _ => {}
+    }
+    if s.check().is_err() {
+        *s = before;
+    }
+}
+
+/// Payload v2 content from the fuzzer's choices: a small snapshot and a chain of changes.
+/// Every snapshot encodes, decodes and assembles (heap-free `PartSet` and owned `assemble`)
+/// back to itself; every delta between consecutive versions encodes, decodes to itself, and
+/// applied to the older content gives exactly the newer, but not to any other version.
+pub fn v2_delta(data: &[u8]) {
+    let mut c = Choices(data);
+    let mut cur = gen_snapshot(&mut c);
+    if cur.check().is_err() {
+        return; // e.g. two nodes with one name
+    }
+    for _ in 0..1 + c.below(6) {
+        check_snapshot(&cur);
+        let mut next = cur.clone();
+        for _ in 0..1 + c.below(4) {
+            mutate(&mut next, &mut c);
+        }
+        next.version = cur.version.next(u64::from(c.byte()));
+        let d = Delta::between(&cur, &next).expect("same settings and slots");
+        let bytes = d.encode().expect("a delta of valid content encodes");
+        let Ok(Message::Delta(back)) = decode_owned(&bytes) else {
+            panic!(
+                "the delta does not decode: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        };
+        assert_eq!(back, d);
+        let mut wrong = next.clone();
+        assert!(wrong.apply(&back).is_err());
+        assert_eq!(wrong, next);
+        cur.apply(&back).expect("applies to its base");
+        assert_eq!(cur, next);
+    }
+}
+
+fn check_snapshot(s: &Snapshot) {
+    let parts = s.encode().expect("valid content encodes");
+    let msgs: Vec<Message> = parts
+        .iter()
+        .map(|p| decode_owned(p).expect("decodes"))
+        .collect();
+    assert_eq!(&Snapshot::assemble(&msgs).expect("assembles"), s);
+    let mut scratch = Box::new(Scratch::new());
+    let mut set = PartSet::new();
+    let mut done = false;
+    for p in &parts {
+        let mut items = PartDigest::default();
+        let env = decode(p, &mut scratch, &mut items).unwrap();
+        if accept::part(None, set.staging(), env.version, env.digest) == PartAction::Restart {
+            set.restart(&env);
+        }
+        done = set.add(&env, items.nodes, items.sum) == Ok(Progress::Complete);
+    }
+    assert!(done, "the parts do not complete");
+}
