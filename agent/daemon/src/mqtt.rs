@@ -204,11 +204,14 @@ impl Link {
                     );
                     session.connected();
                     backoff.connected(Instant::now());
-                    // Subscribe on every connect: a restarted broker may have lost the session.
+                    // The status first: it must reach the broker even when what the
+                    // subscription brings breaks the connection (an over-size retained
+                    // message), since it says why the previous connection dropped.
+                    publish_status(&client, &status_topic, &applier, &session);
+                    // Subscribe on every connect (clean session).
                     if let Err(e) = client.try_subscribe(zone_topic.clone(), QoS::AtLeastOnce) {
                         warn!("cannot queue subscription to {zone_topic}: {e}");
                     }
-                    publish_status(&client, &status_topic, &applier, &session);
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     if ack
