@@ -192,7 +192,7 @@ impl Link {
             self.broker, self.id
         );
         loop {
-            let event = next_event(&mut connection);
+            let event = next_event(&mut connection, max_packet);
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     if ack.code != ConnectReturnCode::Success {
@@ -232,11 +232,7 @@ impl Link {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => {
-                    let reason = match &e {
-                        Ok(e) => sdwan_link::options::describe_error(e, max_packet),
-                        Err(e) => e.clone(),
-                    };
+                Err(reason) => {
                     let (delay, up) = backoff.disconnected(Instant::now());
                     session.failed(&self.broker, &reason, up, delay);
                     thread::sleep(delay);
@@ -246,14 +242,14 @@ impl Link {
     }
 }
 
-/// The next event; a closed request channel cannot happen (we hold the client).
-fn next_event(
-    connection: &mut Connection,
-) -> Result<Event, Result<sdwan_link::rumqttc::ConnectionError, String>> {
+/// The next event, or why the connection failed or dropped (described by
+/// [`sdwan_link::options::describe_error`], which names both sizes of an over-size packet); a
+/// closed request channel cannot happen (we hold the client).
+fn next_event(connection: &mut Connection, max_packet: usize) -> Result<Event, String> {
     match connection.recv() {
         Ok(Ok(ev)) => Ok(ev),
-        Ok(Err(e)) => Err(Ok(e)),
-        Err(e) => Err(Err(format!("{e:?}"))),
+        Ok(Err(e)) => Err(sdwan_link::options::describe_error(&e, max_packet)),
+        Err(e) => Err(format!("{e:?}")),
     }
 }
 

@@ -479,10 +479,7 @@ fn oversize_retained_payload_backs_off_and_names_the_reason() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
-    eprintln!(
-        "{} connections in {window:?}, gaps {gaps:?}",
-        seen.len()
-    );
+    eprintln!("{} connections in {window:?}, gaps {gaps:?}", seen.len());
     // Delays drawn from the upper half of 0.5, 1, 2, 4 s windows: the 6th connection comes
     // 7.75 s after the first at the earliest, so at most 5 in 7 s.
     assert!(
@@ -490,7 +487,10 @@ fn oversize_retained_payload_backs_off_and_names_the_reason() {
         "{} connections in {window:?} (gaps {gaps:?}): reconnect storm",
         seen.len()
     );
-    assert!(gaps.len() >= 2, "too few reconnects to see a backoff: {gaps:?}");
+    assert!(
+        gaps.len() >= 2,
+        "too few reconnects to see a backoff: {gaps:?}"
+    );
     // Each window doubles: the last gap is at least about twice the first.
     assert!(
         gaps.last().unwrap().as_secs_f64() >= 1.5 * gaps[0].as_secs_f64(),

@@ -173,7 +173,10 @@ mod tests {
         }
         // windows 100, 200, 400, ... : every delay at least half its window
         for (i, d) in delays.iter().enumerate() {
-            assert!(*d >= ms(50 << i), "delay {i} {d:?} did not grow: {delays:?}");
+            assert!(
+                *d >= ms(50 << i),
+                "delay {i} {d:?} did not grow: {delays:?}"
+            );
         }
         // A connection that stayed up long enough starts over.
         b.connected(now);

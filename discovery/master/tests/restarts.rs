@@ -227,7 +227,9 @@ async fn master_exits_on_sigterm_within_the_bound_whatever_the_broker_does() {
         let kubeconfig = write_file(dir.path(), "kubeconfig", &api.kubeconfig_yaml());
         let mut topo = String::new();
         for g in 0..gateways {
-            topo.push_str(&format!("[[gateway]]\nid = \"gw-{g:04}\"\nzone = \"a\"\n\n"));
+            topo.push_str(&format!(
+                "[[gateway]]\nid = \"gw-{g:04}\"\nzone = \"a\"\n\n"
+            ));
         }
         let topology = write_file(dir.path(), "topology.toml", &topo);
         let broker = DeafBroker::start(connack);

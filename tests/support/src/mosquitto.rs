@@ -244,7 +244,9 @@ mod tests {
     /// The ACL lines of the fenced block that follows `heading` in a docs page, whitespace
     /// normalised, comments and blank lines dropped, sorted.
     fn documented_acl(page: &str, heading: &str) -> Vec<String> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs").join(page);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs")
+            .join(page);
         let text = fs::read_to_string(&path).unwrap();
         let start = text
             .find(heading)
@@ -274,7 +276,11 @@ mod tests {
     fn design_acl_is_the_documented_acl() {
         let ours = normalise(&MosquittoConfig::design_acl("sdwan/v1/prod"));
         assert!(ours.contains(&"topic readwrite sdwan/v1/prod/gateways/+/zone".to_string()));
-        assert_eq!(documented_acl("mqtt.md", "## Broker ACL"), ours, "docs/mqtt.md");
+        assert_eq!(
+            documented_acl("mqtt.md", "## Broker ACL"),
+            ours,
+            "docs/mqtt.md"
+        );
         let ours_p = normalise(&MosquittoConfig::design_acl("P"));
         assert_eq!(
             documented_acl("operations.md", "The ACL model"),

@@ -283,13 +283,16 @@ impl Drop for QueryLoop {
     }
 }
 
+/// Messages seen, in order: (topic, payload).
+type History = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// The master's side: publishes zones, keeps the latest status document of every gateway.
 pub struct Master {
     client: Client,
     topics: Topics,
     statuses: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     /// Every message seen, in order: (topic, payload).
-    history: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    history: History,
     connected: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
