@@ -286,7 +286,7 @@ pub async fn run(
     log::info!(
         "shutting down, {abandoned} publishes abandoned{}",
         if cut_short {
-            format!(" (the broker did not take them within {SHUTDOWN_GRACE:?})")
+            format!(" (the controller's step, blocked on the broker, was cut short after {SHUTDOWN_GRACE:?})")
         } else {
             String::new()
         }
