@@ -1,5 +1,5 @@
 //! MQTT mode (`--broker`): one thread that keeps a TLS connection to the broker, subscribes to
-//! the agent's payload topic (QoS 1, persistent session), hands each payload to a [`Sink`] and
+//! the agent's payload topic (QoS 1, clean session), hands each payload to a [`Sink`] and
 //! publishes the retained status document on connect and after every apply or rejection. The
 //! last will is the offline document. Both modes share this loop:
 //! - gateway mode (`--gateway-id ID`): `P/gateways/ID/zone` into the [`Applier`] (DNS zone),
@@ -10,22 +10,28 @@
 //! Connection set-up (URL, TLS with server verification, files) is `sdwan_link`'s; this module
 //! is the loop. [`Link::prepare`] reads every file at start-up, so configuration mistakes stop
 //! the agent at once; [`Link::spawn`] starts the thread. Reconnects wait a capped exponential
-//! backoff with jitter; each connect and each disconnect is logged once, with its reason.
+//! backoff with jitter that starts over only after a connection stayed up
+//! [`sdwan_link::backoff::STABLE_AFTER`]; each connect and each disconnect is logged once, with
+//! its reason, and the reason of the last drop goes into the status document (`disconnect`).
+//!
+//! The session is clean (issue 12): the payload is retained, so subscribing on every connect
+//! brings the latest one on any broker, while rumqttd did not send retained messages to a
+//! resumed session, so an agent restarted with an empty state directory never got its zone.
 
 use std::fmt;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use sdwan_link::rumqttc::{
     Client, ConnectReturnCode, Connection, Event, LastWill, MqttOptions, Packet, QoS,
     SubscribeReasonCode,
 };
-use sdwan_link::{Backoff, BrokerUrl, LinkError, LinkOptions, Topics};
+use sdwan_link::{Backoff, BrokerUrl, LinkError, LinkOptions, Status, Topics};
 
 use crate::apply::{Applier, Outcome};
 use crate::config::Config;
-use crate::status;
+use crate::{status, VERSION};
 
 /// Why MQTT mode could not start.
 #[derive(Debug)]
@@ -146,6 +152,8 @@ impl Link {
         link.key = config.key.clone();
         link.username = config.username.clone();
         link.password_file = config.password_file.clone();
+        // Clean session: see the module documentation.
+        link.clean_session = true;
         let mut options = link.mqtt_options()?;
         options.set_last_will(LastWill::new(
             status_topic.clone(),
@@ -178,12 +186,13 @@ impl Link {
             .set_network_options(sdwan_link::options::network_options());
         let mut backoff = Backoff::with_seed(seed());
         let mut session = Session::default();
+        let max_packet = self.options.max_packet_size();
         info!(
             "connecting to {} as {} (payload topic {zone_topic})",
             self.broker, self.id
         );
         loop {
-            let event = next_event(&mut connection);
+            let event = next_event(&mut connection, max_packet);
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     if ack.code != ConnectReturnCode::Success {
@@ -194,12 +203,15 @@ impl Link {
                         self.broker, ack.session_present
                     );
                     session.connected();
-                    backoff.reset();
-                    // Subscribe on every connect: a restarted broker may have lost the session.
+                    backoff.connected(Instant::now());
+                    // The status first: it must reach the broker even when what the
+                    // subscription brings breaks the connection (an over-size retained
+                    // message), since it says why the previous connection dropped.
+                    publish_status(&client, &status_topic, &applier, &session);
+                    // Subscribe on every connect (clean session).
                     if let Err(e) = client.try_subscribe(zone_topic.clone(), QoS::AtLeastOnce) {
                         warn!("cannot queue subscription to {zone_topic}: {e}");
                     }
-                    publish_status(&client, &status_topic, &applier);
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     if ack
@@ -216,14 +228,13 @@ impl Link {
                         continue;
                     }
                     if applier.handle_payload(&p.payload) {
-                        publish_status(&client, &status_topic, &applier);
+                        publish_status(&client, &status_topic, &applier, &session);
                     }
                 }
                 Ok(_) => {}
                 Err(reason) => {
-                    session.failed(&self.broker, &reason);
-                    let delay = backoff.next_delay();
-                    debug!("reconnecting in {delay:?}");
+                    let (delay, up) = backoff.disconnected(Instant::now());
+                    session.failed(&self.broker, &reason, up, delay);
                     thread::sleep(delay);
                 }
             }
@@ -231,21 +242,26 @@ impl Link {
     }
 }
 
-/// The next event; a closed request channel cannot happen (we hold the client).
-fn next_event(connection: &mut Connection) -> Result<Event, String> {
+/// The next event, or why the connection failed or dropped (described by
+/// [`sdwan_link::options::describe_error`], which names both sizes of an over-size packet); a
+/// closed request channel cannot happen (we hold the client).
+fn next_event(connection: &mut Connection, max_packet: usize) -> Result<Event, String> {
     match connection.recv() {
         Ok(Ok(ev)) => Ok(ev),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(sdwan_link::options::describe_error(&e, max_packet)),
         Err(e) => Err(format!("{e:?}")),
     }
 }
 
 /// Logs connects and disconnects once each: the first failure after a connection is the
 /// disconnect; repeated identical connect failures are logged once until the reason changes.
+/// Keeps the reason of the last drop for the status document.
 #[derive(Debug, Default)]
 struct Session {
     connected: bool,
     last_failure: Option<String>,
+    /// Why the last connection dropped (for the status document).
+    last_drop: Option<String>,
 }
 
 impl Session {
@@ -254,11 +270,16 @@ impl Session {
         self.last_failure = None;
     }
 
-    fn failed(&mut self, broker: &BrokerUrl, reason: &str) {
+    fn failed(&mut self, broker: &BrokerUrl, reason: &str, up: Option<Duration>, delay: Duration) {
         if self.connected {
-            warn!("disconnected from {broker}: {reason}");
+            warn!(
+                "disconnected from {broker}: {reason} (connection was up {:.1} s; reconnecting in {:.1} s)",
+                up.unwrap_or_default().as_secs_f64(),
+                delay.as_secs_f64()
+            );
             self.connected = false;
             self.last_failure = Some(reason.to_string());
+            self.last_drop = Some(reason.to_string());
         } else if self.last_failure.as_deref() != Some(reason) {
             warn!("cannot connect to {broker}: {reason}; retrying with backoff");
             self.last_failure = Some(reason.to_string());
@@ -268,8 +289,14 @@ impl Session {
     }
 }
 
-fn publish_status<S: Sink>(client: &Client, topic: &str, applier: &S) {
-    let doc = status::online(applier.serial(), applier.last_error());
+fn publish_status<S: Sink>(client: &Client, topic: &str, applier: &S, session: &Session) {
+    let mut doc = Status::online(
+        applier.serial(),
+        applier.last_error().map(str::to_string),
+        VERSION,
+    );
+    doc.disconnect = session.last_drop.clone();
+    let doc = doc.to_json();
     if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, doc) {
         warn!("cannot queue status on {topic}: {e}");
     }

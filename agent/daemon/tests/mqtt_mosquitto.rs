@@ -139,6 +139,7 @@ fn server_certificate_and_host_name_are_always_verified() {
             }),
             acl: None,
             persistence: false,
+            max_packet_size: None,
         },
     );
     let broker = pki.broker(tmp.path(), false);
@@ -296,15 +297,16 @@ fn kill_9_during_updates_leaves_a_whole_state_file() {
             serial += 1;
             master.publish_zone("gw-a", padded(serial));
         }
-        // Kill while the stream is being applied, once a state file exists (in the first
-        // round the zone served may be the first one the agent applies: killed during its
-        // first persist, there is legitimately no state file yet).
+        // Kill while the stream is being applied, once one zone of it is on disk (the agent
+        // swaps before it persists, and in round 0 it may have joined the stream late: a
+        // zone served is not yet a zone saved).
         wait_until(SOON, "agent applying the stream", || {
             query_a(agent.dns, NAME, Duration::from_millis(300))
                 .ok()
                 .and_then(|a| a.a.first().copied())
                 .is_some_and(|ip| ip >= ip_for(first + 5))
-                && sdwan_agent::persist::state_file(&state).exists()
+                && sdwan_agent::persist::load(&state, Some("gw-a"))
+                    .is_some_and(|(z, _)| z.serial() >= first)
         });
         agent.child.kill();
         let (zone, _) = sdwan_agent::persist::load(&state, Some("gw-a"))
@@ -369,4 +371,144 @@ fn corrupt_state_file_is_ignored_and_the_broker_zone_taken() {
     master.publish_zone("gw-a", zone("gw-a", 5));
     wait_serving(agent.dns, 5);
     assert!(agent.child.try_exit().is_none(), "agent exited");
+}
+
+/// Issue 12: gateway A's certificate connecting with client id `gw-b` used to take B's
+/// session over (B disconnected each time, a false "offline" will each time). With
+/// `use_username_as_clientid` (docs/mqtt.md) the broker names A's session `gw-a`: B stays
+/// connected, no offline will, and B keeps taking updates.
+#[test]
+fn client_id_takeover_with_another_gateways_certificate_is_refused() {
+    let tmp = TempDir::new("mqtt-takeover");
+    let pki = Pki::new(tmp.path());
+    let broker = pki.broker(tmp.path(), false);
+    let master = Master::connect(Master::tls_options(&pki, &broker));
+    master.publish_zone("gw-a", zone("gw-a", 1));
+    master.publish_zone("gw-b", zone("gw-b", 7));
+    let b = Agent::start(tls_agent_args(&pki, &broker, "gw-b", &tmp.join("state-b")));
+    wait_serving(b.dns, 7);
+    master.wait_status("gw-b", "online with serial 7", |s| {
+        s.state == State::Online && s.serial == Some(7)
+    });
+    let statuses_before = master.statuses_of("gw-b").len();
+
+    let topics = sdwan_link::Topics::new(PREFIX).unwrap();
+    let gw_a = pki.ca.client("gw-a");
+    let attempts = 5;
+    for i in 0..attempts {
+        // A's certificate, B's client id; it reads A's own retained zone and leaves.
+        let (ok, text) = sub_once(
+            &pki,
+            &broker,
+            Some(&gw_a),
+            Some("gw-b"),
+            &topics.gateway_zone("gw-a"),
+        );
+        assert!(
+            ok && text.contains("\"gw-a\""),
+            "attempt {i}: gw-a's own zone: {text:?}"
+        );
+    }
+    // The broker named those sessions after the certificate.
+    let log = broker.log();
+    assert!(
+        log.matches(" as gw-a (").count() >= attempts,
+        "mosquitto did not name A's connections gw-a:\n{log}"
+    );
+    assert!(
+        !log.contains("Client gw-b already connected"),
+        "B's session was taken over:\n{log}"
+    );
+    // B is still connected and takes the next zone; it never went offline.
+    master.publish_zone("gw-b", zone("gw-b", 8));
+    wait_serving(b.dns, 8);
+    master.wait_status("gw-b", "online with serial 8", |s| {
+        s.state == State::Online && s.serial == Some(8)
+    });
+    let after: Vec<_> = master.statuses_of("gw-b")[statuses_before..].to_vec();
+    assert!(
+        after.iter().all(|s| s.state == State::Online),
+        "false offline will for gw-b: {after:?}"
+    );
+    let err = b.child.stderr();
+    assert!(
+        !err.contains("disconnected from"),
+        "gw-b was disconnected:\n{err}"
+    );
+}
+
+/// Issue 12, reconnect storm: a retained zone over the agent's packet limit (1 MiB + 64 KiB)
+/// on a broker whose `max_packet_size` is larger breaks the agent's connection at each
+/// delivery, right after the CONNACK. The reconnects used to come every 250-500 ms (23 in
+/// 8 s); now the backoff grows, and the log and the status document say why.
+#[test]
+fn oversize_retained_payload_backs_off_and_names_the_reason() {
+    let tmp = TempDir::new("mqtt-oversize");
+    let pki = Pki::new(tmp.path());
+    let broker = Mosquitto::start(
+        tmp.path(),
+        &MosquittoConfig {
+            tls: Some(BrokerTls {
+                ca: pki.ca.cert().to_path_buf(),
+                server: pki.server.clone(),
+                require_client_cert: true,
+            }),
+            acl: Some(MosquittoConfig::design_acl(PREFIX)),
+            persistence: false,
+            max_packet_size: Some(2 * 1024 * 1024),
+        },
+    );
+    let mut options = Master::tls_options(&pki, &broker);
+    options.max_packet = 4 * 1024 * 1024;
+    let master = Master::connect(options);
+    let limit = sdwan_link::options::DEFAULT_MAX_PACKET;
+    master.publish_zone("gw-a", vec![b'x'; limit + 10_000]);
+
+    let mut agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
+    let connections = || broker.log().matches(" as gw-a (").count();
+    wait_until(SOON, "gw-a's first connection", || connections() >= 1);
+    // Watch a fixed window, noting when each new connection shows in the broker's log.
+    let window = Duration::from_secs(7);
+    let t0 = std::time::Instant::now();
+    let mut seen = vec![Duration::ZERO];
+    while t0.elapsed() < window {
+        let n = connections();
+        while seen.len() < n {
+            seen.push(t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
+    eprintln!("{} connections in {window:?}, gaps {gaps:?}", seen.len());
+    // Delays drawn from the upper half of 0.5, 1, 2, 4 s windows: the 6th connection comes
+    // 7.75 s after the first at the earliest, so at most 5 in 7 s.
+    assert!(
+        seen.len() <= 5,
+        "{} connections in {window:?} (gaps {gaps:?}): reconnect storm",
+        seen.len()
+    );
+    assert!(
+        gaps.len() >= 2,
+        "too few reconnects to see a backoff: {gaps:?}"
+    );
+    // Each window doubles: the last gap is at least about twice the first.
+    assert!(
+        gaps.last().unwrap().as_secs_f64() >= 1.5 * gaps[0].as_secs_f64(),
+        "the backoff did not grow: {gaps:?}"
+    );
+    // The log and the status say why (the status goes out on the next connection).
+    agent
+        .child
+        .wait_stderr(SOON, "over this client's limit of 1114112 bytes");
+    // (Each online document is followed by the offline will of the drop it then suffers.)
+    let reason = sdwan_testsupport::wait_for(SOON, "a gw-a status with the drop's reason", || {
+        master
+            .statuses_of("gw-a")
+            .into_iter()
+            .find_map(|s| s.disconnect)
+    });
+    assert!(
+        reason.contains("over this client's limit") && reason.contains("max_packet_size"),
+        "{reason}"
+    );
 }

@@ -1,16 +1,28 @@
 //! Reconnect delays: capped exponential backoff with jitter, deterministic for a given seed.
+//! Time is passed in ([`Backoff::connected`], [`Backoff::disconnected`]), so the policy is
+//! tested without clocks.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a connection must stay up before the backoff starts over from its first delay
+/// (issue 12: a broker that accepts the connection and drops it at once, for example because
+/// a retained message is over a size limit, must not get a reconnect storm).
+pub const STABLE_AFTER: Duration = Duration::from_secs(10);
 
 /// Delay before the n-th reconnect attempt: the window `min(cap, base * 2^n)`; the delay is
 /// drawn uniformly from its upper half ("equal jitter"), so it never drops to zero yet many
-/// agents restarted together spread out. [`Backoff::reset`] after a successful connection.
+/// agents restarted together spread out. A CONNACK alone does not reset it: call
+/// [`Backoff::connected`] on connect and [`Backoff::disconnected`] on a drop, which starts
+/// over only if the connection stayed up [`STABLE_AFTER`] (or the time given to
+/// [`Backoff::with_stable_after`]).
 #[derive(Debug, Clone)]
 pub struct Backoff {
     base: Duration,
     cap: Duration,
+    stable_after: Duration,
     attempt: u32,
     rng: u64,
+    connected_at: Option<Instant>,
 }
 
 impl Backoff {
@@ -19,10 +31,38 @@ impl Backoff {
         Backoff {
             base,
             cap: cap.max(base),
+            stable_after: STABLE_AFTER,
             attempt: 0,
             // xorshift must not start at 0
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
+            connected_at: None,
         }
+    }
+
+    /// The same backoff, starting over only after connections that stayed up `d`.
+    pub fn with_stable_after(mut self, d: Duration) -> Backoff {
+        self.stable_after = d;
+        self
+    }
+
+    /// A connection was established at `now` (CONNACK received).
+    pub fn connected(&mut self, now: Instant) {
+        self.connected_at = Some(now);
+    }
+
+    /// The connection dropped, or a connection attempt failed, at `now`: the delay before the
+    /// next attempt. The backoff starts over first if the connection had stayed up long
+    /// enough; a connection that dropped sooner counts as one more failed attempt. Also
+    /// returns how long the connection was up (`None` when there was none).
+    pub fn disconnected(&mut self, now: Instant) -> (Duration, Option<Duration>) {
+        let up = self
+            .connected_at
+            .take()
+            .map(|t| now.saturating_duration_since(t));
+        if up.is_some_and(|u| u >= self.stable_after) {
+            self.reset();
+        }
+        (self.next_delay(), up)
     }
 
     /// The agent's default: 500 ms doubling up to 60 s.
@@ -48,7 +88,7 @@ impl Backoff {
         half + Duration::from_nanos(jitter)
     }
 
-    /// Back to the first delay, after a successful connection.
+    /// Back to the first delay.
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
@@ -113,6 +153,40 @@ mod tests {
         };
         assert_eq!(run(42), run(42));
         assert_ne!(run(42), run(43));
+    }
+
+    /// Issue 12, reconnect storm: a connection dropped right after its CONNACK does not reset
+    /// the backoff; one that stayed up [`STABLE_AFTER`] does.
+    #[test]
+    fn backoff_does_not_reset_until_the_connection_stayed_up() {
+        let t0 = Instant::now();
+        let mut b = Backoff::new(ms(100), ms(60_000), 5).with_stable_after(ms(10_000));
+        let mut now = t0;
+        let mut delays = Vec::new();
+        for _ in 0..6 {
+            b.connected(now);
+            now += ms(300); // dropped 300 ms after the CONNACK
+            let (d, up) = b.disconnected(now);
+            assert_eq!(up, Some(ms(300)));
+            delays.push(d);
+            now += d;
+        }
+        // windows 100, 200, 400, ... : every delay at least half its window
+        for (i, d) in delays.iter().enumerate() {
+            assert!(
+                *d >= ms(50 << i),
+                "delay {i} {d:?} did not grow: {delays:?}"
+            );
+        }
+        // A connection that stayed up long enough starts over.
+        b.connected(now);
+        let (d, up) = b.disconnected(now + ms(10_000));
+        assert_eq!(up, Some(ms(10_000)));
+        assert!(d <= ms(100), "{d:?}");
+        // A failed attempt (no connection) grows it again.
+        let (d, up) = b.disconnected(now + ms(20_000));
+        assert_eq!(up, None);
+        assert!(d >= ms(100) && d <= ms(200), "{d:?}");
     }
 
     #[test]

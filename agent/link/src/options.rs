@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, Client, Connection, EventLoop, MqttOptions, NetworkOptions, TlsConfiguration,
-    Transport,
+    AsyncClient, Client, Connection, ConnectionError, EventLoop, MqttOptions, NetworkOptions,
+    StateError, TlsConfiguration, Transport,
 };
 
 use crate::{tls, BrokerUrl, LinkError, Scheme};
@@ -34,12 +34,15 @@ pub struct LinkOptions {
     pub username: Option<String>,
     /// File whose first line is the MQTT password (never a flag: it would show in `ps`).
     pub password_file: Option<PathBuf>,
-    /// MQTT client id; agents use their gateway id (stable, for the persistent session).
+    /// MQTT client id; agents use their gateway id (a broker with `use_username_as_clientid`
+    /// replaces it with the certificate's CN, which must be the same).
     pub client_id: String,
     /// Keepalive interval.
     pub keep_alive: Duration,
     /// `false` for a persistent session (the broker keeps subscriptions and queued QoS 1
-    /// messages across reconnects).
+    /// messages across reconnects). The default is a clean session: every payload is retained
+    /// and subscribed to again on each connect, and rumqttd sends no retained messages to a
+    /// resumed session (docs/mqtt.md).
     pub clean_session: bool,
     /// Largest packet in either direction.
     pub max_packet: usize,
@@ -57,8 +60,25 @@ pub fn network_options() -> NetworkOptions {
     n
 }
 
+/// Why a connection failed or dropped, as the logs and the status document say it: rumqttc's
+/// text, except that a packet over our size limit `max_packet` names both sizes and where the
+/// limit comes from (issue 12: such a retained message used to break the connection at every
+/// delivery with only "payload size limit exceeded" to go on).
+pub fn describe_error(e: &ConnectionError, max_packet: usize) -> String {
+    match e {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::Error::PayloadSizeLimitExceeded(n),
+        )) => format!(
+            "the broker sent a packet of {n} bytes, over this client's limit of {max_packet} \
+             bytes (a retained message too large: set the broker's max_packet_size to \
+             {max_packet} so it refuses such publishes)"
+        ),
+        e => e.to_string(),
+    }
+}
+
 impl LinkOptions {
-    /// Options with the defaults: no TLS files, 30 s keepalive, persistent session.
+    /// Options with the defaults: no TLS files, 30 s keepalive, clean session.
     pub fn new(broker: BrokerUrl, client_id: &str) -> LinkOptions {
         LinkOptions {
             broker,
@@ -69,7 +89,7 @@ impl LinkOptions {
             password_file: None,
             client_id: client_id.to_string(),
             keep_alive: Duration::from_secs(30),
-            clean_session: false,
+            clean_session: true,
             max_packet: DEFAULT_MAX_PACKET,
         }
     }

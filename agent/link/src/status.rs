@@ -32,6 +32,10 @@ pub struct Status {
     pub serial: Option<u32>,
     /// The last error (rejected payload, failed apply), `None` after a successful apply.
     pub error: Option<String>,
+    /// Why the agent's previous broker connection dropped, `None` when none has since the
+    /// agent started. Emitted (before `version`) only when set.
+    #[serde(default)]
+    pub disconnect: Option<String>,
     /// Agent version (`CARGO_PKG_VERSION`).
     pub version: String,
 }
@@ -55,6 +59,7 @@ impl Status {
             state: State::Online,
             serial,
             error,
+            disconnect: None,
             version: version.to_string(),
         }
     }
@@ -65,13 +70,15 @@ impl Status {
             state: State::Offline,
             serial,
             error: None,
+            disconnect: None,
             version: version.to_string(),
         }
     }
 
     /// The JSON document, fields in the documented order.
     pub fn to_json(&self) -> String {
-        let mut s = String::with_capacity(64 + self.error.as_ref().map_or(0, |e| e.len() + 8));
+        let extra = |t: &Option<String>| t.as_ref().map_or(0, |e| e.len() + 16);
+        let mut s = String::with_capacity(64 + extra(&self.error) + extra(&self.disconnect));
         s.push_str("{\"state\":");
         s.push_str(match self.state {
             State::Online => "\"online\"",
@@ -88,6 +95,10 @@ impl Status {
         match &self.error {
             Some(e) => push_json_string(&mut s, e),
             None => s.push_str("null"),
+        }
+        if let Some(d) = &self.disconnect {
+            s.push_str(",\"disconnect\":");
+            push_json_string(&mut s, d);
         }
         s.push_str(",\"version\":");
         push_json_string(&mut s, &self.version);
@@ -149,6 +160,18 @@ mod tests {
             "0.1.0",
         );
         let json = s.to_json();
+        assert_eq!(Status::from_json(json.as_bytes()).unwrap(), s);
+    }
+
+    #[test]
+    fn disconnect_reason_is_emitted_only_when_set_and_round_trips() {
+        let mut s = Status::online(Some(3), None, "0.1.0");
+        s.disconnect = Some("I/O: connection reset".into());
+        let json = s.to_json();
+        assert_eq!(
+            json,
+            r#"{"state":"online","serial":3,"error":null,"disconnect":"I/O: connection reset","version":"0.1.0"}"#
+        );
         assert_eq!(Status::from_json(json.as_bytes()).unwrap(), s);
     }
 

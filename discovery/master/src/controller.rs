@@ -3,6 +3,8 @@
 //! payloads found at start), convergence from the agents' status documents.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sdwan_link::rumqttc::{self, AsyncClient, EventLoop, QoS, SubscribeFilter};
@@ -32,24 +34,66 @@ pub enum Inbound {
     Disconnected(String),
 }
 
-/// Polls the rumqttc event loop forever, reconnecting with backoff.
-pub async fn mqtt_loop(mut el: EventLoop, tx: UnboundedSender<Inbound>) {
+/// Publishes the controller handed to the MQTT client and those the broker acknowledged, and
+/// those planned but not handed over yet, so a shutdown can say what it abandons.
+#[derive(Debug, Default)]
+pub struct PublishCounts {
+    /// Handed to the client (queued for the event loop).
+    pub queued: AtomicU64,
+    /// Acknowledged by the broker (PUBACK).
+    pub acked: AtomicU64,
+    /// Of the current flush, not handed to the client yet.
+    pub unqueued: AtomicU64,
+}
+
+impl PublishCounts {
+    /// Publishes planned or queued that the broker has not acknowledged.
+    pub fn pending(&self) -> u64 {
+        let queued = self.queued.load(Ordering::Relaxed);
+        let acked = self.acked.load(Ordering::Relaxed);
+        queued.saturating_sub(acked) + self.unqueued.load(Ordering::Relaxed)
+    }
+}
+
+/// Polls the rumqttc event loop forever, reconnecting with backoff (which starts over only
+/// after a connection stayed up [`sdwan_link::backoff::STABLE_AFTER`], issue 12: a broker
+/// that drops the master right after each CONNACK, for example for a payload over its size
+/// limit, must not get a reconnect storm). Counts the broker's PUBACKs into `counts`.
+pub async fn mqtt_loop(
+    mut el: EventLoop,
+    tx: UnboundedSender<Inbound>,
+    counts: Arc<PublishCounts>,
+) {
     let mut backoff = sdwan_link::Backoff::with_seed(u64::from(std::process::id()));
+    let max_packet = el.mqtt_options.max_packet_size();
     loop {
         let msg = match el.poll().await {
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                backoff.reset();
+                backoff.connected(Instant::now());
                 Inbound::Connected
             }
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => Inbound::SubAck,
+            Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                counts.acked.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => Inbound::Publish {
                 topic: p.topic,
                 payload: p.payload,
             },
             Ok(_) => continue,
             Err(e) => {
-                let _ = tx.send(Inbound::Disconnected(e.to_string()));
-                tokio::time::sleep(backoff.next_delay()).await;
+                let (delay, up) = backoff.disconnected(Instant::now());
+                let mut reason = sdwan_link::options::describe_error(&e, max_packet);
+                if let Some(up) = up {
+                    reason = format!(
+                        "{reason} (connection was up {:.1} s; reconnecting in {:.1} s)",
+                        up.as_secs_f64(),
+                        delay.as_secs_f64()
+                    );
+                }
+                let _ = tx.send(Inbound::Disconnected(reason));
+                tokio::time::sleep(delay).await;
                 continue;
             }
         };
@@ -105,6 +149,7 @@ pub struct Controller {
     /// payloads) when the election says so.
     leadership: Leadership,
     leading: bool,
+    counts: Arc<PublishCounts>,
 }
 
 /// Distinct warnings remembered (and so logged) at most: a flood of new causes (statuses from
@@ -194,7 +239,13 @@ impl Controller {
             connected: false,
             leadership: Leadership::always(),
             leading: true,
+            counts: Arc::default(),
         }
+    }
+
+    /// The publish counters this controller updates (give them to [`mqtt_loop`]).
+    pub fn publish_counts(&self) -> Arc<PublishCounts> {
+        self.counts.clone()
     }
 
     /// Publishes only while `leadership` says this replica leads (leader election).
@@ -616,6 +667,9 @@ impl Controller {
             }
         }
         let planned = Instant::now();
+        self.counts
+            .unqueued
+            .store(out.len() as u64, Ordering::Relaxed);
         for (gateway, name, serial, bytes) in &out {
             let topic = if *gateway {
                 self.topics.gateway_zone(name)
@@ -633,8 +687,11 @@ impl Controller {
                 .await
             {
                 log::error!("mqtt: cannot queue {topic}: {e}");
+                self.counts.unqueued.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
+            self.counts.unqueued.fetch_sub(1, Ordering::Relaxed);
+            self.counts.queued.fetch_add(1, Ordering::Relaxed);
             let now = Instant::now();
             let mut m = self.metrics.lock().unwrap();
             m.published(*gateway, name, *serial, len, now);
@@ -643,6 +700,7 @@ impl Controller {
             drop(m);
             log::info!("published {topic} serial {serial} ({len} bytes)");
         }
+        self.counts.unqueued.store(0, Ordering::Relaxed);
         let mut m = self.metrics.lock().unwrap();
         m.plans += 1;
         m.ready = true;
@@ -669,11 +727,19 @@ impl Controller {
         for (n, (s, c)) in &self.proxies {
             items.push((self.topics.node_proxy(n), c.render(n, *s)));
         }
+        self.counts
+            .unqueued
+            .store(items.len() as u64, Ordering::Relaxed);
         for (topic, bytes) in items {
-            let _ = self
+            let queued = self
                 .client
                 .publish(topic, QoS::AtLeastOnce, true, bytes)
-                .await;
+                .await
+                .is_ok();
+            self.counts.unqueued.fetch_sub(1, Ordering::Relaxed);
+            if queued {
+                self.counts.queued.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -683,7 +749,9 @@ impl Controller {
         Some(tokio::time::Instant::from_std(at))
     }
 
-    /// Runs until `shutdown` resolves or the sources end.
+    /// Runs until `shutdown` resolves or the sources end. `shutdown` is only seen between
+    /// steps: a flush blocked on a broker that stopped reading does not see it, so the caller
+    /// bounds the whole run (`crate::run`, [`crate::SHUTDOWN_GRACE`]).
     pub async fn run(
         mut self,
         source: Source,
@@ -737,7 +805,9 @@ impl Controller {
                 _ = &mut shutdown => break,
             }
         }
-        let _ = self.client.disconnect().await;
+        // Never wait here: the request channel may be full of publishes the broker does not
+        // read.
+        let _ = self.client.try_disconnect();
     }
 }
 

@@ -26,12 +26,19 @@ pub mod watch;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sdwan_link::{BrokerUrl, LinkOptions, Topics};
 
 use crate::cli::RunArgs;
 use crate::controller::{Controller, Source, Timing};
 use crate::metrics::{Metrics, SharedMetrics};
+
+/// After the shutdown signal, how long the controller may take to finish its current step
+/// (a flush, the retained read) and the leader to release its Lease, each. Whatever the
+/// broker and the API server do, `run` returns within about twice this (issue 12: a master
+/// with publishes queued to a broker that stopped reading ignored SIGTERM).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Why the master (or `plan`) stopped.
 #[derive(Debug)]
@@ -228,13 +235,14 @@ pub async fn run(
         }
     };
     let (in_tx, in_rx) = tokio::sync::mpsc::unbounded_channel();
-    let mqtt_task = tokio::spawn(controller::mqtt_loop(eventloop, in_tx));
     let timing = Timing {
         debounce: args.debounce,
         max_delay: args.max_delay,
         retained_wait: args.retained_wait,
     };
     let ctl = Controller::new(topics, client, metrics.clone(), timing, topology);
+    let counts = ctl.publish_counts();
+    let mqtt_task = tokio::spawn(controller::mqtt_loop(eventloop, in_tx, counts.clone()));
     let (ctl, election) = match election {
         Some((election, leadership)) => (ctl.with_leadership(leadership), Some(election)),
         None => (ctl, None),
@@ -244,11 +252,44 @@ pub async fn run(
         metrics_addr,
         embedded_broker: embedded,
     });
-    ctl.run(source, in_rx, shutdown).await;
+    // The controller sees the stop between its steps; a step blocked on the broker (publishes
+    // queued to a broker that stopped reading) or on the connection gets SHUTDOWN_GRACE, then
+    // is dropped with what it had not sent.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ctl_run = ctl.run(source, in_rx, async {
+        let _ = stop_rx.await;
+    });
+    tokio::pin!(ctl_run);
+    tokio::pin!(shutdown);
+    let signalled = tokio::select! {
+        _ = &mut ctl_run => false,
+        _ = &mut shutdown => true,
+    };
+    let mut cut_short = false;
+    if signalled {
+        let _ = stop_tx.send(());
+        cut_short = tokio::time::timeout(SHUTDOWN_GRACE, &mut ctl_run)
+            .await
+            .is_err();
+    }
     if let Some(e) = election {
         // Publishing has stopped: hand the Lease over now rather than after its duration.
-        e.release().await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, e.release())
+            .await
+            .is_err()
+        {
+            log::warn!("lease not released within {SHUTDOWN_GRACE:?}: a standby takes over after the lease duration");
+        }
     }
     mqtt_task.abort();
+    let abandoned = counts.pending();
+    log::info!(
+        "shutting down, {abandoned} publishes abandoned{}",
+        if cut_short {
+            format!(" (the controller's step, blocked on the broker, was cut short after {SHUTDOWN_GRACE:?})")
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }

@@ -65,7 +65,11 @@ fn main() -> ExitCode {
                     }
                 }
             };
-            match rt.block_on(sdwan_discovery::run(*args, shutdown, |_| {})) {
+            let result = rt.block_on(sdwan_discovery::run(*args, shutdown, |_| {}));
+            // Tasks still running (watchers, the MQTT loop) are dropped; never wait long for
+            // blocking ones.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sdwan-discovery: {e}");

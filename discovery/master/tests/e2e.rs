@@ -67,6 +67,7 @@ async fn cluster_changes_reach_dig_through_mosquitto_tls_and_two_agents() {
             }),
             acl: Some(MosquittoConfig::design_acl(PREFIX)),
             persistence: false,
+            max_packet_size: None,
         },
     );
     let broker_url = format!("mqtts://127.0.0.1:{}", broker.port());

@@ -1,7 +1,9 @@
 //! A real mosquitto broker for tests, on a free loopback port, killed on drop.
 //!
-//! [`MosquittoConfig`] describes the listener: plain or TLS, with `require_certificate` and
-//! `use_identity_as_username` (certificate CN = username) and an ACL file. [`Mosquitto::start`]
+//! [`MosquittoConfig`] describes the listener: plain or TLS, with `require_certificate`,
+//! `use_identity_as_username` (certificate CN = username) and `use_username_as_clientid`
+//! (the session is named after the certificate, so one gateway cannot take over another's
+//! client id), an ACL file and a `max_packet_size`. [`Mosquitto::start`]
 //! writes `mosquitto.conf` into the given directory, starts the broker and waits (with a
 //! deadline) until it accepts TCP connections. [`Mosquitto::restart`] stops and starts it on
 //! the same port; with `persistence` it keeps retained messages and sessions across that.
@@ -29,7 +31,8 @@ pub struct BrokerTls {
     pub ca: PathBuf,
     /// The broker's certificate and key.
     pub server: CertFiles,
-    /// `require_certificate true` + `use_identity_as_username true`.
+    /// `require_certificate true` + `use_identity_as_username true` +
+    /// `use_username_as_clientid true` (docs/mqtt.md, "Broker ACL").
     pub require_client_cert: bool,
 }
 
@@ -42,12 +45,16 @@ pub struct MosquittoConfig {
     pub acl: Option<String>,
     /// Keep retained messages and sessions across [`Mosquitto::restart`].
     pub persistence: bool,
+    /// `max_packet_size` in bytes (none: mosquitto's default, no limit).
+    pub max_packet_size: Option<u32>,
 }
 
 impl MosquittoConfig {
-    /// The ACL of the design for `prefix`: each gateway (certificate CN = gateway id) reads its
-    /// own zone and writes its own status; user `master` reads and writes zones and proxies (it
-    /// reads the retained payloads at start to continue their serials) and reads statuses.
+    /// The ACL of the design for `prefix`, the one docs/mqtt.md and docs/operations.md give
+    /// (a unit test compares them): each gateway (certificate CN = gateway id) reads its own
+    /// zone and writes its own status; user `master` reads and writes zones and proxies (it
+    /// subscribes to them at start and on taking over as leader, to continue their serials)
+    /// and reads statuses.
     pub fn design_acl(prefix: &str) -> String {
         format!(
             "pattern read {prefix}/gateways/%u/zone\n\
@@ -107,12 +114,16 @@ impl Mosquitto {
                 if t.require_client_cert {
                     let _ = writeln!(conf, "require_certificate true");
                     let _ = writeln!(conf, "use_identity_as_username true");
+                    let _ = writeln!(conf, "use_username_as_clientid true");
                 }
                 let _ = writeln!(conf, "allow_anonymous {}", !t.require_client_cert);
             }
             None => {
                 let _ = writeln!(conf, "allow_anonymous true");
             }
+        }
+        if let Some(n) = config.max_packet_size {
+            let _ = writeln!(conf, "max_packet_size {n}");
         }
         if let Some(acl) = &config.acl {
             let acl_path = dir.join("acl");
@@ -223,5 +234,58 @@ impl Drop for Mosquitto {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ACL lines of the fenced block that follows `heading` in a docs page, whitespace
+    /// normalised, comments and blank lines dropped, sorted.
+    fn documented_acl(page: &str, heading: &str) -> Vec<String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../docs")
+            .join(page);
+        let text = fs::read_to_string(&path).unwrap();
+        let start = text
+            .find(heading)
+            .unwrap_or_else(|| panic!("{page}: no {heading:?}"));
+        let acl_block = text[start..]
+            .split("```")
+            .skip(1)
+            .step_by(2)
+            .find(|b| b.contains("user master"))
+            .unwrap_or_else(|| panic!("{page}: no ACL block after {heading:?}"));
+        normalise(acl_block)
+    }
+
+    fn normalise(acl: &str) -> Vec<String> {
+        let mut lines: Vec<String> = acl
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// The test ACL is the documented one: the master reads the zone and proxy topics at start
+    /// (retained payloads, to continue their serials), so it needs readwrite there.
+    #[test]
+    fn design_acl_is_the_documented_acl() {
+        let ours = normalise(&MosquittoConfig::design_acl("sdwan/v1/prod"));
+        assert!(ours.contains(&"topic readwrite sdwan/v1/prod/gateways/+/zone".to_string()));
+        assert_eq!(
+            documented_acl("mqtt.md", "## Broker ACL"),
+            ours,
+            "docs/mqtt.md"
+        );
+        let ours_p = normalise(&MosquittoConfig::design_acl("P"));
+        assert_eq!(
+            documented_acl("operations.md", "The ACL model"),
+            ours_p,
+            "docs/operations.md"
+        );
     }
 }

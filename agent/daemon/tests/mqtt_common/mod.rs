@@ -62,6 +62,7 @@ impl Pki {
                 }),
                 acl: Some(MosquittoConfig::design_acl(PREFIX)),
                 persistence,
+                max_packet_size: None,
             },
         )
     }
@@ -282,11 +283,16 @@ impl Drop for QueryLoop {
     }
 }
 
+/// Messages seen, in order: (topic, payload).
+type History = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// The master's side: publishes zones, keeps the latest status document of every gateway.
 pub struct Master {
     client: Client,
     topics: Topics,
     statuses: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    /// Every message seen, in order: (topic, payload).
+    history: History,
     connected: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
@@ -298,8 +304,10 @@ impl Master {
         let topics = Topics::new(PREFIX).unwrap();
         let (client, mut connection) = options.sync_client(256).unwrap();
         let statuses = Arc::new(Mutex::new(HashMap::new()));
+        let history = Arc::new(Mutex::new(Vec::new()));
         let connected = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
+        let hist = history.clone();
         let (st, conn, stp, sub_client, filter, node_filter) = (
             statuses.clone(),
             connected.clone(),
@@ -319,6 +327,9 @@ impl Master {
                         conn.store(true, Ordering::Relaxed);
                     }
                     Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                        hist.lock()
+                            .unwrap()
+                            .push((p.topic.clone(), p.payload.to_vec()));
                         st.lock()
                             .unwrap()
                             .insert(p.topic.clone(), p.payload.to_vec());
@@ -336,6 +347,7 @@ impl Master {
             client,
             topics,
             statuses,
+            history,
             connected,
             stop,
         };
@@ -414,6 +426,18 @@ impl Master {
             let raw = self.statuses.lock().unwrap().get(&topic).cloned()?;
             Status::from_json(&raw).ok().filter(|s| pred(s))
         })
+    }
+
+    /// Every status document of `gw` seen so far, in order.
+    pub fn statuses_of(&self, gw: &str) -> Vec<Status> {
+        let topic = self.topics.gateway_status(gw);
+        self.history
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t == topic)
+            .filter_map(|(_, p)| Status::from_json(p).ok())
+            .collect()
     }
 
     /// Forgets the status documents seen so far.
