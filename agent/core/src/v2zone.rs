@@ -800,7 +800,7 @@ struct PartWriter<'a, H> {
     used_before: usize,
     items: Digest,
     services: u32,
-    last: Option<(Str<63>, Str<63>)>,
+    svc_start: Option<usize>,
 }
 
 impl<H: AsRef<[u8]> + AsMut<[u8]>> Visitor for PartWriter<'_, H> {
@@ -856,9 +856,9 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> Visitor for PartWriter<'_, H> {
 
     fn service(&mut self, s: &ServiceRef<'_>) -> Result<(), &'static str> {
         self.items = self.items.with(service_hash(s));
-        self.st.zone.write_service(s)?;
+        let at = self.st.zone.write_service(s)?;
+        self.svc_start.get_or_insert(at as usize);
         self.services += 1;
-        self.last = Str::new(s.ns).zip(Str::new(s.name));
         Ok(())
     }
 }
@@ -932,16 +932,17 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> Staging<H> {
             used_before: 0,
             items: Digest::ZERO,
             services: 0,
-            last: None,
+            svc_start: None,
         };
         let res = decode::decode(msg, &mut work.scratch, &mut w);
-        let (action, first, next, used_before, items, services) = (
+        let (action, first, next, used_before, items, services, svc_start) = (
             w.action,
             w.first_node,
             w.next_node,
             w.used_before,
             w.items,
             w.services,
+            w.svc_start,
         );
         let env = match res {
             Ok(env) => env,
@@ -965,7 +966,8 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> Staging<H> {
             }
         };
         let k = usize::from(env.part);
-        self.ranges[k] = (used_before as u32, self.zone.meta.used as u32, services);
+        let used = self.zone.meta.used;
+        self.ranges[k] = (svc_start.unwrap_or(used) as u32, used as u32, services);
         match self.set.add(&env, next.saturating_sub(first), items) {
             Ok(accept::Progress::Waiting(n)) => Ok(PartStatus::Waiting(n)),
             Ok(accept::Progress::Complete) => match self.finish(work) {

@@ -1,0 +1,404 @@
+//! The v2 zone (issue 11): a snapshot built with the master's encoder (`v2::encode`) is
+//! loaded from its parts into caller-owned storage, changed by deltas into a copy, and
+//! answered by `answer_v2`. Expected answers are written by hand from the rules of
+//! `docs/planning.md` (address policy) and `docs/payload-v2.md`, and compared with what
+//! hickory-proto decodes from the response.
+
+mod common;
+#[path = "../../contract/tests/v2_common/mod.rs"]
+mod v2_common;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::op::Message;
+use sdwan_agent_core::v2zone::{PartStatus, Staging, Work, ZoneError};
+use sdwan_agent_core::{answer, answer_v2, Health, Transport, ZoneV2};
+use sdwan_contract::v2::accept::{DeltaAction, PartAction};
+use sdwan_contract::v2::encode::{Delta, Service, Snapshot};
+use sdwan_contract::v2::{Family, Node, Port, Str, Tier, Version, ZoneHeader};
+use sdwan_testsupport::alloc::{allocations, count_this_thread, CountingAllocator};
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+type Z = ZoneV2<Vec<u8>>;
+
+const GW: &str = "gw-espoo";
+const SOA: &str =
+    "NS k8s.internal. 30 IN SOA ns.k8s.internal. hostmaster.k8s.internal. 42 3600 600 86400 30";
+
+fn node(name: &str, tier: Tier, v4: Option<&str>, v6: Option<&str>) -> Option<Node> {
+    Some(Node {
+        name: Str::new(name).unwrap(),
+        tier,
+        v4: v4.map(|a| a.parse::<Ipv4Addr>().unwrap()),
+        v6: v6.map(|a| a.parse::<Ipv6Addr>().unwrap()),
+    })
+}
+
+fn service(ns: &str, name: &str, short: bool, ports: &[&str], hosts: &[u16]) -> Service {
+    Service {
+        ns: ns.into(),
+        name: name.into(),
+        short,
+        ports: ports.iter().map(|p| Port::parse(p).unwrap()).collect(),
+        hosts: hosts.to_vec(),
+    }
+}
+
+/// The small zone the cases are written against (slots in nearness order):
+/// 0 worker-1 (near, IPv4 only), 1 worker-2 (zone, dual), 2 ip-10-0-0-3.ec2.internal (not a
+/// label: no name, no SRV target), 3 empty, 4 worker-5 (IPv6 only), 5 `local` (a node named
+/// like the local label: no name).
+fn small(family: Family) -> Snapshot {
+    Snapshot {
+        gateway: GW.into(),
+        version: Version(42),
+        zone: ZoneHeader {
+            suffix: Str::new("k8s.internal").unwrap(),
+            local: Str::new("local").unwrap(),
+            ttl: 30,
+            service_ttl: 10,
+            family,
+            nodes: 6,
+        },
+        nodes: vec![
+            node("worker-1", Tier::Near, Some("192.168.200.1"), None),
+            node("worker-2", Tier::Zone, Some("192.168.200.2"), Some("fd00::2")),
+            node(
+                "ip-10-0-0-3.ec2.internal",
+                Tier::Other,
+                Some("192.168.200.3"),
+                Some("fd00::3"),
+            ),
+            None,
+            node("worker-5", Tier::Other, None, Some("fd00::5")),
+            node("local", Tier::Other, Some("192.168.200.6"), None),
+        ],
+        services: vec![
+            service("default", "hello-world", true, &["_http._tcp:30080"], &[0, 1]),
+            service("default", "v6only", true, &["_http._tcp:30090"], &[4]),
+            service("shop", "far", false, &["_http._tcp:30100"], &[2]),
+            service("shop", "gone", false, &["_http._tcp:30110"], &[3]),
+            service(
+                "shop",
+                "web",
+                false,
+                &["_443._tcp:30443", "_http._tcp:30081"],
+                &[1, 2, 4],
+            ),
+        ],
+    }
+}
+
+/// Loads a snapshot through its encoded parts, in the order given.
+fn load_parts(parts: &[Vec<u8>], heap: usize) -> Box<Z> {
+    let mut st = Box::new(Staging::new(vec![0u8; heap]));
+    let mut work = Box::new(Work::new());
+    let mut last = None;
+    for p in parts {
+        last = Some(st.part(GW, None, p, &mut work).unwrap());
+    }
+    assert_eq!(last, Some(PartStatus::Complete));
+    let mut zone = Box::new(ZoneV2::new(vec![0u8; heap]));
+    assert!(st.swap_into(&mut zone));
+    zone
+}
+
+fn load(s: &Snapshot) -> Box<Z> {
+    load_parts(&s.encode().unwrap(), 1 << 16)
+}
+
+fn query(name: &str, qtype: &str, edns: bool) -> Vec<u8> {
+    common::Query {
+        name: name.into(),
+        qtype: qtype.into(),
+        class: 1,
+        id: 7,
+        rd: true,
+        cd: false,
+        opcode: 0,
+        qdcount: None,
+        edns: edns.then(|| common::Edns {
+            size: 1232,
+            ..Default::default()
+        }),
+        two_opts: false,
+    }
+    .bytes()
+}
+
+fn ask(z: &Z, name: &str, qtype: &str, health: Health<'_>) -> (Message, Vec<u8>) {
+    let q = query(name, qtype, false);
+    let mut out = vec![0u8; 65535];
+    let n = answer_v2(Some(z), &q, &mut out, Transport::Tcp, health).expect("an answer");
+    out.truncate(n);
+    common::check_raw(&out, None).unwrap();
+    (Message::from_vec(&out).expect("hickory decodes"), out)
+}
+
+/// (name relative to k8s.internal, type, rcode, records as hickory prints them).
+type Case = (&'static str, &'static str, &'static str, &'static [&'static str]);
+
+fn run(family: Family, cases: &[Case], health: Health<'_>) {
+    let z = load(&small(family));
+    let mut failed = Vec::new();
+    for (name, qtype, rcode, records) in cases {
+        let fq = if name.is_empty() {
+            "k8s.internal".to_string()
+        } else if name.ends_with('.') {
+            name.to_string()
+        } else {
+            format!("{name}.k8s.internal")
+        };
+        let (m, _) = ask(&z, &fq, qtype, health);
+        let got = common::render(&m);
+        let want: String = records
+            .iter()
+            .map(|r| format!("{}\n", if *r == "SOA" { SOA } else { r }))
+            .collect();
+        let code = format!("{:?}", m.metadata.response_code);
+        if got != want || code != *rcode {
+            failed.push(format!(
+                "{family:?} {fq} {qtype}: want {rcode}\n{want}got {code}\n{got}"
+            ));
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+const DUAL: &[Case] = &[
+    ("", "SOA", "NoError", &["AN k8s.internal. 30 IN SOA ns.k8s.internal. hostmaster.k8s.internal. 42 3600 600 86400 30"]),
+    ("", "NS", "NoError", &["AN k8s.internal. 30 IN NS ns.k8s.internal."]),
+    ("", "TXT", "NoError", &["AN k8s.internal. 30 IN TXT sdwan-discovery"]),
+    ("", "A", "NoError", &["SOA"]),
+    ("", "ANY", "NoError", &["AN k8s.internal. 30 IN SOA ns.k8s.internal. hostmaster.k8s.internal. 42 3600 600 86400 30"]),
+    // local: the nearest node (worker-1, IPv4 only): its AAAA is NODATA, not worker-2's.
+    ("local", "A", "NoError", &["AN local.k8s.internal. 30 IN A 192.168.200.1"]),
+    ("local", "AAAA", "NoError", &["SOA"]),
+    ("LoCaL", "A", "NoError", &["AN LoCaL.k8s.internal. 30 IN A 192.168.200.1"]),
+    // <node>: its own addresses.
+    ("worker-2", "A", "NoError", &["AN worker-2.k8s.internal. 30 IN A 192.168.200.2"]),
+    ("worker-2", "AAAA", "NoError", &["AN worker-2.k8s.internal. 30 IN AAAA fd00::2"]),
+    ("worker-2", "ANY", "NoError", &["AN worker-2.k8s.internal. 30 IN A 192.168.200.2"]),
+    ("worker-2", "SRV", "NoError", &["SOA"]),
+    ("worker-5", "A", "NoError", &["SOA"]),
+    ("worker-5", "AAAA", "NoError", &["AN worker-5.k8s.internal. 30 IN AAAA fd00::5"]),
+    ("worker-5", "ANY", "NoError", &["AN worker-5.k8s.internal. 30 IN AAAA fd00::5"]),
+    ("ip-10-0-0-3.ec2.internal", "A", "NXDomain", &["SOA"]),
+    // <service>.<ns>: one node, the nearest host (service TTL).
+    ("hello-world.default", "A", "NoError", &["AN hello-world.default.k8s.internal. 10 IN A 192.168.200.1"]),
+    ("hello-world.default", "AAAA", "NoError", &["SOA"]),
+    ("Hello-World.DEFAULT", "A", "NoError", &["AN Hello-World.DEFAULT.k8s.internal. 10 IN A 192.168.200.1"]),
+    ("hello-world", "A", "NoError", &["AN hello-world.k8s.internal. 10 IN A 192.168.200.1"]),
+    ("v6only.default", "A", "NoError", &["SOA"]),
+    ("v6only.default", "AAAA", "NoError", &["AN v6only.default.k8s.internal. 10 IN AAAA fd00::5"]),
+    ("web.shop", "A", "NoError", &["AN web.shop.k8s.internal. 10 IN A 192.168.200.2"]),
+    ("web.shop", "AAAA", "NoError", &["AN web.shop.k8s.internal. 10 IN AAAA fd00::2"]),
+    ("web", "A", "NXDomain", &["SOA"]),
+    ("far.shop", "A", "NoError", &["AN far.shop.k8s.internal. 10 IN A 192.168.200.3"]),
+    // Only an empty slot hosts it: no name.
+    ("gone.shop", "A", "NXDomain", &["SOA"]),
+    // SRV: every named candidate host in rank order, priority = rank among them.
+    ("_http._tcp.web.shop", "SRV", "NoError", &[
+        "AN _http._tcp.web.shop.k8s.internal. 10 IN SRV 0 0 30081 worker-2.k8s.internal.",
+        "AN _http._tcp.web.shop.k8s.internal. 10 IN SRV 1 0 30081 worker-5.k8s.internal.",
+        "AR worker-2.k8s.internal. 30 IN A 192.168.200.2",
+        "AR worker-2.k8s.internal. 30 IN AAAA fd00::2",
+        "AR worker-5.k8s.internal. 30 IN AAAA fd00::5",
+    ]),
+    ("_443._TCP.web.shop", "SRV", "NoError", &[
+        "AN _443._TCP.web.shop.k8s.internal. 10 IN SRV 0 0 30443 worker-2.k8s.internal.",
+        "AN _443._TCP.web.shop.k8s.internal. 10 IN SRV 1 0 30443 worker-5.k8s.internal.",
+        "AR worker-2.k8s.internal. 30 IN A 192.168.200.2",
+        "AR worker-2.k8s.internal. 30 IN AAAA fd00::2",
+        "AR worker-5.k8s.internal. 30 IN AAAA fd00::5",
+    ]),
+    ("_http._tcp.web.shop", "A", "NoError", &["SOA"]),
+    ("_http._udp.web.shop", "SRV", "NXDomain", &["SOA"]),
+    ("_ftp._tcp.web.shop", "SRV", "NXDomain", &["SOA"]),
+    // Empty non-terminals.
+    ("_tcp.web.shop", "SRV", "NoError", &["SOA"]),
+    ("_udp.web.shop", "SRV", "NXDomain", &["SOA"]),
+    ("shop", "A", "NoError", &["SOA"]),
+    ("default", "TXT", "NoError", &["SOA"]),
+    // far.shop's only host is no SRV target: no SRV set, no `_tcp` below it.
+    ("_http._tcp.far.shop", "SRV", "NXDomain", &["SOA"]),
+    ("_tcp.far.shop", "SRV", "NXDomain", &["SOA"]),
+    ("nope", "A", "NXDomain", &["SOA"]),
+    ("a.b.c.d.e", "A", "NXDomain", &["SOA"]),
+    ("bad*label", "A", "NXDomain", &["SOA"]),
+    ("example.org.", "A", "Refused", &[]),
+];
+
+const IPV4: &[Case] = &[
+    ("local", "A", "NoError", &["AN local.k8s.internal. 30 IN A 192.168.200.1"]),
+    ("worker-2", "A", "NoError", &["AN worker-2.k8s.internal. 30 IN A 192.168.200.2"]),
+    ("worker-2", "AAAA", "NoError", &["SOA"]),
+    // An IPv6-only node has no name under `ipv4`; a service only it hosts neither.
+    ("worker-5", "AAAA", "NXDomain", &["SOA"]),
+    ("v6only.default", "A", "NXDomain", &["SOA"]),
+    ("v6only", "A", "NXDomain", &["SOA"]),
+    ("default", "A", "NoError", &["SOA"]),
+    ("web.shop", "AAAA", "NoError", &["SOA"]),
+    ("_http._tcp.web.shop", "SRV", "NoError", &[
+        "AN _http._tcp.web.shop.k8s.internal. 10 IN SRV 0 0 30081 worker-2.k8s.internal.",
+        "AR worker-2.k8s.internal. 30 IN A 192.168.200.2",
+    ]),
+];
+
+const IPV6: &[Case] = &[
+    // The nearest node with IPv6 is worker-2.
+    ("local", "AAAA", "NoError", &["AN local.k8s.internal. 30 IN AAAA fd00::2"]),
+    ("local", "A", "NoError", &["SOA"]),
+    ("hello-world.default", "AAAA", "NoError", &["AN hello-world.default.k8s.internal. 10 IN AAAA fd00::2"]),
+    ("worker-1", "A", "NXDomain", &["SOA"]),
+    ("worker-5", "AAAA", "NoError", &["AN worker-5.k8s.internal. 30 IN AAAA fd00::5"]),
+    ("far.shop", "AAAA", "NoError", &["AN far.shop.k8s.internal. 10 IN AAAA fd00::3"]),
+    ("_http._tcp.hello-world.default", "SRV", "NoError", &[
+        "AN _http._tcp.hello-world.default.k8s.internal. 10 IN SRV 0 0 30080 worker-2.k8s.internal.",
+        "AR worker-2.k8s.internal. 30 IN AAAA fd00::2",
+    ]),
+];
+
+#[test]
+fn answers_dual() {
+    run(Family::Dual, DUAL, Health::ALL_UP);
+}
+
+#[test]
+fn answers_ipv4() {
+    run(Family::Ipv4, IPV4, Health::ALL_UP);
+}
+
+#[test]
+fn answers_ipv6() {
+    run(Family::Ipv6, IPV6, Health::ALL_UP);
+}
+
+/// Issue 14's hook: a down node is skipped; when every candidate is down the nearest is
+/// answered anyway (fail open). SRV sets are not filtered.
+#[test]
+fn health_skips_down_nodes_and_fails_open() {
+    let slot0 = [1u64];
+    run(
+        Family::Dual,
+        &[
+            ("local", "A", "NoError", &["AN local.k8s.internal. 30 IN A 192.168.200.2"]),
+            ("hello-world.default", "AAAA", "NoError", &["AN hello-world.default.k8s.internal. 10 IN AAAA fd00::2"]),
+            ("worker-1", "A", "NoError", &["AN worker-1.k8s.internal. 30 IN A 192.168.200.1"]),
+        ],
+        Health::new(&slot0),
+    );
+    let all = [0b11_1111u64];
+    run(
+        Family::Dual,
+        &[
+            ("local", "A", "NoError", &["AN local.k8s.internal. 30 IN A 192.168.200.1"]),
+            ("web.shop", "A", "NoError", &["AN web.shop.k8s.internal. 10 IN A 192.168.200.2"]),
+        ],
+        Health::new(&all),
+    );
+    let web_first_two = [0b110u64];
+    run(
+        Family::Dual,
+        &[("web.shop", "AAAA", "NoError", &["AN web.shop.k8s.internal. 10 IN AAAA fd00::5"])],
+        Health::new(&web_first_two),
+    );
+}
+
+/// The v1 payload the planner makes for `small(Dual)` (docs/planning.md, "The zone of a
+/// gateway"), written by hand: where the rules agree, v1 and v2 answer the same.
+const SMALL_V1: &str = r#"{"version": 1, "serial": 42, "gateway": "gw-espoo", "origin": "k8s.internal", "ttl": 30,
+ "records": [
+  {"name": "@", "type": "TXT", "data": "sdwan-discovery"},
+  {"name": "local", "type": "A", "data": "192.168.200.1"},
+  {"name": "worker-1", "type": "A", "data": "192.168.200.1"},
+  {"name": "worker-2", "type": "A", "data": "192.168.200.2"},
+  {"name": "worker-2", "type": "AAAA", "data": "fd00::2"},
+  {"name": "worker-5", "type": "AAAA", "data": "fd00::5"},
+  {"name": "hello-world.default", "type": "A", "data": "192.168.200.1", "ttl": 10},
+  {"name": "hello-world", "type": "A", "data": "192.168.200.1", "ttl": 10},
+  {"name": "_http._tcp.hello-world.default", "type": "SRV", "data": "0 0 30080 worker-1", "ttl": 10},
+  {"name": "_http._tcp.hello-world.default", "type": "SRV", "data": "1 0 30080 worker-2", "ttl": 10},
+  {"name": "v6only.default", "type": "AAAA", "data": "fd00::5", "ttl": 10},
+  {"name": "v6only", "type": "AAAA", "data": "fd00::5", "ttl": 10},
+  {"name": "_http._tcp.v6only.default", "type": "SRV", "data": "0 0 30090 worker-5", "ttl": 10},
+  {"name": "far.shop", "type": "A", "data": "192.168.200.3", "ttl": 10},
+  {"name": "far.shop", "type": "AAAA", "data": "fd00::3", "ttl": 10},
+  {"name": "web.shop", "type": "A", "data": "192.168.200.2", "ttl": 10},
+  {"name": "web.shop", "type": "AAAA", "data": "fd00::2", "ttl": 10},
+  {"name": "_443._tcp.web.shop", "type": "SRV", "data": "0 0 30443 worker-2", "ttl": 10},
+  {"name": "_443._tcp.web.shop", "type": "SRV", "data": "1 0 30443 worker-5", "ttl": 10},
+  {"name": "_http._tcp.web.shop", "type": "SRV", "data": "0 0 30081 worker-2", "ttl": 10},
+  {"name": "_http._tcp.web.shop", "type": "SRV", "data": "1 0 30081 worker-5", "ttl": 10}
+ ]}"#;
+
+#[test]
+fn answers_like_v1_where_the_rules_agree() {
+    let v1 = common::zone(SMALL_V1);
+    let v2 = load(&small(Family::Dual));
+    let names = [
+        "k8s.internal",
+        "local.k8s.internal",
+        "LOCAL.k8s.internal",
+        "worker-1.k8s.internal",
+        "worker-2.k8s.internal",
+        "worker-5.k8s.internal",
+        "hello-world.default.k8s.internal",
+        "hello-world.k8s.internal",
+        "v6only.default.k8s.internal",
+        "v6only.k8s.internal",
+        "far.shop.k8s.internal",
+        "web.shop.k8s.internal",
+        "gone.shop.k8s.internal",
+        "web.k8s.internal",
+        "shop.k8s.internal",
+        "default.k8s.internal",
+        "_tcp.web.shop.k8s.internal",
+        "_udp.web.shop.k8s.internal",
+        "_http._tcp.web.shop.k8s.internal",
+        "_443._tcp.web.shop.k8s.internal",
+        "_http._tcp.hello-world.default.k8s.internal",
+        "_http._tcp.v6only.default.k8s.internal",
+        "_http._tcp.far.shop.k8s.internal",
+        "nope.k8s.internal",
+        "x.y.z.w.v.k8s.internal",
+        "example.org",
+    ];
+    let types = ["A", "AAAA", "SRV", "SOA", "NS", "TXT", "ANY", "MX"];
+    let mut compared = 0;
+    for name in names {
+        for t in types {
+            for (transport, edns) in [(Transport::Udp, false), (Transport::Tcp, true)] {
+                let q = query(name, t, edns);
+                let mut a = vec![0u8; 65535];
+                let mut b = vec![0u8; 65535];
+                let na = answer(Some(&v1), &q, &mut a, transport).unwrap();
+                let nb = answer_v2(Some(&*v2), &q, &mut b, transport, Health::ALL_UP).unwrap();
+                assert_eq!(
+                    common::render(&Message::from_vec(&b[..nb]).unwrap()),
+                    common::render(&Message::from_vec(&a[..na]).unwrap()),
+                    "{name} {t}"
+                );
+                assert_eq!(&b[..nb], &a[..na], "{name} {t}: same bytes");
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, names.len() * types.len() * 2);
+}
+
+#[test]
+fn no_zone_refuses() {
+    let q = query("local.k8s.internal", "A", false);
+    let mut out = [0u8; 512];
+    let n = answer_v2::<Vec<u8>>(None, &q, &mut out, Transport::Udp, Health::ALL_UP).unwrap();
+    let m = Message::from_vec(&out[..n]).unwrap();
+    assert_eq!(format!("{:?}", m.metadata.response_code), "Refused");
+    // An empty zone (nothing held) is no zone.
+    let empty: Z = ZoneV2::new(vec![0u8; 16]);
+    let n = answer_v2(Some(&empty), &q, &mut out, Transport::Udp, Health::ALL_UP).unwrap();
+    let m = Message::from_vec(&out[..n]).unwrap();
+    assert_eq!(format!("{:?}", m.metadata.response_code), "Refused");
+}
