@@ -402,3 +402,141 @@ fn no_zone_refuses() {
     let m = Message::from_vec(&out[..n]).unwrap();
     assert_eq!(format!("{:?}", m.metadata.response_code), "Refused");
 }
+
+fn applied(z: &Z, d: &Delta, work: &mut Work, heap: usize) -> Box<Z> {
+    let msg = d.encode().unwrap();
+    let mut next = Box::new(ZoneV2::new(vec![0u8; heap]));
+    assert_eq!(
+        z.apply_delta(&mut next, GW, &msg, work),
+        Ok(DeltaAction::Apply)
+    );
+    next
+}
+
+fn held_digest(z: &Z) -> sdwan_contract::v2::Digest {
+    z.held().unwrap().digest
+}
+
+/// Every kind of delta item, applied to a copy: the digest kept item by item equals the
+/// master's `Snapshot::digest`, and the answers follow the new content.
+#[test]
+fn deltas_applied_keep_the_digest_of_the_master() {
+    let old = small(Family::Dual);
+    let z = load(&old);
+    assert_eq!(held_digest(&z), old.digest());
+    let mut work = Box::new(Work::new());
+    let mut new = old.clone();
+    new.version = Version(43);
+    new.nodes[0] = None; // worker-1 goes NotReady: node_drop
+    new.nodes[3] = node("worker-4", Tier::Other, Some("192.168.200.4"), None); // node_set
+    new.services.retain(|s| s.name != "gone"); // del
+    new.services.push(service("zoo", "new", true, &["_53._udp:30053"], &[3])); // set (add)
+    let svc = |s: &mut Snapshot, name: &str| -> usize {
+        s.services.iter().position(|x| x.name == name).unwrap()
+    };
+    let i = svc(&mut new, "hello-world");
+    new.services[i].hosts = vec![1]; // a set (shorter than a hosts patch here)
+    let i = svc(&mut new, "web");
+    new.services[i].hosts = vec![1, 2, 3, 4, 5]; // a hosts patch: add
+    let d = Delta::between(&old, &new).unwrap();
+    assert!(!d.node_drop.is_empty() && !d.node_set.is_empty() && !d.del.is_empty());
+    assert!(!d.set.is_empty() && !d.hosts.is_empty(), "{d:?}");
+    let next = applied(&z, &d, &mut work, 1 << 16);
+    assert_eq!(held_digest(&next), new.digest());
+    assert_eq!(next.held().unwrap().version, Version(43));
+    assert_eq!(next.content_digest(&mut work), new.digest());
+    // The old zone is untouched.
+    assert_eq!(held_digest(&z), old.digest());
+    let (m, _) = ask(&next, "local.k8s.internal", "A", Health::ALL_UP);
+    assert_eq!(common::render(&m), "AN local.k8s.internal. 30 IN A 192.168.200.2\n");
+    let (m, _) = ask(&next, "new.k8s.internal", "A", Health::ALL_UP);
+    assert_eq!(common::render(&m), "AN new.k8s.internal. 10 IN A 192.168.200.4\n");
+    let (m, _) = ask(&next, "gone.shop.k8s.internal", "A", Health::ALL_UP);
+    assert_eq!(m.metadata.response_code.to_string(), "Non-Existent Domain");
+    // And back: a delta applied to a zone made by a delta (garbage compacted on the way).
+    let mut back = old.clone();
+    back.version = Version(44);
+    let d2 = Delta::between(&new, &back).unwrap();
+    let z3 = applied(&next, &d2, &mut work, 1 << 16);
+    assert_eq!(held_digest(&z3), old.digest());
+    // Replaced records stay behind as garbage until the next copy compacts them.
+    assert!(z3.used() > z.used());
+    let mut same = back.clone();
+    same.version = Version(45);
+    let d3 = Delta::between(&back, &same).unwrap();
+    let z4 = applied(&z3, &d3, &mut work, 1 << 16);
+    assert_eq!(z4.used(), z.used(), "compacted to the size of the snapshot");
+    assert_eq!(held_digest(&z4), old.digest());
+}
+
+/// A delta that lies about its digest, or does not fit the held content, is refused: the
+/// spare zone is left empty and the held one serves on. Deltas the rules skip do nothing.
+#[test]
+fn bad_deltas_are_refused_and_the_old_zone_stays() {
+    let old = small(Family::Dual);
+    let z = load(&old);
+    let mut work = Box::new(Work::new());
+    let mut new = old.clone();
+    new.version = Version(43);
+    new.services[4].hosts = vec![1, 2];
+    let d = Delta::between(&old, &new).unwrap();
+    let mut next = Box::new(ZoneV2::new(vec![0u8; 1 << 16]));
+
+    let mut lie = d.clone();
+    lie.digest = sdwan_contract::v2::Digest(d.digest.0 ^ 1);
+    let r = z.apply_delta(&mut next, GW, &lie.encode().unwrap(), &mut work);
+    assert_eq!(r, Err(ZoneError::DigestMismatch));
+    assert!(next.held().is_none());
+
+    // Removing a host the service does not have.
+    let mut wrong = d.clone();
+    wrong.hosts = vec![sdwan_contract::v2::encode::HostPatch {
+        ns: "shop".into(),
+        name: "web".into(),
+        add: vec![],
+        del: vec![0],
+    }];
+    wrong.set.clear();
+    let r = z.apply_delta(&mut next, GW, &wrong.encode().unwrap(), &mut work);
+    assert!(matches!(r, Err(ZoneError::Decode(_))), "{r:?}");
+    let text = r.unwrap_err().to_string();
+    assert!(text.starts_with("refused: hosts do not match the service at byte "), "{text}");
+    // Deleting a service that does not exist.
+    let mut wrong = d.clone();
+    wrong.del = vec![("shop".into(), "nothing".into())];
+    let r = z.apply_delta(&mut next, GW, &wrong.encode().unwrap(), &mut work);
+    assert!(matches!(r, Err(ZoneError::Decode(_))), "{r:?}");
+    // Another gateway's delta.
+    let mut other = d.clone();
+    other.gateway = "gw-other".into();
+    let r = z.apply_delta(&mut next, GW, &other.encode().unwrap(), &mut work);
+    assert!(matches!(r, Err(ZoneError::Decode(_))), "{r:?}");
+    // Truncated bytes.
+    let msg = d.encode().unwrap();
+    let r = z.apply_delta(&mut next, GW, &msg[..msg.len() - 3], &mut work);
+    assert!(matches!(r, Err(ZoneError::Decode(_))), "{r:?}");
+    assert!(next.held().is_none());
+
+    // The rules: a gap, a replay, an old delta.
+    let mut gap = d.clone();
+    gap.base = Version(41);
+    gap.version = Version(45);
+    let r = z.apply_delta(&mut next, GW, &gap.encode().unwrap(), &mut work);
+    assert_eq!(r, Ok(DeltaAction::Gap));
+    let mut replay = d.clone();
+    replay.base = Version(41);
+    replay.version = Version(42);
+    replay.digest = old.digest();
+    let r = z.apply_delta(&mut next, GW, &replay.encode().unwrap(), &mut work);
+    assert_eq!(r, Ok(DeltaAction::Replay));
+    replay.digest = new.digest();
+    let r = z.apply_delta(&mut next, GW, &replay.encode().unwrap(), &mut work);
+    assert_eq!(r, Ok(DeltaAction::Conflict));
+
+    // The held zone answered all along, and the good delta still applies.
+    assert_eq!(held_digest(&z), old.digest());
+    let (m, _) = ask(&z, "web.shop.k8s.internal", "A", Health::ALL_UP);
+    assert_eq!(common::render(&m), "AN web.shop.k8s.internal. 10 IN A 192.168.200.2\n");
+    let next = applied(&z, &d, &mut work, 1 << 16);
+    assert_eq!(held_digest(&next), new.digest());
+}
