@@ -64,7 +64,12 @@ fn small(family: Family) -> Snapshot {
         },
         nodes: vec![
             node("worker-1", Tier::Near, Some("192.168.200.1"), None),
-            node("worker-2", Tier::Zone, Some("192.168.200.2"), Some("fd00::2")),
+            node(
+                "worker-2",
+                Tier::Zone,
+                Some("192.168.200.2"),
+                Some("fd00::2"),
+            ),
             node(
                 "ip-10-0-0-3.ec2.internal",
                 Tier::Other,
@@ -76,7 +81,13 @@ fn small(family: Family) -> Snapshot {
             node("local", Tier::Other, Some("192.168.200.6"), None),
         ],
         services: vec![
-            service("default", "hello-world", true, &["_http._tcp:30080"], &[0, 1]),
+            service(
+                "default",
+                "hello-world",
+                true,
+                &["_http._tcp:30080"],
+                &[0, 1],
+            ),
             service("default", "v6only", true, &["_http._tcp:30090"], &[4]),
             service("shop", "far", false, &["_http._tcp:30100"], &[2]),
             service("shop", "gone", false, &["_http._tcp:30110"], &[3]),
@@ -138,7 +149,12 @@ fn ask(z: &Z, name: &str, qtype: &str, health: Health<'_>) -> (Message, Vec<u8>)
 }
 
 /// (name relative to k8s.internal, type, rcode, records as hickory prints them).
-type Case = (&'static str, &'static str, &'static str, &'static [&'static str]);
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+);
 
 fn run(family: Family, cases: &[Case], health: Health<'_>) {
     let z = load(&small(family));
@@ -232,8 +248,18 @@ const DUAL: &[Case] = &[
 ];
 
 const IPV4: &[Case] = &[
-    ("local", "A", "NoError", &["AN local.k8s.internal. 30 IN A 192.168.200.1"]),
-    ("worker-2", "A", "NoError", &["AN worker-2.k8s.internal. 30 IN A 192.168.200.2"]),
+    (
+        "local",
+        "A",
+        "NoError",
+        &["AN local.k8s.internal. 30 IN A 192.168.200.1"],
+    ),
+    (
+        "worker-2",
+        "A",
+        "NoError",
+        &["AN worker-2.k8s.internal. 30 IN A 192.168.200.2"],
+    ),
     ("worker-2", "AAAA", "NoError", &["SOA"]),
     // An IPv6-only node has no name under `ipv4`; a service only it hosts neither.
     ("worker-5", "AAAA", "NXDomain", &["SOA"]),
@@ -241,10 +267,15 @@ const IPV4: &[Case] = &[
     ("v6only", "A", "NXDomain", &["SOA"]),
     ("default", "A", "NoError", &["SOA"]),
     ("web.shop", "AAAA", "NoError", &["SOA"]),
-    ("_http._tcp.web.shop", "SRV", "NoError", &[
-        "AN _http._tcp.web.shop.k8s.internal. 10 IN SRV 0 0 30081 worker-2.k8s.internal.",
-        "AR worker-2.k8s.internal. 30 IN A 192.168.200.2",
-    ]),
+    (
+        "_http._tcp.web.shop",
+        "SRV",
+        "NoError",
+        &[
+            "AN _http._tcp.web.shop.k8s.internal. 10 IN SRV 0 0 30081 worker-2.k8s.internal.",
+            "AR worker-2.k8s.internal. 30 IN A 192.168.200.2",
+        ],
+    ),
 ];
 
 const IPV6: &[Case] = &[
@@ -284,9 +315,24 @@ fn health_skips_down_nodes_and_fails_open() {
     run(
         Family::Dual,
         &[
-            ("local", "A", "NoError", &["AN local.k8s.internal. 30 IN A 192.168.200.2"]),
-            ("hello-world.default", "AAAA", "NoError", &["AN hello-world.default.k8s.internal. 10 IN AAAA fd00::2"]),
-            ("worker-1", "A", "NoError", &["AN worker-1.k8s.internal. 30 IN A 192.168.200.1"]),
+            (
+                "local",
+                "A",
+                "NoError",
+                &["AN local.k8s.internal. 30 IN A 192.168.200.2"],
+            ),
+            (
+                "hello-world.default",
+                "AAAA",
+                "NoError",
+                &["AN hello-world.default.k8s.internal. 10 IN AAAA fd00::2"],
+            ),
+            (
+                "worker-1",
+                "A",
+                "NoError",
+                &["AN worker-1.k8s.internal. 30 IN A 192.168.200.1"],
+            ),
         ],
         Health::new(&slot0),
     );
@@ -294,15 +340,30 @@ fn health_skips_down_nodes_and_fails_open() {
     run(
         Family::Dual,
         &[
-            ("local", "A", "NoError", &["AN local.k8s.internal. 30 IN A 192.168.200.1"]),
-            ("web.shop", "A", "NoError", &["AN web.shop.k8s.internal. 10 IN A 192.168.200.2"]),
+            (
+                "local",
+                "A",
+                "NoError",
+                &["AN local.k8s.internal. 30 IN A 192.168.200.1"],
+            ),
+            (
+                "web.shop",
+                "A",
+                "NoError",
+                &["AN web.shop.k8s.internal. 10 IN A 192.168.200.2"],
+            ),
         ],
         Health::new(&all),
     );
     let web_first_two = [0b110u64];
     run(
         Family::Dual,
-        &[("web.shop", "AAAA", "NoError", &["AN web.shop.k8s.internal. 10 IN AAAA fd00::5"])],
+        &[(
+            "web.shop",
+            "AAAA",
+            "NoError",
+            &["AN web.shop.k8s.internal. 10 IN AAAA fd00::5"],
+        )],
         Health::new(&web_first_two),
     );
 }
@@ -430,7 +491,8 @@ fn deltas_applied_keep_the_digest_of_the_master() {
     new.nodes[0] = None; // worker-1 goes NotReady: node_drop
     new.nodes[3] = node("worker-4", Tier::Other, Some("192.168.200.4"), None); // node_set
     new.services.retain(|s| s.name != "gone"); // del
-    new.services.push(service("zoo", "new", true, &["_53._udp:30053"], &[3])); // set (add)
+    new.services
+        .push(service("zoo", "new", true, &["_53._udp:30053"], &[3])); // set (add)
     let svc = |s: &mut Snapshot, name: &str| -> usize {
         s.services.iter().position(|x| x.name == name).unwrap()
     };
@@ -448,9 +510,15 @@ fn deltas_applied_keep_the_digest_of_the_master() {
     // The old zone is untouched.
     assert_eq!(held_digest(&z), old.digest());
     let (m, _) = ask(&next, "local.k8s.internal", "A", Health::ALL_UP);
-    assert_eq!(common::render(&m), "AN local.k8s.internal. 30 IN A 192.168.200.2\n");
+    assert_eq!(
+        common::render(&m),
+        "AN local.k8s.internal. 30 IN A 192.168.200.2\n"
+    );
     let (m, _) = ask(&next, "new.k8s.internal", "A", Health::ALL_UP);
-    assert_eq!(common::render(&m), "AN new.k8s.internal. 10 IN A 192.168.200.4\n");
+    assert_eq!(
+        common::render(&m),
+        "AN new.k8s.internal. 10 IN A 192.168.200.4\n"
+    );
     let (m, _) = ask(&next, "gone.shop.k8s.internal", "A", Health::ALL_UP);
     assert_eq!(m.metadata.response_code.to_string(), "Non-Existent Domain");
     // And back: a delta applied to a zone made by a delta (garbage compacted on the way).
@@ -500,7 +568,10 @@ fn bad_deltas_are_refused_and_the_old_zone_stays() {
     let r = z.apply_delta(&mut next, GW, &wrong.encode().unwrap(), &mut work);
     assert!(matches!(r, Err(ZoneError::Decode(_))), "{r:?}");
     let text = r.unwrap_err().to_string();
-    assert!(text.starts_with("refused: hosts do not match the service at byte "), "{text}");
+    assert!(
+        text.starts_with("refused: hosts do not match the service at byte "),
+        "{text}"
+    );
     // Deleting a service that does not exist.
     let mut wrong = d.clone();
     wrong.del = vec![("shop".into(), "nothing".into())];
@@ -536,7 +607,253 @@ fn bad_deltas_are_refused_and_the_old_zone_stays() {
     // The held zone answered all along, and the good delta still applies.
     assert_eq!(held_digest(&z), old.digest());
     let (m, _) = ask(&z, "web.shop.k8s.internal", "A", Health::ALL_UP);
-    assert_eq!(common::render(&m), "AN web.shop.k8s.internal. 10 IN A 192.168.200.2\n");
+    assert_eq!(
+        common::render(&m),
+        "AN web.shop.k8s.internal. 10 IN A 192.168.200.2\n"
+    );
     let next = applied(&z, &d, &mut work, 1 << 16);
     assert_eq!(held_digest(&next), new.digest());
+}
+
+/// The synthetic zone of issue 11's scale (`agent/contract/tests/v2_common`), for `GW`.
+fn big(seed: u64) -> Snapshot {
+    let mut s = v2_common::snapshot(seed);
+    s.gateway = GW.into();
+    s
+}
+
+/// The port owner label of a service's first port: `_<label>._<proto>`.
+fn srv_owner(s: &Service) -> String {
+    let p = &s.ports[0];
+    format!(
+        "_{}._{}.{}.{}.k8s.internal",
+        p.label,
+        p.proto.as_str(),
+        s.name,
+        s.ns
+    )
+}
+
+/// Issue 11's scale: 5,000 services on 500 workers load from their encoded parts (in any
+/// order), the digest is the master's, a 500-host SRV set is answered whole over TCP and
+/// with TC over UDP, and the storage is measured.
+#[test]
+fn zone_of_5000_services_on_500_workers() {
+    let snap = big(11);
+    let parts = snap.encode().unwrap();
+    let heap = 1 << 20;
+    let t = std::time::Instant::now();
+    let z = load_parts(&parts, heap);
+    let load_time = t.elapsed();
+    let mut rev = parts.clone();
+    rev.reverse();
+    let z2 = load_parts(&rev, heap);
+    assert_eq!(held_digest(&z), snap.digest());
+    assert_eq!(held_digest(&z2), snap.digest());
+    assert_eq!(z.service_count(), 5000);
+    assert_eq!(z.slot_count(), 500);
+
+    let ds = snap
+        .services
+        .iter()
+        .find(|s| s.hosts.len() == 500)
+        .expect("a DaemonSet");
+    let name = srv_owner(ds);
+    // TCP: the whole set, priorities 0..499 in slot (nearness) order.
+    let (m, raw) = ask(&z, &name, "SRV", Health::ALL_UP);
+    assert_eq!(m.answers.len(), 500, "{name}");
+    for (i, r) in m.answers.iter().enumerate() {
+        let text = r.to_string();
+        let want_target = snap.nodes[i].as_ref().unwrap().name.as_str().to_string();
+        assert!(
+            text.contains(&format!(
+                " SRV {i} 0 {} {want_target}.k8s.internal.",
+                ds.ports[0].node_port
+            )),
+            "{text}"
+        );
+    }
+    assert_eq!(raw[2] & 0x02, 0, "no TC over TCP");
+    // UDP with EDNS: it does not fit: TC, no partial set.
+    let q = query(&name, "SRV", true);
+    let mut out = [0u8; 1232];
+    let n = answer_v2(Some(&*z), &q, &mut out, Transport::Udp, Health::ALL_UP).unwrap();
+    let m = Message::from_vec(&out[..n]).unwrap();
+    assert!(m.metadata.truncation);
+    assert_eq!(m.answers.len(), 0);
+
+    let fixed = std::mem::size_of::<Z>();
+    println!(
+        "v2 zone, 5,000 services x 500 workers ({} parts, {} bytes of JSON): heap {} bytes used, \
+         fixed tables {} bytes, zone total {} bytes; staging {} bytes + heap, work {} bytes; \
+         load {:?} (this build)",
+        parts.len(),
+        parts.iter().map(Vec::len).sum::<usize>(),
+        z.used(),
+        fixed,
+        fixed + z.used(),
+        std::mem::size_of::<Staging<Vec<u8>>>(),
+        std::mem::size_of::<Work>(),
+        load_time,
+    );
+    // The size a daemon plans for: two zones and a staging area in 4 MiB with room to spare.
+    assert!(3 * (fixed + z.used()) < 3 << 20, "three zones fit in 3 MiB");
+}
+
+/// Deltas on the big zone: each applied into the other zone (ping-pong), the digest kept
+/// item by item equals the master's after every step.
+#[test]
+fn deltas_on_the_big_zone_keep_the_digest() {
+    let mut snap = big(12);
+    let mut rng = sdwan_testsupport::Rng::new(99);
+    let mut z = load_parts(&snap.encode().unwrap(), 1 << 20);
+    let mut spare = Box::new(ZoneV2::new(vec![0u8; 1 << 20]));
+    let mut work = Box::new(Work::new());
+    for step in 0..20 {
+        let mut next = snap.clone();
+        next.version = Version(snap.version.0 + 1);
+        for _ in 0..1 + rng.below(5) {
+            let i = rng.below(next.services.len());
+            match rng.below(4) {
+                0 => {
+                    next.services.remove(i);
+                }
+                1 => next.services[i].hosts = v2_common::hosts(&mut rng, 500),
+                2 => {
+                    let h = &mut next.services[i].hosts;
+                    if h.len() > 1 {
+                        h.remove(rng.below(h.len()));
+                    }
+                }
+                _ => {
+                    let slot = rng.below(500);
+                    next.nodes[slot] = if next.nodes[slot].is_some() {
+                        None
+                    } else {
+                        snap.nodes[slot]
+                            .or(v2_common::nodes(&mut sdwan_testsupport::Rng::new(12))[slot])
+                    };
+                }
+            }
+        }
+        let d = Delta::between(&snap, &next).unwrap();
+        let msg = d.encode().unwrap();
+        assert_eq!(
+            z.apply_delta(&mut spare, GW, &msg, &mut work),
+            Ok(DeltaAction::Apply),
+            "step {step}"
+        );
+        std::mem::swap(&mut z, &mut spare);
+        assert_eq!(held_digest(&z), next.digest(), "step {step}");
+        assert_eq!(z.content_digest(&mut work), next.digest(), "step {step}");
+        snap = next;
+    }
+}
+
+/// A torn set of parts (a part of other content under the same version and digest) is
+/// refused at completion and the staging cleared; the zone in use stays. A part that fails
+/// decoding leaves the staging as it was; a part of the staged version with another digest
+/// is a conflict; a part seen twice is not staged twice.
+#[test]
+fn torn_parts_are_refused_and_the_old_zone_stays() {
+    let a = big(11);
+    let pa = a.encode().unwrap();
+    assert!(pa.len() >= 3);
+    let held = load_parts(&pa, 1 << 20);
+    let before = held.held();
+
+    let mut b = a.clone();
+    let last = b.services.len() - 1;
+    b.services[last].hosts = vec![0];
+    let pb = b.encode().unwrap();
+    assert_eq!(pb.len(), pa.len());
+    let hex = |d: sdwan_contract::v2::Digest| format!("\"digest\":\"{d}\"");
+    let torn_last = String::from_utf8(pb[pb.len() - 1].clone())
+        .unwrap()
+        .replace(&hex(b.digest()), &hex(a.digest()))
+        .into_bytes();
+
+    let mut st = Box::new(Staging::new(vec![0u8; 1 << 20]));
+    let mut work = Box::new(Work::new());
+    let newer = Some(sdwan_contract::v2::accept::Held {
+        version: Version(1),
+        digest: sdwan_contract::v2::Digest(7),
+    });
+    let k = pa.len();
+    for p in &pa[..k - 1] {
+        assert!(matches!(
+            st.part(GW, newer, p, &mut work),
+            Ok(PartStatus::Waiting(_))
+        ));
+    }
+    // Seen again: not staged twice.
+    assert_eq!(
+        st.part(GW, newer, &pa[0], &mut work),
+        Ok(PartStatus::Skipped(PartAction::Replay))
+    );
+    // B's part under its own digest: the staged version with another digest.
+    assert_eq!(
+        st.part(GW, newer, &pb[k - 1], &mut work),
+        Ok(PartStatus::Skipped(PartAction::Conflict))
+    );
+    // Broken bytes: refused whole, the staging keeps what it had.
+    let cut = &pa[k - 1][..pa[k - 1].len() / 2];
+    assert!(matches!(
+        st.part(GW, newer, cut, &mut work),
+        Err(ZoneError::Decode(_))
+    ));
+    // B's part dressed as A's: the whole does not sum to the digest.
+    assert_eq!(
+        st.part(GW, newer, &torn_last, &mut work),
+        Err(ZoneError::Assembly(
+            sdwan_contract::v2::accept::AssemblyError::DigestMismatch
+        ))
+    );
+    assert!(st.staging().is_none() && !st.is_complete());
+    let mut current = held;
+    assert!(!st.swap_into(&mut current));
+    assert_eq!(current.held(), before);
+    // All of A again: complete, and it swaps in.
+    for p in &pa {
+        st.part(GW, newer, p, &mut work).unwrap();
+    }
+    assert!(st.is_complete());
+    let mut fresh = Box::new(ZoneV2::new(vec![0u8; 1 << 20]));
+    assert!(st.swap_into(&mut fresh));
+    assert_eq!(fresh.held().unwrap().digest, a.digest());
+    // Another gateway's part is refused.
+    let r = st.part("gw-other", None, &pa[0], &mut work);
+    assert!(matches!(r, Err(ZoneError::Decode(_))), "{r:?}");
+}
+
+/// The v2 query path allocates nothing (the zone loaded before counting starts).
+#[test]
+fn answer_v2_does_not_allocate() {
+    let z = load(&small(Family::Dual));
+    let down = [1u64];
+    let names = [
+        ("local.k8s.internal", "A"),
+        ("_http._tcp.web.shop.k8s.internal", "SRV"),
+        ("hello-world.k8s.internal", "A"),
+        ("web.shop.k8s.internal", "AAAA"),
+        ("k8s.internal", "SOA"),
+        ("shop.k8s.internal", "A"),
+        ("nope.k8s.internal", "AAAA"),
+        ("example.org", "A"),
+    ];
+    let queries: Vec<Vec<u8>> = names.iter().map(|(n, t)| query(n, t, true)).collect();
+    let mut out = [0u8; 4096];
+    let mut total = 0;
+    count_this_thread(true);
+    for _ in 0..1000 {
+        for q in &queries {
+            for h in [Health::ALL_UP, Health::new(&down)] {
+                total += answer_v2(Some(&*z), q, &mut out, Transport::Udp, h).unwrap_or(0);
+                total += answer_v2(Some(&*z), q, &mut out, Transport::Tcp, h).unwrap_or(0);
+            }
+        }
+    }
+    count_this_thread(false);
+    assert!(total > 0);
+    assert_eq!(allocations(), 0, "allocations on the v2 query path");
 }
