@@ -345,6 +345,14 @@ fn parse_service(b: &[u8]) -> Option<(ServiceView<'_>, usize)> {
     ))
 }
 
+fn bit(on: bool, flag: u8) -> u8 {
+    if on {
+        flag
+    } else {
+        0
+    }
+}
+
 /// Bytes a node record takes.
 fn node_len(n: &Node) -> usize {
     23 + n.name.as_str().len()
@@ -405,7 +413,7 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
     fn write_node(&mut self, n: &Node) -> Result<u32, &'static str> {
         let at = self.push(node_len(n))?;
         let b = &mut self.heap.as_mut()[at..at + node_len(n)];
-        b[0] = u8::from(n.v4.is_some()) * nflag::V4 | u8::from(n.v6.is_some()) * nflag::V6;
+        b[0] = bit(n.v4.is_some(), nflag::V4) | bit(n.v6.is_some(), nflag::V6);
         b[1] = n.tier as u8;
         b[2..6].copy_from_slice(&n.v4.map_or([0; 4], |a| a.octets()));
         b[6..22].copy_from_slice(&n.v6.map_or([0; 16], |a| a.octets()));
@@ -419,7 +427,7 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
         let len = service_len(s);
         let at = self.push(len)?;
         let b = &mut self.heap.as_mut()[at..at + len];
-        b[0] = u8::from(s.short) * sflag::SHORT;
+        b[0] = bit(s.short, sflag::SHORT);
         let mut p = 1;
         for t in [s.ns.as_bytes(), s.name.as_bytes()] {
             b[p] = t.len() as u8;
@@ -568,7 +576,7 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
             .clone()
             .filter(usable)
             .find(|&s| !health.is_down(s))
-            .or_else(|| candidates.filter(usable).next())
+            .or_else(|| candidates.clone().find(usable))
     }
 
     /// The node `local` answers from.
@@ -609,9 +617,9 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
                 Family::Ipv4 => n.v4.is_some(),
                 Family::Ipv6 => n.v6.is_some(),
             };
-            let f = n.flags & (nflag::V4 | nflag::V6)
-                | u8::from(named) * nflag::NAMED
-                | u8::from(candidate) * nflag::CANDIDATE;
+            let f = (n.flags & (nflag::V4 | nflag::V6))
+                | bit(named, nflag::NAMED)
+                | bit(candidate, nflag::CANDIDATE);
             heap[off as usize] = f;
             self.names[n_names] = slot as u16;
             n_names += 1;
@@ -657,9 +665,9 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
                 }
             }
             let short = s.short();
-            let f = u8::from(short) * sflag::SHORT
-                | u8::from(cand) * sflag::HAS_CANDIDATE
-                | u8::from(srv) * sflag::HAS_SRV;
+            let f = bit(short, sflag::SHORT)
+                | bit(cand, sflag::HAS_CANDIDATE)
+                | bit(srv, sflag::HAS_SRV);
             self.heap.as_mut()[off] = f;
             if short && cand {
                 self.short[n_short] = off as u32;
