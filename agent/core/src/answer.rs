@@ -1,4 +1,6 @@
-//! The query path: `answer(zone, query, out, transport)`.
+//! The query path: `answer(zone, query, out, transport)`, and `answer_v2` for a payload v2
+//! zone ([`crate::v2zone`]: the same rules, the names and the pick of `docs/planning.md`,
+//! see `docs/agent.md`, "Payload v2 zones").
 //!
 //! One function from query bytes to response bytes, no I/O, no heap; the rules are those of
 //! issue 2 ("How it must answer"), summed up here:
@@ -67,10 +69,11 @@ pub fn answer<S: AsRef<[u8]>>(
     answer_in(zone, query, out, transport)
 }
 
-/// Answers `query` from the v2 zone `zone` into `out` (the same rules as [`answer`]; the
-/// names and the pick are those of `docs/payload-v2.md`, see [`crate::answer`]'s v2 notes
-/// in `docs/agent.md`). `health` marks the node slots the agent found unreachable: a name
-/// answers its nearest candidate that is not down, or its nearest when all are.
+/// Answers `query` from the v2 zone `zone` into `out`: the same rules as [`answer`], the
+/// names and the address policy of `docs/planning.md` ("The zone of a gateway"), SRV sets
+/// whole. `health` marks the node slots the agent found unreachable: a name answers its
+/// nearest candidate that is not down, or its nearest when all are (fail open). A zone
+/// that holds nothing is no zone (REFUSED).
 pub fn answer_v2<H: AsRef<[u8]> + AsMut<[u8]>>(
     zone: Option<&ZoneV2<H>>,
     query: &[u8],

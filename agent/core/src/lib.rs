@@ -9,7 +9,7 @@
 //!   parse and emit, name compression.
 //! - [`v2zone`]: the v2 zone (`docs/payload-v2.md`): assembled from snapshot parts, changed
 //!   by deltas into a copy, digest kept, held in caller-owned storage.
-//! - [`answer`]: `answer(zone, query, out, transport)`, the whole query path, and
+//! - [`mod@answer`]: `answer(zone, query, out, transport)`, the whole query path, and
 //!   `answer_v2(zone, query, out, transport, health)` for a v2 zone.
 //! - [`framing`]: DNS over TCP's length prefixes, reassembled from reads of any size.
 //!

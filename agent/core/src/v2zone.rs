@@ -25,7 +25,7 @@
 //! How a daemon uses it (two or three zones, swapped whole; readers never see a torn one):
 //! - parts: [`Staging::part`] into a staging zone; on [`PartStatus::Complete`] the staging
 //!   zone is whole, checked (node slots, order, names, digest recomputed from the stored
-//!   content) and can be swapped in ([`Staging::take`]);
+//!   content) and can be swapped in ([`Staging::swap_into`]);
 //! - deltas and tails: [`ZoneV2::apply_delta`] builds the next zone in a spare one from the
 //!   held zone, keeps the digest item by item (`Digest::without` / `with`) and accepts the
 //!   result only when it equals the delta's; on any error the spare is left empty and the
@@ -781,7 +781,7 @@ impl<'a> Health<'a> {
 pub enum PartStatus {
     /// Staged; this many parts are still missing.
     Waiting(usize),
-    /// The snapshot is whole and checked: [`Staging::take`] it and swap it in.
+    /// The snapshot is whole and checked: [`Staging::swap_into`] swaps it in.
     Complete,
     /// Not staged, as the acceptance rules say (`Ignore`, `Replay`: drop quietly;
     /// `Conflict`: report). A part already staged is `Replay` too.
@@ -1033,7 +1033,7 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> Staging<H> {
         self.parts
     }
 
-    /// Whether a whole snapshot waits to be taken.
+    /// Whether a whole snapshot waits to be swapped in.
     pub fn is_complete(&self) -> bool {
         self.complete
     }
