@@ -682,6 +682,38 @@ fn zone_of_5000_services_on_500_workers() {
     assert!(m.metadata.truncation);
     assert_eq!(m.answers.len(), 0);
 
+    // Timings (printed, not asserted): the 500-target SRV over TCP, and a delta (the
+    // DaemonSet loses a host) applied into a spare zone.
+    let q = query(&name, "SRV", false);
+    let mut out = vec![0u8; 65535];
+    let t = std::time::Instant::now();
+    for _ in 0..100 {
+        answer_v2(Some(&*z), &q, &mut out, Transport::Tcp, Health::ALL_UP).unwrap();
+    }
+    let srv_time = t.elapsed() / 100;
+    let mut next = snap.clone();
+    next.version = Version(snap.version.0 + 1);
+    let i = snap
+        .services
+        .iter()
+        .position(|s| s.hosts.len() == 500)
+        .unwrap();
+    next.services[i].hosts.remove(7);
+    let msg = Delta::between(&snap, &next).unwrap().encode().unwrap();
+    let mut spare = Box::new(ZoneV2::new(vec![0u8; heap]));
+    let mut work = Box::new(Work::new());
+    let t = std::time::Instant::now();
+    assert_eq!(
+        z.apply_delta(&mut spare, GW, &msg, &mut work),
+        Ok(DeltaAction::Apply)
+    );
+    let delta_time = t.elapsed();
+    assert_eq!(held_digest(&spare), next.digest());
+    println!(
+        "500-target SRV over TCP: {srv_time:?} per answer; a {}-byte delta applied in {delta_time:?}",
+        msg.len()
+    );
+
     let fixed = std::mem::size_of::<Z>();
     println!(
         "v2 zone, 5,000 services x 500 workers ({} parts, {} bytes of JSON): heap {} bytes used, \
