@@ -943,3 +943,31 @@ fn damaged_messages_never_panic_nor_change_the_held_zone() {
     }
     println!("{accepted} of 4000 damaged messages still made a whole zone");
 }
+
+/// A booting agent reads the snapshot and then the tail: the tail applies to the staged
+/// snapshot before anything is swapped in, and the result is the master's current content.
+#[test]
+fn tail_applies_to_the_staged_snapshot() {
+    let retained = big(13);
+    let mut current = retained.clone();
+    current.version = Version(retained.version.0 + 5);
+    current.services.remove(17);
+    current.services[100].hosts = vec![3, 4];
+    let tail = Delta::between(&retained, &current)
+        .unwrap()
+        .encode()
+        .unwrap();
+    let mut st = Box::new(Staging::new(vec![0u8; 1 << 20]));
+    let mut work = Box::new(Work::new());
+    for p in retained.encode().unwrap() {
+        st.part(GW, None, &p, &mut work).unwrap();
+    }
+    let staged = st.complete().expect("whole");
+    let mut zone = Box::new(ZoneV2::new(vec![0u8; 1 << 20]));
+    assert_eq!(
+        staged.apply_delta(&mut zone, GW, &tail, &mut work),
+        Ok(DeltaAction::Apply)
+    );
+    assert_eq!(zone.held().unwrap().version, current.version);
+    assert_eq!(held_digest(&zone), current.digest());
+}
