@@ -703,11 +703,13 @@ fn zone_of_5000_services_on_500_workers() {
     let mut spare = Box::new(ZoneV2::new(vec![0u8; heap]));
     let mut work = Box::new(Work::new());
     let t = std::time::Instant::now();
-    assert_eq!(
-        z.apply_delta(&mut spare, GW, &msg, &mut work),
-        Ok(DeltaAction::Apply)
-    );
-    let delta_time = t.elapsed();
+    for _ in 0..10 {
+        assert_eq!(
+            z.apply_delta(&mut spare, GW, &msg, &mut work),
+            Ok(DeltaAction::Apply)
+        );
+    }
+    let delta_time = t.elapsed() / 10;
     assert_eq!(held_digest(&spare), next.digest());
     println!(
         "500-target SRV over TCP: {srv_time:?} per answer; a {}-byte delta applied in {delta_time:?}",
