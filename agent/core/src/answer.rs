@@ -1,4 +1,6 @@
-//! The query path: `answer(zone, query, out, transport)`.
+//! The query path: `answer(zone, query, out, transport)`, and `answer_v2` for a payload v2
+//! zone ([`crate::v2zone`]: the same rules, the names and the pick of `docs/planning.md`,
+//! see `docs/agent.md`, "Payload v2 zones").
 //!
 //! One function from query bytes to response bytes, no I/O, no heap; the rules are those of
 //! issue 2 ("How it must answer"), summed up here:
@@ -29,6 +31,7 @@
 //!   belong to); SRV targets are written uncompressed (RFC 2782).
 
 use crate::payload::rel_to_key;
+use crate::v2zone::{Health, ZoneV2};
 use crate::wire::{self, flags, parse_opt, rcode, Error, Opt, Packet, Question, Writer};
 use crate::zone::{rtype, Entry, Found, Zone};
 
@@ -59,6 +62,58 @@ const OPT_LEN: usize = 11;
 /// With no zone loaded, every question gets REFUSED. `Err` means: send nothing.
 pub fn answer<S: AsRef<[u8]>>(
     zone: Option<&Zone<S>>,
+    query: &[u8],
+    out: &mut [u8],
+    transport: Transport,
+) -> Result<usize, wire::Error> {
+    answer_in(zone, query, out, transport)
+}
+
+/// Answers `query` from the v2 zone `zone` into `out`: the same rules as [`answer`], the
+/// names and the address policy of `docs/planning.md` ("The zone of a gateway"), SRV sets
+/// whole. `health` marks the node slots the agent found unreachable: a name answers its
+/// nearest candidate that is not down, or its nearest when all are (fail open). A zone
+/// that holds nothing is no zone (REFUSED).
+pub fn answer_v2<H: AsRef<[u8]> + AsMut<[u8]>>(
+    zone: Option<&ZoneV2<H>>,
+    query: &[u8],
+    out: &mut [u8],
+    transport: Transport,
+    health: Health<'_>,
+) -> Result<usize, wire::Error> {
+    let z = zone
+        .filter(|z| z.held().is_some())
+        .map(|zone| V2 { zone, health });
+    answer_in(z.as_ref(), query, out, transport)
+}
+
+/// What the front of the query path needs from a zone.
+trait Source {
+    fn origin_wire(&self) -> &[u8];
+    /// Writes the answer for the relative labels `rel` (wire form, the client's case) and
+    /// returns the rcode.
+    fn respond(&self, r: &mut Response<'_>, rel: &[u8], qtype: u16, origin_at: usize) -> u16;
+}
+
+impl<S: AsRef<[u8]>> Source for Zone<S> {
+    fn origin_wire(&self) -> &[u8] {
+        Zone::origin_wire(self)
+    }
+    fn respond(&self, r: &mut Response<'_>, rel: &[u8], qtype: u16, origin_at: usize) -> u16 {
+        let mut key = [0u8; 256];
+        match rel_labels_key(rel, &mut key) {
+            Some(n) => r.resolve(self, &key[..n], qtype, origin_at),
+            None => {
+                // A label with a byte no zone name has: no such name, nor anything below it.
+                r.soa_authority(self, origin_at);
+                rcode::NXDOMAIN
+            }
+        }
+    }
+}
+
+fn answer_in<Z: Source>(
+    zone: Option<&Z>,
     query: &[u8],
     out: &mut [u8],
     transport: Transport,
@@ -144,15 +199,7 @@ pub fn answer<S: AsRef<[u8]>>(
     }
     r.question(&q)?;
     let origin_at = wire::field::HEADER_END + k;
-    let mut key = [0u8; 256];
-    let code = match rel_labels_key(&qname[..k], &mut key) {
-        Some(n) => r.resolve(zone, &key[..n], q.qtype, origin_at),
-        None => {
-            // A label with a byte no zone name has: no such name, nor anything below it.
-            r.soa_authority(zone, origin_at);
-            rcode::NXDOMAIN
-        }
-    };
+    let code = zone.respond(&mut r, &qname[..k], q.qtype, origin_at);
     r.flags |= flags::AA;
     r.w.set_limit(full_limit);
     r.finish(code)
@@ -499,6 +546,17 @@ impl Response<'_> {
         origin_at: usize,
         ttl: u32,
     ) -> Result<(), Error> {
+        self.soa_with(origin_at, ttl, zone.serial(), zone.ttl())
+    }
+
+    /// The SOA record: `ttl` its TTL, `serial`, and `minimum` (the zone's TTL).
+    fn soa_with(
+        &mut self,
+        origin_at: usize,
+        ttl: u32,
+        serial: u32,
+        minimum: u32,
+    ) -> Result<(), Error> {
         let before = self.w.len();
         let r = (|| {
             let w = &mut self.w;
@@ -509,11 +567,11 @@ impl Response<'_> {
             w.u16(3 + 2 + 11 + 2 + 20)?;
             w.labels_then_pointer(b"\x02ns", origin_at)?;
             w.labels_then_pointer(b"\x0ahostmaster", origin_at)?;
-            w.u32(zone.serial())?;
+            w.u32(serial)?;
             w.u32(SOA_REFRESH)?;
             w.u32(SOA_RETRY)?;
             w.u32(SOA_EXPIRE)?;
-            w.u32(zone.ttl())
+            w.u32(minimum)
         })();
         if r.is_err() {
             self.w.truncate(before);
@@ -522,13 +580,17 @@ impl Response<'_> {
     }
 
     fn ns_record<S: AsRef<[u8]>>(&mut self, zone: &Zone<S>, origin_at: usize) -> Result<(), Error> {
+        self.ns_with(origin_at, zone.ttl())
+    }
+
+    fn ns_with(&mut self, origin_at: usize, ttl: u32) -> Result<(), Error> {
         let before = self.w.len();
         let r = (|| {
             let w = &mut self.w;
             w.pointer(origin_at)?;
             w.u16(rtype::NS)?;
             w.u16(CLASS_IN)?;
-            w.u32(zone.ttl())?;
+            w.u32(ttl)?;
             w.u16(5)?;
             w.labels_then_pointer(b"\x02ns", origin_at)
         })();
@@ -562,4 +624,294 @@ fn write_target(
         Some((_, rest)) => w.put(rest),
         None => w.put(&[0]),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The v2 zone (`docs/payload-v2.md`): names, the pick, SRV sets in full.
+
+/// TXT at the apex, as v1 zones carry it.
+const APEX_TXT: &[u8] = b"\x0fsdwan-discovery";
+
+/// A v2 zone and the health bitmap the pick reads.
+struct V2<'a, H> {
+    zone: &'a ZoneV2<H>,
+    health: Health<'a>,
+}
+
+/// What a v2 name is.
+enum Name2<'a> {
+    Apex,
+    /// Addresses of node `slot`, with TTL.
+    Node(u16, u32),
+    /// A name with no records but names below it.
+    EmptyNonTerminal,
+    /// The SRV set of a service's port: (service, port index).
+    Srv(crate::v2zone::ServiceView<'a>, usize),
+    NxDomain,
+}
+
+impl<H: AsRef<[u8]> + AsMut<[u8]>> V2<'_, H> {
+    /// Finds what the lower-case relative `labels` (innermost first) name.
+    fn name<'b>(&'b self, labels: &[&[u8]]) -> Name2<'b> {
+        let z = self.zone;
+        let Some(h) = z.header() else {
+            return Name2::NxDomain;
+        };
+        let (ttl, sttl) = (h.ttl, h.service_ttl);
+        match *labels {
+            [] => Name2::Apex,
+            [l] => {
+                if l == h.local.as_str().as_bytes() {
+                    if let Some(s) = z.pick_local(self.health) {
+                        return Name2::Node(s, ttl);
+                    }
+                }
+                if let Some(s) = z.lookup_node(l) {
+                    return Name2::Node(s, ttl);
+                }
+                if let Some(svc) = z.lookup_short(l) {
+                    if let Some(s) = z.pick(svc.hosts(), self.health) {
+                        return Name2::Node(s, sttl);
+                    }
+                }
+                if z.namespace_answers(l) {
+                    return Name2::EmptyNonTerminal;
+                }
+                Name2::NxDomain
+            }
+            [name, ns] => {
+                let pick = z
+                    .lookup_service(ns, name)
+                    .and_then(|svc| z.pick(svc.hosts(), self.health));
+                match pick {
+                    Some(s) => Name2::Node(s, sttl),
+                    None => Name2::NxDomain,
+                }
+            }
+            [proto, name, ns] => {
+                let has = z.lookup_service(ns, name).is_some_and(|svc| {
+                    svc.has_srv() && svc.ports().any(|p| proto_label(p.proto) == proto)
+                });
+                if has {
+                    Name2::EmptyNonTerminal
+                } else {
+                    Name2::NxDomain
+                }
+            }
+            [port, proto, name, ns] => {
+                let Some(svc) = z.lookup_service(ns, name).filter(|s| s.has_srv()) else {
+                    return Name2::NxDomain;
+                };
+                let at = port.strip_prefix(b"_").and_then(|label| {
+                    svc.ports()
+                        .position(|p| p.label == label && proto_label(p.proto) == proto)
+                });
+                match at {
+                    Some(i) => Name2::Srv(svc, i),
+                    None => Name2::NxDomain,
+                }
+            }
+            _ => Name2::NxDomain,
+        }
+    }
+}
+
+fn proto_label(p: sdwan_contract::v2::Proto) -> &'static [u8] {
+    match p {
+        sdwan_contract::v2::Proto::Tcp => b"_tcp",
+        sdwan_contract::v2::Proto::Udp => b"_udp",
+    }
+}
+
+impl<H: AsRef<[u8]> + AsMut<[u8]>> Source for V2<'_, H> {
+    fn origin_wire(&self) -> &[u8] {
+        self.zone.origin_wire()
+    }
+
+    fn respond(&self, r: &mut Response<'_>, rel: &[u8], qtype: u16, origin_at: usize) -> u16 {
+        let Some(h) = self.zone.header() else {
+            return rcode::REFUSED;
+        };
+        let (ttl, serial) = (h.ttl, self.zone.held().map_or(0, |x| x.version.0 as u32));
+        // Lower-case labels, innermost first; at most 4 name anything.
+        let mut buf = [0u8; 256];
+        let mut bounds = [(0usize, 0usize); 5];
+        let mut n = 0;
+        let mut p = 0;
+        let mut bad = false;
+        while p < rel.len() {
+            let l = usize::from(rel[p]);
+            let Some(label) = rel.get(p + 1..p + 1 + l) else {
+                bad = true;
+                break;
+            };
+            for (i, &c) in label.iter().enumerate() {
+                if !(c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+                    bad = true;
+                }
+                buf[p + 1 + i] = c.to_ascii_lowercase();
+            }
+            if n < bounds.len() {
+                bounds[n] = (p + 1, p + 1 + l);
+            }
+            n += 1;
+            p += 1 + l;
+        }
+        let name = if bad || n > 4 {
+            Name2::NxDomain
+        } else {
+            let mut labels: [&[u8]; 4] = [&[]; 4];
+            for (i, &(a, b)) in bounds[..n].iter().enumerate() {
+                labels[i] = &buf[a..b];
+            }
+            self.name(&labels[..n])
+        };
+        let negative = |r: &mut Response<'_>, code| {
+            if r.soa_with(origin_at, ttl, serial, ttl).is_err() {
+                r.flags |= flags::TC;
+            } else {
+                r.ns += 1;
+            }
+            code
+        };
+        let owner_at = wire::field::HEADER_END;
+        match name {
+            Name2::NxDomain => negative(r, rcode::NXDOMAIN),
+            Name2::EmptyNonTerminal => negative(r, rcode::NOERROR),
+            Name2::Apex => {
+                let res = match qtype {
+                    rtype::SOA | rtype::ANY => r.soa_with(origin_at, ttl, serial, ttl),
+                    rtype::NS => r.ns_with(origin_at, ttl),
+                    rtype::TXT => r.rr(owner_at, rtype::TXT, ttl, APEX_TXT),
+                    _ => return negative(r, rcode::NOERROR),
+                };
+                match res {
+                    Ok(()) => r.an += 1,
+                    Err(_) => r.flags |= flags::TC,
+                }
+                rcode::NOERROR
+            }
+            Name2::Node(slot, rttl) => {
+                let Some(node) = self.zone.node(slot) else {
+                    return negative(r, rcode::NOERROR);
+                };
+                let v4 = node.v4.filter(|_| h.family != Family::Ipv6);
+                let v6 = node.v6.filter(|_| h.family != Family::Ipv4);
+                let res = match (qtype, v4, v6) {
+                    (rtype::A | rtype::ANY, Some(a), _) => r.rr(owner_at, rtype::A, rttl, &a),
+                    (rtype::AAAA, _, Some(a)) | (rtype::ANY, None, Some(a)) => {
+                        r.rr(owner_at, rtype::AAAA, rttl, &a)
+                    }
+                    _ => return negative(r, rcode::NOERROR),
+                };
+                match res {
+                    Ok(()) => r.an += 1,
+                    Err(_) => r.flags |= flags::TC,
+                }
+                rcode::NOERROR
+            }
+            Name2::Srv(svc, port) => {
+                if qtype != rtype::SRV && qtype != rtype::ANY {
+                    return negative(r, rcode::NOERROR);
+                }
+                r.srv_set(self.zone, &svc, port, h.service_ttl, h.family, owner_at);
+                rcode::NOERROR
+            }
+        }
+    }
+}
+
+use sdwan_contract::v2::Family;
+
+impl Response<'_> {
+    /// One record with a compressed owner and plain rdata.
+    fn rr(&mut self, owner_at: usize, t: u16, ttl: u32, rdata: &[u8]) -> Result<(), Error> {
+        let before = self.w.len();
+        let r = (|| {
+            let w = &mut self.w;
+            w.pointer(owner_at)?;
+            w.u16(t)?;
+            w.u16(CLASS_IN)?;
+            w.u32(ttl)?;
+            w.u16(rdata.len() as u16)?;
+            w.put(rdata)
+        })();
+        if r.is_err() {
+            self.w.truncate(before);
+        }
+        r
+    }
+
+    /// A service port's whole SRV set (every named candidate host, nearest first, priority
+    /// its rank), all or nothing (TC), then the targets' addresses in the additional
+    /// section, as many whole RRsets as fit.
+    fn srv_set<H: AsRef<[u8]> + AsMut<[u8]>>(
+        &mut self,
+        zone: &ZoneV2<H>,
+        svc: &crate::v2zone::ServiceView<'_>,
+        port: usize,
+        ttl: u32,
+        family: Family,
+        owner_at: usize,
+    ) {
+        let Some(p) = svc.ports().nth(port) else {
+            return;
+        };
+        let origin = zone.origin_wire();
+        let targets = || {
+            svc.hosts()
+                .filter_map(|s| zone.node(s))
+                .filter(|n| n.named() && n.candidate())
+        };
+        let before = self.w.len();
+        let mut count = 0u16;
+        for (prio, n) in targets().enumerate() {
+            let res = (|| {
+                let w = &mut self.w;
+                w.pointer(owner_at)?;
+                w.u16(rtype::SRV)?;
+                w.u16(CLASS_IN)?;
+                w.u32(ttl)?;
+                w.u16((6 + 1 + n.name.len() + origin.len()) as u16)?;
+                w.u16(prio.min(usize::from(u16::MAX)) as u16)?;
+                w.u16(0)?;
+                w.u16(p.node_port)?;
+                w.put(&[n.name.len() as u8])?;
+                w.put(n.name)?;
+                w.put(origin)
+            })();
+            if res.is_err() {
+                self.w.truncate(before);
+                self.flags |= flags::TC;
+                return;
+            }
+            count = count.saturating_add(1);
+        }
+        self.an = self.an.saturating_add(count);
+        // Additional: each target's A and AAAA under the policy; the owner points at the
+        // target name in its SRV record (records have a known length).
+        let mut at = before;
+        for n in targets() {
+            let target_at = at + 2 + 10 + 6;
+            at = target_at + 1 + n.name.len() + origin.len();
+            let v4 = n.v4.filter(|_| family != Family::Ipv6);
+            let v6 = n.v6.filter(|_| family != Family::Ipv4);
+            if let Some(a) = v4 {
+                if self.rr(target_at, rtype::A, zone_ttl(zone), &a).is_err() {
+                    return;
+                }
+                self.ar += 1;
+            }
+            if let Some(a) = v6 {
+                if self.rr(target_at, rtype::AAAA, zone_ttl(zone), &a).is_err() {
+                    return;
+                }
+                self.ar += 1;
+            }
+        }
+    }
+}
+
+fn zone_ttl<H: AsRef<[u8]> + AsMut<[u8]>>(zone: &ZoneV2<H>) -> u32 {
+    zone.header().map_or(0, |h| h.ttl)
 }
