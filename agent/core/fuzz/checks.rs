@@ -141,13 +141,20 @@ pub fn payload_nesting(data: &[u8]) {
     let what = format!("{}, depth {depth}", PLACES[place]);
     if doc.len() > sdwan_agent_core::payload::MAX_PAYLOAD_BYTES {
         let e = got.expect_err(&what);
-        assert!(matches!(e.kind, PayloadErrorKind::TooLarge { .. }), "{what}: {e}");
+        assert!(
+            matches!(e.kind, PayloadErrorKind::TooLarge { .. }),
+            "{what}: {e}"
+        );
         return;
     }
     match (place, deepest > usize::from(MAX_DEPTH)) {
         (3, _) => {
             let e = got.expect_err(&what);
-            assert_eq!(e.kind, PayloadErrorKind::UnsupportedVersion(2), "{what}: {e}");
+            assert_eq!(
+                e.kind,
+                PayloadErrorKind::UnsupportedVersion(2),
+                "{what}: {e}"
+            );
         }
         (1, true) if !kind_of(0) => {
             // The record is wrapped in an object: its key `k` is an unknown field of record 0,
@@ -163,17 +170,27 @@ pub fn payload_nesting(data: &[u8]) {
             let PayloadErrorKind::Syntax { error, .. } = e.kind else {
                 panic!("{what}: {e}");
             };
-            assert_eq!(error.kind, sdwan_contract::json::ErrorKind::TooDeep, "{what}: {e}");
+            assert_eq!(
+                error.kind,
+                sdwan_contract::json::ErrorKind::TooDeep,
+                "{what}: {e}"
+            );
             assert!(
                 matches!(doc.as_bytes()[error.offset], b'[' | b'{'),
                 "{what}: offset {} is not a bracket",
                 error.offset
             );
-            assert!(e.to_string().contains("nested deeper than 3 levels"), "{what}: {e}");
+            assert!(
+                e.to_string().contains("nested deeper than 3 levels"),
+                "{what}: {e}"
+            );
         }
         (0, false) => {
             let e = got.expect_err(&what);
-            assert!(matches!(e.kind, PayloadErrorKind::UnknownField(_)), "{what}: {e}");
+            assert!(
+                matches!(e.kind, PayloadErrorKind::UnknownField(_)),
+                "{what}: {e}"
+            );
         }
         (4, false) if depth > 0 => {
             // An array, or an object with one unknown field: refused by the schema.
