@@ -3,12 +3,14 @@
 //! [`compile`] first passes the bytes through the checked door
 //! ([`sdwan_contract::json::check`] with [`json::ZONE_V1`]: size, RFC 8259 syntax, nesting at
 //! most 3 deep, no raw control characters in strings), so the recursive deserializer below
-//! never sees nesting an attacker chose (issue 12). It then reads the document twice with serde-json-core, without a heap and without
-//! holding the records: the first pass reads the header fields and counts the records, the
-//! second streams the records one by one (a `DeserializeSeed` over the array) and compiles each
-//! straight into the output buffer. The index is then sorted in place (heap sort) into DNS
-//! canonical order and the RRsets are checked (CNAME beside other data, duplicates, TTLs that
-//! differ inside an RRset, records per RRset). The output layout is described in [`crate::zone`].
+//! never sees nesting an attacker chose (issue 12). It then reads the document twice with
+//! serde-json-core, without a heap and without holding the records: the first pass reads the
+//! header fields and counts the records, the second streams the records one by one (a
+//! `DeserializeSeed` over the array) and compiles each straight into the output buffer. The
+//! index is then sorted in place (heap sort) into DNS canonical order and the RRsets are
+//! checked (CNAME beside other data, duplicates, TTLs that differ inside an RRset, records per
+//! RRset); last, CNAME chains are followed once each to refuse loops. The output layout is
+//! described in [`crate::zone`].
 
 use core::fmt;
 use core::net::{Ipv4Addr, Ipv6Addr};
