@@ -23,6 +23,29 @@ use core::fmt;
 /// The deepest nesting any door may allow (the size of the bit stack).
 pub const MAX_DEPTH: u16 = 128;
 
+/// The zone payload v1 door (`docs/payload.md`): the document, `records` and a record object
+/// are the whole schema, 3 deep, and unknown fields are refused anyway.
+pub const ZONE_V1: Limits = Limits {
+    max_bytes: 1024 * 1024,
+    max_depth: 3,
+};
+
+/// The proxy payload v1 door (`docs/payload-proxy.md`): the deepest path of the schema is
+/// `services[].ports[]` (5 levels); 3 more are spare for data fields a later master adds,
+/// which the agent ignores.
+pub const PROXY_V1: Limits = Limits {
+    max_bytes: 8 * 1024 * 1024,
+    max_depth: 8,
+};
+
+/// The status document door (agents' `.../status` topics, read by the master and tests): one
+/// flat object of at most a few kilobytes (an error text with a command's stderr); 3 levels
+/// spare for fields a later agent adds, which readers ignore.
+pub const STATUS: Limits = Limits {
+    max_bytes: 16 * 1024,
+    max_depth: 4,
+};
+
 /// What a door accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

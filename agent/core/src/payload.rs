@@ -1,22 +1,30 @@
 //! Zone payload v1: the JSON document the master publishes per gateway (`docs/payload.md`).
 //!
-//! [`compile`] reads the document twice with serde-json-core, without a heap and without
-//! holding the records: the first pass reads the header fields and counts the records, the
-//! second streams the records one by one (a `DeserializeSeed` over the array) and compiles each
-//! straight into the output buffer. The index is then sorted in place (heap sort) into DNS
-//! canonical order and the RRsets are checked (CNAME beside other data, duplicates, TTLs that
-//! differ inside an RRset, records per RRset). The output layout is described in [`crate::zone`].
+//! [`compile`] first passes the bytes through the checked door
+//! ([`sdwan_contract::json::check`] with [`json::ZONE_V1`]: size, RFC 8259 syntax, nesting at
+//! most 3 deep, no raw control characters in strings), so the recursive deserializer below
+//! never sees nesting an attacker chose (issue 12). It then reads the document twice with
+//! serde-json-core, without a heap and without holding the records: the first pass reads the
+//! header fields and counts the records, the second streams the records one by one (a
+//! `DeserializeSeed` over the array) and compiles each straight into the output buffer. The
+//! index is then sorted in place (heap sort) into DNS canonical order and the RRsets are
+//! checked (CNAME beside other data, duplicates, TTLs that differ inside an RRset, records per
+//! RRset); last, CNAME chains are followed once each to refuse loops. The output layout is
+//! described in [`crate::zone`].
 
 use core::fmt;
 use core::net::{Ipv4Addr, Ipv6Addr};
 use core::str::FromStr;
 
+use sdwan_contract::json;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::zone::{entry_order, parse_entry, rtype, Entry, HEADER_FIXED, MAGIC};
 
 /// Largest payload accepted, in bytes (1 MiB).
-pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+pub const MAX_PAYLOAD_BYTES: usize = json::ZONE_V1.max_bytes;
+/// Deepest nesting of arrays and objects accepted: the document, `records`, a record.
+pub const MAX_DEPTH: u16 = json::ZONE_V1.max_depth;
 /// Most records a payload may hold.
 pub const MAX_RECORDS: usize = 10_000;
 /// Most records in one RRset (same name and type).
@@ -107,6 +115,15 @@ pub enum PayloadErrorKind {
         /// What is wrong.
         what: &'static str,
     },
+    /// Refused at the door: not RFC 8259 JSON (including a raw control character in a string
+    /// and bytes that are not UTF-8), or nested deeper than [`MAX_DEPTH`]; `field` is the
+    /// field being read, or empty.
+    Syntax {
+        /// The field being read when the fault was found.
+        field: &'static str,
+        /// What is wrong, and the byte offset.
+        error: json::Error,
+    },
     /// `version` is not 1.
     UnsupportedVersion(u64),
     /// A field that the schema does not have (top level or in a record).
@@ -162,6 +179,12 @@ pub enum PayloadErrorKind {
     },
     /// More than [`MAX_RRSET`] records with this name and type.
     RrsetTooLarge,
+    /// Following CNAMEs from this record comes back to it after `steps` CNAMEs (a loop;
+    /// `steps` is 1 for a CNAME to its own name).
+    CnameLoop {
+        /// The length of the loop.
+        steps: u16,
+    },
     /// The output buffer is too small; [`compiled_size_bound`] gives a size that suffices.
     OutputTooSmall,
 }
@@ -176,6 +199,18 @@ impl fmt::Display for PayloadErrorKind {
             ),
             Json { field: "", what } => write!(f, "invalid JSON or schema: {what}"),
             Json { field, what } => write!(f, "field `{field}`: {what}"),
+            Syntax { field, error } if error.kind == json::ErrorKind::TooDeep => {
+                if !field.is_empty() {
+                    write!(f, "field `{field}`: ")?;
+                }
+                write!(
+                    f,
+                    "nested deeper than {MAX_DEPTH} levels of arrays and objects at byte {}",
+                    error.offset
+                )
+            }
+            Syntax { field: "", error } => write!(f, "invalid JSON: {error}"),
+            Syntax { field, error } => write!(f, "field `{field}`: {error}"),
             UnsupportedVersion(v) => {
                 write!(f, "unsupported version {v} (this agent reads version 1)")
             }
@@ -220,6 +255,11 @@ impl fmt::Display for PayloadErrorKind {
                 f,
                 "more than {MAX_RRSET} records with the same name and type"
             ),
+            CnameLoop { steps: 1 } => write!(f, "CNAME loop: the CNAME points to its own name"),
+            CnameLoop { steps } => write!(
+                f,
+                "CNAME loop: following the CNAMEs from here comes back after {steps} steps"
+            ),
             OutputTooSmall => write!(f, "output buffer too small for the compiled zone"),
         }
     }
@@ -253,6 +293,9 @@ pub const fn compiled_size_bound(payload_len: usize) -> usize {
 pub fn compile(payload: &[u8], out: &mut [u8]) -> Result<usize, PayloadError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(doc_err(PayloadErrorKind::TooLarge { len: payload.len() }));
+    }
+    if let Err(e) = json::check(payload, json::ZONE_V1) {
+        return Err(door_error(payload, e));
     }
     let mut unescape = [0u8; 512];
 
@@ -312,7 +355,38 @@ pub fn compile(payload: &[u8], out: &mut [u8]) -> Result<usize, PayloadError> {
     let index = &mut head[index_off..];
     heap_sort(index, entries, entries_off);
     check_rrsets(index, entries, entries_off)?;
+    check_cname_loops(index, entries, entries_off)?;
     Ok(total)
+}
+
+/// The error for a payload the door refused, placed like the parser's own errors: the bytes
+/// before the fault passed the door (so they nest within [`MAX_DEPTH`]) and are read with the
+/// header pass, which tells the record, the field and the version. An earlier schema error
+/// found there wins (as it would have without the door), then a version other than 1.
+fn door_error(payload: &[u8], e: json::Error) -> PayloadError {
+    if e.kind == json::ErrorKind::TooLarge {
+        return doc_err(PayloadErrorKind::TooLarge { len: payload.len() });
+    }
+    let mut unescape = [0u8; 512];
+    let mut ctx = Ctx::new(None);
+    let mut header = Header::default();
+    let before = &payload[..e.offset.min(payload.len())];
+    if let Err(early) = run(before, &mut unescape, &mut ctx, Some(&mut header)) {
+        if !matches!(early.kind, PayloadErrorKind::Json { .. }) {
+            return early;
+        }
+    }
+    match header.version {
+        Some(v) if v != 1 => doc_err(PayloadErrorKind::UnsupportedVersion(v)),
+        _ => PayloadError {
+            record: ctx.record,
+            name: ctx.name,
+            kind: PayloadErrorKind::Syntax {
+                field: ctx.field,
+                error: e,
+            },
+        },
+    }
 }
 
 fn doc_err(kind: PayloadErrorKind) -> PayloadError {
@@ -345,7 +419,11 @@ fn run(
         record: ctx.record,
         name: ctx.name,
         kind: PayloadErrorKind::Json {
-            field: ctx.field,
+            field: if ctx.field.is_empty() && ctx.record.is_none() {
+                ctx.after
+            } else {
+                ctx.field
+            },
             what: json_what(&e),
         },
     })
@@ -387,6 +465,9 @@ struct Ctx<'o> {
     name: Text,
     /// The field being read.
     field: &'static str,
+    /// The top-level field read last: the parser finds a fault right after a value (`1.5`
+    /// where an integer was read) only at the next token.
+    after: &'static str,
     /// Pass 2 only.
     compiler: Option<Compiler<'o>>,
 }
@@ -398,6 +479,7 @@ impl<'o> Ctx<'o> {
             record: None,
             name: Text::EMPTY,
             field: "",
+            after: "",
             compiler,
         }
     }
@@ -636,6 +718,8 @@ impl<'de> Visitor<'de> for DocVisitor<'_, '_, '_> {
             let name = match key {
                 Key::Known(n) => n,
                 Key::Unknown(t) => {
+                    ctx.field = "";
+                    ctx.after = "";
                     if let Some(h) = header.as_deref_mut() {
                         h.unknown.get_or_insert(t);
                     }
@@ -679,6 +763,8 @@ impl<'de> Visitor<'de> for DocVisitor<'_, '_, '_> {
                     }
                 }
             }
+            ctx.after = name;
+            ctx.field = "";
         }
         Ok(())
     }
@@ -1041,13 +1127,34 @@ impl Compiler<'_> {
     }
 }
 
-fn slot(index: &[u8], i: usize) -> usize {
+/// The two top bits of an index slot: free while the offsets stay below 1 GiB (a payload is
+/// at most 1 MiB), so [`check_cname_loops`] keeps its per-record marks there.
+const MARKS: u32 = 0xc000_0000;
+/// Mark: on the CNAME chain being walked.
+const ON_PATH: u32 = 0x4000_0000;
+/// Mark: the chain from here was walked and ends outside the CNAMEs.
+const DONE: u32 = 0x8000_0000;
+
+fn raw_slot(index: &[u8], i: usize) -> u32 {
     u32::from_be_bytes([
         index[4 * i],
         index[4 * i + 1],
         index[4 * i + 2],
         index[4 * i + 3],
-    ]) as usize
+    ])
+}
+
+fn slot(index: &[u8], i: usize) -> usize {
+    (raw_slot(index, i) & !MARKS) as usize
+}
+
+fn mark(index: &[u8], i: usize) -> u32 {
+    raw_slot(index, i) & MARKS
+}
+
+fn set_mark(index: &mut [u8], i: usize, m: u32) {
+    let v = raw_slot(index, i) & !MARKS | m;
+    index[4 * i..4 * i + 4].copy_from_slice(&v.to_be_bytes());
 }
 
 fn entry_at(entries: &[u8], base: usize, off: usize) -> Entry<'_> {
@@ -1170,6 +1277,93 @@ fn check_rrsets(index: &[u8], entries: &[u8], base: usize) -> Result<(), Payload
         name_start = name_end;
     }
     Ok(())
+}
+
+/// The index of the CNAME that the CNAME at index `i` points to, if its target is a name in
+/// the zone that has a CNAME (after [`check_rrsets`] such a name has no other record).
+fn cname_next(index: &[u8], entries: &[u8], base: usize, i: usize) -> Option<usize> {
+    let at = |i: usize| entry_at(entries, base, slot(index, i));
+    let e = at(i);
+    // Target: flag 1 (in the zone), relative labels, 0.
+    let (&inside, rel) = e.rdata.split_first()?;
+    if inside != 1 {
+        return None;
+    }
+    let rel = &rel[..rel.len().checked_sub(1)?];
+    let mut key = [0u8; 256];
+    let klen = rel_to_key(rel, &mut key)?;
+    let key = &key[..klen];
+    let (mut lo, mut hi) = (0, index.len() / 4);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if at(mid).key < key {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo < index.len() / 4 && at(lo).key == key && at(lo).rtype == rtype::CNAME).then_some(lo)
+}
+
+/// Refuses a CNAME chain that loops (issue 12): the answer path would follow it to its step
+/// limit and repeat the same records. A name has at most one CNAME, so each CNAME has at most
+/// one successor; every chain is walked once, marking its records as on the path and then as
+/// done, so the work is linear in the records (times a binary search), without recursion and
+/// without a heap (the marks live in the index slots and are cleared before returning).
+fn check_cname_loops(index: &mut [u8], entries: &[u8], base: usize) -> Result<(), PayloadError> {
+    let n = index.len() / 4;
+    let mut found = None;
+    'starts: for start in 0..n {
+        if mark(index, start) != 0
+            || entry_at(entries, base, slot(index, start)).rtype != rtype::CNAME
+        {
+            continue;
+        }
+        let mut cur = start;
+        loop {
+            set_mark(index, cur, ON_PATH);
+            match cname_next(index, entries, base, cur) {
+                Some(next) if mark(index, next) == ON_PATH => {
+                    found = Some(next);
+                    break 'starts;
+                }
+                Some(next) if mark(index, next) == 0 => cur = next,
+                _ => break,
+            }
+        }
+        let mut cur = start;
+        while mark(index, cur) == ON_PATH {
+            set_mark(index, cur, DONE);
+            match cname_next(index, entries, base, cur) {
+                Some(next) => cur = next,
+                None => break,
+            }
+        }
+    }
+    let result = match found {
+        None => Ok(()),
+        Some(first) => {
+            let mut steps: u16 = 1;
+            let mut cur = first;
+            while let Some(next) = cname_next(index, entries, base, cur) {
+                if next == first || steps as usize >= n {
+                    break;
+                }
+                steps += 1;
+                cur = next;
+            }
+            let e = entry_at(entries, base, slot(index, first));
+            Err(PayloadError {
+                record: Some(e.source),
+                name: key_to_text(e.key),
+                kind: PayloadErrorKind::CnameLoop { steps },
+            })
+        }
+    };
+    for i in 0..n {
+        set_mark(index, i, 0);
+    }
+    result
 }
 
 /// Exact rdata equality, names compared case-insensitively (TXT exactly).

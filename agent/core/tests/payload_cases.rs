@@ -46,6 +46,27 @@ struct Gen {
     long_name: Option<usize>,
     /// A payload padded with spaces to that many bytes.
     bytes: Option<usize>,
+    /// Nesting that many arrays (`open = "["`) or objects (`"{"`) deep, `at` one of
+    /// `unknown_field`, `records_v2` (records of a version 2 document), `records_first`
+    /// (records before the version), `data` (a record's data).
+    nest: Option<usize>,
+    at: Option<String>,
+    open: Option<String>,
+    /// A chain of that many CNAMEs `c0 -> c1 -> ...`; the last points back to `c0` when
+    /// `cname_loops`, else to an A record `end`.
+    cname_chain: Option<usize>,
+    cname_loops: Option<bool>,
+}
+
+/// `n` levels of `open`, empty inside and closed again.
+fn nested(n: usize, open: &str) -> String {
+    let (one, close) = match open {
+        "[" => ("[", "]"),
+        "{" => ("{\"a\":", "}"),
+        _ => panic!("open is [ or {{"),
+    };
+    let inner = if open == "[" { "" } else { "1" };
+    format!("{}{inner}{}", one.repeat(n), close.repeat(n))
 }
 
 fn doc(records: &[String]) -> String {
@@ -88,6 +109,39 @@ impl Gen {
                 r#"{{"name": "{}", "type": "A", "data": "10.0.0.1"}}"#,
                 &name[..n.min(name.len())]
             )]);
+        }
+        if let Some(n) = self.nest {
+            let v = nested(n, self.open.as_deref().unwrap_or("["));
+            let head = r#""serial": 1, "gateway": "g", "origin": "k.s", "ttl": 1"#;
+            return match self.at.as_deref().unwrap_or("") {
+                "unknown_field" => {
+                    format!(r#"{{"version": 1, {head}, "records": [], "extra": {v}}}"#)
+                }
+                "records_v2" => format!(r#"{{"version": 2, {head}, "records": [{v}]}}"#),
+                "records_first" => format!(r#"{{"records": [{v}], "version": 1, {head}}}"#),
+                "data" => format!(
+                    r#"{{"version": 1, {head}, "records": [{{"name": "a", "type": "A", "data": {v}}}]}}"#
+                ),
+                at => panic!("unknown nest place {at:?}"),
+            };
+        }
+        if let Some(n) = self.cname_chain {
+            let mut r: Vec<String> = (0..n)
+                .map(|i| {
+                    format!(
+                        r#"{{"name": "c{i}", "type": "CNAME", "data": "c{}"}}"#,
+                        i + 1
+                    )
+                })
+                .collect();
+            if self.cname_loops == Some(true) {
+                r[n - 1] = format!(r#"{{"name": "c{}", "type": "CNAME", "data": "c0"}}"#, n - 1);
+            } else {
+                r.push(format!(
+                    r#"{{"name": "c{n}", "type": "A", "data": "10.0.0.1"}}"#
+                ));
+            }
+            return doc(&r);
         }
         if let Some(n) = self.bytes {
             let d = doc(&[]);

@@ -9,7 +9,10 @@ mod checks;
 use sdwan_testsupport::fuzz::{check_fuzz_inputs, Check};
 use std::path::Path;
 
-const TARGETS: &[(&str, Check)] = &[("tcp_frames", checks::tcp_frames)];
+const TARGETS: &[(&str, Check)] = &[
+    ("tcp_frames", checks::tcp_frames),
+    ("payload_nesting", checks::payload_nesting),
+];
 
 #[test]
 fn fuzz_inputs_pass_the_fuzz_checks() {

@@ -16,6 +16,9 @@ pub const DEFAULT_TOPIC_PREFIX: &str = "sdwan/v1/default";
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on concurrent TCP connections, over all listen addresses.
 pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 64;
+/// Largest config file read, in bytes: a config file has a few dozen lines; a bigger one
+/// (or `/dev/zero`) is refused before it is read into memory.
+pub const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
 /// Every setting of the agent. `None` means "not given".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,11 +263,22 @@ impl Config {
 
     /// Reads a config file: `key = value` lines, `#` comments, blank lines. A value may be
     /// wrapped in double quotes (which are removed). Keys as in [`KEYS`]; `listen` may repeat.
+    /// At most [`MAX_CONFIG_BYTES`] are read.
     pub fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        use std::io::Read as _;
+        let err = |error: String| ConfigError::Read {
             path: path.to_path_buf(),
-            error: e.to_string(),
-        })?;
+            error,
+        };
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
+            .map_err(|e| err(e.to_string()))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(err(format!(
+                "larger than {MAX_CONFIG_BYTES} bytes (a config file holds a few dozen lines)"
+            )));
+        }
         self.apply_file_text(&path.display().to_string(), &text)
     }
 
@@ -333,6 +347,27 @@ mod tests {
             Some("nginx -t -c /etc/nginx/nginx.conf")
         );
         assert_eq!(c.tcp_idle_timeout, Duration::from_secs(5));
+    }
+
+    /// Issue 12: every file the agent reads has a bounded size; a huge or endless config file
+    /// is a clear error, not an out-of-memory.
+    #[test]
+    fn oversized_config_file_is_refused_with_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("sdwan-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.conf");
+        let line = "# comment\n".repeat(MAX_CONFIG_BYTES as usize / 10 + 1);
+        std::fs::write(&big, &line).unwrap();
+        let e = Config::default().read_file(&big).unwrap_err().to_string();
+        assert!(e.contains("big.conf: larger than 65536 bytes"), "{e}");
+        std::fs::write(&big, &line[..MAX_CONFIG_BYTES as usize]).unwrap();
+        Config::default().read_file(&big).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = Config::default()
+            .read_file(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/dev/zero"), "{e}");
     }
 
     #[test]

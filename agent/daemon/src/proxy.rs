@@ -28,6 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
+use sdwan_contract::json;
 use serde::Deserialize;
 
 use crate::persist;
@@ -40,7 +41,7 @@ pub const FILES: [&str; 2] = ["sdwan.conf", "help.html"];
 /// page, so most payloads on a busy cluster cost a worker no reload.
 pub const SERVED_FROM_DISK: [&str; 1] = ["help.html"];
 /// Largest proxy payload accepted, in bytes.
-pub const MAX_PAYLOAD: usize = 8 * 1024 * 1024;
+pub const MAX_PAYLOAD: usize = json::PROXY_V1.max_bytes;
 /// Largest single file accepted, in bytes.
 pub const MAX_FILE: usize = 4 * 1024 * 1024;
 /// The serial of the files in place, kept in the proxy directory.
@@ -169,12 +170,19 @@ pub fn decide(payload: &[u8], node_id: &str, dir: &Path, in_use: Option<u32>) ->
     if payload.len() > MAX_PAYLOAD {
         return reject(Rejection::TooLarge(payload.len()));
     }
-    // JSON is UTF-8 throughout; serde_json would skip bad bytes inside ignored fields unchecked.
-    let payload = match std::str::from_utf8(payload) {
-        Ok(text) => text,
-        Err(e) => return reject(Rejection::Invalid(format!("not UTF-8: {e}"))),
-    };
-    let p: Payload = match serde_json::from_str(payload) {
+    // The checked door (issue 12): RFC 8259 (so UTF-8 throughout, which serde_json does not
+    // check inside ignored fields), nesting within the schema's depth, before serde_json.
+    if let Err(e) = json::check(payload, json::PROXY_V1) {
+        return reject(Rejection::Invalid(match e.kind {
+            json::ErrorKind::TooDeep => format!(
+                "nested deeper than {} levels of arrays and objects at byte {}",
+                json::PROXY_V1.max_depth,
+                e.offset
+            ),
+            _ => format!("not JSON: {e}"),
+        }));
+    }
+    let p: Payload = match serde_json::from_slice(payload) {
         Ok(p) => p,
         Err(e) => return reject(Rejection::Invalid(e.to_string())),
     };

@@ -5,12 +5,16 @@
 //! payload was applied). The last will is the same document with `"state":"offline"`.
 //!
 //! [`Status::to_json`] is a hand-written emitter (no serde_json in the agent binary);
-//! [`Status::from_json`] parses with serde-json-core; the type also derives serde's
-//! `Deserialize`, so the master can use serde_json if it prefers. Unknown fields are ignored
-//! when parsing, so later agents may add some.
+//! [`Status::from_json`] parses with serde-json-core, behind the checked door
+//! ([`sdwan_contract::json::STATUS`]: at most 16 KiB, 4 levels of nesting, RFC 8259): any
+//! gateway may publish on its own status topic, and the master reads it (issue 12: a retained
+//! document nested 200,000 deep overflowed the master's stack at every start). The type also
+//! derives serde's `Deserialize`. Unknown fields are ignored when parsing, so later agents may
+//! add some (within the door's depth).
 
 use std::fmt::Write as _;
 
+use sdwan_contract::json;
 use serde::Deserialize;
 
 /// Whether the agent is connected.
@@ -106,8 +110,24 @@ impl Status {
         s
     }
 
-    /// Parses a status document.
+    /// Parses a status document; refuses one above [`json::STATUS`] (size or depth) or not
+    /// RFC 8259 JSON before any parser recurses into it.
     pub fn from_json(bytes: &[u8]) -> Result<Status, BadStatus> {
+        json::check(bytes, json::STATUS).map_err(|e| {
+            BadStatus(match e.kind {
+                json::ErrorKind::TooLarge => format!(
+                    "{} bytes, the limit is {}",
+                    bytes.len(),
+                    json::STATUS.max_bytes
+                ),
+                json::ErrorKind::TooDeep => format!(
+                    "nested deeper than {} levels of arrays and objects at byte {}",
+                    json::STATUS.max_depth,
+                    e.offset
+                ),
+                _ => format!("invalid JSON: {e}"),
+            })
+        })?;
         let mut scratch = vec![0u8; bytes.len()];
         let (status, _) = serde_json_core::from_slice_escaped::<Status>(bytes, &mut scratch)
             .map_err(|e| BadStatus(e.to_string()))?;
@@ -184,5 +204,51 @@ mod tests {
         assert_eq!(s.state, State::Offline);
         assert!(Status::from_json(b"{\"state\":\"sleepy\"}").is_err());
         assert!(Status::from_json(b"not json").is_err());
+    }
+
+    /// Issue 12: any gateway may publish its own status, and serde-json-core skips unknown
+    /// fields by recursion; 200,000 levels (400 KB) overflowed the master's stack. Refused at
+    /// the door now, in one pass, whatever the container kind and wherever it sits.
+    #[test]
+    fn deeply_nested_status_is_refused_without_recursion() {
+        let valid = r#"{"state":"online","serial":1,"error":null,"version":"0.1.0""#;
+        for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+            for depth in [5, 200_000] {
+                let doc = format!(
+                    "{valid},\"x\":{}1{}}}",
+                    open.repeat(depth),
+                    close.repeat(depth)
+                );
+                let e = Status::from_json(doc.as_bytes()).unwrap_err().to_string();
+                if depth > 100 {
+                    assert!(e.contains("bytes, the limit is 16384"), "{e}");
+                } else {
+                    assert!(e.contains("nested deeper than 4 levels"), "{e}");
+                }
+            }
+        }
+        // Within the size limit: refused for its depth.
+        let doc = format!("{valid},\"x\":{}1{}}}", "[".repeat(8000), "]".repeat(8000));
+        let e = Status::from_json(doc.as_bytes()).unwrap_err().to_string();
+        assert!(
+            e.contains("nested deeper than 4 levels of arrays and objects at byte 67"),
+            "{e}"
+        );
+        // Three levels inside the document are fine (fields a later agent may add).
+        let doc = format!("{valid},\"x\":[{{\"y\":[1]}}]}}");
+        assert_eq!(Status::from_json(doc.as_bytes()).unwrap().serial, Some(1));
+    }
+
+    #[test]
+    fn raw_control_character_in_a_status_string_is_refused() {
+        let e = Status::from_json(
+            b"{\"state\":\"online\",\"serial\":1,\"error\":\"a\nb\",\"version\":\"1\"}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("raw control character in a string at byte 39"),
+            "{e}"
+        );
     }
 }

@@ -139,14 +139,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     started: impl FnOnce(&Running),
 ) -> Result<(), Error> {
-    let text = std::fs::read_to_string(&args.topology).map_err(|source| Error::Read {
-        path: args.topology.clone(),
-        source,
-    })?;
-    let topology = sdwan_plan::Topology::from_toml(&text).map_err(|source| Error::Topology {
-        path: args.topology.clone(),
-        source,
-    })?;
+    let topology = offline::load_topology(&args.topology)?;
     let topics = Topics::new(&args.topic_prefix).map_err(Error::Link)?;
     let static_snapshot = if args.cluster_files.is_empty() {
         None

@@ -7,14 +7,25 @@ use sdwan_plan::{Snapshot, Topology};
 use crate::cli::PlanArgs;
 use crate::Error;
 
+/// Reads at most `max + 1` bytes of `path` (what is beyond the limit need not be read to
+/// refuse the file, and `/dev/zero` must not fill the memory).
+fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>, Error> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max as u64 + 1).read_to_end(&mut bytes))
+        .map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(bytes)
+}
+
 /// Reads and merges `kubectl get nodes,services,endpointslices -A -o json` dumps.
 pub fn load_cluster(files: &[PathBuf]) -> Result<Snapshot, Error> {
     let mut snap = Snapshot::new();
     for f in files {
-        let bytes = std::fs::read(f).map_err(|source| Error::Read {
-            path: f.clone(),
-            source,
-        })?;
+        let bytes = read_bounded(f, sdwan_plan::snapshot::CLUSTER_FILE.max_bytes)?;
         snap.merge_kubectl_json(&bytes)
             .map_err(|source| Error::Cluster {
                 path: f.clone(),
@@ -26,9 +37,10 @@ pub fn load_cluster(files: &[PathBuf]) -> Result<Snapshot, Error> {
 
 /// Reads the topology file.
 pub fn load_topology(path: &Path) -> Result<Topology, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+    let bytes = read_bounded(path, sdwan_plan::topology::MAX_TOPOLOGY_BYTES)?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::Read {
         path: path.to_path_buf(),
-        source,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
     })?;
     Topology::from_toml(&text).map_err(|source| Error::Topology {
         path: path.to_path_buf(),

@@ -13,6 +13,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sdwan_contract::json;
 
 /// Label naming a node's zone.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
@@ -166,6 +167,14 @@ impl fmt::Display for InputError {
 }
 
 impl std::error::Error for InputError {}
+
+/// The door of `kubectl get -o json` dumps (issue 12): at most 1 GiB; 64 levels of nesting
+/// (a List, an object, `metadata.managedFields[].fieldsV1` mirroring the object's own paths
+/// stays well within it; serde_json would stop at 128 with an error of its own).
+pub const CLUSTER_FILE: json::Limits = json::Limits {
+    max_bytes: 1 << 30,
+    max_depth: 64,
+};
 
 /// What planning knows about the cluster.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -464,7 +473,24 @@ impl Snapshot {
 
     /// As [`Snapshot::from_kubectl_json`], adding to (and replacing objects in) this snapshot.
     /// Strict: the first bad object or field is an error and nothing is merged.
+    /// The bytes pass the checked door first ([`CLUSTER_FILE`]: size, depth, RFC 8259).
     pub fn merge_kubectl_json(&mut self, bytes: &[u8]) -> Result<(), InputError> {
+        json::check(bytes, CLUSTER_FILE).map_err(|e| InputError {
+            object: "document".into(),
+            field: String::new(),
+            kind: InputErrorKind::NotJson(match e.kind {
+                json::ErrorKind::TooLarge => format!(
+                    "{} bytes, the limit is {}",
+                    bytes.len(),
+                    CLUSTER_FILE.max_bytes
+                ),
+                json::ErrorKind::TooDeep => format!(
+                    "nested deeper than {} levels of arrays and objects at byte {}",
+                    CLUSTER_FILE.max_depth, e.offset
+                ),
+                _ => e.to_string(),
+            }),
+        })?;
         let doc: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| InputError {
             object: "document".into(),
             field: String::new(),

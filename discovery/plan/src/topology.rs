@@ -21,6 +21,9 @@ pub const DEFAULT_EXCLUDED_NAMESPACES: [&str; 4] = [
 pub const MAX_GATEWAY_ID: usize = 64;
 /// Largest TTL a payload may carry.
 pub const MAX_TTL: u32 = 2_147_483_647;
+/// Largest topology file, in bytes (16 MiB: about 100,000 gateways with a few `near` nodes
+/// each). toml's parser bounds nesting itself (80 levels of arrays and inline tables).
+pub const MAX_TOPOLOGY_BYTES: usize = 16 * 1024 * 1024;
 
 /// The whole topology.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +227,16 @@ pub fn valid_gateway_id(id: &str) -> bool {
 impl Topology {
     /// Parses and validates a topology file.
     pub fn from_toml(text: &str) -> Result<Topology, TopologyError> {
+        if text.len() > MAX_TOPOLOGY_BYTES {
+            return Err(TopologyError {
+                line: None,
+                field: String::new(),
+                kind: TopologyErrorKind::Syntax(format!(
+                    "the file is {} bytes, the limit is {MAX_TOPOLOGY_BYTES}",
+                    text.len()
+                )),
+            });
+        }
         let file: File = toml::from_str(text).map_err(|e| TopologyError {
             line: e.span().map(|s| line_of(text, s.start)),
             field: String::new(),

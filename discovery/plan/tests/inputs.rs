@@ -120,3 +120,64 @@ fn merging_files_adds_and_replaces() {
         .is_err());
     assert_eq!(s, before);
 }
+
+/// Issue 12: every door of the master refuses nesting it did not ask for with a clear error,
+/// never a stack overflow: the topology file (toml's parser stops at its own recursion limit;
+/// dotted keys and table headers of any length too) and the cluster file (the checked door,
+/// 64 levels, before serde_json).
+#[test]
+fn deeply_nested_inputs_are_a_clear_error() {
+    const N: usize = 100_000;
+    let arrays = format!("{}1{}", "[".repeat(N), "]".repeat(N));
+    let tables = format!("{}1{}", "{a=".repeat(N), "}".repeat(N));
+    let dotted = vec!["a"; N].join(".");
+    // (case, topology text)
+    let topologies = [
+        ("arrays", format!("exclude_namespaces = {arrays}\n")),
+        (
+            "arrays in a gateway",
+            format!("[[gateway]]\nid = \"g\"\nnear = {arrays}\n"),
+        ),
+        ("inline tables", format!("proxy = {tables}\n")),
+        ("dotted key", format!("{dotted} = 1\n")),
+        ("table header", format!("[{dotted}]\n")),
+        ("array of tables header", format!("[[{dotted}]]\n")),
+    ];
+    for (case, text) in &topologies {
+        let e = Topology::from_toml(text).unwrap_err().to_string();
+        assert!(e.starts_with("topology: "), "{case}: {e}");
+    }
+    let e = Topology::from_toml(&" ".repeat(sdwan_plan::topology::MAX_TOPOLOGY_BYTES + 1))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bytes, the limit is"), "{e}");
+
+    // (case, cluster document, error text)
+    let deep = format!("{}1{}", "[".repeat(1_000_000), "]".repeat(1_000_000));
+    let list = |item: &str| format!(r#"{{"apiVersion":"v1","kind":"List","items":[{item}]}}"#);
+    let docs = [
+        (
+            "an annotation 1,000,000 arrays deep",
+            list(&format!(
+                r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"n","annotations":{{"x":{deep}}}}}}}"#
+            )),
+            "document: not JSON: nested deeper than 64 levels of arrays and objects at byte 176",
+        ),
+        (
+            "objects 65 deep",
+            format!("{}1{}", "{\"a\":".repeat(65), "}".repeat(65)),
+            "document: not JSON: nested deeper than 64 levels",
+        ),
+        (
+            "a raw control character in a name",
+            list("{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"n\u{1}\"}}"),
+            "document: not JSON: raw control character in a string at byte 96",
+        ),
+    ];
+    for (case, doc, want) in &docs {
+        let e = Snapshot::from_kubectl_json(doc.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{case}: {e}");
+    }
+}
