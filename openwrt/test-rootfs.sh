@@ -22,7 +22,7 @@ export CARGO_TARGET_DIR
 IPK_DIR=$CARGO_TARGET_DIR/openwrt
 STUBS=$REPO/openwrt/test/stubs
 ZONE=$REPO/cross/testdata/zone.json
-SUFFIX=kubernetes.services
+SUFFIX=k8s.internal
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 
 declare -A ARCH=(

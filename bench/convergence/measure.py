@@ -31,7 +31,7 @@ import time
 
 CLONE_NEWNET = 0x40000000
 libc = ctypes.CDLL(None, use_errno=True)
-SUFFIX = "kubernetes.services"
+SUFFIX = "k8s.internal"
 
 
 def enter(ns):

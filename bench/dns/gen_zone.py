@@ -14,7 +14,7 @@ import random
 import sys
 from pathlib import Path
 
-ORIGIN = "kubernetes.services"
+ORIGIN = "k8s.internal"
 SERIAL = 2026112801
 TTL = 30
 NAMESPACES = ["default", "shop", "media", "iot", "ops"]

@@ -27,7 +27,7 @@ SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 SIZES=${BENCH_SIZES:-"20 1000"}
 CLIENTS=${BENCH_CLIENTS:-4}
 SERVERS=${BENCH_SERVERS:-"agent knot nsd"}
-ORIGIN=kubernetes.services
+ORIGIN=k8s.internal
 CLK_TCK=$(getconf CLK_TCK)
 
 die() {

@@ -19,7 +19,7 @@
 # namespaces: nothing can leave them.
 
 P=${TESTBED_PREFIX:-sdtb}
-SUFFIX=kubernetes.services
+SUFFIX=k8s.internal
 PREFIX_TOPIC=sdwan/v1/testbed
 NWORKERS=${NWORKERS:-3}
 # Workers whose Node lists an IPv6 InternalIP (2001:db8:77::1I) besides the IPv4 one (issue 13).

@@ -30,7 +30,7 @@ fn payload(n: usize) -> String {
         i += 1;
     }
     format!(
-        r#"{{"version":1,"serial":1,"gateway":"gw","origin":"kubernetes.services","ttl":30,"records":[{}]}}"#,
+        r#"{{"version":1,"serial":1,"gateway":"gw","origin":"k8s.internal","ttl":30,"records":[{}]}}"#,
         r.join(",")
     )
 }
@@ -65,25 +65,15 @@ fn main() {
         let compile_us = t.elapsed().as_secs_f64() * 1e6;
         let zone = Zone::from_compiled(&buf[..len]).unwrap();
         for (what, q) in [
-            (
-                "A hit",
-                query("hello-world.default.kubernetes.services", 1, false),
-            ),
-            ("A hit, EDNS", query("Local.Kubernetes.Services", 1, true)),
-            ("AAAA NODATA", query("local.kubernetes.services", 28, true)),
-            (
-                "NXDOMAIN",
-                query("missing.default.kubernetes.services", 1, true),
-            ),
+            ("A hit", query("hello-world.default.k8s.internal", 1, false)),
+            ("A hit, EDNS", query("Local.K8s.Internal", 1, true)),
+            ("AAAA NODATA", query("local.k8s.internal", 28, true)),
+            ("NXDOMAIN", query("missing.default.k8s.internal", 1, true)),
             (
                 "SRV + additional",
-                query(
-                    "_http._tcp.hello-world.default.kubernetes.services",
-                    33,
-                    true,
-                ),
+                query("_http._tcp.hello-world.default.k8s.internal", 33, true),
             ),
-            ("SOA", query("kubernetes.services", 6, true)),
+            ("SOA", query("k8s.internal", 6, true)),
         ] {
             let mut out = [0u8; 1232];
             let t = Instant::now();

@@ -18,12 +18,12 @@ fn answer_does_not_allocate() {
     .unwrap();
     let zone = common::zone(&p);
     let names = [
-        ("local.kubernetes.services", "A"),
-        ("_http._tcp.hello-world.default.kubernetes.services", "SRV"),
-        ("alias2.kubernetes.services", "A"),
-        ("kubernetes.services", "SOA"),
-        ("many.kubernetes.services", "A"),
-        ("nope.kubernetes.services", "AAAA"),
+        ("local.k8s.internal", "A"),
+        ("_http._tcp.hello-world.default.k8s.internal", "SRV"),
+        ("alias2.k8s.internal", "A"),
+        ("k8s.internal", "SOA"),
+        ("many.k8s.internal", "A"),
+        ("nope.k8s.internal", "AAAA"),
         ("example.org", "A"),
     ];
     let queries: Vec<Vec<u8>> = names

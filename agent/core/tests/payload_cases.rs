@@ -71,7 +71,7 @@ fn nested(n: usize, open: &str) -> String {
 
 fn doc(records: &[String]) -> String {
     format!(
-        r#"{{"version": 1, "serial": 1, "gateway": "g", "origin": "kubernetes.services", "ttl": 1, "records": [{}]}}"#,
+        r#"{{"version": 1, "serial": 1, "gateway": "g", "origin": "k8s.internal", "ttl": 1, "records": [{}]}}"#,
         records.join(",")
     )
 }

@@ -57,12 +57,12 @@ fn main_zone() -> (String, Zone<Vec<u8>>) {
 fn queries() -> Vec<Vec<u8>> {
     let mut v = Vec::new();
     for (name, t) in [
-        ("local.kubernetes.services", "A"),
-        ("_http._tcp.hello-world.default.kubernetes.services", "SRV"),
-        ("alias2.kubernetes.services", "A"),
-        ("kubernetes.services", "SOA"),
-        ("many.kubernetes.services", "A"),
-        ("nope.kubernetes.services", "AAAA"),
+        ("local.k8s.internal", "A"),
+        ("_http._tcp.hello-world.default.k8s.internal", "SRV"),
+        ("alias2.k8s.internal", "A"),
+        ("k8s.internal", "SOA"),
+        ("many.k8s.internal", "A"),
+        ("nope.k8s.internal", "AAAA"),
     ] {
         for edns in [
             None,

@@ -179,7 +179,7 @@ mod tests {
 
     fn payload(gw: &str, serial: u32) -> Vec<u8> {
         format!(
-            r#"{{"version":1,"serial":{serial},"gateway":"{gw}","origin":"kubernetes.services","ttl":30,"records":[{{"name":"svc","type":"A","data":"10.0.0.1"}}]}}"#
+            r#"{{"version":1,"serial":{serial},"gateway":"{gw}","origin":"k8s.internal","ttl":30,"records":[{{"name":"svc","type":"A","data":"10.0.0.1"}}]}}"#
         )
         .into_bytes()
     }

@@ -642,7 +642,7 @@ mod tests {
 
     fn payload_with_help(node: &str, serial: u32, dir: &str, conf: &str, help: &str) -> Vec<u8> {
         serde_json::json!({
-            "version": 1, "serial": serial, "node": node, "suffix": "kubernetes.services",
+            "version": 1, "serial": serial, "node": node, "suffix": "k8s.internal",
             "local_label": "local", "services": [], "elsewhere": [], "dir": dir,
             "files": {"sdwan.conf": conf, "help.html": help}
         })

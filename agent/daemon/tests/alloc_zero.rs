@@ -20,15 +20,15 @@ static GLOBAL: CountingAllocator = CountingAllocator;
 fn queries() -> Vec<Vec<u8>> {
     let mut v = answer_queries();
     v.extend([
-        query(5, "local.kubernetes.services", 16, None),
-        query(6, "_tcp.hello-world.default.kubernetes.services", 33, None),
+        query(5, "local.k8s.internal", 16, None),
+        query(6, "_tcp.hello-world.default.k8s.internal", 33, None),
         query(7, "example.com", 1, None),
-        query(8, "kubernetes.services", 6, Some(1232)),
-        query(9, "kubernetes.services", 255, None),
-        query(10, "dashboard.kubernetes.services", 1, None),
+        query(8, "k8s.internal", 6, Some(1232)),
+        query(9, "k8s.internal", 255, None),
+        query(10, "dashboard.k8s.internal", 1, None),
     ]);
     // FORMERR: two questions.
-    let mut two = query(11, "local.kubernetes.services", 1, None);
+    let mut two = query(11, "local.k8s.internal", 1, None);
     two[5] = 2;
     v.push(two);
     v

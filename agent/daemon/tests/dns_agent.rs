@@ -49,7 +49,7 @@ fn test_zone() -> String {
         ));
     }
     format!(
-        r#"{{"version": 1, "serial": 7, "gateway": "gw-test", "origin": "kubernetes.services", "ttl": 30,
+        r#"{{"version": 1, "serial": 7, "gateway": "gw-test", "origin": "k8s.internal", "ttl": 30,
 "records": [
 {}
 ]}}"#,
@@ -103,11 +103,11 @@ fn dig_and_kdig_cases() {
 fn example_zone_is_served() {
     let zone = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/zone.json");
     let agent = Agent::start(BIN, &["--zone-file", zone]);
-    let a = dig(agent.dns, &["local.kubernetes.services", "A"]);
+    let a = dig(agent.dns, &["local.k8s.internal", "A"]);
     assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
     let srv = dig(
         agent.dns,
-        &["_http._tcp.hello-world.default.kubernetes.services", "SRV"],
+        &["_http._tcp.hello-world.default.k8s.internal", "SRV"],
     );
     assert_eq!(srv.answer.len(), 2, "{}", srv.stdout);
     let log = agent.child.stderr();
@@ -187,7 +187,7 @@ fn tcp_pipelining_and_idle_timeout() {
     c1.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut burst = Vec::new();
     for (id, name) in [(1u16, "local"), (2, "nope"), (3, "big")] {
-        let q = query(id, &format!("{name}.kubernetes.services"), 1);
+        let q = query(id, &format!("{name}.k8s.internal"), 1);
         burst.extend_from_slice(&(q.len() as u16).to_be_bytes());
         burst.extend_from_slice(&q);
     }
@@ -199,7 +199,7 @@ fn tcp_pipelining_and_idle_timeout() {
 
     let mut c2 = TcpStream::connect(agent.dns).unwrap();
     c2.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    tcp_send(&mut c2, &query(4, "local.kubernetes.services", 1));
+    tcp_send(&mut c2, &query(4, "local.k8s.internal", 1));
     assert_eq!(head(&tcp_recv(&mut c2)), (4, 0, 1));
     let mut b = [0u8; 2];
 
@@ -220,7 +220,7 @@ fn tcp_pipelining_and_idle_timeout() {
     let mut slow = TcpStream::connect(agent.dns).unwrap();
     slow.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
-    let q = query(6, "local.kubernetes.services", 1);
+    let q = query(6, "local.k8s.internal", 1);
     let mut framed = (q.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&q);
     let t0 = Instant::now();
@@ -246,7 +246,7 @@ fn tcp_pipelining_and_idle_timeout() {
     // With those gone, new connections are served again.
     let mut c4 = TcpStream::connect(agent.dns).unwrap();
     c4.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    tcp_send(&mut c4, &query(5, "local.kubernetes.services", 1));
+    tcp_send(&mut c4, &query(5, "local.k8s.internal", 1));
     assert_eq!(head(&tcp_recv(&mut c4)), (5, 0, 1));
 }
 
@@ -262,7 +262,7 @@ fn garbage_never_crashes_the_agent() {
         x
     };
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let valid = query(9, "local.kubernetes.services", 1);
+    let valid = query(9, "local.k8s.internal", 1);
     for i in 0..3000 {
         let len = (next() % 600) as usize;
         let mut msg: Vec<u8> = (0..len).map(|_| next() as u8).collect();
@@ -287,9 +287,9 @@ fn garbage_never_crashes_the_agent() {
         let _ = s.write_all(&msg);
     }
     assert!(agent.child.try_exit().is_none(), "agent died on garbage");
-    let r = udp_ask(agent.dns, &query(77, "local.kubernetes.services", 1)).expect("an answer");
+    let r = udp_ask(agent.dns, &query(77, "local.k8s.internal", 1)).expect("an answer");
     assert_eq!(head(&r), (77, 0, 1));
-    let a = dig(agent.dns, &["+tcp", "local.kubernetes.services"]);
+    let a = dig(agent.dns, &["+tcp", "local.k8s.internal"]);
     assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
 }
 
@@ -309,8 +309,8 @@ fn ipv6_listen_on_loopback() {
     );
     child.wait_stderr(Duration::from_secs(10), &format!("listening on tcp {v6}"));
     for args in [
-        &["local.kubernetes.services", "AAAA"][..],
-        &["+tcp", "local.kubernetes.services", "AAAA"],
+        &["local.k8s.internal", "AAAA"][..],
+        &["+tcp", "local.k8s.internal", "AAAA"],
     ] {
         for got in [dig(v6, args), kdig(v6, args), dig(v4, args)] {
             assert_eq!(got.answer_data("AAAA"), ["fd00:200::2"], "{}", got.stdout);
@@ -321,30 +321,27 @@ fn ipv6_listen_on_loopback() {
 #[test]
 fn dnsmasq_forwards_the_suffix_to_the_agent() {
     let (_dir, agent) = start_with_zone(&test_zone());
-    let dnsmasq = Dnsmasq::start("kubernetes.services", agent.dns, &[]);
-    let a = dig(
-        dnsmasq.addr,
-        &["hello-world.default.kubernetes.services", "A"],
-    );
+    let dnsmasq = Dnsmasq::start("k8s.internal", agent.dns, &[]);
+    let a = dig(dnsmasq.addr, &["hello-world.default.k8s.internal", "A"]);
     assert_eq!(a.status.as_deref(), Some("NOERROR"), "{}", a.stdout);
     assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
     let srv = dig(
         dnsmasq.addr,
-        &["_http._tcp.hello-world.default.kubernetes.services", "SRV"],
+        &["_http._tcp.hello-world.default.k8s.internal", "SRV"],
     );
     assert_eq!(
         srv.answer_data("SRV"),
         [
-            "0 0 30080 worker1.kubernetes.services.",
-            "1 0 30080 worker2.kubernetes.services."
+            "0 0 30080 worker1.k8s.internal.",
+            "1 0 30080 worker2.k8s.internal."
         ],
         "{}",
         srv.stdout
     );
-    let nx = dig(dnsmasq.addr, &["nope.kubernetes.services", "A"]);
+    let nx = dig(dnsmasq.addr, &["nope.k8s.internal", "A"]);
     assert_eq!(nx.status.as_deref(), Some("NXDOMAIN"), "{}", nx.stdout);
     // A large answer: dnsmasq gets TC over UDP and retries over TCP itself.
-    let big = dig(dnsmasq.addr, &["+tcp", "bigtxt.kubernetes.services", "TXT"]);
+    let big = dig(dnsmasq.addr, &["+tcp", "bigtxt.k8s.internal", "TXT"]);
     assert_eq!(big.answer.len(), 20, "{}", big.stdout);
 }
 
@@ -357,8 +354,8 @@ fn no_zone_answers_refused_and_warns() {
         agent.child.stderr()
     );
     for got in [
-        dig(agent.dns, &["local.kubernetes.services"]),
-        dig(agent.dns, &["+tcp", "local.kubernetes.services"]),
+        dig(agent.dns, &["local.k8s.internal"]),
+        dig(agent.dns, &["+tcp", "local.k8s.internal"]),
     ] {
         assert_eq!(got.status.as_deref(), Some("REFUSED"), "{}", got.stdout);
     }
@@ -421,7 +418,7 @@ fn rejected_zone_file_names_the_record_and_exits_1() {
     let dir = TempDir::new("agent");
     let cases = [
         (
-            r#"{"version":1,"serial":1,"gateway":"g","origin":"kubernetes.services","ttl":30,
+            r#"{"version":1,"serial":1,"gateway":"g","origin":"k8s.internal","ttl":30,
                "records":[{"name":"a","type":"A","data":"192.0.2.1"},
                           {"name":"broken","type":"A","data":"300.1.1.1"}]}"#,
             "record 1 (\"broken\")",
@@ -474,16 +471,13 @@ fn config_file_keys_and_flags_win() {
         Duration::from_secs(10),
         &format!("listening on tcp 127.0.0.1:{port}"),
     );
-    let a = dig(
-        ([127, 0, 0, 1], port).into(),
-        &["local.kubernetes.services"],
-    );
+    let a = dig(([127, 0, 0, 1], port).into(), &["local.k8s.internal"]);
     assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
     drop(c);
     // A flag replaces the file's listen address.
     let agent = Agent::start(BIN, &["--config", conf.to_str().unwrap()]);
     assert!(!agent.child.stderr().contains(&format!("127.0.0.1:{port}")));
-    let a = dig(agent.dns, &["local.kubernetes.services"]);
+    let a = dig(agent.dns, &["local.k8s.internal"]);
     assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
     // A bad line names the file and line.
     let bad = dir.write("bad.conf", "listen = 127.0.0.1:53\nzone_file = x\n");
@@ -538,6 +532,6 @@ fn user_switch_after_binding() {
         uid.split_whitespace().skip(1).all(|u| u != "0"),
         "still root: {uid}"
     );
-    let a = dig(agent.dns, &["local.kubernetes.services"]);
+    let a = dig(agent.dns, &["local.k8s.internal"]);
     assert_eq!(a.answer_data("A"), ["192.168.200.2"], "{}", a.stdout);
 }

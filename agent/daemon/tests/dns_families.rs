@@ -13,7 +13,7 @@ use sdwan_testsupport::{dig, kdig, Agent, TempDir};
 const BIN: &str = env!("CARGO_BIN_EXE_sdwan-agent");
 
 const TOPOLOGY: &str = r#"
-suffix = "kubernetes.services"
+suffix = "k8s.internal"
 family = "ipv4"
 [[gateway]]
 id = "gw-dual"

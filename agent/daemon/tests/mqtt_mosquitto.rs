@@ -176,7 +176,7 @@ fn bad_payloads_keep_the_old_zone_and_report_the_error() {
             .map(|i| format!(r#"{{"name":"h{i}","type":"A","data":"10.9.0.1"}}"#))
             .collect();
         format!(
-            r#"{{"version":1,"serial":11,"gateway":"gw-a","origin":"kubernetes.services","ttl":30,"records":[{}]}}"#,
+            r#"{{"version":1,"serial":11,"gateway":"gw-a","origin":"k8s.internal","ttl":30,"records":[{}]}}"#,
             recs.join(",")
         )
     };

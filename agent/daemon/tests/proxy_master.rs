@@ -68,24 +68,24 @@ fn planned_payload_is_served_by_nginx() {
     let st = master.wait_node_status("worker2", "serial 1", |s| s.serial == Some(1));
     assert_eq!(st.error, None);
     let r = wait_for(SOON, "hello-world through nginx", || {
-        http_get(port, "local.kubernetes.services", "/hello-world/").filter(|r| r.status == 200)
+        http_get(port, "local.k8s.internal", "/hello-world/").filter(|r| r.status == 200)
     });
     assert!(r.body.starts_with("service hello-world path / "), "{r:?}");
-    let r = http_get(port, "local.kubernetes.services", "/x/").unwrap();
+    let r = http_get(port, "local.k8s.internal", "/x/").unwrap();
     assert_eq!(r.status, 404, "{r:?}");
     // `other` runs on worker1: not proxied here, linked from the help page.
     assert_eq!(
-        http_get(port, "worker2.kubernetes.services", "/other/")
+        http_get(port, "worker2.k8s.internal", "/other/")
             .unwrap()
             .status,
         404
     );
-    let help = http_get(port, "worker2.kubernetes.services", "/help/").unwrap();
+    let help = http_get(port, "worker2.k8s.internal", "/help/").unwrap();
     assert!(
         help.body.contains(&format!(
-            "href=\"http://local.kubernetes.services:{port}/hello-world/\""
+            "href=\"http://local.k8s.internal:{port}/hello-world/\""
         )) && help.body.contains(&format!(
-            "href=\"http://worker1.kubernetes.services:{port}/other/\""
+            "href=\"http://worker1.k8s.internal:{port}/other/\""
         )),
         "{}",
         help.body

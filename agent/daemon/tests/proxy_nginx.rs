@@ -15,8 +15,8 @@ use sdwan_testsupport::nginx::{http_get, http_get_with, Backend, Response};
 use sdwan_testsupport::{free_port, wait_for, TempDir};
 
 const NODE: &str = "worker2";
-const LOCAL: &str = "local.kubernetes.services";
-const BY_NODE: &str = "worker2.kubernetes.services";
+const LOCAL: &str = "local.k8s.internal";
+const BY_NODE: &str = "worker2.k8s.internal";
 
 fn svc(ns: &str, name: &str, unique: bool, node_port: u16) -> ProxyService {
     ProxyService {
@@ -43,7 +43,7 @@ fn payload(
 ) -> Vec<u8> {
     let view = ProxyView {
         node: NODE,
-        suffix: "kubernetes.services",
+        suffix: "k8s.internal",
         local_label: "local",
         settings,
         local,
@@ -51,7 +51,7 @@ fn payload(
     };
     let rendered = render_conf(&view);
     serde_json::json!({
-        "version": 1, "serial": serial, "node": NODE, "suffix": "kubernetes.services",
+        "version": 1, "serial": serial, "node": NODE, "suffix": "k8s.internal",
         "local_label": "local", "services": [], "elsewhere": [], "dir": settings.dir,
         "files": {"sdwan.conf": conf.unwrap_or(&rendered), "help.html": render_help(&view)}
     })
@@ -111,14 +111,14 @@ fn worker_agent_drives_nginx_through_mqtt() {
     });
     assert!(
         r.body
-            .contains("path /a/b?c=d host local.kubernetes.services xff 127.0.0.1 proto http"),
+            .contains("path /a/b?c=d host local.k8s.internal xff 127.0.0.1 proto http"),
         "prefix stripped, Host and X-Forwarded-* passed: {r:?}"
     );
     for (host, path, service) in [
         (LOCAL, "/default/hello-world/", "hello-world"),
         (BY_NODE, "/hello-world/", "hello-world"),
         (BY_NODE, "/shop/web/x", "web"),
-        ("anything.kubernetes.services", "/shop/web/", "web"),
+        ("anything.k8s.internal", "/shop/web/", "web"),
     ] {
         let r = http_get(port, host, path).unwrap();
         assert!(serves(&r, service), "{host}{path}: {r:?}");
@@ -149,11 +149,11 @@ fn worker_agent_drives_nginx_through_mqtt() {
     assert_eq!(help.status, 200);
     let links = html::check(&help.body).unwrap_or_else(|e| panic!("help page: {e}\n{}", help.body));
     for want in [
-        "http://local.kubernetes.services:PORT/hello-world/",
-        "http://local.kubernetes.services:PORT/default/hello-world/",
-        "http://local.kubernetes.services:PORT/shop/web/",
-        "http://worker3.kubernetes.services:PORT/cart/",
-        "http://worker3.kubernetes.services:PORT/shop/cart/",
+        "http://local.k8s.internal:PORT/hello-world/",
+        "http://local.k8s.internal:PORT/default/hello-world/",
+        "http://local.k8s.internal:PORT/shop/web/",
+        "http://worker3.k8s.internal:PORT/cart/",
+        "http://worker3.k8s.internal:PORT/shop/cart/",
     ] {
         // Links carry the listen port (issue 12).
         let want = want.replace("PORT", &port.to_string());

@@ -156,7 +156,7 @@ fn dig_through_smoltcp_on_a_tap_device() {
     let ns = Netns::new("only");
     let addr = format!("{AGENT_IP}/24");
     let agent = ns.agent(&["--tap", "tap0", "--tap-address", &addr]);
-    ns.first_answer(AGENT_IP, 53, &["local.kubernetes.services"]);
+    ns.first_answer(AGENT_IP, 53, &["local.k8s.internal"]);
     let mut failures = Vec::new();
     for case in &cases.case {
         let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
@@ -213,18 +213,18 @@ fn tap_beside_socket_listener_with_custom_port() {
         "5300",
     ]);
     assert!(agent.stderr().contains("DNS on udp port 5300"));
-    let q = ["_http._tcp.grafana.monitoring.kubernetes.services", "SRV"];
+    let q = ["_http._tcp.grafana.monitoring.k8s.internal", "SRV"];
     let via_tap = ns.first_answer(AGENT_IP, 5300, &q);
     let via_socket = ns.first_answer("127.0.0.1", 5353, &q);
     assert_eq!(via_tap.status.as_deref(), Some("NOERROR"));
     assert_eq!(
         typed(&via_tap.answer),
-        ["SRV 0 0 30300 worker2.kubernetes.services."]
+        ["SRV 0 0 30300 worker2.k8s.internal."]
     );
     assert_eq!(typed(&via_tap.answer), typed(&via_socket.answer));
     // Port 53 on the TAP address is not served: dig gets no answer (smoltcp sends no reply
     // to a closed port... or an ICMP port unreachable: either way, no DNS answer).
-    let none = ns.dig(AGENT_IP, 53, &["local.kubernetes.services"]);
+    let none = ns.dig(AGENT_IP, 53, &["local.k8s.internal"]);
     assert_eq!(none.status, None, "port 53 answered:\n{}", none.stdout);
 }
 
@@ -311,8 +311,8 @@ fn tap_driver_allocates_nothing_per_query() {
         let mut qs = answer_queries();
         qs.extend([
             query(5, "example.com", 1, None),
-            query(6, "dashboard.kubernetes.services", 1, None),
-            query(7, "kubernetes.services", 255, None),
+            query(6, "dashboard.k8s.internal", 1, None),
+            query(7, "k8s.internal", 255, None),
         ]);
         let mut buf = [0u8; 2048];
         let mut round = |client: &UdpSocket| {

@@ -17,8 +17,8 @@ use sdwan_testsupport::{dig, kdig, wait_until, Agent, DigAnswer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sdwan-agent");
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/zone.json");
-const NAME: &str = "local.kubernetes.services";
-/// The address `local.kubernetes.services` has in the example zone.
+const NAME: &str = "local.k8s.internal";
+/// The address `local.k8s.internal` has in the example zone.
 const LOCAL_A: &str = "192.168.200.2";
 
 /// A TCP connection to `dst` from `src` (port chosen by the kernel).

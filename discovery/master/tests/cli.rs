@@ -48,7 +48,7 @@ fn records(path: &Path, name: &str, rtype: &str) -> Vec<String> {
 }
 
 fn fqdn(name: &str) -> String {
-    format!("{name}.kubernetes.services")
+    format!("{name}.k8s.internal")
 }
 
 #[test]
@@ -80,7 +80,7 @@ fn plan_writes_zones_the_agent_serves() {
         let want = records(zone, "local", "A");
         assert!(!want.is_empty());
         let soa = wait_for(Duration::from_secs(10), "agent answers", || {
-            let a = dig(addr, &["kubernetes.services", "SOA"]);
+            let a = dig(addr, &["k8s.internal", "SOA"]);
             (a.answer_data("SOA").len() == 1).then(|| a.answer_data("SOA")[0].clone())
         });
         assert!(
@@ -169,7 +169,7 @@ fn run_cluster_file_with_embedded_broker_feeds_an_agent() {
             .into_iter()
             .map(|d| {
                 if rtype == "SRV" {
-                    format!("{d}.kubernetes.services.")
+                    format!("{d}.k8s.internal.")
                 } else {
                     d
                 }

@@ -158,7 +158,7 @@ async fn cluster_changes_reach_dig_through_mosquitto_tls_and_two_agents() {
             let (dns, _) = &agents[gw];
             for (query, want) in expect.as_table().unwrap() {
                 let (name, rtype) = query.split_once(' ').unwrap();
-                let fqdn = format!("{name}.kubernetes.services");
+                let fqdn = format!("{name}.k8s.internal");
                 let want: Vec<String> = want
                     .as_array()
                     .unwrap()

@@ -28,7 +28,7 @@ const SIGTERM: i32 = 15;
 
 /// Waits (deadline `timeout`) until `dns` answers `name` A with exactly `want`.
 async fn wait_answer(dns: SocketAddr, name: &str, want: &str, timeout: Duration, what: &str) {
-    let fqdn = format!("{name}.kubernetes.services");
+    let fqdn = format!("{name}.k8s.internal");
     let deadline = Instant::now() + timeout;
     loop {
         let f = fqdn.clone();

@@ -110,7 +110,7 @@ pub fn safe_label(s: &str) -> bool {
 pub struct ProxyView<'a> {
     /// This worker's node name.
     pub node: &'a str,
-    /// Zone suffix (`kubernetes.services`).
+    /// Zone suffix (`k8s.internal`).
     pub suffix: &'a str,
     /// Label of the nearest-worker name (`local`).
     pub local_label: &'a str,
@@ -415,7 +415,7 @@ mod tests {
     ) -> ProxyView<'a> {
         ProxyView {
             node: "worker1",
-            suffix: "kubernetes.services",
+            suffix: "k8s.internal",
             local_label: "local",
             settings,
             local,
@@ -463,7 +463,10 @@ mod tests {
             svc("x", "udp-only", true, &[(None, Protocol::Udp, 30084)]),
         ];
         let conf = render_conf(&view(&settings, &local, &[]));
-        assert!(conf.contains("server_name local.kubernetes.services worker1.kubernetes.services *.kubernetes.services;"), "{conf}");
+        assert!(
+            conf.contains("server_name local.k8s.internal worker1.k8s.internal *.k8s.internal;"),
+            "{conf}"
+        );
         assert!(conf.contains(
             "location /default/hello-world/ {\n        proxy_pass http://127.0.0.1:30080/;"
         ));
@@ -539,9 +542,9 @@ mod tests {
         )];
         let html = render_help(&view(&settings, &local, &there));
         assert!(html.starts_with("<!DOCTYPE html>"));
-        assert!(html.contains("href=\"http://local.kubernetes.services/hello-world/\""));
-        assert!(html.contains("href=\"http://worker1.kubernetes.services/hello-world/\""));
-        assert!(html.contains("href=\"http://worker2.kubernetes.services/shop/web/\""));
+        assert!(html.contains("href=\"http://local.k8s.internal/hello-world/\""));
+        assert!(html.contains("href=\"http://worker1.k8s.internal/hello-world/\""));
+        assert!(html.contains("href=\"http://worker2.k8s.internal/shop/web/\""));
         assert!(html.contains("&lt;b&gt;"));
         assert!(!html.contains("<b>"));
         assert!(!html.contains("{{"));

@@ -37,18 +37,18 @@ fn help_links_carry_a_listen_port_other_than_80() {
             .split('/')
             .next()
             .unwrap();
-        assert!(host.ends_with(".kubernetes.services:8080"), "{l}");
+        assert!(host.ends_with(".k8s.internal:8080"), "{l}");
     }
-    assert!(links.contains(&"http://local.kubernetes.services:8080/hello-world/".to_owned()));
-    assert!(links.contains(&"http://worker1.kubernetes.services:8080/hello-world/".to_owned()));
+    assert!(links.contains(&"http://local.k8s.internal:8080/hello-world/".to_owned()));
+    assert!(links.contains(&"http://worker1.k8s.internal:8080/hello-world/".to_owned()));
     // The header's examples too.
-    assert!(html.contains("http://local.kubernetes.services:8080/&lt;service&gt;/"));
-    assert!(html.contains("http://&lt;node&gt;.kubernetes.services:8080/&lt;service&gt;/"));
+    assert!(html.contains("http://local.k8s.internal:8080/&lt;service&gt;/"));
+    assert!(html.contains("http://&lt;node&gt;.k8s.internal:8080/&lt;service&gt;/"));
 
     // Port 80 is the URL default: no port in the links.
     let links = self::links(&help_page("", "worker1"));
     assert!(links.iter().all(|l| !l.contains(":80")), "{links:?}");
-    assert!(links.contains(&"http://local.kubernetes.services/hello-world/".to_owned()));
+    assert!(links.contains(&"http://local.k8s.internal/hello-world/".to_owned()));
 }
 
 #[test]
@@ -68,7 +68,7 @@ fn help_header_does_not_promise_that_local_reaches_services_running_elsewhere() 
     // link through the node's own name, which reaches it from a branch whose nearest worker
     // is another one; a service elsewhere is linked through the nodes that run it only.
     let links = links(&html);
-    assert!(links.contains(&"http://worker1.kubernetes.services/hello-world/".to_owned()));
+    assert!(links.contains(&"http://worker1.k8s.internal/hello-world/".to_owned()));
     assert!(!links
         .iter()
         .any(|l| l.starts_with("http://local.") && l.contains("/web/")));

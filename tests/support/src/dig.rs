@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn parses_dig_output() {
         let out = "\
-; <<>> DiG 9.18 <<>> @127.0.0.1 -p 5353 _http._tcp.hello-world.default.kubernetes.services SRV
+; <<>> DiG 9.18 <<>> @127.0.0.1 -p 5353 _http._tcp.hello-world.default.k8s.internal SRV
 ;; Truncated, retrying in TCP mode.
 ;; Got answer:
 ;; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 4242
@@ -197,13 +197,13 @@ mod tests {
 ;; OPT PSEUDOSECTION:
 ; EDNS: version: 0, flags:; udp: 1232
 ;; QUESTION SECTION:
-;_http._tcp.hello-world.default.kubernetes.services. IN SRV
+;_http._tcp.hello-world.default.k8s.internal. IN SRV
 
 ;; ANSWER SECTION:
-_http._tcp.hello-world.default.kubernetes.services. 10 IN SRV 0 0 30080 worker1.kubernetes.services.
+_http._tcp.hello-world.default.k8s.internal. 10 IN SRV 0 0 30080 worker1.k8s.internal.
 
 ;; ADDITIONAL SECTION:
-worker1.kubernetes.services. 30\tIN\tA\t192.168.200.2
+worker1.k8s.internal. 30\tIN\tA\t192.168.200.2
 
 ;; Query time: 0 msec
 ";
@@ -211,10 +211,7 @@ worker1.kubernetes.services. 30\tIN\tA\t192.168.200.2
         assert_eq!(a.status.as_deref(), Some("NOERROR"));
         assert_eq!(a.flags, ["qr", "aa", "rd"]);
         assert!(a.has_flag("aa") && !a.has_flag("tc"));
-        assert_eq!(
-            a.answer_data("SRV"),
-            ["0 0 30080 worker1.kubernetes.services."]
-        );
+        assert_eq!(a.answer_data("SRV"), ["0 0 30080 worker1.k8s.internal."]);
         assert_eq!(a.answer[0].ttl, 10);
         assert_eq!(a.additional.len(), 1);
         assert_eq!(a.additional[0].data, "192.168.200.2");
@@ -230,10 +227,10 @@ worker1.kubernetes.services. 30\tIN\tA\t192.168.200.2
 ;; Version: 0; flags: ; UDP size: 1232 B; ext-rcode: NOERROR
 
 ;; QUESTION SECTION:
-;; nope.kubernetes.services.\t\tIN\tA
+;; nope.k8s.internal.\t\tIN\tA
 
 ;; AUTHORITY SECTION:
-kubernetes.services.\t30\tIN\tSOA\tns.kubernetes.services. hostmaster.kubernetes.services. 1 3600 600 86400 30
+k8s.internal.\t30\tIN\tSOA\tns.k8s.internal. hostmaster.k8s.internal. 1 3600 600 86400 30
 
 ;; Received 120 B
 ";

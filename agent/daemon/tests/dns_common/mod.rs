@@ -41,15 +41,15 @@ pub fn query(id: u16, name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
 /// in mixed letter case with EDNS; SRV with EDNS 4096; NXDOMAIN with EDNS 512.
 pub fn answer_queries() -> Vec<Vec<u8>> {
     vec![
-        query(1, "local.kubernetes.services", 1, None),
-        query(2, "LOCAL.Kubernetes.Services", 28, Some(1232)),
+        query(1, "local.k8s.internal", 1, None),
+        query(2, "LOCAL.K8s.Internal", 28, Some(1232)),
         query(
             3,
-            "_http._tcp.hello-world.default.kubernetes.services",
+            "_http._tcp.hello-world.default.k8s.internal",
             33,
             Some(4096),
         ),
-        query(4, "nope.kubernetes.services", 1, Some(512)),
+        query(4, "nope.k8s.internal", 1, Some(512)),
     ]
 }
 

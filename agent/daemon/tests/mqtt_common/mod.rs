@@ -25,7 +25,7 @@ pub const PREFIX: &str = "sdwan/test";
 /// Deadline for anything that should happen "at once" on loopback.
 pub const SOON: Duration = Duration::from_secs(10);
 /// The record name the zones carry.
-pub const NAME: &str = "svc.kubernetes.services";
+pub const NAME: &str = "svc.k8s.internal";
 
 /// The test PKI: a CA, the broker's certificate, a master certificate, and a foreign CA.
 #[derive(Debug)]
@@ -77,7 +77,7 @@ pub fn ip_for(serial: u32) -> Ipv4Addr {
 /// A zone payload v1 for `gateway` whose `svc` A record is [`ip_for`]`(serial)`.
 pub fn zone(gateway: &str, serial: u32) -> String {
     format!(
-        r#"{{"version":1,"serial":{serial},"gateway":"{gateway}","origin":"kubernetes.services","ttl":30,"records":[{{"name":"svc","type":"A","data":"{}"}},{{"name":"@","type":"TXT","data":"sdwan-discovery"}}]}}"#,
+        r#"{{"version":1,"serial":{serial},"gateway":"{gateway}","origin":"k8s.internal","ttl":30,"records":[{{"name":"svc","type":"A","data":"{}"}},{{"name":"@","type":"TXT","data":"sdwan-discovery"}}]}}"#,
         ip_for(serial)
     )
 }
