@@ -144,6 +144,9 @@ pub struct Controller {
     burst_start: Option<Instant>,
     last_event: Instant,
     logged_warnings: HashSet<String>,
+    /// Status topics whose last document was refused: each is warned about once, until a
+    /// good document arrives on it (one gateway sending garbage must not flood the log).
+    refused_status: HashSet<String>,
     connected: bool,
     /// Who may publish; `leading` is this controller's view, taken (after reading the retained
     /// payloads) when the election says so.
@@ -236,6 +239,7 @@ impl Controller {
             burst_start: None,
             last_event: Instant::now(),
             logged_warnings: HashSet::new(),
+            refused_status: HashSet::new(),
             connected: false,
             leadership: Leadership::always(),
             leading: true,
@@ -418,10 +422,18 @@ impl Controller {
         let status = match Status::from_json(payload) {
             Ok(s) => s,
             Err(e) => {
-                log::warn!("{topic}: {e}");
+                if self.refused_status.len() < MAX_LOGGED_WARNINGS
+                    && self.refused_status.insert(topic.to_string())
+                {
+                    log::warn!(
+                        "{topic}: {e} (refused; further refusals on this topic are not logged \
+                         until it sends a valid status)"
+                    );
+                }
                 return;
             }
         };
+        self.refused_status.remove(topic);
         let what = if gateway { "gateway" } else { "node" };
         let mut m = self.metrics.lock().unwrap();
         let before = if gateway {

@@ -63,7 +63,7 @@ fn a(s: &Seen, name: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deeply_nested_retained_status_does_not_take_the_master_down() {
+async fn deeply_nested_retained_status_does_not_take_the_master_down_nor_flood_its_log() {
     let api = FakeApiServer::start().await.unwrap();
     api.apply(node("w1", "192.0.2.1", "a", true));
     api.apply(node("w2", "192.0.2.2", "b", true));
@@ -138,6 +138,24 @@ async fn deeply_nested_retained_status_does_not_take_the_master_down() {
                 a(z, "web.default") == [want]
             })
             .await;
+        }
+        if round == 0 {
+            // The same gateway sending garbage again and again is warned about once: three
+            // more from w2, then one from w9 as a marker that the master has read them all.
+            for _ in 0..3 {
+                publish_as(&url, "w2", &node_topic, deep_status(8_000)).await;
+            }
+            let marker = format!("{PREFIX}/nodes/w9/status");
+            publish_as(&url, "w9", &marker, deep_status(8_000)).await;
+            wait_for(Duration::from_secs(10), "the marker's warning", || {
+                master.stderr().contains("nodes/w9/status: status document").then_some(())
+            });
+            let e = master.stderr();
+            assert_eq!(
+                e.matches("nodes/w2/status: status document").count(),
+                1,
+                "one gateway's repeated garbage floods the log:\n{e}"
+            );
         }
         assert!(
             master.try_exit().is_none(),
