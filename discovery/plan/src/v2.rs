@@ -16,14 +16,15 @@
 //!   `short` when v1 would publish `<service>`, and its hosts as ascending slot indices
 //!   (= nearest first).
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use sdwan_contract::v2::encode::{Service, Snapshot as WireSnapshot};
+use sdwan_contract::v2::encode::{Delta, Service, Snapshot as WireSnapshot};
 use sdwan_contract::v2::{
-    self, is_node_name, is_port_label, Node, Port, Proto, Str, Tier, Version, ZoneHeader,
+    self, is_node_name, is_port_label, Digest, Node, Port, Proto, Str, Tier, Version, ZoneHeader,
     MAX_NODES, MAX_PORTS, MAX_SERVICES,
 };
 
@@ -387,6 +388,34 @@ impl Zones {
     /// topology does not name. It passes `Snapshot::check` (the tests hold it to that).
     pub fn snapshot(&self, gateway: &str, version: Version) -> Option<WireSnapshot> {
         let c = &self.classes[*self.gateways.get(gateway)?];
+        let services = self
+            .base
+            .services
+            .iter()
+            .filter_map(|s| self.service(c, s))
+            .collect();
+        Some(self.wire(c, gateway, version, services))
+    }
+
+    fn header(&self, c: &Class) -> ZoneHeader {
+        let b = &*self.base;
+        ZoneHeader {
+            suffix: b.suffix,
+            local: b.local,
+            ttl: b.ttl,
+            service_ttl: b.service_ttl,
+            family: c.family,
+            nodes: c.slots.len() as u16,
+        }
+    }
+
+    fn wire(
+        &self,
+        c: &Class,
+        gateway: &str,
+        version: Version,
+        services: Vec<Service>,
+    ) -> WireSnapshot {
         let b = &*self.base;
         let nodes = c
             .slots
@@ -400,47 +429,105 @@ impl Zones {
                     v6,
                 })
             })
-            .collect::<Vec<_>>();
-        let all = c.slots.len() == b.nodes.len();
-        let services = b
-            .services
-            .iter()
-            .filter_map(|s| {
-                let hosts: Vec<u16> = if all && s.hosts.len() == b.nodes.len() {
-                    (0..s.hosts.len() as u16).collect()
-                } else {
-                    let mut h: Vec<u16> = s
-                        .hosts
-                        .iter()
-                        .map(|&i| c.slot_of[i as usize])
-                        .filter(|&k| k != u16::MAX)
-                        .collect();
-                    h.sort_unstable();
-                    h
-                };
-                (!hosts.is_empty()).then(|| Service {
-                    ns: s.ns.clone(),
-                    name: s.name.clone(),
-                    short: s.short,
-                    ports: s.ports.clone(),
-                    hosts,
-                })
-            })
             .collect();
-        Some(WireSnapshot {
+        WireSnapshot {
             gateway: gateway.to_owned(),
             version,
-            zone: ZoneHeader {
-                suffix: b.suffix,
-                local: b.local,
-                ttl: b.ttl,
-                service_ttl: b.service_ttl,
-                family: c.family,
-                nodes: nodes.len() as u16,
-            },
+            zone: self.header(c),
             nodes,
             services,
+        }
+    }
+
+    /// A service as class `c` carries it (`None`: none of its hosts has a slot).
+    fn service(&self, c: &Class, s: &BaseService) -> Option<Service> {
+        let n = self.base.nodes.len();
+        let hosts: Vec<u16> = if c.slots.len() == n && s.hosts.len() == n {
+            (0..n as u16).collect()
+        } else {
+            let mut h: Vec<u16> = s
+                .hosts
+                .iter()
+                .map(|&i| c.slot_of[i as usize])
+                .filter(|&k| k != u16::MAX)
+                .collect();
+            h.sort_unstable();
+            h
+        };
+        (!hosts.is_empty()).then(|| Service {
+            ns: s.ns.clone(),
+            name: s.name.clone(),
+            short: s.short,
+            ports: s.ports.clone(),
+            hosts,
         })
+    }
+
+    /// The delta for `gateway` from `old`'s content at `base` (whose digest is
+    /// `base_digest`, as published) to this content at `version`: the same as
+    /// `Delta::between(old.snapshot(gateway, base), self.snapshot(gateway, version))` with
+    /// that digest, but built from the services that differ, not from two whole snapshots
+    /// (when the nodes with a slot and this gateway's slot order are the same; otherwise it
+    /// builds both). `None` where `Delta::between` gives none: publish a snapshot.
+    pub fn delta(
+        &self,
+        old: &Zones,
+        gateway: &str,
+        base: Version,
+        base_digest: Digest,
+        version: Version,
+    ) -> Option<Delta> {
+        let cn = &self.classes[*self.gateways.get(gateway)?];
+        let co = &old.classes[*old.gateways.get(gateway)?];
+        let same_slots = cn.slots == co.slots
+            && self.base.nodes.len() == old.base.nodes.len()
+            && self
+                .base
+                .nodes
+                .iter()
+                .zip(&old.base.nodes)
+                .all(|(a, b)| a.name == b.name);
+        if !same_slots || self.header(cn) != old.header(co) {
+            return Delta::between(
+                &old.snapshot(gateway, base)?,
+                &self.snapshot(gateway, version)?,
+            );
+        }
+        // Same slots and slot order: a service's content here differs iff its base entry does.
+        let (a, b) = (&old.base.services, &self.base.services);
+        let (mut i, mut j) = (0, 0);
+        let (mut was, mut is) = (Vec::new(), Vec::new());
+        while i < a.len() || j < b.len() {
+            let ord = match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) => (&x.ns, &x.name).cmp(&(&y.ns, &y.name)),
+                (Some(_), None) => Ordering::Less,
+                _ => Ordering::Greater,
+            };
+            match ord {
+                Ordering::Less => {
+                    was.extend(old.service(co, &a[i]));
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    is.extend(self.service(cn, &b[j]));
+                    j += 1;
+                }
+                Ordering::Equal => {
+                    if a[i] != b[j] {
+                        was.extend(old.service(co, &a[i]));
+                        is.extend(self.service(cn, &b[j]));
+                    }
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        let was = old.wire(co, gateway, base, was);
+        let is = self.wire(cn, gateway, version, is);
+        let mut d = Delta::between(&was, &is)?;
+        // The digest is a sum over items: swap the changed items' part.
+        d.digest = base_digest.without(was.digest().0).with(is.digest().0);
+        Some(d)
     }
 }
 

@@ -469,7 +469,7 @@ fn random_change(rng: &mut Rng) -> Change {
 
 /// Every state of the random walk expands to its v1 zone; between two states, a delta
 /// exists unless the node slots or the settings changed, and applied to the old snapshot it
-/// gives the new one (digest checked by `apply`).
+/// gives the new one (digest checked by `apply`); `Zones::delta` gives the same delta.
 #[test]
 fn random_walk_expands_to_the_v1_zone_and_deltas_apply() {
     let topology = Topology::from_toml(
@@ -516,6 +516,12 @@ fn random_walk_expands_to_the_v1_zone_and_deltas_apply() {
                 if !new.services.is_empty() {
                     non_empty += 1;
                 }
+                let fast = zones.delta(&prev, gw, version, old.digest(), next_version);
+                assert_eq!(
+                    fast,
+                    Delta::between(&old, &new),
+                    "Zones::delta: {gw} after {what}"
+                );
                 match Delta::between(&old, &new) {
                     Some(d) => {
                         let mut applied = old.clone();
