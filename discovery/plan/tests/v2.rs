@@ -629,3 +629,48 @@ fn a_node_going_not_ready_is_a_one_slot_delta() {
         Some(10)
     )));
 }
+
+/// A node name that is a DNS label but too long for a DNS name with the suffix gets no
+/// `<node>` record and is no SRV target in v1; v2's `Node::is_named` says the same.
+#[test]
+fn a_node_name_too_long_with_the_suffix_is_not_named_in_either() {
+    let long = "n".repeat(63);
+    let mut s = Snapshot::new();
+    for (name, ip) in [(long.as_str(), "10.0.0.1"), ("worker2", "10.0.0.2")] {
+        s.apply_node(&node(&NodeSpec {
+            name: name.into(),
+            zone: None,
+            ipv4: Some(ip.into()),
+            ipv6: None,
+            ready: true,
+            control_plane: false,
+        }))
+        .unwrap();
+    }
+    let svc = ServiceSpec {
+        namespace: "default".into(),
+        name: "web".into(),
+        type_: "NodePort".into(),
+        expose: None,
+        ports: vec![PortSpec {
+            name: Some("http".into()),
+            protocol: "TCP".into(),
+            port: 80,
+            node_port: Some(30080),
+        }],
+        ready: vec![long.clone(), "worker2".into()],
+        unready: Vec::new(),
+        terminating: Vec::new(),
+    };
+    s.apply_service(&service(&svc)).unwrap();
+    s.apply_slice(&slice(&service_slice(&svc))).unwrap();
+    let suffix = ["s".repeat(63), "t".repeat(63), "u".repeat(63)].join(".");
+    let t = Topology::from_toml(&format!(
+        "suffix = \"{suffix}\"\n[[gateway]]\nid = \"gw-1\"\n"
+    ))
+    .unwrap();
+    assert_eq!(check_state(&s, &t, "long node name"), 0);
+    let recs = v1_records(&plan(&s, &t), "gw-1");
+    assert!(!recs.iter().any(|r| r.0 == long || r.2.ends_with(&long)));
+    assert!(recs.iter().any(|r| r.0 == "worker2"));
+}
