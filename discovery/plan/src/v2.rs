@@ -194,7 +194,9 @@ pub fn zones(snapshot: &Snapshot, topology: &Topology) -> Zones {
         .map(|(i, n)| (n.name.as_str(), i as u32))
         .collect();
     // The v1 rules for what a service publishes (exposure, names, ports, short names); the
-    // short-name rule counts Ready workers as v1 does.
+    // short-name rule counts Ready workers as v1 does. `plan_service` is given no workers:
+    // the hosts are taken below over the slot nodes, and its warnings are v1's own
+    // (`Plan::warnings`).
     let workers: Vec<Worker> = Vec::new();
     let ready: HashMap<String, u32> = snapshot
         .nodes()
