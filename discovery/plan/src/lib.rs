@@ -11,6 +11,8 @@
 //!   (`docs/payload-proxy.md`), [`Warning`]s; the record budget that keeps every payload
 //!   inside the contract's limits.
 //! - [`planner`]: [`Planner`], which keeps state and re-plans only what a [`Change`] touches.
+//! - [`v2`]: payload v2 content per gateway (issue 11): [`v2::zones`] plans every gateway,
+//!   [`v2::Zones::snapshot`] gives one gateway's `sdwan_contract::v2::encode::Snapshot`.
 //! - [`dns`]: DNS label and name rules.
 //! - [`nginx`]: the reverse proxy's files (nginx `sdwan.conf`, `help.html`) rendered into the
 //!   proxy payload, with [`nginx::ProxySettings`] from the topology's `[proxy]` table.
@@ -21,6 +23,7 @@ pub mod plan;
 pub mod planner;
 pub mod snapshot;
 pub mod topology;
+pub mod v2;
 
 pub use plan::{
     plan, Plan, ProxyContent, ProxyPort, ProxyService, Record, RecordType, Warning, ZoneContent,

@@ -404,9 +404,13 @@ impl Node {
     }
 
     /// Whether the node gets a `<name>.<suffix>` record and may be an SRV target under
-    /// `header`: its name is a DNS label other than the local label.
+    /// `header`: its name is a DNS label other than the local label, and `<name>.<suffix>`
+    /// fits in a DNS name (255 octets on the wire).
     pub fn is_named(&self, header: &ZoneHeader) -> bool {
-        is_label(self.name.as_str()) && self.name.as_str() != header.local.as_str()
+        let name = self.name.as_str();
+        is_label(name)
+            && name != header.local.as_str()
+            && name.len() + header.suffix.as_str().len() + 3 <= 255
     }
 }
 
@@ -501,6 +505,34 @@ mod tests {
         assert!(is_label(&"a".repeat(63)) && !is_label(&"a".repeat(64)));
         assert!(is_node_name(&"a".repeat(253)) && !is_node_name(&"a".repeat(254)));
         assert!(is_gateway_id(&"a".repeat(64)) && !is_gateway_id(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn a_node_name_too_long_with_the_suffix_is_not_named() {
+        let header = |suffix: &str| ZoneHeader {
+            suffix: Str::new(suffix).unwrap(),
+            local: Str::new("local").unwrap(),
+            ttl: 30,
+            service_ttl: 10,
+            family: Family::Dual,
+            nodes: 1,
+        };
+        let node = |name: &str| Node {
+            name: Str::new(name).unwrap(),
+            tier: Tier::Other,
+            v4: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            v6: None,
+        };
+        // 63 + 1 + suffix + 2 octets: a suffix of 189 characters is the longest that fits.
+        let long = "a".repeat(63);
+        let fits = ["b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        let over = ["b".repeat(63), "c".repeat(63), "d".repeat(62)].join(".");
+        assert_eq!(fits.len(), 189);
+        assert!(node(&long).is_named(&header(&fits)));
+        assert!(!node(&long).is_named(&header(&over)));
+        assert!(node("worker1").is_named(&header(&over)));
+        assert!(!node("local").is_named(&header("k8s.internal")));
+        assert!(!node("a.b").is_named(&header("k8s.internal")));
     }
 
     #[test]
