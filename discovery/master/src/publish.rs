@@ -297,6 +297,8 @@ struct Stream {
     desired: Option<(Snapshot, Digest)>,
     /// What is published: the content at the current version.
     current: Option<Snapshot>,
+    /// Its digest (kept with it: the digest reads every item).
+    current_digest: Digest,
     /// The retained snapshot the tail starts from.
     retained: Option<Snapshot>,
     /// Retained parts that may exist (`None`: unknown, after a start).
@@ -312,6 +314,8 @@ struct Stream {
     published_at: Option<Instant>,
     /// Last resync sent.
     last_resync: Option<Instant>,
+    /// When the snapshot was last written.
+    snapshot_at: Option<Instant>,
     /// Resyncs sent since the agent last reported progress (the second is a snapshot).
     resyncs: u32,
     /// Since when a status holds a newer version with other content.
@@ -381,7 +385,7 @@ impl Publisher {
         let version = s
             .current
             .as_ref()
-            .filter(|c| c.digest() == *desired)
+            .filter(|_| s.current_digest == *desired)
             .map(|c| c.version);
         Some(Convergence {
             desired: *desired,
@@ -581,7 +585,11 @@ impl Publisher {
                     let grace = s.published_at.map(|p| p + self.cfg.lag_grace);
                     let rate = s.last_resync.map(|r| r + self.cfg.resync_interval);
                     let t = if st.want_snapshot {
-                        rate
+                        let fresh = s.snapshot_at.map(|p| p + self.cfg.lag_grace);
+                        match (fresh, rate) {
+                            (Some(a), Some(b)) => Some(a.max(b)),
+                            (a, b) => a.or(b),
+                        }
                     } else {
                         match (grace, rate) {
                             (Some(a), Some(b)) => Some(a.max(b)),
@@ -614,7 +622,7 @@ impl Publisher {
             return;
         };
         let cur_version = cur.version;
-        let cur_digest = cur.digest();
+        let cur_digest = s.current_digest;
         if let Some(held) = st.held {
             let foreign = held.is_newer_than(cur_version)
                 || (held == cur_version && st.digest != Some(cur_digest));
@@ -651,7 +659,10 @@ impl Publisher {
         }
         let lagging = st.held.is_none_or(|h| cur_version.is_newer_than(h));
         if st.want_snapshot {
-            self.resync(now, gw, true, out);
+            // Unless a snapshot was written lately (the agent, subscribed, gets it).
+            if s.snapshot_at.is_none_or(|t| now.mono >= t + cfg.lag_grace) {
+                self.resync(now, gw, true, out);
+            }
         } else if lagging && s.published_at.is_none_or(|p| now.mono >= p + cfg.lag_grace) {
             self.resync(now, gw, false, out);
         }
@@ -670,17 +681,17 @@ impl Publisher {
         };
         s.last_resync = Some(now.mono);
         s.resyncs += 1;
-        let (v, d) = (cur.version, cur.digest());
+        let (v, d) = (cur.version, s.current_digest);
         if snapshot {
             // The agent found no complete snapshot: the broker may have lost it.
-            self.write_snapshot(gw, out);
+            self.write_snapshot(now, gw, out);
             return;
         }
         if s.resyncs > 1 {
             // A notice did not help: the agent holds a version between the retained snapshot
             // and the current one, which neither the snapshot nor the tail reaches (or the
             // broker lost them). The snapshot moves to the current version.
-            self.write_snapshot(gw, out);
+            self.write_snapshot(now, gw, out);
         }
         if let Ok(bytes) = encode_notice(gw, v, d) {
             out.push(self.publish(gw, Kind::Notice, "delta", bytes, false));
@@ -720,11 +731,12 @@ impl Publisher {
                 .ok()
                 .filter(|t| t.len() <= TAIL_REFRESH_BYTES)
         });
+        s.current_digest = content.digest();
         s.current = Some(content);
         match tail {
             Some(t) => out.push(self.publish(gw, Kind::Tail, "tail", t, true)),
             None => {
-                self.write_snapshot(gw, out);
+                self.write_snapshot(now, gw, out);
             }
         }
     }
@@ -762,6 +774,7 @@ impl Publisher {
                 return;
             }
             s.current = Some(want);
+            s.current_digest = digest;
             let v = self.start_version(now, st.and_then(|st| st.held));
             self.publish_snapshot(now, gw, v, out);
             return;
@@ -776,6 +789,7 @@ impl Publisher {
         let Some(Ok(delta)) = delta else {
             // No delta carries it (settings, slot count) or it is too large: a snapshot.
             s.current = Some(next);
+            s.current_digest = digest;
             self.publish_snapshot(now, gw, version, out);
             return;
         };
@@ -786,13 +800,14 @@ impl Publisher {
             .and_then(|t| t.encode().ok())
             .filter(|t| t.len() <= TAIL_REFRESH_BYTES);
         s.current = Some(next);
+        s.current_digest = digest;
         s.published_at = Some(now.mono);
         self.egress.versions += 1;
         match tail {
             Some(t) => out.push(self.publish(gw, Kind::Tail, "tail", t, true)),
             // The tail would pass the limit: the retained snapshot moves to this version.
             None => {
-                self.write_snapshot(gw, out);
+                self.write_snapshot(now, gw, out);
             }
         }
         out.push(self.publish(gw, Kind::Delta, "delta", delta, false));
@@ -822,11 +837,11 @@ impl Publisher {
             return;
         };
         cur.version = version;
-        let digest = cur.digest();
+        let digest = s.current_digest;
         s.published_at = Some(now.mono);
         s.foreign_since = None;
         self.egress.versions += 1;
-        if self.write_snapshot(gw, out) {
+        if self.write_snapshot(now, gw, out) {
             if let Ok(bytes) = encode_notice(gw, version, digest) {
                 out.push(self.publish(gw, Kind::Notice, "delta", bytes, false));
             }
@@ -835,7 +850,7 @@ impl Publisher {
 
     /// Writes the current content as the retained snapshot: parts, an empty tail, deletes of
     /// the parts beyond. False if the encoder refused it.
-    fn write_snapshot(&mut self, gw: &str, out: &mut Vec<Publish>) -> bool {
+    fn write_snapshot(&mut self, now: Now, gw: &str, out: &mut Vec<Publish>) -> bool {
         let Some(s) = self.streams.get_mut(gw) else {
             return false;
         };
@@ -856,6 +871,7 @@ impl Publisher {
         let n = parts.len();
         s.retained = Some(cur);
         s.retained_parts = Some(n);
+        s.snapshot_at = Some(now.mono);
         self.egress.snapshots += 1;
         for (k, p) in parts.into_iter().enumerate() {
             out.push(self.publish(gw, Kind::Part, &format!("part/{k}"), p, true));

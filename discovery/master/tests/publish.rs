@@ -162,6 +162,8 @@ impl Cluster {
 #[derive(Debug, Default)]
 struct Agent {
     held: Option<Snapshot>,
+    /// Its digest.
+    digest: Option<Digest>,
     online: bool,
     want: bool,
     /// Every digest served, in order.
@@ -175,16 +177,22 @@ struct Agent {
 
 impl Agent {
     fn held(&self) -> Option<Held> {
-        self.held.as_ref().map(|h| Held {
-            version: h.version,
-            digest: h.digest(),
+        Some(Held {
+            version: self.held.as_ref()?.version,
+            digest: self.digest?,
         })
+    }
+
+    /// Holds `s` (without counting it as served: for set-ups).
+    fn set_held(&mut self, s: Snapshot) {
+        self.digest = Some(s.digest());
+        self.held = Some(s);
     }
 
     fn status(&self) -> AgentStatus {
         AgentStatus {
             held: self.held.as_ref().map(|h| h.version),
-            digest: self.held.as_ref().map(Snapshot::digest),
+            digest: self.digest,
             want_snapshot: self.want,
             online: self.online,
         }
@@ -196,6 +204,7 @@ impl Agent {
             self.served.push(d);
             self.versions.push(s.version);
         }
+        self.digest = Some(d);
         self.held = Some(s);
     }
 
@@ -369,6 +378,11 @@ impl Sim {
         };
         for i in 0..publishers {
             sim.give(i, Input::Connected);
+        }
+        // The agents boot: they read the retained snapshot (none yet: they want one) and
+        // publish their status.
+        for gw in gateways {
+            sim.set_online(gw, true);
         }
         sim
     }
@@ -833,7 +847,7 @@ fn versions_at_a_start_come_from_the_statuses() {
         };
         if let Some(h) = held {
             held_snap.version = Version(h);
-            sim.agents.get_mut("gw-0000").unwrap().held = Some(held_snap);
+            sim.agents.get_mut("gw-0000").unwrap().set_held(held_snap);
         }
         sim.desire(&cluster, &[0]);
         sim.report("gw-0000");
@@ -914,7 +928,7 @@ fn a_status_newer_than_the_stream_is_adopted_or_overtaken() {
     // With other content: after the grace, a snapshot past it and a notice.
     let mut other = Cluster::new(4, 2).snapshot("gw-0000");
     other.version = Version(v.0 + 5000);
-    sim.agents.get_mut("gw-0000").unwrap().held = Some(other);
+    sim.agents.get_mut("gw-0000").unwrap().set_held(other);
     let from = sim.log.len();
     sim.report("gw-0000");
     sim.advance(ms(1000));
@@ -1056,7 +1070,7 @@ fn two_thousand_gateways_converge_through_fifty_changes() {
             after.total().bytes - before.total().bytes,
         ));
     }
-    for gw in offline.drain(..).collect::<Vec<_>>() {
+    for gw in std::mem::take(&mut offline) {
         sim.set_online(&gw, true);
     }
     sim.advance(ms(60_000));
