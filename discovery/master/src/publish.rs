@@ -7,7 +7,7 @@
 //!
 //! Layout:
 //! - [`Input`], [`Outputs`], [`Publish`], [`Now`]: what goes in and out;
-//! - [`Publisher`]: one [`Stream`] per gateway (its current version and content, the retained
+//! - [`Publisher`]: one stream per gateway (its current version and content, the retained
 //!   snapshot the tail starts from, the agent's last status, the coalescing state);
 //! - [`Convergence`]: desired digest vs reported digest, per gateway;
 //! - [`Egress`]: messages and bytes published, per kind, so a benchmark reads what a change
@@ -24,16 +24,18 @@
 //!   an empty tail); retained parts beyond the new count are deleted; a change no delta can
 //!   carry (settings, slot count, a delta above the message limit) is a snapshot and a notice;
 //! - a lagging agent (status older than the current version `lag_grace` after it was
-//!   published, or `want`) gets a notice (or, for `want`, a refreshed snapshot) on its own
-//!   topics only, at most once per `resync_interval`;
+//!   published) gets a notice on its own topics only, at most once per `resync_interval`; if
+//!   it still lags at the next one, the snapshot is rewritten at the current version too;
+//!   `want` rewrites the snapshot unless one was written within `lag_grace`;
 //! - versions: nothing is published between [`Input::Lead`] and `status_wait` later, while the
 //!   retained statuses arrive (the master reads statuses, never zones). Then per gateway: an
 //!   agent holding the desired digest has its version adopted (no delta, no notice; the
 //!   retained snapshot is refreshed at it), else the stream starts at
-//!   [`Version::start`]`(clock, held)` with a snapshot and a notice; each next version is
+//!   [`Version::start`]`(clock, held)` plus `takeover_jump` (past what a deposed leader may
+//!   still have in flight) with a snapshot and a notice; each next version is
 //!   [`Version::next`]`(clock)` (a clock stepping back never moves versions back; `u64::MAX`
-//!   is followed by `0`). A status holding a version newer than the stream: with the desired
-//!   digest it is adopted, with another digest the stream moves past it (snapshot and notice)
+//!   is followed by `0`). A status holding a version newer than the stream: with the current
+//!   or desired digest it is adopted, with another the stream moves past it (snapshot, notice)
 //!   if that is still so `foreign_grace` later, so that two publishers briefly alive at once
 //!   do not take turns overtaking each other while their content is the same.
 
@@ -629,7 +631,7 @@ impl Publisher {
             if foreign {
                 // Content this stream has or is about to publish, under a version another
                 // publisher (or a previous life) made: take the version over.
-                if st.digest == Some(cur_digest) && s.held_since.is_none() {
+                if st.digest == Some(cur_digest) {
                     let content = cur.clone();
                     self.adopt(now, gw, content, held, out);
                     return;
