@@ -744,6 +744,85 @@ fn a_tail_past_the_limit_rewrites_the_snapshot_and_deletes_parts_beyond() {
     );
 }
 
+#[test]
+fn nothing_is_published_while_disconnected_or_deposed_and_held_changes_go_out_merged() {
+    let gws = gateways(2);
+    let mut sim = Sim::new(&gws, 1, 8);
+    let mut cluster = Cluster::new(4, 3);
+    sim.desire(&cluster, &[0]);
+    lead(&mut sim, 0);
+    sim.advance(ms(1000));
+    let v0 = sim.pubs[0].p.version("gw-0000").unwrap();
+    // Three changes while the broker is away: nothing goes out.
+    sim.give(0, Input::Disconnected);
+    let from = sim.log.len();
+    for k in 0..3 {
+        cluster
+            .services
+            .insert(format!("away-{k}"), (30900, vec![k]));
+        sim.desire(&cluster, &[0]);
+        sim.advance(ms(1000));
+    }
+    assert_eq!(sim.log.len(), from);
+    // Back: one tail and one delta per gateway, carrying all three.
+    sim.give(0, Input::Connected);
+    sim.advance(ms(100));
+    let kinds: Vec<Kind> = sim.log[from..].iter().map(|(_, p)| p.kind).collect();
+    assert_eq!(kinds, [Kind::Tail, Kind::Delta, Kind::Tail, Kind::Delta]);
+    let Message::Delta(d) = decode_owned(&sim.log[from + 1].1.payload).unwrap() else {
+        panic!("not a delta")
+    };
+    assert_eq!((d.base, d.set.len()), (v0, 3));
+    // Deposed: nothing either, whatever comes in.
+    sim.give(0, Input::Depose);
+    let from = sim.log.len();
+    cluster.services.clear();
+    cluster.services.insert("last".into(), (30901, vec![0]));
+    sim.desire(&cluster, &[0]);
+    sim.agents.get_mut("gw-0000").unwrap().want = true;
+    sim.report("gw-0000");
+    sim.advance(ms(60_000));
+    assert_eq!(sim.log.len(), from);
+}
+
+#[test]
+fn egress_counts_every_message_and_byte_of_a_change() {
+    let gws = gateways(10);
+    let mut sim = Sim::new(&gws, 1, 9);
+    let mut cluster = Cluster::new(4, 3);
+    sim.desire(&cluster, &[0]);
+    lead(&mut sim, 0);
+    sim.advance(ms(1000));
+    let before = sim.pubs[0].p.egress();
+    let from = sim.log.len();
+    cluster.services.get_mut("svc-00001").unwrap().1 = vec![0, 1, 2];
+    sim.desire(&cluster, &[0]);
+    sim.advance(ms(100));
+    let after = sim.pubs[0].p.egress();
+    let sum = |k: Kind| -> (u64, u64) {
+        sim.log[from..]
+            .iter()
+            .filter(|(_, p)| p.kind == k)
+            .fold((0, 0), |(m, b), (_, p)| (m + 1, b + p.payload.len() as u64))
+    };
+    let (dm, db) = sum(Kind::Delta);
+    let (tm, tb) = sum(Kind::Tail);
+    assert_eq!((dm, tm), (10, 10));
+    assert_eq!(after.deltas.messages - before.deltas.messages, dm);
+    assert_eq!(after.deltas.bytes - before.deltas.bytes, db);
+    assert_eq!(after.tails.bytes - before.tails.bytes, tb);
+    assert_eq!(after.delivered().bytes - before.delivered().bytes, db);
+    assert_eq!(after.versions - before.versions, 10);
+    let topics: u64 = sim.log[from..]
+        .iter()
+        .map(|(_, p)| p.topic.len() as u64)
+        .sum();
+    assert_eq!(
+        after.total().topic_bytes - before.total().topic_bytes,
+        topics
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Lagging agents
 
