@@ -786,6 +786,39 @@ fn nothing_is_published_while_disconnected_or_deposed_and_held_changes_go_out_me
 }
 
 #[test]
+fn content_breaking_a_rule_is_refused_and_the_agent_keeps_its_zone() {
+    let gws = gateways(1);
+    let mut sim = Sim::new(&gws, 1, 10);
+    let mut cluster = Cluster::new(4, 3);
+    sim.desire(&cluster, &[0]);
+    lead(&mut sim, 0);
+    sim.advance(ms(1000));
+    let good = cluster.snapshot("gw-0000");
+    let v = sim.pubs[0].p.version("gw-0000");
+    // A host beyond the node slots.
+    let mut bad = good.clone();
+    bad.services[0].hosts = vec![9];
+    let from = sim.log.len();
+    sim.give(0, Input::Desired(Box::new(bad)));
+    sim.advance(ms(1000));
+    assert_eq!(sim.log.len(), from);
+    let refused = sim.pubs[0].p.take_refused();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].gateway, "gw-0000");
+    assert_eq!(refused[0].error.to_string(), "item 0: invalid `hosts`");
+    assert_eq!(sim.pubs[0].p.version("gw-0000"), v);
+    assert_eq!(sim.agents["gw-0000"].digest, Some(good.digest()));
+    // Good content again goes out.
+    cluster.services.get_mut("svc-00000").unwrap().1 = vec![3];
+    sim.desire(&cluster, &[0]);
+    sim.advance(ms(100));
+    assert_eq!(
+        sim.agents["gw-0000"].digest,
+        Some(cluster.snapshot("gw-0000").digest())
+    );
+}
+
+#[test]
 fn egress_counts_every_message_and_byte_of_a_change() {
     let gws = gateways(10);
     let mut sim = Sim::new(&gws, 1, 9);
