@@ -295,8 +295,11 @@ enum Phase {
 /// One gateway's stream.
 #[derive(Debug, Default)]
 struct Stream {
-    /// The desired content (version meaningless) and its digest.
+    /// Desired content not published yet (version meaningless) and its digest; once published
+    /// it lives on as `current` only (a gateway's content is large: one copy fewer).
     desired: Option<(Snapshot, Digest)>,
+    /// The digest of the latest desired content (pending or published).
+    desired_digest: Option<Digest>,
     /// What is published: the content at the current version.
     current: Option<Snapshot>,
     /// Its digest (kept with it: the digest reads every item).
@@ -383,7 +386,7 @@ impl Publisher {
     /// A gateway's convergence (`None`: no desired content).
     pub fn convergence(&self, gateway: &str) -> Option<Convergence> {
         let s = self.streams.get(gateway)?;
-        let (_, desired) = s.desired.as_ref()?;
+        let desired = s.desired_digest.as_ref()?;
         let version = s
             .current
             .as_ref()
@@ -402,7 +405,7 @@ impl Publisher {
         let mut all = 0;
         let mut ok = 0;
         for s in self.streams.values() {
-            if let Some((_, d)) = &s.desired {
+            if let Some(d) = &s.desired_digest {
                 all += 1;
                 ok += usize::from(s.status.and_then(|st| st.digest) == Some(*d));
             }
@@ -418,12 +421,14 @@ impl Publisher {
                 let gw = snap.gateway.clone();
                 let digest = snap.digest();
                 let s = self.streams.entry(gw.clone()).or_default();
-                if !s
-                    .desired
-                    .as_ref()
-                    .is_some_and(|(d, dg)| *dg == digest && same_content(d, &snap))
-                {
+                let known = match (&s.desired, &s.current) {
+                    (Some((d, dg)), _) => *dg == digest && same_content(d, &snap),
+                    (None, Some(c)) => s.current_digest == digest && same_content(c, &snap),
+                    (None, None) => false,
+                };
+                if !known {
                     s.desired = Some((*snap, digest));
+                    s.desired_digest = Some(digest);
                     let quiet_since = s.last_flush.is_none_or(|t| now.mono >= t + self.cfg.quiet);
                     if s.held_since.is_none() && quiet_since {
                         s.held_since = Some(now.mono);
@@ -485,7 +490,11 @@ impl Publisher {
 
     fn forget_versions(&mut self) {
         for s in self.streams.values_mut() {
-            s.current = None;
+            if let Some(c) = s.current.take() {
+                if s.desired.is_none() {
+                    s.desired = Some((c, s.current_digest));
+                }
+            }
             s.retained = None;
             s.retained_parts = None;
             s.published_at = None;
@@ -555,6 +564,7 @@ impl Publisher {
             return;
         };
         if s.desired.is_none() {
+            // Nothing pending.
             return;
         }
         // The first publish of a stream after a start waits for nothing but the phase.
@@ -719,6 +729,7 @@ impl Publisher {
             .as_ref()
             .is_some_and(|(d, _)| same_content(d, &content))
         {
+            s.desired = None;
             s.held_since = None;
             s.last_change = None;
         }
@@ -751,7 +762,7 @@ impl Publisher {
         let Some(s) = self.streams.get_mut(gw) else {
             return;
         };
-        let Some((want, digest)) = s.desired.clone() else {
+        let Some((want, digest)) = s.desired.take() else {
             return;
         };
         s.held_since = None;
@@ -765,7 +776,7 @@ impl Publisher {
             });
             return;
         }
-        let Some(cur) = s.current.clone() else {
+        let Some(cur) = s.current.take() else {
             // A start: adopt what the agent holds if it is the desired content.
             let st = s.status;
             if let Some(held) = st
@@ -782,6 +793,7 @@ impl Publisher {
             return;
         };
         if same_content(&cur, &want) {
+            s.current = Some(cur);
             return;
         }
         let version = cur.version.next(now.wall_ms);
