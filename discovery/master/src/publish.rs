@@ -74,7 +74,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            prefix: "sdwan/v1".to_string(),
+            prefix: sdwan_link::DEFAULT_PREFIX.to_string(),
             quiet: Duration::from_millis(20),
             max_delay: Duration::from_millis(200),
             status_wait: Duration::from_millis(500),
