@@ -21,6 +21,7 @@ pub mod controller;
 pub mod leader;
 pub mod metrics;
 pub mod offline;
+pub mod publish;
 pub mod watch;
 
 use std::future::Future;
