@@ -148,7 +148,10 @@ async fn deeply_nested_retained_status_does_not_take_the_master_down_nor_flood_i
             let marker = format!("{PREFIX}/nodes/w9/status");
             publish_as(&url, "w9", &marker, deep_status(8_000)).await;
             wait_for(Duration::from_secs(10), "the marker's warning", || {
-                master.stderr().contains("nodes/w9/status: status document").then_some(())
+                master
+                    .stderr()
+                    .contains("nodes/w9/status: status document")
+                    .then_some(())
             });
             let e = master.stderr();
             assert_eq!(
