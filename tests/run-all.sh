@@ -40,7 +40,9 @@ isolated() {
     local sid=$! rc=0
     wait "$sid" || rc=$?
     local left
-    left=$(ps -eo pid=,sid=,args= | awk -v s="$sid" '$2 == s')
+    # Zombies (stat Z) are not running: they wait for a parent to reap them, which where pid 1
+    # does not reap orphans (some containers) they never get.
+    left=$(ps -eo pid=,sid=,stat=,args= | awk -v s="$sid" '$2 == s && $3 !~ /^Z/')
     if [ -n "$left" ]; then
         echo "left running by this step (now stopped):"
         echo "$left"

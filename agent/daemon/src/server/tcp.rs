@@ -12,7 +12,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,8 +36,10 @@ const CONNECTION_STACK: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct Activity {
     epoch: Instant,
-    /// Milliseconds since `epoch`.
-    ms: AtomicU64,
+    /// Milliseconds since `epoch`, wrapping (32 bits: MIPS32 and ARMv7 have no 64-bit
+    /// atomics). Only ages are compared, and an idle connection is closed long before an age
+    /// reaches the 24 days where the wrap would matter.
+    ms: AtomicU32,
 }
 
 impl Activity {
@@ -45,7 +47,7 @@ impl Activity {
     pub fn new(epoch: Instant, now: Instant) -> Activity {
         let a = Activity {
             epoch,
-            ms: AtomicU64::new(0),
+            ms: AtomicU32::new(0),
         };
         a.touch(now);
         a
@@ -53,14 +55,21 @@ impl Activity {
 
     /// Records activity at `now`.
     pub fn touch(&self, now: Instant) {
-        let ms = now.saturating_duration_since(self.epoch).as_millis();
         self.ms
-            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+            .store(wrapping_ms(self.epoch, now), Ordering::Relaxed);
     }
 
-    fn ms(&self) -> u64 {
-        self.ms.load(Ordering::Relaxed)
+    /// Milliseconds since the last activity, seen at `now`: negative when the connection's
+    /// thread recorded an activity after `now`. Ages are within 2^31 ms either way, so the
+    /// wrapping difference read as signed is the age.
+    fn age_ms(&self, now: Instant) -> i32 {
+        wrapping_ms(self.epoch, now).wrapping_sub(self.ms.load(Ordering::Relaxed)) as i32
     }
+}
+
+/// `now - epoch` in milliseconds, modulo 2^32.
+fn wrapping_ms(epoch: Instant, now: Instant) -> u32 {
+    now.saturating_duration_since(epoch).as_millis() as u32
 }
 
 /// One open connection as the table sees it.
@@ -99,7 +108,7 @@ pub struct Table {
     limits: TcpLimits,
     epoch: Instant,
     conns: Mutex<Vec<Entry>>,
-    next_id: AtomicU64,
+    next_id: AtomicUsize,
 }
 
 impl Table {
@@ -109,7 +118,7 @@ impl Table {
             limits,
             epoch: Instant::now(),
             conns: Mutex::new(Vec::new()),
-            next_id: AtomicU64::new(0),
+            next_id: AtomicUsize::new(0),
         }
     }
 
@@ -136,14 +145,14 @@ impl Table {
         let ip = canonical(ip);
         let now = Instant::now();
         let activity = Arc::new(Activity::new(self.epoch, now));
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
         let mut conns = self.lock();
         let oldest = |filter: &dyn Fn(&Entry) -> bool| {
             conns
                 .iter()
                 .enumerate()
                 .filter(|(_, e)| filter(e))
-                .min_by_key(|(_, e)| (e.activity.ms(), e.id))
+                .max_by_key(|(_, e)| (e.activity.age_ms(now), std::cmp::Reverse(e.id)))
                 .map(|(i, _)| i)
         };
         let same = conns.iter().filter(|e| e.ip == ip).count();
@@ -158,12 +167,10 @@ impl Table {
             let e = conns.swap_remove(i);
             // The connection's thread sees end of file (or a failed write) and ends.
             let _ = e.handle.shutdown(std::net::Shutdown::Both);
-            let now_ms = now.saturating_duration_since(self.epoch).as_millis();
-            let now_ms = u64::try_from(now_ms).unwrap_or(u64::MAX);
             Evicted {
                 ip: e.ip,
                 reason,
-                idle_ms: now_ms.saturating_sub(e.activity.ms()),
+                idle_ms: u64::try_from(e.activity.age_ms(now)).unwrap_or(0),
             }
         });
         conns.push(Entry {
