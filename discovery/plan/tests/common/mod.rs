@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod walk;
+
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Deserialize;
