@@ -11,16 +11,13 @@
 //! time's tail is other processes, the CPU time is the work. Prints a Markdown table for
 //! docs/benchmarks.md.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeStatus, Service, ServicePort, ServiceSpec,
-};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sdwan_plan::{Change, Planner, Snapshot, Topology};
 use sdwan_testsupport::Rng;
+
+mod synthetic;
+use synthetic::{node, replicas, service, slice, ZONES};
 
 struct Args {
     services: usize,
@@ -51,116 +48,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-const ZONES: usize = 20;
-
-fn node(i: usize, rng: &mut Rng) -> Node {
-    let name = format!("worker{i:04}");
-    let mut addresses = vec![NodeAddress {
-        type_: "InternalIP".into(),
-        address: format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256),
-    }];
-    if rng.chance(5) {
-        addresses.push(NodeAddress {
-            type_: "InternalIP".into(),
-            address: format!("fd00::{:x}", i + 1),
-        });
-    }
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name),
-            labels: Some(BTreeMap::from([(
-                "topology.kubernetes.io/zone".to_owned(),
-                format!("zone-{:02}", i % ZONES),
-            )])),
-            ..Default::default()
-        },
-        status: Some(NodeStatus {
-            addresses: Some(addresses),
-            conditions: Some(vec![NodeCondition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn service(ns: &str, name: &str, ports: usize, base: usize) -> Service {
-    Service {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: Some("NodePort".into()),
-            ports: Some(
-                (0..ports)
-                    .map(|p| ServicePort {
-                        name: Some(["http", "metrics"][p].into()),
-                        port: [80, 9090][p],
-                        node_port: Some((30000 + (base * 2 + p) % 2768) as i32),
-                        protocol: Some("TCP".into()),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn slice(ns: &str, svc: &str, nodes: &[usize]) -> EndpointSlice {
-    EndpointSlice {
-        address_type: "IPv4".into(),
-        metadata: ObjectMeta {
-            name: Some(format!("{svc}-abcde")),
-            namespace: Some(ns.into()),
-            labels: Some(BTreeMap::from([(
-                "kubernetes.io/service-name".to_owned(),
-                svc.to_owned(),
-            )])),
-            ..Default::default()
-        },
-        endpoints: Some(
-            nodes
-                .iter()
-                .enumerate()
-                .map(|(k, n)| Endpoint {
-                    addresses: vec![format!("10.244.{}.{}", k / 250, k % 250 + 1)],
-                    conditions: Some(EndpointConditions {
-                        ready: Some(true),
-                        serving: Some(true),
-                        terminating: Some(false),
-                    }),
-                    node_name: Some(format!("worker{n:04}")),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-        ports: None,
-    }
-}
-
-fn replicas(rng: &mut Rng, nodes: usize) -> Vec<usize> {
-    let n = if rng.chance(1) {
-        nodes
-    } else {
-        1 + rng.below(3)
-    };
-    let mut v: Vec<usize> = if n == nodes {
-        (0..nodes).collect()
-    } else {
-        (0..n).map(|_| rng.below(nodes)).collect()
-    };
-    v.sort_unstable();
-    v.dedup();
-    v
 }
 
 /// CPU time of this thread: what the work costs, whatever else the machine runs.
@@ -194,7 +81,7 @@ fn main() {
     let mut rng = Rng::new(a.seed);
     let mut snapshot = Snapshot::new();
     for i in 0..a.nodes {
-        snapshot.apply_node(&node(i, &mut rng)).unwrap();
+        snapshot.apply_node(&node(i, rng.chance(5), true)).unwrap();
     }
     let mut svcs = Vec::new();
     let mut hosts_of: Vec<Vec<usize>> = Vec::new();
