@@ -7,105 +7,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use common::scenario::*;
 use common::*;
 use sdwan_plan::{plan, Change, Planner, RecordType, Snapshot, Topology};
-use serde::Deserialize;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Scenario {
-    /// What the scenario shows.
-    #[allow(dead_code)]
-    description: String,
-    /// The topology file's text.
-    topology: String,
-    #[serde(default)]
-    node: Vec<NodeSpec>,
-    #[serde(default)]
-    service: Vec<ServiceSpec>,
-    #[serde(default)]
-    slice: Vec<SliceSpec>,
-    step: Vec<Step>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Step {
-    name: String,
-    #[serde(default)]
-    changes: Vec<ChangeSpec>,
-    /// gateway -> "name TYPE" -> data in payload order (`[]`: no such records).
-    #[serde(default)]
-    expect: BTreeMap<String, BTreeMap<String, Vec<String>>>,
-    /// gateway -> every owner name in the zone, sorted, apex TXT left out.
-    #[serde(default)]
-    names: BTreeMap<String, Vec<String>>,
-    /// Ready workers that get a proxy payload.
-    proxy_nodes: Option<Vec<String>>,
-    /// node -> "namespace/name" of the services it holds (proxy payload).
-    #[serde(default)]
-    proxy_local: BTreeMap<String, Vec<String>>,
-    /// Substrings each expected in some warning.
-    #[serde(default)]
-    warnings: Vec<String>,
-    /// Gateways that must be reported changed by this step.
-    #[serde(default)]
-    changed: Vec<String>,
-    /// Gateways that must not be reported changed by this step.
-    #[serde(default)]
-    unchanged: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChangeSpec {
-    node: Option<NodeSpec>,
-    delete_node: Option<String>,
-    service: Option<ServiceSpec>,
-    /// `namespace/name`
-    delete_service: Option<String>,
-    slice: Option<SliceSpec>,
-    /// `namespace/name`
-    delete_slice: Option<String>,
-}
-
-fn split(s: &str) -> (String, String) {
-    let (a, b) = s.split_once('/').expect("namespace/name");
-    (a.to_owned(), b.to_owned())
-}
-
-impl ChangeSpec {
-    fn changes(&self) -> Vec<Change> {
-        let mut v = Vec::new();
-        if let Some(n) = &self.node {
-            v.push(Change::Node(Box::new(node(n))));
-        }
-        if let Some(n) = &self.delete_node {
-            v.push(Change::NodeDeleted(n.clone()));
-        }
-        if let Some(s) = &self.service {
-            v.push(Change::Service(Box::new(service(s))));
-            if !(s.ready.is_empty() && s.unready.is_empty() && s.terminating.is_empty()) {
-                v.push(Change::Slice(Box::new(slice(&service_slice(s)))));
-            }
-        }
-        if let Some(s) = &self.delete_service {
-            let (namespace, name) = split(s);
-            v.push(Change::ServiceDeleted { namespace, name });
-        }
-        if let Some(s) = &self.slice {
-            v.push(Change::Slice(Box::new(slice(s))));
-        }
-        if let Some(s) = &self.delete_slice {
-            let (namespace, name) = split(s);
-            v.push(Change::SliceDeleted { namespace, name });
-        }
-        v
-    }
-}
 
 fn type_of(s: &str) -> RecordType {
     match s {

@@ -8,13 +8,13 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use common::scenario::*;
 use common::walk::*;
 use common::*;
 use sdwan_contract::v2::encode::{decode_owned, Delta, Message, Snapshot as Wire};
 use sdwan_contract::v2::{self, Version, MAX_MESSAGE_BYTES};
 use sdwan_plan::{plan, v2 as pv2, Change, Planner, RecordType, Snapshot, Topology};
 use sdwan_testsupport::Rng;
-use serde::Deserialize;
 
 type Rec = (String, RecordType, String, Option<u32>);
 
@@ -164,69 +164,6 @@ fn check_state(snapshot: &Snapshot, topology: &Topology, what: &str) -> usize {
     explained
 }
 
-#[derive(Debug, Deserialize)]
-struct Scenario {
-    topology: String,
-    #[serde(default)]
-    node: Vec<NodeSpec>,
-    #[serde(default)]
-    service: Vec<ServiceSpec>,
-    #[serde(default)]
-    slice: Vec<SliceSpec>,
-    step: Vec<ScenarioStep>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ScenarioStep {
-    name: String,
-    #[serde(default)]
-    changes: Vec<ChangeSpec>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChangeSpec {
-    node: Option<NodeSpec>,
-    delete_node: Option<String>,
-    service: Option<ServiceSpec>,
-    delete_service: Option<String>,
-    slice: Option<SliceSpec>,
-    delete_slice: Option<String>,
-}
-
-fn split(s: &str) -> (String, String) {
-    let (a, b) = s.split_once('/').expect("namespace/name");
-    (a.to_owned(), b.to_owned())
-}
-
-/// The same events as `tests/scenarios.rs` makes of a step.
-fn changes(c: &ChangeSpec) -> Vec<Change> {
-    let mut v = Vec::new();
-    if let Some(n) = &c.node {
-        v.push(Change::Node(Box::new(node(n))));
-    }
-    if let Some(n) = &c.delete_node {
-        v.push(Change::NodeDeleted(n.clone()));
-    }
-    if let Some(s) = &c.service {
-        v.push(Change::Service(Box::new(service(s))));
-        if !(s.ready.is_empty() && s.unready.is_empty() && s.terminating.is_empty()) {
-            v.push(Change::Slice(Box::new(slice(&service_slice(s)))));
-        }
-    }
-    if let Some(s) = &c.delete_service {
-        let (namespace, name) = split(s);
-        v.push(Change::ServiceDeleted { namespace, name });
-    }
-    if let Some(s) = &c.slice {
-        v.push(Change::Slice(Box::new(slice(s))));
-    }
-    if let Some(s) = &c.delete_slice {
-        let (namespace, name) = split(s);
-        v.push(Change::SliceDeleted { namespace, name });
-    }
-    v
-}
-
 #[test]
 fn every_scenario_expands_to_the_v1_zone() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios");
@@ -256,7 +193,7 @@ fn every_scenario_expands_to_the_v1_zone() {
         let mut planner = Planner::new(snapshot, topology.clone());
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         for step in &sc.step {
-            planner.update(step.changes.iter().flat_map(changes));
+            planner.update(step.changes.iter().flat_map(ChangeSpec::changes));
             let what = format!("{name} step {:?}", step.name);
             *explained.entry(name.clone()).or_insert(0) +=
                 check_state(planner.snapshot(), &topology, &what);

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod scenario;
 pub mod walk;
 
 use k8s_openapi::api::core::v1::{Node, Service};
