@@ -48,40 +48,19 @@ pub struct Topology {
     pub family: Family,
 }
 
-/// A gateway's address policy (issue 13, `docs/planning.md`): which addresses its zone gives
-/// out, so that a dual-stack branch host is never sent to one node over IPv4 and to another
-/// over IPv6.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    /// A name's A and AAAA come from one node, the nearest candidate; the family that node
-    /// lacks is NODATA.
-    #[default]
-    Dual,
-    /// Only IPv4: the nearest candidate with IPv4 answers A; no AAAA anywhere in the zone.
-    Ipv4,
-    /// Only IPv6: the nearest candidate with IPv6 answers AAAA; no A anywhere in the zone.
-    Ipv6,
-}
+/// A gateway's address policy: the contract's type, so the topology file and payload v2
+/// share one spelling (`docs/planning.md`, "address policy").
+pub use sdwan_contract::v2::Family;
 
-impl Family {
-    /// The topology file's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Family::Dual => "dual",
-            Family::Ipv4 => "ipv4",
-            Family::Ipv6 => "ipv6",
-        }
-    }
+/// `family = "dual" | "ipv4" | "ipv6"` as the file spells it.
+struct FileFamily(Family);
 
-    /// Whether the zone gives out IPv4 addresses (A records).
-    pub fn v4(self) -> bool {
-        self != Family::Ipv6
-    }
-
-    /// Whether the zone gives out IPv6 addresses (AAAA records).
-    pub fn v6(self) -> bool {
-        self != Family::Ipv4
+impl<'de> Deserialize<'de> for FileFamily {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Family::parse(&s)
+            .map(FileFamily)
+            .ok_or_else(|| serde::de::Error::unknown_variant(&s, &["dual", "ipv4", "ipv6"]))
     }
 }
 
@@ -195,7 +174,7 @@ struct File {
     #[serde(default)]
     gateway: Vec<FileGateway>,
     proxy: Option<toml::Spanned<FileProxy>>,
-    family: Option<Family>,
+    family: Option<FileFamily>,
 }
 
 #[derive(Deserialize)]
@@ -213,7 +192,7 @@ struct FileGateway {
     zone: Option<String>,
     #[serde(default)]
     near: Vec<String>,
-    family: Option<Family>,
+    family: Option<FileFamily>,
 }
 
 /// Whether `id` is a gateway id the payload contract allows.
@@ -301,7 +280,7 @@ impl Topology {
             }
             t.proxy = settings;
         }
-        if let Some(f) = file.family {
+        if let Some(FileFamily(f)) = file.family {
             t.family = f;
         }
         let mut seen = BTreeSet::new();
@@ -319,7 +298,7 @@ impl Topology {
                 id,
                 zone: g.zone.filter(|z| !z.is_empty()),
                 near: g.near,
-                family: g.family.unwrap_or(t.family),
+                family: g.family.map_or(t.family, |f| f.0),
             });
         }
         Ok(t)

@@ -162,14 +162,6 @@ pub struct Zones {
     warnings: Vec<Warning>,
 }
 
-fn wire_family(f: Family) -> v2::Family {
-    match f {
-        Family::Dual => v2::Family::Dual,
-        Family::Ipv4 => v2::Family::Ipv4,
-        Family::Ipv6 => v2::Family::Ipv6,
-    }
-}
-
 /// Plans payload v2 for every gateway of `topology` (pure: same inputs, same output).
 pub fn zones(snapshot: &Snapshot, topology: &Topology) -> Zones {
     let mut warnings = Vec::new();
@@ -358,7 +350,7 @@ fn class(nodes: &[SlotNode], near: &[u32], zone: Option<&str>, family: Family) -
         push(i, Tier::Other, &mut slots);
     }
     Class {
-        family: wire_family(family),
+        family,
         slots,
         slot_of,
     }

@@ -195,10 +195,13 @@ impl Kind {
     }
 }
 
-/// The gateway's address policy (issue 13).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The gateway's address policy (issue 13, `docs/planning.md`): which addresses its zone
+/// gives out, so that a dual-stack branch host is never sent to one node over IPv4 and to
+/// another over IPv6. The topology file (`family = ...`) and payload v2 spell it the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
     /// A and AAAA from the same node, the nearest usable.
+    #[default]
     Dual,
     /// The nearest usable node with IPv4; AAAA is NODATA.
     Ipv4,
@@ -215,10 +218,19 @@ impl Family {
             Family::Ipv6 => "ipv6",
         }
     }
+    /// Whether the zone gives out IPv4 addresses (A records).
+    pub fn v4(self) -> bool {
+        self != Family::Ipv6
+    }
+    /// Whether the zone gives out IPv6 addresses (AAAA records).
+    pub fn v6(self) -> bool {
+        self != Family::Ipv4
+    }
     fn code(self) -> u8 {
         self as u8
     }
-    fn parse(s: &str) -> Option<Self> {
+    /// The policy spelled `s` (`dual`, `ipv4` or `ipv6`).
+    pub fn parse(s: &str) -> Option<Self> {
         [Family::Dual, Family::Ipv4, Family::Ipv6]
             .into_iter()
             .find(|f| f.as_str() == s)
