@@ -265,20 +265,20 @@ impl Config {
     /// wrapped in double quotes (which are removed). Keys as in [`KEYS`]; `listen` may repeat.
     /// At most [`MAX_CONFIG_BYTES`] are read.
     pub fn read_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        use std::io::Read as _;
         let err = |error: String| ConfigError::Read {
             path: path.to_path_buf(),
             error,
         };
-        let mut text = String::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text))
-            .map_err(|e| err(e.to_string()))?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(err(format!(
-                "larger than {MAX_CONFIG_BYTES} bytes (a config file holds a few dozen lines)"
-            )));
-        }
+        let bytes = std::fs::File::open(path)
+            .and_then(|f| crate::persist::read_at_most(f, MAX_CONFIG_BYTES as usize))
+            .map_err(|e| err(e.to_string()))?
+            .ok_or_else(|| {
+                err(format!(
+                    "larger than {MAX_CONFIG_BYTES} bytes (a config file holds a few dozen lines)"
+                ))
+            })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| err("stream did not contain valid UTF-8".to_string()))?;
         self.apply_file_text(&path.display().to_string(), &text)
     }
 

@@ -116,20 +116,18 @@ impl std::error::Error for Error {}
 /// Reads and validates a zone payload file. At most one byte more than a payload may hold is
 /// read, so a huge file (or `/dev/zero`) is refused as too large without filling the memory.
 pub fn load_zone_file(path: &Path) -> Result<OwnedZone, Error> {
-    use std::io::Read as _;
     let max = sdwan_agent_core::payload::MAX_PAYLOAD_BYTES;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(max as u64 + 1).read_to_end(&mut bytes))
+    let read = std::fs::File::open(path)
+        .and_then(|f| persist::read_at_most(f, max))
         .map_err(|error| Error::ZoneFileRead {
             path: path.to_path_buf(),
             error,
         })?;
-    if bytes.len() > max {
+    let Some(bytes) = read else {
         let len = std::fs::metadata(path)
             .ok()
             .filter(|m| m.is_file())
-            .map_or(bytes.len(), |m| m.len() as usize);
+            .map_or(max + 1, |m| m.len() as usize);
         return Err(Error::ZoneFileInvalid {
             path: path.to_path_buf(),
             error: Box::new(PayloadError {
@@ -138,7 +136,7 @@ pub fn load_zone_file(path: &Path) -> Result<OwnedZone, Error> {
                 kind: sdwan_agent_core::payload::PayloadErrorKind::TooLarge { len },
             }),
         });
-    }
+    };
     store::load_payload(&bytes).map_err(|error| Error::ZoneFileInvalid {
         path: path.to_path_buf(),
         error: Box::new(error),

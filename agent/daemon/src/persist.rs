@@ -126,12 +126,30 @@ fn create_exclusive(path: &Path) -> io::Result<File> {
     }
 }
 
+/// Reads `r` to its end, but never more than `max + 1` bytes: `Ok(None)` when it holds more
+/// than `max` (the caller names its limit), so a huge file or `/dev/zero` cannot fill the
+/// memory. The one bounded read for every file the agent takes in: zone file, config file,
+/// persisted zone, known-good proxy files.
+pub fn read_at_most(r: impl io::Read, max: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut io::Read::take(r, max as u64 + 1), &mut bytes)?;
+    Ok((bytes.len() <= max).then_some(bytes))
+}
+
 /// Loads and validates the persisted zone. `gateway_id`, when given, must match the payload's
 /// `gateway`. Returns `None` (after logging why) when there is nothing usable.
 pub fn load(dir: &Path, gateway_id: Option<&str>) -> Option<(OwnedZone, Vec<u8>)> {
     let path = state_file(dir);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
+    let max = sdwan_agent_core::payload::MAX_PAYLOAD_BYTES;
+    let bytes = match fs::File::open(&path).and_then(|f| read_at_most(f, max)) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            warn!(
+                "persisted zone {} is larger than {max} bytes, ignored",
+                path.display()
+            );
+            return None;
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             info!("no persisted zone in {}", dir.display());
             return None;

@@ -335,17 +335,12 @@ fn read_set(dir: &Path) -> io::Result<FileSet> {
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
         {
-            Ok(f) => {
-                let mut b = Vec::new();
-                f.take(MAX_FILE as u64 + 1).read_to_end(&mut b)?;
-                if b.len() > MAX_FILE {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("{} is above {MAX_FILE} bytes", path.display()),
-                    ));
-                }
-                Some(b)
-            }
+            Ok(f) => Some(crate::persist::read_at_most(f, MAX_FILE)?.ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is above {MAX_FILE} bytes", path.display()),
+                )
+            })?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         };
