@@ -81,7 +81,7 @@ Try:
 MSG
 try_this() { printf '  %-62s # %s\n' "$d $1" "$2"; }
 try_this "local.$suffix" "nearest Ready worker for $gateway"
-try_this "worker2.$suffix AAAA" "a worker by name"
+try_this "worker3.$suffix AAAA" "a worker by name (worker3 is dual-stack)"
 try_this "hello-world.default.$suffix" "nearest node running the service"
 try_this "hello-world.$suffix" "the same: the name is unique"
 try_this "_http._tcp.hello-world.default.$suffix SRV" "every node, nearest first"
