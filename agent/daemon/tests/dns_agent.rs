@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dns_common::{check, CaseFile};
+use dns_common::{ask_cases, CaseFile};
 use sdwan_testsupport::{dig, kdig, Agent, ChildGuard, Dnsmasq, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sdwan-agent");
@@ -70,27 +70,7 @@ fn dig_and_kdig_cases() {
         toml::from_str(include_str!("dns_cases.toml")).expect("dns_cases.toml parses");
     assert!(cases.case.len() >= 20);
     let (_dir, agent) = start_with_zone(&test_zone());
-    let mut failures = Vec::new();
-    for case in &cases.case {
-        let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
-        for client in &case.clients {
-            let got = match client.as_str() {
-                "dig" => dig(agent.dns, &args),
-                "kdig" => kdig(agent.dns, &args),
-                other => panic!("case {:?}: unknown client {other}", case.name),
-            };
-            let bad = check(case, &got);
-            if !bad.is_empty() {
-                failures.push(format!(
-                    "{client} {:?} ({}):\n  {}\n{}",
-                    case.name,
-                    case.args.join(" "),
-                    bad.join("\n  "),
-                    got.stdout
-                ));
-            }
-        }
-    }
+    let (_, failures) = ask_cases(agent.dns, &cases.case, "");
     assert!(
         failures.is_empty(),
         "{} failing case(s):\n{}",

@@ -7,8 +7,8 @@ mod dns_common;
 
 use std::collections::BTreeMap;
 
-use dns_common::{check, CaseFile};
-use sdwan_testsupport::{dig, kdig, Agent, TempDir};
+use dns_common::{ask_cases, CaseFile};
+use sdwan_testsupport::{Agent, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sdwan-agent");
 
@@ -98,32 +98,13 @@ fn each_address_policy_answers_through_a_real_agent() {
         "a case table per gateway"
     );
     let dir = TempDir::new("families");
-    let mut failures = Vec::new();
-    let mut asked = 0;
+    let (mut asked, mut failures) = (0, Vec::new());
     for (gw, cases) in &tables {
         let path = dir.write(format!("{gw}.json"), &zones[gw]);
         let agent = Agent::start(BIN, &["--zone-file", path.to_str().unwrap()]);
-        for case in &cases.case {
-            let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
-            for client in &case.clients {
-                let got = match client.as_str() {
-                    "dig" => dig(agent.dns, &args),
-                    "kdig" => kdig(agent.dns, &args),
-                    other => panic!("case {:?}: unknown client {other}", case.name),
-                };
-                asked += 1;
-                let bad = check(case, &got);
-                if !bad.is_empty() {
-                    failures.push(format!(
-                        "{gw}: {client} {:?} ({}):\n  {}\n{}",
-                        case.name,
-                        case.args.join(" "),
-                        bad.join("\n  "),
-                        got.stdout
-                    ));
-                }
-            }
-        }
+        let (n, bad) = ask_cases(agent.dns, &cases.case, &format!("{gw}: "));
+        asked += n;
+        failures.extend(bad);
     }
     assert!(asked >= 40, "only {asked} queries");
     assert!(

@@ -3,10 +3,11 @@
 //! its check against a dig/kdig answer.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sdwan_agent::store::{load_payload, ZoneStore};
-use sdwan_testsupport::{DigAnswer, Rr};
+use sdwan_testsupport::{dig, kdig, DigAnswer, Rr};
 use serde::Deserialize;
 
 /// A store holding `examples/zone.json`.
@@ -171,4 +172,33 @@ pub fn check(case: &Case, got: &DigAnswer) -> Vec<String> {
         }
     }
     bad
+}
+
+/// Asks the agent at `dns` every case of `cases` with each of the case's clients (dig,
+/// kdig). Returns how many questions were asked and a report per wrong answer, each starting
+/// with `label` (empty, or e.g. the gateway and a colon).
+pub fn ask_cases(dns: SocketAddr, cases: &[Case], label: &str) -> (usize, Vec<String>) {
+    let (mut asked, mut failures) = (0, Vec::new());
+    for case in cases {
+        let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
+        for client in &case.clients {
+            let got = match client.as_str() {
+                "dig" => dig(dns, &args),
+                "kdig" => kdig(dns, &args),
+                other => panic!("case {:?}: unknown client {other}", case.name),
+            };
+            asked += 1;
+            let bad = check(case, &got);
+            if !bad.is_empty() {
+                failures.push(format!(
+                    "{label}{client} {:?} ({}):\n  {}\n{}",
+                    case.name,
+                    case.args.join(" "),
+                    bad.join("\n  "),
+                    got.stdout
+                ));
+            }
+        }
+    }
+    (asked, failures)
 }
