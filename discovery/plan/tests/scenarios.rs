@@ -207,14 +207,8 @@ fn run(path: &std::path::Path) -> Result<usize, String> {
 
 #[test]
 fn scenarios() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no scenarios in {dir}");
+    let files = scenario_files();
+    assert!(!files.is_empty(), "no scenarios in tests/scenarios");
     let mut failures = String::new();
     for f in &files {
         match run(f) {

@@ -166,13 +166,7 @@ fn check_state(snapshot: &Snapshot, topology: &Topology, what: &str) -> usize {
 
 #[test]
 fn every_scenario_expands_to_the_v1_zone() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
+    let files = scenario_files();
     assert!(files.len() >= 6, "scenarios: {files:?}");
     let mut states = 0;
     let mut explained = BTreeMap::new();

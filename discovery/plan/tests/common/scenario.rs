@@ -100,3 +100,15 @@ impl ChangeSpec {
         v
     }
 }
+
+/// The scenario files (`tests/scenarios/*.toml`), sorted.
+pub fn scenario_files() -> Vec<std::path::PathBuf> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
