@@ -82,11 +82,7 @@ fn worker_agent_drives_nginx_through_mqtt() {
     let rig = ProxyRig::start("proxy-nginx");
     let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
     let port = free_port();
-    let settings = ProxySettings {
-        listen_port: port,
-        upstream_host: "127.0.0.1".into(),
-        dir: proxy_dir.display().to_string(),
-    };
+    let settings = rig.settings(port);
     let (hello, web, extra) = (
         Backend::start("hello-world"),
         Backend::start("web"),
@@ -268,11 +264,7 @@ fn worker_killed_during_the_check_restarts_with_the_known_good_files_live() {
     let rig = ProxyRig::start("proxy-crash");
     let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
     let port = free_port();
-    let settings = ProxySettings {
-        listen_port: port,
-        upstream_host: "127.0.0.1".into(),
-        dir: proxy_dir.display().to_string(),
-    };
+    let settings = rig.settings(port);
     let hello = Backend::start("hello-world");
     let services = vec![svc("default", "hello-world", true, hello.port)];
     // nginx -t, made slow while the file `slow` exists: it then records its pid (its process
@@ -360,11 +352,7 @@ fn a_write_that_fails_midway_leaves_no_temp_file_and_the_good_files_live() {
     // fails midway, with a real EFBIG from the kernel.
     let rig = ProxyRig::start("proxy-efbig");
     let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
-    let settings = ProxySettings {
-        listen_port: free_port(),
-        upstream_host: "127.0.0.1".into(),
-        dir: proxy_dir.display().to_string(),
-    };
+    let settings = rig.settings(free_port());
     let hello = Backend::start("hello-world");
     let _agent = rig.start_agent_with(NODE, &rig.nginx.check_cmd(), Some(64 * 1024));
     let services = vec![svc("default", "hello-world", true, hello.port)];

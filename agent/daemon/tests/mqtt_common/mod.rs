@@ -496,6 +496,16 @@ pub struct ProxyRig {
 }
 
 impl ProxyRig {
+    /// Proxy settings for nginx on `listen_port`, proxying to loopback, configuration in
+    /// this rig's proxy directory.
+    pub fn settings(&self, listen_port: u16) -> sdwan_plan::nginx::ProxySettings {
+        sdwan_plan::nginx::ProxySettings {
+            listen_port,
+            upstream_host: "127.0.0.1".into(),
+            dir: self.proxy_dir.display().to_string(),
+        }
+    }
+
     pub fn start(name: &str) -> ProxyRig {
         let tmp = TempDir::new(name);
         let pki = Pki::new(tmp.path());
