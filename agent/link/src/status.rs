@@ -2,7 +2,9 @@
 //! `P/nodes/NODE/status`:
 //! `{"state":"online"|"offline","serial":42|null,"error":"text"|null,"version":"0.1.0"}`.
 //! `serial` is the serial in use, `error` the last rejection or failure (null when the last
-//! payload was applied). The last will is the same document with `"state":"offline"`.
+//! payload was applied). An agent on payload v2 adds `"held":V,"digest":"16 hex"` (the
+//! version and content digest it serves) and, when it waits for a snapshot in vain,
+//! `"want":"snapshot"` (`docs/payload-v2.md`), after `error`. The last will is the same document with `"state":"offline"`.
 //!
 //! [`Status::to_json`] is a hand-written emitter (no serde_json in the agent binary);
 //! [`Status::from_json`] parses with serde-json-core, behind the checked door
@@ -40,6 +42,17 @@ pub struct Status {
     /// agent started. Emitted (before `version`) only when set.
     #[serde(default)]
     pub disconnect: Option<String>,
+    /// Payload v2 (`docs/payload-v2.md`): the version of the content in use (`held`), `None`
+    /// when none. Emitted (after `error`) only when set or when `digest` is.
+    #[serde(default)]
+    pub held: Option<u64>,
+    /// Payload v2: the digest of the content in use, 16 lower-case hex digits.
+    #[serde(default)]
+    pub digest: Option<String>,
+    /// Payload v2: `"snapshot"` when the agent waited for a whole snapshot and none came (the
+    /// master then republishes it). Emitted only when set.
+    #[serde(default)]
+    pub want: Option<String>,
     /// Agent version (`CARGO_PKG_VERSION`).
     pub version: String,
 }
@@ -64,6 +77,9 @@ impl Status {
             serial,
             error,
             disconnect: None,
+            held: None,
+            digest: None,
+            want: None,
             version: version.to_string(),
         }
     }
@@ -75,6 +91,9 @@ impl Status {
             serial,
             error: None,
             disconnect: None,
+            held: None,
+            digest: None,
+            want: None,
             version: version.to_string(),
         }
     }
@@ -99,6 +118,24 @@ impl Status {
         match &self.error {
             Some(e) => push_json_string(&mut s, e),
             None => s.push_str("null"),
+        }
+        if self.held.is_some() || self.digest.is_some() {
+            s.push_str(",\"held\":");
+            match self.held {
+                Some(n) => {
+                    let _ = write!(s, "{n}");
+                }
+                None => s.push_str("null"),
+            }
+            s.push_str(",\"digest\":");
+            match &self.digest {
+                Some(d) => push_json_string(&mut s, d),
+                None => s.push_str("null"),
+            }
+        }
+        if let Some(w) = &self.want {
+            s.push_str(",\"want\":");
+            push_json_string(&mut s, w);
         }
         if let Some(d) = &self.disconnect {
             s.push_str(",\"disconnect\":");
@@ -191,6 +228,20 @@ mod tests {
         assert_eq!(
             json,
             r#"{"state":"online","serial":3,"error":null,"disconnect":"I/O: connection reset","version":"0.1.0"}"#
+        );
+        assert_eq!(Status::from_json(json.as_bytes()).unwrap(), s);
+    }
+
+    #[test]
+    fn v2_fields_are_emitted_when_set_and_round_trip() {
+        let mut s = Status::online(None, None, "0.1.0");
+        s.held = Some(u64::MAX);
+        s.digest = Some("0c55e2f1aa93d07b".into());
+        s.want = Some("snapshot".into());
+        let json = s.to_json();
+        assert_eq!(
+            json,
+            r#"{"state":"online","serial":null,"error":null,"held":18446744073709551615,"digest":"0c55e2f1aa93d07b","want":"snapshot","version":"0.1.0"}"#
         );
         assert_eq!(Status::from_json(json.as_bytes()).unwrap(), s);
     }

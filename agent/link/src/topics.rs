@@ -72,6 +72,11 @@ impl Topics {
     pub fn gateway_zone(&self, gateway: &str) -> String {
         format!("{}/gateways/{gateway}/zone", self.prefix)
     }
+    /// `P/gateways/ID/v2/LEAF` (`LEAF`: `part/K`, `part/+`, `tail`, `delta`, `#`): payload v2
+    /// topics of a gateway (`docs/payload-v2.md`).
+    pub fn gateway_v2(&self, gateway: &str, leaf: &str) -> String {
+        format!("{}/gateways/{gateway}/v2/{leaf}", self.prefix)
+    }
     /// `P/gateways/ID/status`: the gateway agent's status document (retained).
     pub fn gateway_status(&self, gateway: &str) -> String {
         format!("{}/gateways/{gateway}/status", self.prefix)
@@ -129,6 +134,10 @@ mod tests {
             "sdwan/v1/default/gateways/gw-a/status"
         );
         assert_eq!(t.node_proxy("w1"), "sdwan/v1/default/nodes/w1/proxy");
+        assert_eq!(
+            t.gateway_v2("gw-a", "part/3"),
+            "sdwan/v1/default/gateways/gw-a/v2/part/3"
+        );
         assert_eq!(t.node_status("w1"), "sdwan/v1/default/nodes/w1/status");
         let t = Topics::new("x/y/").unwrap();
         assert_eq!(t.all_gateway_status(), "x/y/gateways/+/status");
