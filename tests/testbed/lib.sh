@@ -186,6 +186,7 @@ notifications false
 restart_timeout 1
 cleansession true
 topic $PREFIX_TOPIC/gateways/+/zone in 1
+topic $PREFIX_TOPIC/gateways/+/v2/# in 1
 topic $PREFIX_TOPIC/gateways/+/status out 1
 EOF
     fi
@@ -193,12 +194,13 @@ EOF
 
 tb_brokers() {
     local acl="pattern read $PREFIX_TOPIC/gateways/%u/zone
+pattern read $PREFIX_TOPIC/gateways/%u/v2/#
 pattern write $PREFIX_TOPIC/gateways/%u/status
 pattern read $PREFIX_TOPIC/nodes/%u/proxy
 pattern write $PREFIX_TOPIC/nodes/%u/status
 "
-    printf '%s\nuser master\ntopic readwrite %s/gateways/+/zone\ntopic read %s/gateways/+/status\ntopic readwrite %s/nodes/+/proxy\ntopic read %s/nodes/+/status\n\nuser region-bridge\ntopic read %s/gateways/g2/zone\ntopic read %s/gateways/g3/zone\ntopic write %s/gateways/g2/status\ntopic write %s/gateways/g3/status\n' \
-        "$acl" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" >"$W/central.acl"
+    printf '%s\nuser master\ntopic readwrite %s/gateways/+/zone\ntopic readwrite %s/gateways/+/v2/#\ntopic read %s/gateways/+/status\ntopic readwrite %s/nodes/+/proxy\ntopic read %s/nodes/+/status\n\nuser region-bridge\ntopic read %s/gateways/g2/zone\ntopic read %s/gateways/g3/zone\ntopic read %s/gateways/g2/v2/#\ntopic read %s/gateways/g3/v2/#\ntopic write %s/gateways/g2/status\ntopic write %s/gateways/g3/status\n' \
+        "$acl" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" >"$W/central.acl"
     printf '%s' "$acl" >"$W/region.acl"
     broker_conf central 10.77.0.1 >"$W/central.conf"
     broker_conf region 10.77.0.2 bridge >"$W/region.conf"

@@ -58,12 +58,14 @@ impl MosquittoConfig {
     pub fn design_acl(prefix: &str) -> String {
         format!(
             "pattern read {prefix}/gateways/%u/zone\n\
+             pattern read {prefix}/gateways/%u/v2/#\n\
              pattern write {prefix}/gateways/%u/status\n\
              pattern read {prefix}/nodes/%u/proxy\n\
              pattern write {prefix}/nodes/%u/status\n\
              \n\
              user master\n\
              topic readwrite {prefix}/gateways/+/zone\n\
+             topic readwrite {prefix}/gateways/+/v2/#\n\
              topic read {prefix}/gateways/+/status\n\
              topic readwrite {prefix}/nodes/+/proxy\n\
              topic read {prefix}/nodes/+/status\n"
