@@ -13,6 +13,7 @@
 //!   another base starts a resync; replays are ignored; a version reused with other content
 //!   is rejected and reported; versions compare by RFC 1982 (`u64::MAX -> 0` is newer);
 //! - empty messages are "nothing here";
+//! - after a reconnect it resyncs too (deltas sent while the session was down are lost);
 //! - after [`WANT_AFTER`] of resync without a whole snapshot, the status says
 //!   `"want":"snapshot"` (the master then republishes it);
 //! - after every swap the zone is persisted (`persist::save_v2`), then the status is
@@ -552,8 +553,11 @@ impl crate::mqtt::Sink for GatewayV2 {
 
     fn connected(&mut self, now: Instant) {
         // Clean session: the retained snapshot comes again; the wait for it starts now.
-        if let Some(r) = &mut self.resync {
-            r.since = now;
+        // After a reconnect, deltas published while the session was down are lost: read
+        // the retained snapshot and tail again (parts of the held version are replays).
+        match &mut self.resync {
+            Some(r) => r.since = now,
+            None => self.start_resync(None, "the broker connection was re-established", now),
         }
         self.seen = None;
     }

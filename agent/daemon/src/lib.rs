@@ -174,10 +174,10 @@ pub fn run(config: &Config) -> Result<(), Error> {
     // MQTT mode: the persisted zone is served at once, before and without the broker: the
     // v2 zone when there is one, else a v1 payload a previous version left.
     if let Some(dir) = &config.state_dir {
-        let v2 = config.gateway_id.as_deref().and_then(|id| {
-            let mut work = Box::new(sdwan_agent_core::v2zone::Work::new());
-            persist::load_v2(dir, id, gateway::heap(), &mut work)
-        });
+        let v2 = config
+            .gateway_id
+            .as_deref()
+            .and_then(|id| persist::load_v2_zone(dir, id));
         if let Some(zone) = v2 {
             if let Some(h) = zone.held() {
                 info!(

@@ -303,6 +303,9 @@ impl Link {
                         );
                     }
                 }
+                Ok(Event::Incoming(Packet::UnsubAck(_))) => {
+                    info!("unsubscription confirmed by the broker");
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if sink.handle(&p.topic, &p.payload, Instant::now()) {
                         publish_status(&client, &status_topic, &sink, &session);

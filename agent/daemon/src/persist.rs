@@ -256,6 +256,12 @@ pub fn save_v2(dir: &Path, zone: &OwnedZoneV2) -> io::Result<()> {
     write_atomic(dir, V2_STATE_FILE, &bytes)
 }
 
+/// [`load_v2`] with a fresh heap of `gateway::ZONE_HEAP_BYTES` and working memory.
+pub fn load_v2_zone(dir: &Path, gateway_id: &str) -> Option<Box<OwnedZoneV2>> {
+    let mut work = Box::new(Work::new());
+    load_v2(dir, gateway_id, crate::gateway::heap(), &mut work)
+}
+
 /// Loads the persisted v2 zone for `gateway_id` into a zone over `heap`: every line a
 /// snapshot part, taken through `Staging::part` like the broker's. Returns `None` (after
 /// logging why) when the file is missing, too large, unreadable, or not one whole snapshot

@@ -24,6 +24,19 @@ fn holds(s: &Status, snap: &Snapshot) -> bool {
         && s.serial.is_none()
 }
 
+/// Waits until the agent's log holds `needle` at least `n` times.
+#[track_caller]
+fn wait_log(agent: &Agent, needle: &str, n: usize) {
+    wait_until(
+        SOON,
+        &format!("{n} x {needle:?} in the agent's log"),
+        || agent.child.stderr().matches(needle).count() >= n,
+    );
+}
+
+/// The broker confirmed the agent's `n`th unsubscription from the snapshot topics.
+const LEFT: &str = "unsubscription confirmed by the broker";
+
 #[track_caller]
 fn wait_held(master: &Master, snap: &Snapshot) -> Status {
     master.wait_status(
@@ -177,6 +190,7 @@ fn a_delta_on_its_base_applies_and_a_delta_for_another_base_resyncs() {
     let s1 = r.master.publish_serial("gw-a", 1);
     wait_serving(r.agent.dns, 1);
     wait_held(&r.master, &s1);
+    wait_log(&r.agent, LEFT, 1);
     // On its base: applied.
     let s2 = moved(&s1, 2, 2);
     r.master.publish_v2("gw-a", "delta", delta_v2(&s1, &s2));
@@ -198,6 +212,7 @@ fn a_delta_on_its_base_applies_and_a_delta_for_another_base_resyncs() {
     wait_serving(r.agent.dns, 4);
     r.agent.child.wait_stderr(SOON, "resync because delta 3->4");
     r.agent.child.wait_stderr(SOON, "current at version 4");
+    wait_log(&r.agent, LEFT, 2);
 
     // Current again, it left the snapshot topics: a retained snapshot 9 it is not told
     // about stays unread, and the next delta on its base (4->5) is what it serves.
@@ -269,6 +284,7 @@ fn a_notice_resyncs_a_replay_is_ignored_and_a_reused_version_is_rejected() {
     let mut r = rig("v2-rules", false);
     let s10 = r.master.publish_serial("gw-a", 10);
     wait_held(&r.master, &s10);
+    wait_log(&r.agent, LEFT, 1);
     // A notice of a newer snapshot: resync, serve it.
     let s11 = r.master.publish_serial("gw-a", 11);
     wait_held(&r.master, &s11);
@@ -317,9 +333,10 @@ fn a_notice_resyncs_a_replay_is_ignored_and_a_reused_version_is_rejected() {
 
 #[test]
 fn parts_of_two_versions_interleaved_never_serve_a_mixed_zone() {
-    let r = rig("v2-torn", false);
+    let mut r = rig("v2-torn", false);
     let s20 = r.master.publish_serial("gw-a", 20);
     wait_held(&r.master, &s20);
+    wait_log(&r.agent, LEFT, 1);
     let a = big(1, 21, 21);
     let b = big(2, 22, 22);
     let (pa, pb) = (a.encode().unwrap(), b.encode().unwrap());
@@ -327,6 +344,9 @@ fn parts_of_two_versions_interleaved_never_serve_a_mixed_zone() {
     let queries = QueryLoop::start(r.agent.dns);
     // The agent learns of 22 and reads parts; parts of 21 and 22 come interleaved.
     r.master.notice(&b);
+    r.agent
+        .child
+        .wait_stderr(SOON, "resync because a notice of version 22");
     for k in 0..pa.len().max(pb.len()) {
         if let Some(p) = pa.get(k) {
             r.master.publish_v2("gw-a", &format!("part/{k}"), p.clone());
