@@ -506,3 +506,87 @@ fn a_gateway_cannot_read_another_gateways_v2_topics() {
     let a = query_a(r.agent.dns, NAME, Duration::from_secs(1)).unwrap();
     assert_eq!(a.a, [ip_for(1)]);
 }
+
+/// `VmRSS` and `VmHWM` of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Issue 11 item 2: the agent's memory with the 5,000-service x 500-worker zone. Prints the
+/// figure; asserts the 4 MiB only for a release build (`SDWAN_AGENT_BIN`, the static musl
+/// x86_64 build: `docs/agent.md`, "Memory").
+#[test]
+#[ignore = "measurement: SDWAN_AGENT_BIN=<static musl release build>"]
+fn rss_with_the_5000_service_zone() {
+    let mut r = rig("v2-rss", false);
+    let snap = big(42, 1_000, 7);
+    let parts = r.master.publish_snapshot(&snap);
+    wait_held(&r.master, &snap);
+    wait_serving(r.agent.dns, 7);
+    wait_log(&r.agent, LEFT, 1);
+    let pid = r.agent.child.id();
+    // Queries over UDP and TCP (every SRV set of a DaemonSet), then deltas.
+    let ds = snap
+        .services
+        .iter()
+        .find(|s| s.hosts.len() == v2_common::WORKERS && !s.ports.is_empty())
+        .unwrap();
+    let p = &ds.ports[0];
+    let srv = format!(
+        "_{}._{}.{}.{}.k8s.internal",
+        p.label.as_str(),
+        p.proto.as_str(),
+        ds.name,
+        ds.ns
+    );
+    assert_eq!(
+        dig(r.agent.dns, &["+tcp", &srv, "SRV"])
+            .answer_data("SRV")
+            .len(),
+        v2_common::WORKERS
+    );
+    let after_snapshot = rss_kib(pid);
+    let mut cur = snap.clone();
+    for v in 1_001..=1_020u64 {
+        let next = moved(&cur, v, v as u32);
+        r.master.publish_v2("gw-a", "delta", delta_v2(&cur, &next));
+        cur = next;
+    }
+    wait_held(&r.master, &cur);
+    wait_serving(r.agent.dns, 1_020);
+    let after_deltas = rss_kib(pid);
+    // And again from the persisted file, with the broker down.
+    r.broker.stop();
+    r.agent.restart();
+    wait_serving(r.agent.dns, 1_020);
+    let at_boot = rss_kib(r.agent.child.id());
+    println!(
+        "agent RSS with the {}-service zone ({parts} parts): after the snapshot {} KiB \
+         (peak {} KiB), after 20 deltas {} KiB (peak {} KiB), booted from the persisted \
+         zone {} KiB (peak {} KiB)",
+        snap.services.len(),
+        after_snapshot.0,
+        after_snapshot.1,
+        after_deltas.0,
+        after_deltas.1,
+        at_boot.0,
+        at_boot.1
+    );
+    if std::env::var_os("SDWAN_AGENT_BIN").is_some() {
+        for (what, (rss, _)) in [
+            ("after the snapshot", after_snapshot),
+            ("after deltas", after_deltas),
+            ("at boot", at_boot),
+        ] {
+            assert!(rss <= 4096, "{what}: RSS {rss} KiB over 4 MiB");
+        }
+    }
+}

@@ -143,7 +143,13 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(args: AgentArgs) -> Agent {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-agent"));
+        // SDWAN_AGENT_BIN: run another build of the agent (the static musl release build
+        // for the memory figure).
+        let bin = std::env::var_os("SDWAN_AGENT_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_sdwan-agent")),
+            PathBuf::from,
+        );
+        let mut cmd = Command::new(bin);
         cmd.env("RUST_LOG", "info")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", args.listen_port))
