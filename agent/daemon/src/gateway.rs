@@ -606,3 +606,133 @@ impl crate::mqtt::Sink for GatewayV2 {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::Sink;
+    use sdwan_contract::v2::encode::{encode_notice, Delta, Service, Snapshot};
+    use sdwan_contract::v2::{Family, Node, Str, Tier, ZoneHeader};
+
+    fn snap(version: u64, addr: u8) -> Snapshot {
+        Snapshot {
+            gateway: "gw-a".into(),
+            version: Version(version),
+            zone: ZoneHeader {
+                suffix: Str::new("k8s.internal").unwrap(),
+                local: Str::new("local").unwrap(),
+                ttl: 30,
+                service_ttl: 10,
+                family: Family::Dual,
+                nodes: 1,
+            },
+            nodes: vec![Some(Node {
+                name: Str::new("worker-1").unwrap(),
+                tier: Tier::Near,
+                v4: Some([10, 0, 0, addr].into()),
+                v6: None,
+            })],
+            services: vec![Service {
+                ns: "default".into(),
+                name: "svc".into(),
+                short: true,
+                ports: vec![],
+                hosts: vec![0],
+            }],
+        }
+    }
+
+    struct T {
+        gw: GatewayV2,
+        t0: Instant,
+        topics: Topics,
+    }
+
+    impl T {
+        fn new() -> T {
+            let topics = Topics::new("p").unwrap();
+            let t0 = Instant::now();
+            let gw = GatewayV2::new("gw-a", &topics, None, Arc::new(ZoneStore::new()), t0);
+            T { gw, t0, topics }
+        }
+        fn send(&mut self, leaf: &str, msg: &[u8], secs: u64) -> bool {
+            let topic = self.topics.gateway_v2("gw-a", leaf);
+            self.gw
+                .handle(&topic, msg, self.t0 + Duration::from_secs(secs))
+        }
+        fn snapshot(&mut self, s: &Snapshot) {
+            for (k, p) in s.encode().unwrap().iter().enumerate() {
+                self.send(&format!("part/{k}"), p, 0);
+            }
+        }
+        fn subs(&self) -> usize {
+            self.gw.subscriptions().len()
+        }
+        fn held(&self) -> Option<u64> {
+            self.gw.held().map(|h| h.version.0)
+        }
+    }
+
+    #[test]
+    fn subscriptions_follow_the_need_for_a_snapshot() {
+        let mut t = T::new();
+        assert_eq!(t.subs(), 3, "at start: delta, tail, part/+");
+        let s1 = snap(1, 1);
+        t.snapshot(&s1);
+        assert_eq!((t.held(), t.subs()), (Some(1), 1));
+        let s2 = snap(2, 2);
+        let notice = encode_notice("gw-a", s2.version, s2.digest()).unwrap();
+        assert!(!t.send("delta", &notice, 0), "a notice changes no status");
+        assert_eq!(t.subs(), 3, "a notice of a newer version: resync");
+        t.snapshot(&s2);
+        assert_eq!((t.held(), t.subs()), (Some(2), 1));
+        // A reconnect reads the retained snapshot again; the held one seen whole ends it.
+        t.gw.connected(t.t0);
+        assert_eq!(t.subs(), 3);
+        t.snapshot(&s2);
+        assert_eq!((t.held(), t.subs()), (Some(2), 1));
+    }
+
+    #[test]
+    fn the_status_wants_a_snapshot_after_10_s_of_resync() {
+        let mut t = T::new();
+        // (seconds after the start, status changed, want)
+        for (secs, changed, want) in [
+            (0, false, None),
+            (9, false, None),
+            (10, true, Some("snapshot")),
+            (11, false, Some("snapshot")),
+        ] {
+            let now = t.t0 + Duration::from_secs(secs);
+            assert_eq!(t.gw.tick(now), changed, "{secs} s");
+            assert_eq!(t.gw.status().want.as_deref(), want, "{secs} s");
+        }
+        let s1 = snap(1, 1);
+        t.snapshot(&s1);
+        let st = t.gw.status();
+        assert_eq!((st.want, st.held, st.serial), (None, Some(1), None));
+        assert_eq!(st.digest, Some(s1.digest().to_string()));
+    }
+
+    #[test]
+    fn deltas_apply_only_on_their_base() {
+        let mut t = T::new();
+        let (s1, s2, s3) = (snap(1, 1), snap(2, 2), snap(3, 3));
+        t.snapshot(&s1);
+        let d12 = Delta::between(&s1, &s2).unwrap().encode().unwrap();
+        let d23 = Delta::between(&s2, &s3).unwrap().encode().unwrap();
+        // (message, held after it, resyncing after it, error holds)
+        let cases: [(&[u8], u64, bool, Option<&str>); 4] = [
+            (&d23, 1, true, None),
+            (&d12, 2, true, None),
+            (&d12, 2, true, None),
+            (&d23, 3, false, None),
+        ];
+        for (k, (msg, held, resync, err)) in cases.into_iter().enumerate() {
+            t.send("delta", msg, 0);
+            assert_eq!(t.held(), Some(held), "step {k}");
+            assert_eq!(t.gw.resyncing(), resync, "step {k}");
+            assert_eq!(t.gw.last_error(), err, "step {k}");
+        }
+    }
+}
