@@ -554,6 +554,7 @@ fn rss_with_the_5000_service_zone() {
         v2_common::WORKERS
     );
     let after_snapshot = rss_kib(pid);
+    println!("after the snapshot: VmRSS, VmHWM {after_snapshot:?} KiB");
     let mut cur = snap.clone();
     for v in 1_001..=1_020u64 {
         let next = moved(&cur, v, v as u32);
@@ -563,6 +564,7 @@ fn rss_with_the_5000_service_zone() {
     wait_held(&r.master, &cur);
     wait_serving(r.agent.dns, 1_020);
     let after_deltas = rss_kib(pid);
+    println!("after 20 deltas: VmRSS, VmHWM {after_deltas:?} KiB");
     // And again from the persisted file, with the broker down.
     r.broker.stop();
     r.agent.restart();
