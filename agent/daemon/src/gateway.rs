@@ -287,6 +287,17 @@ impl GatewayV2 {
         let older = held.is_some_and(|h| h.version.is_newer_than(env.version));
         let base_of_tail = older && self.resync.is_some() && self.tail_base() == Some(env.version);
         self.see(&env, now);
+        if let Some(h) = held.filter(|h| h.version == env.version) {
+            if h.digest != env.digest {
+                self.reject(format!(
+                    "{what}: version {} reused with other content (held digest {})",
+                    env.version.0, h.digest
+                ));
+            } else {
+                debug!("{what}: held already");
+            }
+            return;
+        }
         if older && !base_of_tail {
             debug!("{what}: older than {}, ignored", show(held));
             return;
