@@ -33,6 +33,7 @@ fn cfg() -> Config {
         resync_interval: ms(10_000),
         foreign_grace: ms(2000),
         takeover_jump: ms(3_600_000),
+        max_unknown: 4096,
     }
 }
 
