@@ -2,10 +2,13 @@
 //! shapes, the master run in-process, an MQTT recorder, async waiting with deadlines.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sdwan_contract::v2::encode::{decode_owned, Delta, Message, Snapshot};
+use sdwan_contract::v2::{Digest, Version};
 use sdwan_discovery::cli::{self, Command};
 use sdwan_discovery::metrics::SharedMetrics;
 use sdwan_fake_apiserver::FakeApiServer;
@@ -190,21 +193,37 @@ impl Recorder {
             .collect()
     }
 
-    pub fn zone(&self, gateway: &str) -> Vec<Seen> {
-        self.on(&format!("{PREFIX}/gateways/{gateway}/zone"))
+    /// Every content a gateway agent subscribed to all its payload v2 topics would have
+    /// held, in order ([`follow`]).
+    pub fn zone(&self, gateway: &str) -> Vec<Zone> {
+        let prefix = format!("{PREFIX}/gateways/{gateway}/v2/");
+        let seen: Vec<Seen> = self
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.topic.starts_with(&prefix))
+            .cloned()
+            .collect();
+        follow(&prefix, &seen)
     }
 
-    pub fn last_zone(&self, gateway: &str) -> Option<Seen> {
+    pub fn last_zone(&self, gateway: &str) -> Option<Zone> {
         self.zone(gateway).pop()
     }
 
-    /// Waits until the last zone payload of `gateway` satisfies `cond`; returns it.
+    /// Payload v2 messages of `gateway` on `leaf` (`delta`, `tail`, `part/0`, ...).
+    pub fn v2(&self, gateway: &str, leaf: &str) -> Vec<Seen> {
+        self.on(&format!("{PREFIX}/gateways/{gateway}/v2/{leaf}"))
+    }
+
+    /// Waits until the last content of `gateway` satisfies `cond`; returns it.
     pub async fn wait_zone(
         &self,
         gateway: &str,
         what: &str,
-        mut cond: impl FnMut(&Seen) -> bool,
-    ) -> Seen {
+        mut cond: impl FnMut(&Zone) -> bool,
+    ) -> Zone {
         wait_until(
             Duration::from_secs(10),
             &format!("{gateway}: {what}"),
@@ -213,6 +232,162 @@ impl Recorder {
         .await;
         self.last_zone(gateway).unwrap()
     }
+
+    /// Publishes the retained status of a simulated gateway agent holding `held` (version
+    /// and digest), as a payload v2 agent does.
+    pub async fn report(&self, gateway: &str, held: Option<(Version, Digest)>) {
+        let mut st = sdwan_link::Status::online(None, None, "0.1.0");
+        st.held = held.map(|h| h.0 .0);
+        st.digest = held.map(|h| format!("{:016x}", h.1 .0));
+        self.publish_retained(
+            &format!("{PREFIX}/gateways/{gateway}/status"),
+            st.to_json().as_bytes(),
+        )
+        .await;
+    }
+}
+
+/// One content held by a simulated gateway agent: the snapshot, and when the message that
+/// made it arrived.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub snap: Snapshot,
+    pub at: Instant,
+}
+
+impl Zone {
+    pub fn version(&self) -> Version {
+        self.snap.version
+    }
+
+    pub fn digest(&self) -> Digest {
+        self.snap.digest()
+    }
+
+    /// What `name` (relative to the suffix) answers for `A`, as the agent picks under the
+    /// `dual` policy: a node's own address; `local`, a service (`svc.ns`) or a short name
+    /// (`svc`): the first present candidate's. Empty: no answer.
+    pub fn data_of(&self, name: &str, rtype: &str) -> Vec<String> {
+        assert_eq!(rtype, "A", "only A is expanded here");
+        let s = &self.snap;
+        let v4 = |slot: usize| -> Option<String> {
+            s.nodes.get(slot)?.as_ref()?.v4.map(|a| a.to_string())
+        };
+        if name == s.zone.local.as_str() {
+            return (0..s.nodes.len()).find_map(v4).into_iter().collect();
+        }
+        if let Some(i) = s
+            .nodes
+            .iter()
+            .position(|n| n.as_ref().is_some_and(|n| n.name.as_str() == name))
+        {
+            return v4(i).into_iter().collect();
+        }
+        let (svc, ns) = match name.split_once('.') {
+            Some((svc, ns)) => (svc, Some(ns)),
+            None => (name, None),
+        };
+        s.services
+            .iter()
+            .find(|x| x.name == svc && ns.map_or(x.short, |ns| x.ns == ns))
+            .and_then(|x| {
+                x.hosts
+                    .iter()
+                    .find(|&&h| s.nodes.get(usize::from(h)).is_some_and(Option::is_some))
+                    .and_then(|&h| v4(usize::from(h)))
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+/// What a gateway agent subscribed to every topic under `prefix` (`P/gateways/ID/v2/`) would
+/// hold after each of `seen` (in arrival order): a complete snapshot newer than what it holds
+/// (then the retained tail on it), a tail or delta on exactly the version it holds. Each
+/// change of content is one entry.
+pub fn follow(prefix: &str, seen: &[Seen]) -> Vec<Zone> {
+    let mut parts: BTreeMap<usize, Message> = BTreeMap::new();
+    let mut tail: Option<Delta> = None;
+    let mut held: Option<Snapshot> = None;
+    let mut out: Vec<Zone> = Vec::new();
+    for m in seen {
+        let leaf = &m.topic[prefix.len()..];
+        let msg = if m.payload.is_empty() {
+            None
+        } else {
+            Some(decode_owned(&m.payload).expect("the master's v2 messages decode"))
+        };
+        let mut next = held.clone();
+        if let Some(k) = leaf.strip_prefix("part/") {
+            let k: usize = k.parse().unwrap();
+            match msg {
+                Some(p) => {
+                    parts.insert(k, p);
+                }
+                None => {
+                    parts.remove(&k);
+                }
+            }
+            let whole = match parts.get(&0) {
+                Some(Message::Part(p0)) => {
+                    let set: Vec<Message> = (0..usize::from(p0.parts))
+                        .filter_map(|k| parts.get(&k).cloned())
+                        .filter(|m| matches!(m, Message::Part(p) if p.version == p0.version))
+                        .collect();
+                    (set.len() == usize::from(p0.parts))
+                        .then(|| Snapshot::assemble(&set).ok())
+                        .flatten()
+                }
+                _ => None,
+            };
+            if let Some(w) = whole {
+                if held
+                    .as_ref()
+                    .is_none_or(|h| w.version.is_newer_than(h.version))
+                {
+                    next = Some(w);
+                }
+            }
+        } else if leaf == "tail" {
+            tail = match msg {
+                Some(Message::Delta(d)) => Some(d),
+                _ => None,
+            };
+        } else if leaf == "delta" {
+            if let (Some(Message::Delta(d)), Some(h)) = (&msg, next.as_mut()) {
+                if d.base == h.version {
+                    let mut n = h.clone();
+                    if n.apply(d).is_ok() {
+                        *h = n;
+                    }
+                }
+            }
+        }
+        if let (Some(t), Some(h)) = (&tail, next.as_mut()) {
+            if t.base == h.version {
+                let mut n = h.clone();
+                if n.apply(t).is_ok() {
+                    *h = n;
+                }
+            }
+        }
+        if next != held {
+            held = next;
+            if let Some(h) = &held {
+                let changed = out.last().is_none_or(|z| z.snap.digest() != h.digest());
+                if changed {
+                    out.push(Zone {
+                        snap: h.clone(),
+                        at: m.at,
+                    });
+                } else if let Some(z) = out.last_mut() {
+                    // Same content under another version (adopted or moved past).
+                    z.snap = h.clone();
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The master running in-process; stopped on drop.
