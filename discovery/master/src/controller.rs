@@ -364,7 +364,39 @@ impl Controller {
             );
         }
         let versions = self.publisher.egress().versions - before;
-        let mut sent: BTreeSet<String> = BTreeSet::new();
+        // The metrics learn the desired content before it goes out: an agent that applies it
+        // at once is never compared with the content before.
+        let now = Instant::now();
+        let mut sent: BTreeSet<&str> = BTreeSet::new();
+        for p in &out.publishes {
+            touched.insert(p.gateway.clone());
+            if matches!(p.kind, Kind::Delta | Kind::Part) {
+                sent.insert(&p.gateway);
+            }
+        }
+        {
+            let mut m = self.metrics.lock().unwrap();
+            m.published_zones += versions;
+            for gw in &touched {
+                let Some(c) = self.publisher.convergence(gw) else {
+                    continue;
+                };
+                let published = sent.contains(gw.as_str()).then_some(now);
+                if published.is_some() && c.version.is_some() {
+                    if let Some(start) = burst {
+                        m.event_to_publish
+                            .observe(now.saturating_duration_since(start));
+                    }
+                    log::info!(
+                        "gateway {gw}: publishing version {} (digest {:016x})",
+                        c.version.map_or("none".into(), |v| v.0.to_string()),
+                        c.desired.0
+                    );
+                }
+                m.desired_v2(gw, c.version.map(|v| v.0), c.desired.0, published);
+            }
+        }
+        drop(sent);
         let total = out.publishes.len();
         self.counts.unqueued.store(total as u64, Ordering::Relaxed);
         for (i, p) in out.publishes.into_iter().enumerate() {
@@ -396,35 +428,8 @@ impl Controller {
             self.counts.queued.fetch_add(1, Ordering::Relaxed);
             log::debug!("published {} ({len} bytes)", p.topic);
             self.metrics.lock().unwrap().published_v2(kind, len, false);
-            if matches!(p.kind, Kind::Delta | Kind::Part) {
-                sent.insert(p.gateway.clone());
-            }
-            touched.insert(p.gateway);
         }
         self.counts.unqueued.store(0, Ordering::Relaxed);
-        let now = Instant::now();
-        let mut m = self.metrics.lock().unwrap();
-        m.published_zones += versions;
-        for gw in &touched {
-            let Some(c) = self.publisher.convergence(gw) else {
-                continue;
-            };
-            let published = sent.contains(gw).then_some(now);
-            if published.is_some() && c.version.is_some() {
-                if let Some(start) = burst {
-                    m.event_to_publish
-                        .observe(now.saturating_duration_since(start));
-                }
-            }
-            m.desired_v2(gw, c.version.map(|v| v.0), c.desired.0, published);
-            if published.is_some() {
-                log::info!(
-                    "gateway {gw}: published version {} (digest {:016x})",
-                    c.version.map_or("none".into(), |v| v.0.to_string()),
-                    c.desired.0
-                );
-            }
-        }
     }
 
     async fn subscribe(&self, with_payloads: bool) {
@@ -984,7 +989,17 @@ impl Controller {
                     self.follow_leadership(&mut inbound).await;
                 }
                 m = async { watch_rx.as_mut().unwrap().recv().await }, if watch_rx.is_some() => match m {
-                    Some(m) => self.on_watch(m),
+                    Some(m) => {
+                        self.on_watch(m);
+                        // Everything already received goes into the same plan: a plan made
+                        // at once (an isolated change, a takeover) never publishes a state
+                        // older than what this master already knows.
+                        if let Some(rx) = watch_rx.as_mut() {
+                            while let Ok(m) = rx.try_recv() {
+                                self.on_watch(m);
+                            }
+                        }
+                    }
                     None => { log::error!("watchers stopped"); break }
                 },
                 m = inbound.recv() => match m {
