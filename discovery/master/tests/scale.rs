@@ -169,9 +169,7 @@ fn publisher_memory_at_issue_11_scale() {
     p.handle(now(), Input::Lead);
     let mut bytes = 0usize;
     for g in 0..gateways {
-        let snap = zones
-            .snapshot(&format!("gw-{g:05}"), Version(0))
-            .unwrap();
+        let snap = zones.snapshot(&format!("gw-{g:05}"), Version(0)).unwrap();
         let out = p.handle(now(), Input::Desired(Box::new(snap)));
         bytes += out.publishes.iter().map(|x| x.payload.len()).sum::<usize>();
     }

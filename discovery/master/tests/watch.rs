@@ -184,6 +184,45 @@ async fn a_burst_of_events_gives_one_publish_per_gateway() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_change_goes_out_without_waiting_for_the_debounce() {
+    // Issue 11, item 9: with a long debounce, a change after a quiet is published at once;
+    // one that follows it closely waits for the quiet.
+    let s = setup("isolated").await;
+    let m = Master::start(&s.args(&["--debounce", "600", "--max-delay", "3000"])).await;
+    let rec = &s.recorder;
+    rec.wait_zone("gw-a", "first zone", |_| true).await;
+    // The quiet that makes the next change isolated (longer than the debounce).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let t0 = Instant::now();
+    s.api.apply(slice("default", "web", &["w2"]));
+    let z = rec
+        .wait_zone("gw-a", "web moved to w2", |z| {
+            a(z, "web.default") == ["192.0.2.2"]
+        })
+        .await;
+    let isolated = z.at.duration_since(t0);
+    // A second change right after it is part of a burst: held until 600 ms of quiet.
+    let t1 = Instant::now();
+    s.api.apply(slice("default", "web", &["w1"]));
+    let z = rec
+        .wait_zone("gw-a", "web back on w1", |z| {
+            a(z, "web.default") == ["192.0.2.1"]
+        })
+        .await;
+    let burst = z.at.duration_since(t1);
+    eprintln!("isolated change published after {isolated:?}, the one after it {burst:?}");
+    assert!(
+        isolated < Duration::from_millis(400),
+        "an isolated change waited {isolated:?} (debounce 600 ms)"
+    );
+    assert!(
+        burst >= Duration::from_millis(500),
+        "a change right after another went out after {burst:?}, not coalesced"
+    );
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_delay_bounds_a_never_ending_burst() {
     let s = setup("maxdelay").await;
     let m = Master::start(&s.args(&["--debounce", "200", "--max-delay", "300"])).await;
