@@ -427,7 +427,7 @@ impl Controller {
             }
             self.counts.queued.fetch_add(1, Ordering::Relaxed);
             log::debug!("published {} ({len} bytes)", p.topic);
-            self.metrics.lock().unwrap().published_v2(kind, len, false);
+            self.metrics.lock().unwrap().published_v2(kind, len);
         }
         self.counts.unqueued.store(0, Ordering::Relaxed);
     }

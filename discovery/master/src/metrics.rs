@@ -197,16 +197,13 @@ impl Metrics {
         }
     }
 
-    /// Notes payload v2 messages published to gateway `name` (`bytes` of payload; `zone`:
-    /// they carry new content, counted in `sdwan_published_total{kind="zone"}`).
-    pub fn published_v2(&mut self, kind: &'static str, bytes: usize, zone: bool) {
+    /// Notes one payload v2 message of `kind` (`part`, `part_delete`, `tail`, `delta`,
+    /// `notice`) with `bytes` of payload published.
+    pub fn published_v2(&mut self, kind: &'static str, bytes: usize) {
         let e = self.v2_egress.entry(kind).or_default();
         e.0 += 1;
         e.1 += bytes as u64;
         self.published_bytes += bytes as u64;
-        if zone {
-            self.published_zones += 1;
-        }
     }
 
     /// Forgets gateway `name`'s convergence (no longer planned).
