@@ -442,7 +442,7 @@ fn boot_with_the_broker_down_serves_the_persisted_zone_and_a_bad_file_is_ignored
 }
 
 #[test]
-fn without_a_snapshot_the_status_asks_for_one() {
+fn without_a_snapshot_the_status_asks_for_one_and_empty_messages_are_nothing() {
     let r = rig("v2-want", false);
     let st = r.master.wait_status("gw-a", "online", |_| true);
     assert_eq!((st.held, st.want.clone()), (None, None));
@@ -452,12 +452,24 @@ fn without_a_snapshot_the_status_asks_for_one() {
             .filter(|s| s.want.as_deref() == Some("snapshot"))
     });
     assert_eq!(st.held, None);
+    // Empty messages (a part or tail deleted, an empty delta) are "nothing here": no error.
+    for leaf in ["part/3", "tail", "delta"] {
+        r.master.publish_v2("gw-a", leaf, Vec::new());
+    }
     // The master answers with the snapshot: taken (the agent is still subscribed), want
     // cleared.
     let s3 = r.master.publish_serial("gw-a", 3);
     let st = wait_held(&r.master, &s3);
     assert_eq!(st.want, None);
     wait_serving(r.agent.dns, 3);
+    let errors: Vec<_> = r
+        .master
+        .statuses_of("gw-a")
+        .into_iter()
+        .filter_map(|s| s.error)
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(!r.agent.child.stderr().contains("rejected"));
 }
 
 #[test]
