@@ -110,6 +110,8 @@ pub struct GatewayV2 {
     work: Box<Work>,
     scratch: Box<Scratch>,
     staging: Option<Box<Staging<Box<[u8]>>>>,
+    /// Time spent decoding and staging parts since the last whole snapshot.
+    part_time: Duration,
     /// The retained tail, kept while it cannot be applied yet (its base is being fetched).
     tail: Option<Vec<u8>>,
     resync: Option<Resync>,
@@ -153,6 +155,7 @@ impl GatewayV2 {
             work: Box::new(Work::new()),
             scratch: Box::new(Scratch::new()),
             staging: None,
+            part_time: Duration::ZERO,
             tail: None,
             resync: Some(Resync {
                 since: now,
@@ -220,6 +223,7 @@ impl GatewayV2 {
         info!("current at {}: leaving the snapshot topics", show(Some(h)));
         self.resync = None;
         self.staging = None;
+        self.part_time = Duration::ZERO;
         self.tail = None;
         self.seen = None;
         if self.want {
@@ -235,6 +239,7 @@ impl GatewayV2 {
         self.last_error = None;
         self.dirty = true;
         if let Some(dir) = &self.state_dir {
+            let t = Instant::now();
             let saved = match self.store.load_full() {
                 Some(s) => match s.v2() {
                     Some(z) => persist::save_v2(dir, z),
@@ -242,6 +247,7 @@ impl GatewayV2 {
                 },
                 None => Ok(()),
             };
+            debug!("persisted in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
             if let Err(e) = saved {
                 let msg = format!(
                     "{} applied but not persisted to {}: {e}",
@@ -306,7 +312,10 @@ impl GatewayV2 {
             .staging
             .get_or_insert_with(|| Box::new(Staging::new(heap())));
         let held_for_rules = if base_of_tail { None } else { held };
-        match staging.part(&self.id, held_for_rules, payload, &mut self.work) {
+        let t = Instant::now();
+        let staged = staging.part(&self.id, held_for_rules, payload, &mut self.work);
+        self.part_time += t.elapsed();
+        match staged {
             Ok(PartStatus::Waiting(n)) => debug!("{what}: staged, {n} missing"),
             Ok(PartStatus::Complete) => self.finish_snapshot(&env),
             Ok(PartStatus::Skipped(PartAction::Conflict)) => {
@@ -362,6 +371,8 @@ impl GatewayV2 {
     /// The staged snapshot is whole: apply the retained tail on it when it starts from it,
     /// swap in.
     fn finish_snapshot(&mut self, env: &Envelope) {
+        let t = Instant::now();
+        let spent = std::mem::take(&mut self.part_time);
         let Some(mut st) = self.staging.take() else {
             return;
         };
@@ -398,9 +409,11 @@ impl GatewayV2 {
             );
             return;
         }
+        let ms = (spent + t.elapsed()).as_secs_f64() * 1e3;
         match (result, with_tail_version(&snap, result)) {
             (Some(r), Some(_)) => info!(
-                "applied snapshot {} digest {} in {} parts and the tail {}->{}: now {}",
+                "applied snapshot {} digest {} in {} parts and the tail {}->{}: now {} ({ms:.1} ms \
+                 to decode, check and apply)",
                 snap.version.0,
                 snap.digest,
                 env.parts,
@@ -409,7 +422,7 @@ impl GatewayV2 {
                 show(Some(r))
             ),
             _ => info!(
-                "applied snapshot {} digest {} in {} parts",
+                "applied snapshot {} digest {} in {} parts ({ms:.1} ms to decode and check)",
                 snap.version.0, snap.digest, env.parts
             ),
         }
@@ -498,12 +511,14 @@ impl GatewayV2 {
             return;
         };
         let held = zone.held();
+        let t = Instant::now();
         let mut spare = new_zone();
         let result = zone.apply_delta(&mut spare, &self.id, payload, &mut self.work);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
         drop(served);
         match result {
             Ok(DeltaAction::Apply) => {
-                info!("applied {label}");
+                info!("applied {label} ({ms:.1} ms to apply and check)");
                 self.install(spare);
             }
             Ok(DeltaAction::Replay) => {

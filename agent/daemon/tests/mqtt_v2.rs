@@ -597,6 +597,15 @@ fn rss_with_the_5000_service_zone() {
     wait_serving(r.agent.dns, 1_020);
     let after_deltas = rss_kib(pid);
     println!("after 20 deltas: VmRSS, VmHWM {after_deltas:?} KiB");
+    for line in r
+        .agent
+        .child
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("applied"))
+    {
+        println!("agent: {line}");
+    }
     // And again from the persisted file, with the broker down.
     r.broker.stop();
     r.agent.restart();
