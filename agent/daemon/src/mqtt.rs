@@ -301,6 +301,8 @@ impl Link {
                 }
                 Ok(_) => {}
                 Err(reason) => {
+                    // What is due (a debounced write) is done before waiting.
+                    sink.tick(Instant::now());
                     let (delay, up) = backoff.disconnected(Instant::now());
                     session.failed(&self.broker, &reason, up, delay);
                     thread::sleep(delay);
