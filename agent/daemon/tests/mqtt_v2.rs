@@ -606,7 +606,14 @@ fn rss_with_the_5000_service_zone() {
     {
         println!("agent: {line}");
     }
-    // And again from the persisted file, with the broker down.
+    // And again from the persisted file (deltas are written at most every 5 s), with the
+    // broker down.
+    let state = r.tmp.join("state");
+    wait_until(SOON, "version 1020 persisted", || {
+        sdwan_agent::persist::load_v2_zone(&state, "gw-a")
+            .and_then(|z| z.held())
+            .is_some_and(|h| h.version.0 == 1_020)
+    });
     r.broker.stop();
     r.agent.restart();
     wait_serving(r.agent.dns, 1_020);
