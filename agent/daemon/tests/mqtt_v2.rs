@@ -553,8 +553,8 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 }
 
 /// Issue 11 item 2: the agent's memory with the 5,000-service x 500-worker zone. Prints the
-/// figure; asserts the 4 MiB (RSS and peak) only for a release build (`SDWAN_AGENT_BIN`, the static musl
-/// x86_64 build: `docs/agent.md`, "Memory").
+/// figures; asserts the 4 MiB (RSS and peak) only for a release build (`SDWAN_AGENT_BIN`,
+/// the static musl x86_64 build: `docs/agent.md`, "Memory with the 5,000-service zone").
 #[test]
 #[ignore = "measurement: SDWAN_AGENT_BIN=<static musl release build>"]
 fn rss_with_the_5000_service_zone() {
