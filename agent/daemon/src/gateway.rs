@@ -823,6 +823,31 @@ mod tests {
     }
 
     #[test]
+    fn an_older_retained_snapshot_with_its_tail_catches_up_a_newer_held_zone() {
+        let mut t = T::new();
+        let s: Vec<Snapshot> = (0..=5).map(|v| snap(v, v as u8 + 1)).collect();
+        t.snapshot(&s[1]);
+        for v in 2..=3 {
+            let d = Delta::between(&s[v - 1], &s[v]).unwrap().encode().unwrap();
+            t.send("delta", &d, 0);
+        }
+        assert_eq!(t.held(), Some(3));
+        // Offline through 4 and 5; the retained snapshot is still 1, the tail 1 -> 5.
+        t.gw.connected(t.t0);
+        let tail = Delta::between(&s[1], &s[5]).unwrap().encode().unwrap();
+        t.send("tail", &tail, 0);
+        assert_eq!(
+            (t.held(), t.subs()),
+            (Some(3), 3),
+            "the tail waits for its base"
+        );
+        t.snapshot(&s[1]);
+        assert_eq!((t.held(), t.subs()), (Some(5), 1), "snapshot 1 + tail: 5");
+        assert_eq!(t.gw.last_error(), None);
+        assert_eq!(t.gw.held().unwrap().digest, s[5].digest());
+    }
+
+    #[test]
     fn deltas_apply_only_on_their_base() {
         let mut t = T::new();
         let (s1, s2, s3) = (snap(1, 1), snap(2, 2), snap(3, 3));
