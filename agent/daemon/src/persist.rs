@@ -229,15 +229,14 @@ fn service_of(zone: &OwnedZoneV2, i: usize) -> Option<Service> {
     })
 }
 
-/// The zone's snapshot parts, encoded one part at a time by the contract's encoder
-/// (`Message::Part`), so that at most one part's items and text are in memory (a whole owned
-/// snapshot and its text would double the agent's peak memory): a first pass measures each
-/// item, a second encodes and hands over each part. Parts hold node slots first, then
-/// services, as many as fit in [`MAX_MESSAGE_BYTES`].
-pub fn encode_parts(
-    zone: &OwnedZoneV2,
-    mut each: impl FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<usize> {
+/// The zone's snapshot parts, written to `out` one per line, item by item: each node and each
+/// service is encoded on its own by the contract's encoder (`Message::Part` of that one item,
+/// the item's text cut out between the part's fixed head and its closing `]}`), so that only
+/// one item is ever held, not a whole owned snapshot and its text (which doubled the agent's
+/// peak memory). A first pass measures the items and plans the parts (node slots first, then
+/// services, as many as fit in [`MAX_MESSAGE_BYTES`]); the second writes them. The loader
+/// checks every part and the digest, as for the broker's. Returns the number of parts.
+pub fn encode_parts(zone: &OwnedZoneV2, out: &mut impl Write) -> io::Result<usize> {
     let bad = |what: &str| io::Error::other(format!("cannot encode the zone: {what}"));
     let held = zone.held().ok_or_else(|| bad("no zone held"))?;
     let header = *zone.header().ok_or_else(|| bad("no zone held"))?;
@@ -256,26 +255,37 @@ pub fn encode_parts(
         .encode()
         .map_err(|e| bad(&e.to_string()))
     };
-    let base = part(0, 0, 0, Vec::new(), Vec::new())?.len();
-    // The head at its longest (part numbers and first node at their widest).
-    let room = MAX_MESSAGE_BYTES - part(u8::MAX, u8::MAX, u16::MAX, Vec::new(), Vec::new())?.len();
-    let slots = header.nodes;
-    let services = zone.service_count();
+    const SERVICES: &[u8] = b"],\"services\":[";
+    const END: &[u8] = b"]}";
+    // A part's text is `head nodes SERVICES services END`; an empty one is `head SERVICES END`.
+    let head = |k: u8, parts: u8, first: u16| -> io::Result<Vec<u8>> {
+        let mut t = part(k, parts, first, Vec::new(), Vec::new())?;
+        t.truncate(t.len() - SERVICES.len() - END.len());
+        Ok(t)
+    };
+    let base = head(0, 0, 0)?.len();
+    let node_text = |slot: u16| -> io::Result<Vec<u8>> {
+        let t = part(0, 0, 0, vec![node_of(zone, slot)], Vec::new())?;
+        Ok(t[base..t.len() - SERVICES.len() - END.len()].to_vec())
+    };
+    let service_text = |i: usize| -> io::Result<Vec<u8>> {
+        let s = service_of(zone, i).ok_or_else(|| bad("service record"))?;
+        let t = part(0, 0, 0, Vec::new(), vec![s])?;
+        Ok(t[base + SERVICES.len()..t.len() - END.len()].to_vec())
+    };
+    // The fixed text at its longest (part numbers and first node at their widest).
+    let fixed = head(u8::MAX, u8::MAX, u16::MAX)?.len() + SERVICES.len() + END.len();
+    let room = MAX_MESSAGE_BYTES - fixed;
+    let (slots, services) = (header.nodes, zone.service_count());
     // (first node, nodes, first service, services) per part.
     let mut plan: Vec<(u16, u16, usize, usize)> = Vec::new();
     let mut cur = (0u16, 0u16, 0usize, 0usize);
     let mut used = 0;
     let lens = (0..slots)
-        .map(|slot| {
-            let len = part(0, 0, 0, vec![node_of(zone, slot)], Vec::new())?.len();
-            io::Result::Ok((true, len - base))
-        })
-        .chain((0..services).map(|i| {
-            let s = service_of(zone, i).ok_or_else(|| bad("service record"))?;
-            io::Result::Ok((false, part(0, 0, 0, Vec::new(), vec![s])?.len() - base))
-        }));
+        .map(|slot| io::Result::Ok((true, node_text(slot)?.len())))
+        .chain((0..services).map(|i| io::Result::Ok((false, service_text(i)?.len()))));
     for item in lens {
-        let (is_node, len): (bool, usize) = item?;
+        let (is_node, len) = item?;
         if len + 1 > room {
             return Err(bad("an item larger than a message"));
         }
@@ -297,13 +307,22 @@ pub fn encode_parts(
     }
     let n = plan.len() as u8;
     for (k, &(fnode, nn, fsvc, ns)) in plan.iter().enumerate() {
-        let nodes = (fnode..fnode + nn)
-            .map(|slot| node_of(zone, slot))
-            .collect();
-        let svcs = (fsvc..fsvc + ns)
-            .map(|i| service_of(zone, i).ok_or_else(|| bad("service record")))
-            .collect::<io::Result<Vec<_>>>()?;
-        each(&part(k as u8, n, fnode, nodes, svcs)?)?;
+        out.write_all(&head(k as u8, n, fnode)?)?;
+        for (j, slot) in (fnode..fnode + nn).enumerate() {
+            if j > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(&node_text(slot)?)?;
+        }
+        out.write_all(SERVICES)?;
+        for (j, i) in (fsvc..fsvc + ns).enumerate() {
+            if j > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(&service_text(i)?)?;
+        }
+        out.write_all(END)?;
+        out.write_all(b"\n")?;
     }
     Ok(plan.len())
 }
@@ -313,10 +332,7 @@ pub fn encode_parts(
 pub fn save_v2(dir: &Path, zone: &OwnedZoneV2) -> io::Result<()> {
     write_atomic_with(dir, V2_STATE_FILE, &[], |f, _| {
         let mut w = io::BufWriter::new(f);
-        encode_parts(zone, |p| {
-            w.write_all(p)?;
-            w.write_all(b"\n")
-        })?;
+        encode_parts(zone, &mut w)?;
         w.flush()
     })
 }
