@@ -178,14 +178,11 @@ fn run_cluster_file_with_embedded_broker_feeds_an_agent() {
         assert!(!want.is_empty(), "{name} {rtype} not in the example plan");
         wait_until_answer(dns, name, rtype, &want);
     }
-    // The master sees the agent serve the desired content (by digest).
-    master.wait_stderr(Duration::from_secs(10), ": converged");
-    let err = master.stderr();
-    assert!(
-        err.lines()
-            .any(|l| l.contains("gateway gw-espoo: online, holds version")
-                && l.contains(": converged")),
-        "{err}"
+    master.wait_stderr(
+        Duration::from_secs(10),
+        // "gateway gw-espoo: online, holds version V digest D, desired version V digest D:
+        // converged, N ms after publish": only gw-espoo has an agent.
+        "converged, ",
     );
 }
 
