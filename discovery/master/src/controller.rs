@@ -402,7 +402,13 @@ impl Controller {
                         c.desired.0
                     );
                 }
-                m.desired_v2(gw, c.version.map(|v| v.0), c.desired.0, published);
+                m.desired_v2(
+                    gw,
+                    c.version.map(|v| v.0),
+                    c.published.map(|v| v.0),
+                    c.desired.0,
+                    published,
+                );
             }
         }
         drop(sent);
