@@ -16,6 +16,7 @@
 //! - [`dns`]: DNS label and name rules.
 //! - [`nginx`]: the reverse proxy's files (nginx `sdwan.conf`, `help.html`) rendered into the
 //!   proxy payload, with [`nginx::ProxySettings`] from the topology's `[proxy]` table.
+#![forbid(unsafe_code)]
 
 pub mod dns;
 pub mod nginx;
