@@ -1241,7 +1241,6 @@ pub(crate) fn set_short(
 /// The nearness order of one gateway class.
 pub(crate) fn build_order(
     workers: &[Worker],
-    worker_index: &HashMap<String, u32>,
     near: &[u32],
     zone: Option<&str>,
     family: Family,
@@ -1268,7 +1267,6 @@ pub(crate) fn build_order(
     for i in 0..n as u32 {
         push(i, &mut by_rank);
     }
-    let _ = worker_index;
     Order {
         by_rank,
         rank,

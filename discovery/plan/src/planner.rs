@@ -353,7 +353,6 @@ impl Planner {
             if class == next {
                 self.classes.push(Arc::new(build_order(
                     &self.cluster.workers,
-                    &self.worker_index,
                     &key.0,
                     key.1.as_deref(),
                     key.2,
