@@ -26,7 +26,8 @@
 #   BENCH_ARCH       run the servers under qemu-<arch>-static: mipsel, mips, armv7, aarch64
 #                    (default: none, native)
 #   BENCH_DNSMASQ_ROOT  under BENCH_ARCH: the unpacked Debian packages of dnsmasq for that
-#                    architecture (qemu's -L root; bench/dns/fetch-dnsmasq.sh ARCH DIR makes it)
+#                    architecture (qemu's -L root; bench/dns/fetch-dnsmasq.sh ARCH DIR makes it,
+#                    with Debian's names: mipsel, mips, armhf for armv7, arm64 for aarch64)
 #   BENCH_SECONDS    dnsperf -l per run (default 10)
 #   BENCH_SIZES      zone sizes (default "20 1000")
 #   BENCH_CLIENTS    dnsperf -c (default 4); dnsperf runs -T 1 -q 100
