@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# bench/dns/run.sh: dnsperf against sdwan-agent, Knot DNS and NSD serving the same zone
-# (20 and 1,000 records), on loopback, one after the other, with one query file per zone
+# bench/dns/run.sh: dnsperf against sdwan-agent, Knot DNS, NSD and dnsmasq serving the same
+# zone (20 and 1,000 records), on loopback, one after the other, with one query file per zone
 # (existing names A/AAAA/SRV, AAAA NODATA, NXDOMAIN, SOA; see gen_zone.py).
+#
+# With BENCH_ARCH=mipsel (or mips, armv7, aarch64) the agent and dnsmasq run under
+# qemu-<arch>-static: the agent as cross/build.sh builds it for that router CPU, dnsmasq as
+# Debian builds it for that architecture (bench/dns/fetch-dnsmasq.sh fetches it), dnsperf
+# natively on loopback. Both servers then pay the same emulator, so the ratio between them
+# is what to read; absolute times are not those of a router (docs/benchmarks.md).
 #
 # Reported per server: QPS, average latency, the server's CPU time per query (utime+stime of
 # the server's processes from /proc/PID/stat before and after, over queries completed: dnsperf
@@ -9,15 +15,25 @@
 # time: on loopback the kernel's UDP path dominates), RSS and peak RSS (VmRSS and
 # VmHWM, summed over the server's processes), and the response-code mix (it must be the same
 # for all three: a server that answers wrongly shows up there).
-# Targets (issue 2): agent CPU per query <= half of Knot's; agent RSS <= 2 MiB with 1,000 records.
+# Targets: agent CPU per query <= half of Knot's (issue 2) and, under emulation, <= half of
+# dnsmasq's (issue 15); agent RSS <= 2 MiB with 1,000 records (natively; under qemu the RSS
+# is the emulator's process, guest and translator together).
 #
 # Environment:
-#   SDWAN_AGENT_BIN  agent binary (default: the x86_64 musl one from cross/build.sh, which is
-#                    built if missing; it is what a gateway runs: opt-level z, panic abort)
+#   SDWAN_AGENT_BIN  agent binary (default: the musl one from cross/build.sh for BENCH_ARCH,
+#                    x86_64 natively; built if missing; it is what a gateway runs: opt-level z,
+#                    panic abort)
+#   BENCH_ARCH       run the servers under qemu-<arch>-static: mipsel, mips, armv7, aarch64
+#                    (default: none, native)
+#   BENCH_DNSMASQ_ROOT  under BENCH_ARCH: the unpacked Debian packages of dnsmasq for that
+#                    architecture (qemu's -L root; bench/dns/fetch-dnsmasq.sh ARCH DIR makes it,
+#                    with Debian's names: mipsel, mips, armhf for armv7, arm64 for aarch64)
 #   BENCH_SECONDS    dnsperf -l per run (default 10)
 #   BENCH_SIZES      zone sizes (default "20 1000")
 #   BENCH_CLIENTS    dnsperf -c (default 4); dnsperf runs -T 1 -q 100
-#   BENCH_SERVERS    servers to run (default "agent knot nsd")
+#   BENCH_SERVERS    servers to run (default "agent knot nsd"; "agent dnsmasq" under BENCH_ARCH)
+#                    The reference for the ratios and the response-code check is Knot when it
+#                    runs, else dnsmasq.
 # Exit status: non-zero when a server fails to start or answer correctly, not for missed targets.
 set -euo pipefail
 
@@ -26,7 +42,12 @@ HERE=$REPO/bench/dns
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 SIZES=${BENCH_SIZES:-"20 1000"}
 CLIENTS=${BENCH_CLIENTS:-4}
-SERVERS=${BENCH_SERVERS:-"agent knot nsd"}
+ARCH=${BENCH_ARCH:-}
+if [[ -n $ARCH ]]; then
+    SERVERS=${BENCH_SERVERS:-"agent dnsmasq"}
+else
+    SERVERS=${BENCH_SERVERS:-"agent knot nsd"}
+fi
 ORIGIN=k8s.internal
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -36,22 +57,62 @@ die() {
 }
 say() { echo "bench/dns/run.sh: $*" >&2; }
 
-for cmd in dnsperf knotd nsd dig python3; do
-    command -v "$cmd" >/dev/null || die "'$cmd' is not installed (Debian: dnsperf, knot, nsd, bind9-dnsutils, python3)"
+for cmd in dnsperf dig python3; do
+    command -v "$cmd" >/dev/null || die "'$cmd' is not installed (Debian: dnsperf, bind9-dnsutils, python3)"
 done
+for server in $SERVERS; do
+    case $server in
+    agent) ;;
+    knot) command -v knotd >/dev/null || die "'knotd' is not installed (Debian: knot)" ;;
+    nsd) command -v nsd >/dev/null || die "'nsd' is not installed (Debian: nsd)" ;;
+    dnsmasq) [[ -n $ARCH ]] || command -v dnsmasq >/dev/null || die "'dnsmasq' is not installed (Debian: dnsmasq-base)" ;;
+    *) die "unknown server '$server' (known: agent knot nsd dnsmasq)" ;;
+    esac
+done
+
+# EMU: the command prefix that runs a binary of BENCH_ARCH (empty natively).
+EMU=()
+TRIPLE=x86_64-unknown-linux-musl
+DNSMASQ=(dnsmasq)
+if [[ -n $ARCH ]]; then
+    case $ARCH in
+    mipsel | mips | aarch64) TRIPLE=$ARCH-unknown-linux-musl ;;
+    armv7) TRIPLE=armv7-unknown-linux-musleabihf ;;
+    *) die "BENCH_ARCH=$ARCH: known are mipsel, mips, armv7, aarch64" ;;
+    esac
+    qemu=qemu-${ARCH/armv7/arm}-static
+    command -v "$qemu" >/dev/null || die "'$qemu' is not installed (Debian: qemu-user-static)"
+    EMU=("$qemu")
+    [[ " $SERVERS " == *" knot "* || " $SERVERS " == *" nsd "* ]] &&
+        die "BENCH_ARCH runs the agent and dnsmasq only (BENCH_SERVERS=\"$SERVERS\")"
+    if [[ " $SERVERS " == *" dnsmasq "* ]]; then
+        ROOT=${BENCH_DNSMASQ_ROOT:-}
+        [[ -n $ROOT && -x $ROOT/usr/sbin/dnsmasq ]] ||
+            die "BENCH_DNSMASQ_ROOT must hold Debian's $ARCH dnsmasq (usr/sbin/dnsmasq): bench/dns/fetch-dnsmasq.sh $ARCH DIR"
+        ROOT=$(cd "$ROOT" && pwd)
+        DNSMASQ=("$qemu" -L "$ROOT" "$ROOT/usr/sbin/dnsmasq")
+    fi
+fi
 
 AGENT=${SDWAN_AGENT_BIN:-}
 if [[ " $SERVERS " != *" agent "* ]]; then
     AGENT=/bin/false
 elif [[ -z $AGENT ]]; then
     CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-    AGENT=$CARGO_TARGET_DIR/cross/x86_64-unknown-linux-musl/sdwan-agent
+    AGENT=$CARGO_TARGET_DIR/cross/$TRIPLE/sdwan-agent
     if [[ ! -x $AGENT ]]; then
-        say "building the agent: cross/build.sh x86_64-unknown-linux-musl"
-        CARGO_TARGET_DIR=$CARGO_TARGET_DIR "$REPO/cross/build.sh" x86_64-unknown-linux-musl >/dev/null
+        say "building the agent: cross/build.sh $TRIPLE"
+        CARGO_TARGET_DIR=$CARGO_TARGET_DIR "$REPO/cross/build.sh" "$TRIPLE" >/dev/null
     fi
 fi
 [[ -x $AGENT ]] || die "agent binary $AGENT is missing"
+REF=
+for server in knot dnsmasq; do
+    if [[ " $SERVERS " == *" $server "* ]]; then
+        REF=$server
+        break
+    fi
+done
 
 WORK=$(mktemp -d)
 SERVER_PID=
@@ -117,20 +178,30 @@ mem_kib() {
     echo "$rss $hwm"
 }
 
-# wait_ready PORT: the server answers the SOA of the zone with our serial (deadline 20 s).
+# wait_ready PORT: the server answers `local` with its address (every zone has it; dnsmasq
+# has no SOA record to check a serial with), deadline 20 s.
 wait_ready() {
     local port=$1 deadline=$((SECONDS + 20)) got
     while ((SECONDS < deadline)); do
         kill -0 "$SERVER_PID" 2>/dev/null || return 1
-        got=$(dig @127.0.0.1 -p "$port" +time=1 +tries=1 +short "$ORIGIN" SOA 2>/dev/null | awk '{print $3}')
-        [[ $got == 2026112801 ]] && return 0
+        got=$(dig @127.0.0.1 -p "$port" +time=1 +tries=1 +short "local.$ORIGIN" A 2>/dev/null)
+        [[ $got == 192.168.200.2 ]] && return 0
         sleep 0.2
     done
     return 1
 }
 
 start_agent() { # DIR PORT
-    "$AGENT" --listen "127.0.0.1:$2" --zone-file "$1/payload.json" >"$1/agent.log" 2>&1 &
+    "${EMU[@]}" "$AGENT" --listen "127.0.0.1:$2" --zone-file "$1/payload.json" >"$1/agent.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+# dnsmasq as OpenWrt runs it: a caching forwarder that answers the suffix from its own
+# records (`local=`), one process, no DHCP; logging to a file, no syslog.
+start_dnsmasq() { # DIR PORT
+    "${DNSMASQ[@]}" --keep-in-foreground --conf-file="$1/dnsmasq.conf" --port="$2" \
+        --listen-address=127.0.0.1 --bind-interfaces --user="$(id -un)" \
+        --pid-file="$1/dnsmasq.pid" --log-facility="$1/dnsmasq.log" >"$1/dnsmasq.out" 2>&1 &
     SERVER_PID=$!
 }
 
@@ -201,8 +272,8 @@ run_one() { # SERVER SIZE DIR
     port=$(free_port)
     "start_$server" "$dir" "$port"
     if ! wait_ready "$port"; then
-        tail -n 5 "$dir"/*.log "$dir"/*/*.log "$dir"/*/*.out 2>/dev/null >&2 || true
-        die "$server ($size records) did not answer the SOA on 127.0.0.1:$port"
+        tail -n 5 "$dir"/*.log "$dir"/*.out "$dir"/*/*.log "$dir"/*/*.out 2>/dev/null >&2 || true
+        die "$server ($size records) did not answer local.$ORIGIN on 127.0.0.1:$port"
     fi
     # Check one answer of each kind before measuring anything.
     local a
@@ -244,8 +315,15 @@ run_one() { # SERVER SIZE DIR
     say "$server, $size records: $(printf '%.0f' "$qps") QPS, $cpu_us us CPU/query, RSS ${mem%% *} KiB ($mix)"
 }
 
-versions="$(knotd -V | head -n1 | sed 's/.*version /Knot /'), $(nsd -v 2>&1 | head -n1 | sed 's/NSD version /NSD /'), dnsperf $(dnsperf -h 2>&1 | sed -n 's/^Version //p' | head -n1)"
-[[ $AGENT == /bin/false ]] || versions="$("$AGENT" --version 2>/dev/null | head -n1), $versions"
+# first_line CMD...: the first line of CMD's output (whatever its exit status; no SIGPIPE).
+first_line() { { "$@" 2>&1 || true; } | sed -n 1p; }
+versions="dnsperf $({ dnsperf -h 2>&1 || true; } | sed -n 's/^Version //p' | sed -n 1p)"
+[[ " $SERVERS " != *" nsd "* ]] || versions="$(first_line nsd -v | sed 's/NSD version /NSD /'), $versions"
+[[ " $SERVERS " != *" knot "* ]] || versions="$(first_line knotd -V | sed 's/.*version /Knot /'), $versions"
+[[ " $SERVERS " != *" dnsmasq "* ]] ||
+    versions="$(first_line "${DNSMASQ[@]}" --version | sed 's/ *Copyright.*//')${ARCH:+ (Debian $ARCH)}, $versions"
+[[ $AGENT == /bin/false ]] || versions="$(first_line "${EMU[@]}" "$AGENT" --version), $versions"
+[[ -z $ARCH ]] || versions="under $(first_line "${EMU[0]}" --version): $versions"
 
 for size in $SIZES; do
     dir=$WORK/zone-$size
@@ -256,7 +334,7 @@ for size in $SIZES; do
 done
 
 echo
-echo "DNS benchmark, $(date -u +%Y-%m-%d), $(nproc) cores, dnsperf -l $SECONDS_PER_RUN -c $CLIENTS -T 1 -q 100 on 127.0.0.1"
+echo "DNS benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores${ARCH:+, servers under qemu-user ($ARCH)}, dnsperf -l $SECONDS_PER_RUN -c $CLIENTS -T 1 -q 100 on 127.0.0.1"
 echo "$versions"
 [[ $AGENT == /bin/false ]] || echo "agent binary: $AGENT ($(stat -c %s "$AGENT") bytes)"
 echo
@@ -264,31 +342,39 @@ echo "| server | records | QPS | avg latency ms | CPU us/query | of it user | of
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 printf '%s\n' "${ROWS[@]}"
 echo
-for size in $SIZES; do
-    [[ -n ${CPU_US[agent.$size]:-} && -n ${CPU_US[knot.$size]:-} ]] || continue
-    ratio=$(awk -v a="${CPU_US[agent.$size]}" -v k="${CPU_US[knot.$size]}" 'BEGIN { printf "%.2f", a / k }')
-    verdict=$(awk -v r="$ratio" 'BEGIN { print (r <= 0.5 ? "met" : "MISSED") }')
-    echo "target, $size records: agent CPU/query / Knot CPU/query = $ratio (<= 0.50): $verdict"
-done
+if [[ -n $REF && " $SERVERS " == *" agent "* ]]; then
+    echo "| records | agent CPU us/query | $REF CPU us/query | CPU ratio agent/$REF | agent RSS KiB | $REF RSS KiB | RSS ratio agent/$REF |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    for size in $SIZES; do
+        a=${CPU_US[agent.$size]} r=${CPU_US[$REF.$size]} ar=${RSS_KIB[agent.$size]} rr=${RSS_KIB[$REF.$size]}
+        echo "| $size | $a | $r | $(awk -v a="$a" -v r="$r" 'BEGIN { printf "%.2f", a / r }') | $ar | $rr | $(awk -v a="$ar" -v r="$rr" 'BEGIN { printf "%.2f", a / r }') |"
+    done
+    echo
+    for size in $SIZES; do
+        ratio=$(awk -v a="${CPU_US[agent.$size]}" -v k="${CPU_US[$REF.$size]}" 'BEGIN { printf "%.2f", a / k }')
+        verdict=$(awk -v r="$ratio" 'BEGIN { print (r <= 0.5 ? "met" : "MISSED") }')
+        echo "target, $size records: agent CPU/query / $REF CPU/query = $ratio (<= 0.50): $verdict"
+    done
+fi
 # The same queries must get the same response codes from every server (within 1 point:
 # the runs stop at different places in the query file).
 status=0
 for size in $SIZES; do
     for server in $SERVERS; do
-        [[ $server != knot && -n ${MIX[knot.$size]:-} ]] || continue
-        if ! python3 - "${MIX[knot.$size]}" "${MIX[$server.$size]}" <<'PY'; then
+        [[ $server != "$REF" && -n ${MIX[$REF.$size]:-} ]] || continue
+        if ! python3 - "${MIX[$REF.$size]}" "${MIX[$server.$size]}" <<'PY'; then
 import sys
 ref = dict(kv.split("=") for kv in sys.argv[1].split())
 got = dict(kv.split("=") for kv in sys.argv[2].split())
 ok = ref.keys() == got.keys() and all(abs(float(ref[k]) - float(got[k])) <= 1.0 for k in ref)
 sys.exit(0 if ok else 1)
 PY
-            echo "MISMATCH, $size records: $server answered ${MIX[$server.$size]}, Knot ${MIX[knot.$size]}" >&2
+            echo "MISMATCH, $size records: $server answered ${MIX[$server.$size]}, $REF ${MIX[$REF.$size]}" >&2
             status=1
         fi
     done
 done
-if [[ -n ${RSS_KIB[agent.1000]:-} ]]; then
+if [[ -n ${RSS_KIB[agent.1000]:-} && -z $ARCH ]]; then
     rss=${RSS_KIB[agent.1000]}
     echo "target, 1000 records: agent RSS $rss KiB (<= 2048 KiB): $([[ $rss -le 2048 ]] && echo met || echo MISSED)"
 fi

@@ -2,6 +2,7 @@
 //! queries on a 20-record and a 1,000-record zone.
 //!
 //! `cargo run --release -p sdwan-agent-core --example bench`
+#![forbid(unsafe_code)]
 
 use std::hint::black_box;
 use std::time::Instant;

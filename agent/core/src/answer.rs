@@ -531,8 +531,8 @@ impl Response<'_> {
 
     /// NODATA / NXDOMAIN: the SOA in the authority section, TC when it does not fit.
     fn soa_authority<S: AsRef<[u8]>>(&mut self, zone: &Zone<S>, origin_at: usize) {
-        // RFC 2308: min(SOA TTL, SOA minimum); both are the payload's ttl.
-        let ttl = zone.ttl().min(zone.ttl());
+        // RFC 2308: min(SOA TTL, SOA minimum); both are the payload's ttl, so that is it.
+        let ttl = zone.ttl();
         if self.soa(zone, origin_at, ttl).is_err() {
             self.flags |= flags::TC;
         } else {

@@ -6,40 +6,29 @@ mod common;
 
 use hickory_proto::op::Message;
 use sdwan_agent_core::{answer, compile, compiled_size_bound, Transport, Zone};
+use sdwan_testsupport::Rng;
 
-/// xorshift64*: small, seeded, good enough for test inputs.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn mutate(&mut self, v: &mut Vec<u8>) {
-        for _ in 0..1 + self.below(4) {
-            match self.below(4) {
-                0 if !v.is_empty() => {
-                    let i = self.below(v.len());
-                    v[i] = self.next() as u8;
-                }
-                1 if !v.is_empty() => {
-                    let i = self.below(v.len());
-                    v.truncate(i);
-                }
-                2 => {
-                    let i = self.below(v.len() + 1);
-                    v.insert(i, self.next() as u8);
-                }
-                _ if !v.is_empty() => {
-                    let i = self.below(v.len());
-                    v[i] ^= 1 << self.below(8);
-                }
-                _ => v.push(0),
+/// Mutates `v` in place: 1-4 of byte change, truncation, insertion, bit flip.
+fn mutate(rng: &mut Rng, v: &mut Vec<u8>) {
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(4) {
+            0 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] = rng.next_u64() as u8;
             }
+            1 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v.truncate(i);
+            }
+            2 => {
+                let i = rng.below(v.len() + 1);
+                v.insert(i, rng.next_u64() as u8);
+            }
+            _ if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] ^= 1 << rng.below(8);
+            }
+            _ => v.push(0),
         }
     }
 }
@@ -102,11 +91,11 @@ fn check_response(resp: &[u8], query: &[u8], transport: Transport) {
 #[test]
 fn random_bytes_never_panic() {
     let (_, zone) = main_zone();
-    let mut rng = Rng(0x5eed_0001);
+    let mut rng = Rng::new(0x5eed_0001);
     let mut out = vec![0u8; 65535];
     for _ in 0..50_000 {
         let len = rng.below(80);
-        let q: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let q: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         for t in [Transport::Udp, Transport::Tcp] {
             if let Ok(n) = answer(Some(&zone), &q, &mut out, t) {
                 check_response(&out[..n], &q, t);
@@ -119,11 +108,11 @@ fn random_bytes_never_panic() {
 fn mutated_queries_never_panic() {
     let (_, zone) = main_zone();
     let base = queries();
-    let mut rng = Rng(0x5eed_0002);
+    let mut rng = Rng::new(0x5eed_0002);
     let mut out = vec![0u8; 65535];
     for i in 0..100_000 {
         let mut q = base[i % base.len()].clone();
-        rng.mutate(&mut q);
+        mutate(&mut rng, &mut q);
         let t = if i % 3 == 0 {
             Transport::Tcp
         } else {
@@ -144,12 +133,12 @@ fn mutated_queries_never_panic() {
 #[test]
 fn mutated_payloads_never_panic() {
     let (p, _) = main_zone();
-    let mut rng = Rng(0x5eed_0003);
+    let mut rng = Rng::new(0x5eed_0003);
     let mut out = vec![0u8; compiled_size_bound(p.len() + 64)];
     let mut accepted = 0;
     for _ in 0..20_000 {
         let mut v = p.clone().into_bytes();
-        rng.mutate(&mut v);
+        mutate(&mut rng, &mut v);
         let out = &mut out[..compiled_size_bound(v.len()).min(p.len() + 1088)];
         if let Ok(n) = compile(&v, out) {
             accepted += 1;
@@ -167,11 +156,11 @@ fn mutated_compiled_zones_never_panic() {
     let n = compile(p.as_bytes(), &mut good).unwrap();
     good.truncate(n);
     let base = queries();
-    let mut rng = Rng(0x5eed_0004);
+    let mut rng = Rng::new(0x5eed_0004);
     let mut out = vec![0u8; 65535];
     for i in 0..20_000 {
         let mut z = good.clone();
-        rng.mutate(&mut z);
+        mutate(&mut rng, &mut z);
         if let Ok(zone) = Zone::from_compiled(&z[..]) {
             let _ = (
                 zone.serial(),

@@ -3,6 +3,7 @@
 //! config file, 1 for any other error (settings that do not fit together, such as
 //! `--gateway-id` without `--broker`; zone file rejected; state directory not writable; address
 //! in use, ...).
+#![forbid(unsafe_code)]
 
 use std::io::Write as _;
 use std::process::ExitCode;

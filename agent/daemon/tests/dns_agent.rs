@@ -233,14 +233,9 @@ fn tcp_pipelining_and_idle_timeout() {
 #[test]
 fn garbage_never_crashes_the_agent() {
     let (_dir, mut agent) = start_with_zone(&test_zone());
-    // Seeded xorshift: the same garbage every run.
-    let mut x: u64 = 0x5d3a_11f0_9c27_e4b1;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    // Seeded: the same garbage every run.
+    let mut rng = sdwan_testsupport::Rng::new(0x5d3a_11f0_9c27_e4b1);
+    let mut next = move || rng.next_u64();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let valid = query(9, "local.k8s.internal", 1);
     for i in 0..3000 {

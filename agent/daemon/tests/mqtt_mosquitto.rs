@@ -186,12 +186,9 @@ fn bad_payloads_keep_the_old_zone_and_report_the_error() {
     }
 
     let mut garbage = vec![0u8; 1024 * 1024];
-    let mut x = 0x2545_f491u32;
-    for b in garbage.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        *b = x as u8;
+    let mut rng = sdwan_testsupport::Rng::new(0x2545_f491);
+    for chunk in garbage.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
     }
     // (case, message on the delta topic made from the next good delta, text the status
     // error must hold)

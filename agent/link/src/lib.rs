@@ -16,6 +16,7 @@
 //! - [`error`]: [`LinkError`], every way setting up a link can fail, naming the file or field.
 //!
 //! `rumqttc` and `rustls` are re-exported so users build against the same versions.
+#![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod error;

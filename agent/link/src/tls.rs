@@ -6,10 +6,11 @@
 //! verified with webpki against the given roots; this module has no way to turn that off.
 
 use std::fs;
-use std::io::BufReader;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
@@ -39,12 +40,12 @@ pub fn load_certs(
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, LinkError> {
     let bytes = read_file(what, path)?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(&bytes[..]))
+    let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| LinkError::BadPem {
+        .map_err(|e| LinkError::BadPem {
             what,
             path: path.to_path_buf(),
-            source,
+            source: pem_error(e),
         })?;
     if certs.is_empty() {
         return Err(LinkError::NoCertificate {
@@ -58,15 +59,33 @@ pub fn load_certs(
 /// Reads the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, LinkError> {
     let bytes = read_file("client key", path)?;
-    rustls_pemfile::private_key(&mut BufReader::new(&bytes[..]))
-        .map_err(|source| LinkError::BadPem {
+    match PrivateKeyDer::from_pem_slice(&bytes) {
+        Ok(key) => Ok(key),
+        Err(pem::Error::NoItemsFound) => Err(LinkError::NoKey {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(LinkError::BadPem {
             what: "client key",
             path: path.to_path_buf(),
-            source,
-        })?
-        .ok_or_else(|| LinkError::NoKey {
-            path: path.to_path_buf(),
-        })
+            source: pem_error(e),
+        }),
+    }
+}
+
+/// A PEM parser error as the `io::Error` that [`LinkError::BadPem`] carries, with the
+/// markers and lines it quotes as text (the parser's own `Display` prints them as byte lists).
+fn pem_error(e: pem::Error) -> io::Error {
+    let text = match e {
+        pem::Error::MissingSectionEnd { end_marker } => {
+            let label = String::from_utf8_lossy(&end_marker);
+            format!("section end \"-----END {label}-----\" missing")
+        }
+        pem::Error::IllegalSectionStart { line } => {
+            format!("illegal section start {:?}", String::from_utf8_lossy(&line))
+        }
+        other => other.to_string(),
+    };
+    io::Error::new(io::ErrorKind::InvalidData, text)
 }
 
 /// Builds a root store from every certificate of a CA PEM file.

@@ -111,7 +111,23 @@ fn pem_problems_are_named() {
     o.cert = Some(broken);
     let (e, text) = err(&o);
     assert!(matches!(e, LinkError::BadPem { .. }), "{e:?}");
-    assert!(text.contains("broken.pem"), "{text}");
+    assert!(
+        text.contains("broken.pem") && text.contains("not valid PEM"),
+        "{text}"
+    );
+
+    // An unterminated block, in a key file: the message quotes the missing end line as text.
+    let cut = write(&f.dir, "cut.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n");
+    let mut o = options(&f);
+    o.key = Some(cut);
+    let (e, text) = err(&o);
+    assert!(matches!(e, LinkError::BadPem { .. }), "{e:?}");
+    assert!(
+        text.contains("client key")
+            && text.contains("cut.pem")
+            && text.contains("\"-----END PRIVATE KEY-----\" missing"),
+        "{text}"
+    );
 
     // A certificate file given as the key: no key in it.
     let mut o = options(&f);

@@ -17,6 +17,7 @@
 //! - [`offline`]: `sdwan-discovery plan` (files in, files out).
 //!
 //! MQTT and TLS options come from `sdwan-link`, shared with the agent.
+#![forbid(unsafe_code)]
 
 pub mod broker;
 pub mod cli;

@@ -1,5 +1,6 @@
 //! sdwan-discovery: the master binary. Glue only: flags ([`sdwan_discovery::cli`]), logging,
 //! then [`sdwan_discovery::run`] or [`sdwan_discovery::offline::run`].
+#![forbid(unsafe_code)]
 
 use std::io::Write as _;
 use std::process::ExitCode;

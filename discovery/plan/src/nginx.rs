@@ -10,7 +10,7 @@
 use std::fmt::Write as _;
 
 use crate::dns;
-use crate::plan::{ProxyPort, ProxyService};
+use crate::listing::{ProxyPort, ProxyService};
 
 /// File name of the nginx configuration inside the proxy directory.
 pub const CONF_FILE: &str = "sdwan.conf";

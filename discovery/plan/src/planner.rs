@@ -8,10 +8,11 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::plan::{
-    build_order, compute_budget, plan_service, plan_workers, set_short, Budget, Cluster, Order,
-    Plan, ProxyContent, RecordType, SvcPlan, Warning, Worker, ZoneContent,
+use crate::budget::compute_budget;
+use crate::content::{
+    Budget, Cluster, Order, Plan, ProxyContent, RecordType, SvcPlan, Warning, Worker, ZoneContent,
 };
+use crate::pieces::{build_order, plan_service, plan_workers, set_short};
 use crate::snapshot::{InputError, Snapshot};
 use crate::topology::Topology;
 
@@ -353,7 +354,6 @@ impl Planner {
             if class == next {
                 self.classes.push(Arc::new(build_order(
                     &self.cluster.workers,
-                    &self.worker_index,
                     &key.0,
                     key.1.as_deref(),
                     key.2,

@@ -20,6 +20,7 @@
 //!
 //! Not served: label/field selectors (ignored), pagination (`limit` ignored, never a `continue`),
 //! PATCH, streaming lists (`sendInitialEvents`).
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;

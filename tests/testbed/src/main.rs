@@ -11,6 +11,7 @@
 //!   (POST, PUT, DELETE), e.g. with curl.
 //!
 //! Errors go to stderr with exit status 2 (bad arguments) or 1 (anything else).
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -14,11 +14,11 @@ pub mod user;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use log::info;
+use socket2::{Domain, Socket, Type};
 
 use crate::store::ZoneStore;
 
@@ -83,7 +83,7 @@ impl TcpLimits {
 pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<Bound>, BindError> {
     let mut out = Vec::with_capacity(addrs.len());
     for &addr in addrs {
-        let udp = bind_socket(addr, libc::SOCK_DGRAM).map_err(|error| BindError {
+        let udp = bind_socket(addr, Type::DGRAM).map_err(|error| BindError {
             addr,
             proto: "UDP",
             error,
@@ -94,7 +94,7 @@ pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<Bound>, BindError> {
             0 => udp.local_addr().unwrap_or(addr),
             _ => addr,
         };
-        let tcp = bind_socket(tcp_addr, libc::SOCK_STREAM).map_err(|error| BindError {
+        let tcp = bind_socket(tcp_addr, Type::STREAM).map_err(|error| BindError {
             addr,
             proto: "TCP",
             error,
@@ -151,92 +151,79 @@ pub fn spawn(bound: Vec<Bound>, store: Arc<ZoneStore>, limits: TcpLimits) -> io:
     Ok(Running { ended })
 }
 
-/// Opens a socket of `ty` bound to `addr`: close-on-exec, v6-only for IPv6, SO_REUSEADDR and
-/// listening for TCP.
-fn bind_socket(addr: SocketAddr, ty: libc::c_int) -> io::Result<OwnedFd> {
-    let domain = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    // SAFETY: plain syscall; the result is checked before use.
-    let fd = unsafe { libc::socket(domain, ty | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh socket we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+/// Opens a socket of `ty` bound to `addr`: close-on-exec (socket2 sets `SOCK_CLOEXEC`),
+/// v6-only for IPv6, SO_REUSEADDR and listening (backlog 128) for TCP.
+fn bind_socket(addr: SocketAddr, ty: Type) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, None)?;
     if addr.is_ipv6() {
-        setsockopt_int(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+        socket.set_only_v6(true)?;
     }
-    if ty == libc::SOCK_STREAM {
-        setsockopt_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if ty == Type::STREAM {
+        socket.set_reuse_address(true)?;
     }
-    let (storage, len) = sockaddr_of(addr);
-    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
-    let r = unsafe { libc::bind(raw, &storage as *const _ as *const libc::sockaddr, len) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
+    socket.bind(&addr.into())?;
+    if ty == Type::STREAM {
+        socket.listen(128)?;
     }
-    if ty == libc::SOCK_STREAM {
-        // SAFETY: plain syscall on our socket.
-        if unsafe { libc::listen(raw, 128) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(fd)
+    Ok(socket)
 }
 
-fn setsockopt_int(
-    fd: libc::c_int,
-    level: libc::c_int,
-    opt: libc::c_int,
-    v: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: `v` is a c_int that lives across the call, and we pass its size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::SockRef;
 
-/// `addr` as a C sockaddr.
-fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: all-zero bytes are a valid sockaddr_storage.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            let sin = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_port = a.port().to_be();
-            sin.sin_addr = libc::in_addr {
-                s_addr: u32::from_ne_bytes(a.ip().octets()),
-            };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(a) => {
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            let sin6 = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_port = a.port().to_be();
-            sin6.sin6_flowinfo = a.flowinfo();
-            sin6.sin6_addr = libc::in6_addr {
-                s6_addr: a.ip().octets(),
-            };
-            sin6.sin6_scope_id = a.scope_id();
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
+    /// `O_CLOEXEC` as `/proc/self/fdinfo` shows it (octal `flags:` line).
+    const O_CLOEXEC: u32 = 0o2000000;
+
+    fn cloexec(fd: &impl std::os::fd::AsRawFd) -> bool {
+        let info =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).unwrap();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .expect("fdinfo has a flags line");
+        u32::from_str_radix(flags.trim(), 8).unwrap() & O_CLOEXEC != 0
+    }
+
+    #[test]
+    fn listeners_are_v6_only_reuse_address_close_on_exec_and_share_the_port() {
+        let v6 = bind(&["[::1]:0".parse().unwrap()]).unwrap().remove(0);
+        let port = v6.udp.local_addr().unwrap().port();
+        assert_eq!(
+            v6.tcp.local_addr().unwrap().port(),
+            port,
+            "TCP takes UDP's port"
+        );
+        assert!(SockRef::from(&v6.udp).only_v6().unwrap());
+        assert!(SockRef::from(&v6.tcp).only_v6().unwrap());
+        assert!(SockRef::from(&v6.tcp).reuse_address().unwrap());
+        assert!(cloexec(&v6.udp) && cloexec(&v6.tcp));
+        // v6-only: the IPv4 wildcard can take the same port beside it.
+        let v4 = bind(&[SocketAddr::from(([0, 0, 0, 0], port))])
+            .unwrap()
+            .remove(0);
+        assert_eq!(v4.udp.local_addr().unwrap().port(), port);
+        assert!(SockRef::from(&v4.tcp).reuse_address().unwrap());
+        assert!(cloexec(&v4.udp) && cloexec(&v4.tcp));
+        // The TCP listener accepts.
+        let c = std::net::TcpStream::connect(v6.tcp.local_addr().unwrap()).unwrap();
+        let (s, _) = v6.tcp.accept().unwrap();
+        assert_eq!(s.peer_addr().unwrap(), c.local_addr().unwrap());
+    }
+
+    #[test]
+    fn an_address_in_use_names_the_address_and_protocol() {
+        let first = bind(&["127.0.0.1:0".parse().unwrap()]).unwrap().remove(0);
+        let addr = first.udp.local_addr().unwrap();
+        let e = bind(&[addr]).unwrap_err();
+        assert_eq!(e.addr, addr);
+        assert_eq!(e.proto, "UDP");
+        assert_eq!(e.error.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot listen on UDP {addr}: ")),
+            "{e}"
+        );
+    }
 }
