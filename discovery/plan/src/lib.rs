@@ -13,14 +13,19 @@
 //! - [`planner`]: [`Planner`], which keeps state and re-plans only what a [`Change`] touches.
 //! - [`v2`]: payload v2 content per gateway (issue 11): [`v2::zones`] plans every gateway,
 //!   [`v2::Zones::snapshot`] gives one gateway's `sdwan_contract::v2::encode::Snapshot`.
+//! - [`proxy_v2`]: proxy payload v2 content per worker (issue 11): [`proxy_v2::proxies`]
+//!   plans every worker, [`proxy_v2::Proxies::snapshot`] gives one worker's
+//!   `sdwan_contract::v2::proxy::ProxySnapshot`.
 //! - [`dns`]: DNS label and name rules.
-//! - [`nginx`]: the reverse proxy's files (nginx `sdwan.conf`, `help.html`) rendered into the
-//!   proxy payload, with [`nginx::ProxySettings`] from the topology's `[proxy]` table.
+//! - [`nginx`]: the reverse proxy's files (nginx `sdwan.conf`, `help.html`) rendered into
+//!   proxy payload v1 by `sdwan-render`, with [`nginx::ProxySettings`] from the topology's
+//!   `[proxy]` table.
 
 pub mod dns;
 pub mod nginx;
 pub mod plan;
 pub mod planner;
+pub mod proxy_v2;
 pub mod snapshot;
 pub mod topology;
 pub mod v2;
