@@ -388,3 +388,162 @@ fn the_documented_proxy_examples_decode() {
     }
     assert_eq!(n, 3, "a part, a delta and a notice");
 }
+
+mod follow {
+    use super::*;
+    use sdwan_contract::v2::proxy::encode_notice;
+    use sdwan_contract::v2::proxy::follow::{Follower, Source, Step};
+
+    fn serve(steps: Vec<Step>) -> ProxySnapshot {
+        match &steps[..] {
+            [Step::Serve(s)] => s.clone(),
+            other => panic!("expected one Serve, got {other:?}"),
+        }
+    }
+
+    fn next(s: &ProxySnapshot, rng: &mut Rng) -> ProxySnapshot {
+        let mut n = s.clone();
+        super::mutate(&mut n, rng);
+        n.version = Version(s.version.0 + 1);
+        n
+    }
+
+    fn delta(a: &ProxySnapshot, b: &ProxySnapshot) -> Vec<u8> {
+        ProxyDelta::between(a, b).unwrap().encode().unwrap()
+    }
+
+    /// Booting: the retained snapshot's parts in any order and the retained tail give the
+    /// current content, served once whole; then the resync ends.
+    #[test]
+    fn a_booting_worker_serves_snapshot_and_tail_once_whole() {
+        let mut rng = Rng::new(21);
+        let snap = proxy(7, 4);
+        let current = next(&snap, &mut rng);
+        let (mut f, first) = Follower::new(&snap.node, None);
+        assert_eq!(first, Step::Resync);
+        // The tail may come before the parts.
+        assert!(f.handle(Source::Tail, &delta(&snap, &current)).is_empty());
+        let mut parts = snap.encode().unwrap();
+        parts.reverse();
+        let last = parts.pop().unwrap();
+        for p in &parts {
+            assert!(f.handle(Source::Part, p).is_empty(), "not whole yet");
+        }
+        let served = serve(f.handle(Source::Part, &last));
+        assert_eq!(served, current, "snapshot and tail together");
+        assert_eq!(f.served(served), Some(Step::Synced));
+        assert_eq!(f.held().unwrap().digest, current.digest());
+        // The retained parts seen again (a re-subscription) change nothing.
+        for p in snap.encode().unwrap() {
+            assert!(f.handle(Source::Part, &p).is_empty());
+        }
+    }
+
+    /// Deltas in order are served one by one; one for another base is a gap: a resync that
+    /// ends when the retained snapshot reaches the delta's version.
+    #[test]
+    fn deltas_apply_in_order_and_a_gap_resyncs() {
+        let mut rng = Rng::new(22);
+        let v1 = proxy(8, 2);
+        let (mut f, _) = Follower::new(&v1.node, Some(v1.clone()));
+        let mut cur = v1.clone();
+        for _ in 0..5 {
+            let n = next(&cur, &mut rng);
+            let s = serve(f.handle(Source::Delta, &delta(&cur, &n)));
+            assert_eq!(s, n);
+            f.served(s);
+            cur = n;
+        }
+        // The same delta again: a replay.
+        let n = next(&cur, &mut rng);
+        let d = delta(&cur, &n);
+        let s = serve(f.handle(Source::Delta, &d));
+        f.served(s);
+        assert!(f.handle(Source::Delta, &d).is_empty());
+        cur = n;
+        // Missed one: the next is a gap.
+        let missed = next(&cur, &mut rng);
+        let after = next(&missed, &mut rng);
+        assert_eq!(
+            f.handle(Source::Delta, &delta(&missed, &after)),
+            [Step::Resync]
+        );
+        assert!(f.resyncing());
+        assert_eq!(
+            f.held().unwrap().version,
+            cur.version,
+            "nothing torn served"
+        );
+        // The master's retained snapshot at `after` ends it.
+        let mut got = Vec::new();
+        for p in after.encode().unwrap() {
+            got.extend(f.handle(Source::Part, &p));
+        }
+        let s = serve(got);
+        assert_eq!(s, after);
+        assert_eq!(f.served(s), Some(Step::Synced));
+    }
+
+    /// Torn content, content for another node, another worker's bytes, a reused version: refused,
+    /// nothing served, the held content stays.
+    #[test]
+    fn torn_foreign_and_reused_content_is_refused() {
+        let snap = proxy(9, 6);
+        let (mut f, _) = Follower::new(&snap.node, Some(snap.clone()));
+        f.served(snap.clone());
+        // Parts of a newer snapshot, one of them from other content under the same digest.
+        let mut newer = snap.clone();
+        newer.version = Version(snap.version.0 + 10);
+        let mut other = newer.clone();
+        other.services.pop();
+        let parts = newer.encode().unwrap();
+        let mut torn = other.encode().unwrap();
+        let last = torn.len() - 1;
+        torn[last] = String::from_utf8(torn[last].clone())
+            .unwrap()
+            .replace(&other.digest().to_string(), &newer.digest().to_string())
+            .into_bytes();
+        let mut steps = Vec::new();
+        for p in parts[..last].iter().chain([&torn[last]]) {
+            steps.extend(f.handle(Source::Part, p));
+        }
+        assert!(
+            matches!(&steps[..], [Step::Refused(e)] if e.contains("digest")),
+            "{steps:?}"
+        );
+        assert_eq!(f.held().unwrap().version, snap.version);
+        // Another node's message.
+        let mut theirs = snap.clone();
+        theirs.node = "worker-999".into();
+        let steps = f.handle(Source::Part, &theirs.encode().unwrap()[0]);
+        assert!(matches!(&steps[..], [Step::Refused(e)] if e.contains("worker-999")));
+        // The held version announced with other content.
+        let n = encode_notice(&snap.node, snap.version, other.digest()).unwrap();
+        assert!(matches!(
+            &f.handle(Source::Delta, &n)[..],
+            [Step::Refused(_)]
+        ));
+        // Bytes that are not a message.
+        assert!(
+            matches!(&f.handle(Source::Delta, b"{\"schema\":3}")[..], [Step::Refused(e)] if e.contains("unsupported schema 3"))
+        );
+        // An empty retained message is "nothing here".
+        assert!(f.handle(Source::Part, b"").is_empty());
+        assert_eq!(f.held().unwrap().digest, snap.digest());
+    }
+
+    /// A notice of a newer snapshot starts a resync; one of the held version does not.
+    #[test]
+    fn a_notice_of_a_newer_snapshot_resyncs() {
+        let snap = proxy(10, 1);
+        let (mut f, _) = Follower::new(&snap.node, Some(snap.clone()));
+        f.served(snap.clone());
+        assert!(!f.resyncing());
+        let same = encode_notice(&snap.node, snap.version, snap.digest()).unwrap();
+        assert!(f.handle(Source::Delta, &same).is_empty());
+        assert!(!f.resyncing());
+        let newer = encode_notice(&snap.node, Version(snap.version.0 + 5), snap.digest()).unwrap();
+        assert_eq!(f.handle(Source::Delta, &newer), [Step::Resync]);
+        assert!(f.resyncing());
+    }
+}

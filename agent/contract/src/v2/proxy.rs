@@ -20,8 +20,9 @@
 //! Layout: limits and id rules, the types ([`ProxyHeader`], [`ProxyPort`], [`ProxyService`],
 //! [`ProxySnapshot`], [`ProxyDelta`], [`ProxyMessage`]), the digest, the encoder
 //! ([`ProxySnapshot::encode`], [`ProxyDelta::encode`], [`encode_notice`]), the reference
-//! semantics of the worker ([`ProxySnapshot::assemble`], [`ProxySnapshot::apply`]), and the
-//! decoder ([`decode`]).
+//! semantics of the worker ([`ProxySnapshot::assemble`], [`ProxySnapshot::apply`]), the
+//! decoder ([`decode`]), and [`follow`]: a worker following its stream as a pure state
+//! machine (messages in, what to serve and when to resync out).
 
 use alloc::boxed::Box;
 use alloc::string::{String, ToString};
@@ -1356,6 +1357,8 @@ fn services(
     }
     Ok(out)
 }
+
+pub mod follow;
 
 #[cfg(test)]
 mod tests;
