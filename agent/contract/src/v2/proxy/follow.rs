@@ -1,7 +1,11 @@
 //! A worker following its proxy stream (`docs/payload-v2.md`, "The agent: acceptance rules",
 //! applied to `P/nodes/NODE/v2/{part/K,tail,delta}`), as a pure state machine: messages in,
 //! [`Step`]s out, no I/O and no clock. The driver subscribes, renders, writes, checks and
-//! reloads; it tells the follower what it now serves with [`Follower::served`].
+//! reloads; it tells the follower what it now serves with [`Follower::served`]. It carries
+//! out the steps of one message (and calls `served`) before it hands over the next: a
+//! [`Step::Serve`] not yet confirmed is not what is held, so the same content can be offered
+//! again by a later message (the fuzz check `proxy_follow` found this with a retained tail
+//! delivered right after the snapshot it completes).
 //!
 //! State: `held` (the content served), the parts of one snapshot being staged, the retained
 //! tail (kept until a snapshot it applies to is whole), and whether a resync is running
