@@ -85,7 +85,7 @@ try_this "worker3.$suffix AAAA" "a worker by name (worker3 is dual-stack)"
 try_this "hello-world.default.$suffix" "nearest node running the service"
 try_this "hello-world.$suffix" "the same: the name is unique"
 try_this "_http._tcp.hello-world.default.$suffix SRV" "every node, nearest first"
-try_this "$suffix SOA" "serial = the payload's serial"
+try_this "$suffix SOA" "serial = low 32 bits of the zone's version"
 try_this "nope.$suffix" "NXDOMAIN"
 try_this "local.$suffix +tcp" "TCP works too"
 echo "Logs: $work/discovery.log, $work/agent.log.  Ctrl-C stops both."
@@ -103,8 +103,8 @@ if [ "$check" = 1 ]; then
     expect $suffix SOA
     status=$($d nope.$suffix | sed -n 's/.*status: \([A-Z]*\).*/\1/p')
     if [ "$status" = NXDOMAIN ]; then echo "ok   nope.$suffix -> NXDOMAIN"; else echo "FAIL nope: $status"; fail=1; fi
-    for _ in $(seq 1 50); do [ -s "$work/state/zone.json" ] && break; sleep 0.1; done
-    if [ -s "$work/state/zone.json" ] && ! grep -q "not persisted" "$work/agent.log"; then
+    for _ in $(seq 1 50); do [ -s "$work/state/zone-v2.jsonl" ] && break; sleep 0.1; done
+    if [ -s "$work/state/zone-v2.jsonl" ] && ! grep -q "not persisted" "$work/agent.log"; then
         echo "ok   zone persisted in $work/state"
     else
         echo "FAIL the agent did not persist the zone:"; grep "persist" "$work/agent.log"; fail=1

@@ -8,6 +8,11 @@
 //! anything fails.
 //! [`load`] re-validates the file with the core like any payload from the broker; a missing,
 //! unreadable, corrupt or truncated file is logged and ignored, never fatal.
+//!
+//! Payload v2 (`docs/payload-v2.md`): [`save_v2`] writes the zone in use, re-encoded as its
+//! snapshot parts by the contract's encoder, one JSON message per line, into
+//! [`V2_STATE_FILE`] (atomically, as above); [`load_v2`] reads it back (bounded) through the
+//! same door as the broker's parts (`Staging::part`: decoding, assembly, digest check).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -16,7 +21,11 @@ use std::path::{Path, PathBuf};
 
 use log::{info, warn};
 
-use crate::store::{load_payload, OwnedZone};
+use sdwan_agent_core::v2zone::{PartStatus, Staging, Work};
+use sdwan_contract::v2::encode::{Message, PartData, Service};
+use sdwan_contract::v2::{Node, Port, Str, MAX_MESSAGE_BYTES, MAX_PARTS};
+
+use crate::store::{load_payload, OwnedZone, OwnedZoneV2};
 
 /// The persisted payload's file name inside the state directory.
 pub const STATE_FILE: &str = "zone.json";
@@ -182,9 +191,205 @@ pub fn load(dir: &Path, gateway_id: Option<&str>) -> Option<(OwnedZone, Vec<u8>)
     Some((zone, bytes))
 }
 
+/// The persisted v2 zone's file name inside the state directory.
+pub const V2_STATE_FILE: &str = "zone-v2.jsonl";
+
+/// Largest v2 state file: every part at its largest, one newline each.
+pub const V2_STATE_MAX: usize = MAX_PARTS * (MAX_MESSAGE_BYTES + 1);
+
+/// A stored node as the contract's owned node.
+fn node_of(zone: &OwnedZoneV2, slot: u16) -> Option<Node> {
+    let n = zone.node(slot)?;
+    Some(Node {
+        name: Str::new(std::str::from_utf8(n.name).ok()?)?,
+        tier: n.tier,
+        v4: n.v4.map(std::net::Ipv4Addr::from),
+        v6: n.v6.map(std::net::Ipv6Addr::from),
+    })
+}
+
+/// The `i`th stored service as the contract's owned service.
+fn service_of(zone: &OwnedZoneV2, i: usize) -> Option<Service> {
+    let s = zone.service(i)?;
+    Some(Service {
+        ns: String::from_utf8_lossy(s.ns).into_owned(),
+        name: String::from_utf8_lossy(s.name).into_owned(),
+        short: s.short(),
+        ports: s
+            .ports()
+            .filter_map(|p| {
+                Some(Port {
+                    label: Str::new(std::str::from_utf8(p.label).ok()?)?,
+                    proto: p.proto,
+                    node_port: p.node_port,
+                })
+            })
+            .collect(),
+        hosts: s.hosts().collect(),
+    })
+}
+
+/// The zone's snapshot parts, encoded one part at a time by the contract's encoder
+/// (`Message::Part`), so that at most one part's items and text are in memory (a whole owned
+/// snapshot and its text would double the agent's peak memory): a first pass measures each
+/// item, a second encodes and hands over each part. Parts hold node slots first, then
+/// services, as many as fit in [`MAX_MESSAGE_BYTES`].
+pub fn encode_parts(
+    zone: &OwnedZoneV2,
+    mut each: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<usize> {
+    let bad = |what: &str| io::Error::other(format!("cannot encode the zone: {what}"));
+    let held = zone.held().ok_or_else(|| bad("no zone held"))?;
+    let header = *zone.header().ok_or_else(|| bad("no zone held"))?;
+    let part = |k: u8, parts: u8, first: u16, nodes: Vec<Option<Node>>, services| {
+        Message::Part(Box::new(PartData {
+            gateway: zone.gateway().to_string(),
+            version: held.version,
+            digest: held.digest,
+            part: k,
+            parts,
+            zone: header,
+            first_node: first,
+            nodes,
+            services,
+        }))
+        .encode()
+        .map_err(|e| bad(&e.to_string()))
+    };
+    let base = part(0, 0, 0, Vec::new(), Vec::new())?.len();
+    // The head at its longest (part numbers and first node at their widest).
+    let room = MAX_MESSAGE_BYTES - part(u8::MAX, u8::MAX, u16::MAX, Vec::new(), Vec::new())?.len();
+    let slots = header.nodes;
+    let services = zone.service_count();
+    // (first node, nodes, first service, services) per part.
+    let mut plan: Vec<(u16, u16, usize, usize)> = Vec::new();
+    let mut cur = (0u16, 0u16, 0usize, 0usize);
+    let mut used = 0;
+    let lens = (0..slots)
+        .map(|slot| {
+            let len = part(0, 0, 0, vec![node_of(zone, slot)], Vec::new())?.len();
+            io::Result::Ok((true, len - base))
+        })
+        .chain((0..services).map(|i| {
+            let s = service_of(zone, i).ok_or_else(|| bad("service record"))?;
+            io::Result::Ok((false, part(0, 0, 0, Vec::new(), vec![s])?.len() - base))
+        }));
+    for item in lens {
+        let (is_node, len): (bool, usize) = item?;
+        if len + 1 > room {
+            return Err(bad("an item larger than a message"));
+        }
+        if used + len + 1 > room {
+            plan.push(cur);
+            cur = (cur.0 + cur.1, 0, cur.2 + cur.3, 0);
+            used = 0;
+        }
+        used += len + 1;
+        if is_node {
+            cur.1 += 1;
+        } else {
+            cur.3 += 1;
+        }
+    }
+    plan.push(cur);
+    if plan.len() > MAX_PARTS {
+        return Err(bad("more than 64 parts"));
+    }
+    let n = plan.len() as u8;
+    for (k, &(fnode, nn, fsvc, ns)) in plan.iter().enumerate() {
+        let nodes = (fnode..fnode + nn)
+            .map(|slot| node_of(zone, slot))
+            .collect();
+        let svcs = (fsvc..fsvc + ns)
+            .map(|i| service_of(zone, i).ok_or_else(|| bad("service record")))
+            .collect::<io::Result<Vec<_>>>()?;
+        each(&part(k as u8, n, fnode, nodes, svcs)?)?;
+    }
+    Ok(plan.len())
+}
+
+/// Writes the v2 zone in use atomically and durably as [`V2_STATE_FILE`]: its snapshot
+/// parts, one per line ([`encode_parts`]).
+pub fn save_v2(dir: &Path, zone: &OwnedZoneV2) -> io::Result<()> {
+    write_atomic_with(dir, V2_STATE_FILE, &[], |f, _| {
+        let mut w = io::BufWriter::new(f);
+        encode_parts(zone, |p| {
+            w.write_all(p)?;
+            w.write_all(b"\n")
+        })?;
+        w.flush()
+    })
+}
+
+/// [`load_v2`] with a fresh heap of `gateway::ZONE_HEAP_BYTES` and working memory.
+pub fn load_v2_zone(dir: &Path, gateway_id: &str) -> Option<Box<OwnedZoneV2>> {
+    let mut work = Box::new(Work::new());
+    load_v2(dir, gateway_id, crate::gateway::heap(), &mut work)
+}
+
+/// Loads the persisted v2 zone for `gateway_id` into a zone over `heap`: every line a
+/// snapshot part, taken through `Staging::part` like the broker's. Returns `None` (after
+/// logging why) when the file is missing, too large, unreadable, or not one whole snapshot
+/// of this gateway with the digest it declares.
+pub fn load_v2(
+    dir: &Path,
+    gateway_id: &str,
+    heap: Box<[u8]>,
+    work: &mut Work,
+) -> Option<Box<OwnedZoneV2>> {
+    let path = dir.join(V2_STATE_FILE);
+    let bytes = match fs::File::open(&path).and_then(|f| read_at_most(f, V2_STATE_MAX)) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            warn!(
+                "persisted v2 zone {} is larger than {V2_STATE_MAX} bytes, ignored",
+                path.display()
+            );
+            return None;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            info!("no persisted v2 zone in {}", dir.display());
+            return None;
+        }
+        Err(e) => {
+            warn!(
+                "persisted v2 zone {} unreadable, ignored: {e}",
+                path.display()
+            );
+            return None;
+        }
+    };
+    let mut staging = Box::new(Staging::new(heap));
+    let bad = |why: String| {
+        warn!(
+            "persisted v2 zone {} is corrupt or truncated, ignored: {why}",
+            path.display()
+        );
+        None
+    };
+    for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match staging.part(gateway_id, None, line, work) {
+            Ok(PartStatus::Waiting(_)) => {}
+            Ok(PartStatus::Complete) => break,
+            Ok(PartStatus::Skipped(a)) => return bad(format!("line {}: part {a:?}", n + 1)),
+            Err(e) => return bad(format!("line {}: {e}", n + 1)),
+        }
+    }
+    if !staging.is_complete() {
+        return bad("not a whole snapshot".into());
+    }
+    let mut zone = Box::new(OwnedZoneV2::new(Box::default()));
+    staging.swap_into(&mut zone);
+    Some(zone)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sdwan_contract::v2::encode::Snapshot;
 
     fn payload(gw: &str, serial: u32) -> String {
         format!(
@@ -194,6 +399,87 @@ mod tests {
 
     fn tmp() -> sdwan_testsupport::TempDir {
         sdwan_testsupport::TempDir::new("persist")
+    }
+
+    /// A snapshot of `services` services on 300 nodes, each service on 200 of them: several
+    /// parts.
+    fn v2_snapshot(services: usize) -> Snapshot {
+        use sdwan_contract::v2::{Family, Tier, Version, ZoneHeader};
+        Snapshot {
+            gateway: "gw-a".into(),
+            version: Version(u64::MAX),
+            zone: ZoneHeader {
+                suffix: Str::new("k8s.internal").unwrap(),
+                local: Str::new("local").unwrap(),
+                ttl: 30,
+                service_ttl: 10,
+                family: Family::Dual,
+                nodes: 300,
+            },
+            nodes: (0..300u16)
+                .map(|i| {
+                    (i % 7 != 3).then(|| Node {
+                        name: Str::new(&format!("worker-{i}")).unwrap(),
+                        tier: Tier::Other,
+                        v4: Some([10, 1, (i >> 8) as u8, i as u8].into()),
+                        v6: (i % 2 == 0).then(|| [0xfd00, 0, 0, 0, 0, 0, 0, i].into()),
+                    })
+                })
+                .collect(),
+            services: (0..services)
+                .map(|i| Service {
+                    ns: format!("ns-{:02}", i % 10),
+                    name: format!("svc-{i:05}"),
+                    short: i % 3 == 0,
+                    ports: vec![Port::parse("_http._tcp:30080").unwrap()],
+                    hosts: (0..200)
+                        .map(|h| ((h * 3 + i) % 300) as u16)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_v2_zone_persists_as_its_snapshot_parts_and_loads_back() {
+        use sdwan_contract::v2::encode::decode_owned;
+        let mut snap = v2_snapshot(2000);
+        snap.services
+            .sort_by(|a, b| (&a.ns, &a.name).cmp(&(&b.ns, &b.name)));
+        let parts = snap.encode().unwrap();
+        assert!(parts.len() >= 2, "{} parts", parts.len());
+        let dir = tmp();
+        // The master's parts as the file: loaded through the door.
+        let mut file = Vec::new();
+        for p in &parts {
+            file.extend_from_slice(p);
+            file.push(b'\n');
+        }
+        fs::write(dir.join(V2_STATE_FILE), &file).unwrap();
+        let zone = load_v2_zone(dir.path(), "gw-a").expect("loads");
+        assert_eq!(zone.held().unwrap().digest, snap.digest());
+        assert!(
+            load_v2_zone(dir.path(), "gw-b").is_none(),
+            "another gateway's file"
+        );
+        // Saved again part by part: the same content, the same digest.
+        save_v2(dir.path(), &zone).unwrap();
+        let saved = fs::read(dir.join(V2_STATE_FILE)).unwrap();
+        let msgs: Vec<_> = saved
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| decode_owned(l).unwrap())
+            .collect();
+        assert!(msgs.iter().all(|m| m.encode().is_ok()));
+        assert_eq!(Snapshot::assemble(&msgs).unwrap(), snap);
+        assert!(saved
+            .split(|&b| b == b'\n')
+            .all(|l| l.len() <= MAX_MESSAGE_BYTES));
+        let again = load_v2_zone(dir.path(), "gw-a").expect("loads again");
+        assert_eq!(again.held(), zone.held());
+        assert!(!dir.join(format!("{V2_STATE_FILE}.tmp")).exists());
     }
 
     #[test]

@@ -234,7 +234,8 @@ async fn master_exits_on_sigterm_within_the_bound_whatever_the_broker_does() {
         let topology = write_file(dir.path(), "topology.toml", &topo);
         let broker = DeafBroker::start(connack);
         let mut cmd = Command::new(BIN);
-        cmd.env("RUST_LOG", "info")
+        // Each payload v2 message handed to the client is a debug line "published TOPIC".
+        cmd.env("RUST_LOG", "info,sdwan_discovery::controller=debug")
             .arg("run")
             .arg("--kubeconfig")
             .arg(&kubeconfig)
