@@ -236,3 +236,239 @@ fn check_snapshot(s: &Snapshot) {
     }
     assert!(done, "the parts do not complete");
 }
+
+use sdwan_contract::v2::proxy::{self as proxy_v2, ProxyMessage, ProxySnapshot};
+
+/// Proxy payload v2: any bytes as a proxy message. The decoder never panics, not even without
+/// the door; what decodes re-encodes to bytes that decode to the same content and re-encode
+/// to themselves (one spelling per content); a part on its own assembles or is refused,
+/// never panics, and what assembles encodes again.
+pub fn proxy_v2(data: &[u8]) {
+    let _ = proxy_v2::decode_checked(data);
+    let Ok(msg) = proxy_v2::decode(data) else {
+        return;
+    };
+    let bytes = msg.encode().expect("an accepted message encodes");
+    let again = proxy_v2::decode(&bytes).expect("the re-encoded message decodes");
+    assert_eq!(again, msg, "re-encoding changed the content");
+    assert_eq!(
+        again.encode().unwrap(),
+        bytes,
+        "two spellings of one content"
+    );
+    if let ProxyMessage::Part(_) = msg {
+        if let Ok(snap) = ProxySnapshot::assemble(&[msg]) {
+            let parts = snap.encode().expect("an assembled snapshot encodes");
+            let msgs: Vec<ProxyMessage> = parts
+                .iter()
+                .map(|p| proxy_v2::decode(p).expect("an encoded part decodes"))
+                .collect();
+            assert_eq!(ProxySnapshot::assemble(&msgs).unwrap(), snap);
+        }
+    }
+}
+
+use sdwan_contract::v2::proxy::follow::{Follower, Source, Step};
+use sdwan_contract::v2::proxy::{ProxyDelta, ProxyHeader, ProxyPort, ProxyService};
+
+fn gen_proxy_service(c: &mut Choices, slots: usize) -> ProxyService {
+    const PORTS: [&str; 4] = [
+        "http/TCP/80:30080",
+        "8080/TCP/8080:30081",
+        "dns/UDP/53:30053",
+        "sig/SCTP/9:30009",
+    ];
+    let b = c.byte();
+    let mut nodes: Vec<u16> = (0..c.below(4)).map(|_| c.below(slots) as u16).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    ProxyService {
+        ns: ["a", "b"][c.below(2)].to_string(),
+        name: format!("s{}", c.below(6)),
+        unique: b & 1 != 0,
+        ports: PORTS[..c.below(PORTS.len() + 1)]
+            .iter()
+            .map(|p| ProxyPort::parse(p).unwrap())
+            .collect(),
+        here: b & 2 != 0,
+        nodes: if slots == 0 { Vec::new() } else { nodes },
+    }
+}
+
+fn put_proxy_service(s: &mut ProxySnapshot, svc: ProxyService) {
+    match s
+        .services
+        .binary_search_by(|x| x.key().cmp(&(svc.ns.as_str(), svc.name.as_str())))
+    {
+        Ok(i) => s.services[i] = svc,
+        Err(i) => s.services.insert(i, svc),
+    }
+}
+
+fn mutate_proxy(s: &mut ProxySnapshot, c: &mut Choices) {
+    let slots = s.nodes.len();
+    match c.below(4) {
+        0 if !s.services.is_empty() => {
+            let i = c.below(s.services.len());
+            s.services.remove(i);
+        }
+        1 if slots > 0 => {
+            let i = c.below(slots);
+            s.nodes[i] = if s.nodes[i].is_some() {
+                None
+            } else {
+                Some(format!("w{i}"))
+            };
+        }
+        _ => {
+            let svc = gen_proxy_service(c, slots);
+            put_proxy_service(s, svc);
+        }
+    }
+}
+
+/// Checks the steps of a follower: served content is what the master published at that
+/// version, and versions only go forward.
+fn check(
+    published: &std::collections::BTreeMap<u64, ProxySnapshot>,
+    f: &mut Follower,
+    steps: Vec<Step>,
+    last: &mut Option<Version>,
+) {
+    for s in steps {
+        if let Step::Serve(content) = s {
+            let want = published
+                .get(&content.version.0)
+                .expect("serves a version the master published");
+            assert_eq!(&content, want, "served content differs from the master's");
+            if let Some(l) = *last {
+                assert!(content.version.is_newer_than(l), "went back or stood still");
+            }
+            *last = Some(content.version);
+            f.served(content);
+        }
+    }
+}
+
+/// Delivers a retained snapshot (parts in an order the choices pick) and tail (before, after
+/// or both), the steps of each message carried out before the next, as a driver does.
+fn deliver_snapshot(
+    published: &std::collections::BTreeMap<u64, ProxySnapshot>,
+    f: &mut Follower,
+    c: &mut Choices,
+    last: &mut Option<Version>,
+    snap: &ProxySnapshot,
+    tail: Option<Vec<u8>>,
+) {
+    if let Some(t) = &tail {
+        if c.byte() & 1 == 0 {
+            let s = f.handle(Source::Tail, t);
+            check(published, f, s, last);
+        }
+    }
+    let mut parts = snap.encode().unwrap();
+    for i in (1..parts.len()).rev() {
+        parts.swap(i, c.below(i + 1));
+    }
+    for p in &parts {
+        let s = f.handle(Source::Part, p);
+        check(published, f, s, last);
+    }
+    if let Some(t) = &tail {
+        let s = f.handle(Source::Tail, t);
+        check(published, f, s, last);
+    }
+}
+
+/// A worker following its proxy stream (`proxy::follow::Follower`) through what the
+/// fuzzer's choices deliver: deltas lost, repeated or late, reconnections that read the
+/// retained snapshot (parts in any order) and tail. It serves only content the master
+/// published, at that content's version, never going back; after reading the current retained
+/// snapshot it holds the current content.
+pub fn proxy_follow(data: &[u8]) {
+    let mut c = Choices(data);
+    let slots = c.below(5);
+    let mut cur = ProxySnapshot {
+        node: "w0".into(),
+        version: Version(u64::from(c.byte()) << 56),
+        proxy: ProxyHeader {
+            suffix: "k8s.internal".into(),
+            local: "local".into(),
+            listen_port: 80,
+            upstream_host: "127.0.0.1".into(),
+            dir: "/etc/nginx/sdwan".into(),
+            ipv6: false,
+            nodes: slots as u16,
+        },
+        nodes: (0..slots).map(|i| Some(format!("w{i}"))).collect(),
+        services: Vec::new(),
+    };
+    for _ in 0..c.below(6) {
+        let svc = gen_proxy_service(&mut c, slots);
+        put_proxy_service(&mut cur, svc);
+    }
+    cur.check().expect("generated content is valid");
+    let mut published = std::collections::BTreeMap::new();
+    published.insert(cur.version.0, cur.clone());
+    let retained = cur.clone();
+    let (mut f, _) = Follower::new("w0", None);
+    let mut deltas: Vec<Vec<u8>> = Vec::new();
+    let mut last_served: Option<Version> = None;
+    for _ in 0..1 + c.below(8) {
+        let mut next = cur.clone();
+        for _ in 0..1 + c.below(3) {
+            mutate_proxy(&mut next, &mut c);
+        }
+        // The master's clock, 64 ms behind to 191 ms ahead of the current version (versions
+        // more than 2^63 apart are not comparable, RFC 1982; a master never jumps that far).
+        let clock = cur
+            .version
+            .0
+            .wrapping_add(u64::from(c.byte()))
+            .wrapping_sub(64);
+        next.version = cur.version.next(clock);
+        let d = ProxyDelta::between(&cur, &next).unwrap().encode().unwrap();
+        published.insert(next.version.0, next.clone());
+        deltas.push(d.clone());
+        match c.below(5) {
+            0 => {} // lost
+            1 => {
+                // delivered twice
+                let s = f.handle(Source::Delta, &d);
+                check(&published, &mut f, s, &mut last_served);
+                let s = f.handle(Source::Delta, &d);
+                check(&published, &mut f, s, &mut last_served);
+            }
+            2 if deltas.len() > 1 => {
+                // an old one comes late
+                let old = deltas[c.below(deltas.len())].clone();
+                let s = f.handle(Source::Delta, &old);
+                check(&published, &mut f, s, &mut last_served);
+            }
+            3 => {
+                // a reconnection: the retained snapshot and tail
+                let tail = ProxyDelta::between(&retained, &next).map(|t| t.encode().unwrap());
+                deliver_snapshot(
+                    &published,
+                    &mut f,
+                    &mut c,
+                    &mut last_served,
+                    &retained,
+                    tail,
+                );
+            }
+            _ => {
+                let s = f.handle(Source::Delta, &d);
+                check(&published, &mut f, s, &mut last_served);
+            }
+        }
+        cur = next;
+    }
+    // The master republishes the snapshot at the current version: the worker catches up.
+    deliver_snapshot(&published, &mut f, &mut c, &mut last_served, &cur, None);
+    assert_eq!(
+        f.content(),
+        Some(&cur),
+        "not current after reading the retained snapshot"
+    );
+}

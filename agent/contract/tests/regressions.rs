@@ -11,6 +11,8 @@ use std::path::Path;
 const TARGETS: &[(&str, Check)] = &[
     ("v2_decode", checks::v2_decode),
     ("v2_delta", checks::v2_delta),
+    ("proxy_v2", checks::proxy_v2),
+    ("proxy_follow", checks::proxy_follow),
 ];
 
 #[test]

@@ -18,9 +18,13 @@
 //! - [`planner`]: [`Planner`], which keeps state and re-plans only what a [`Change`] touches.
 //! - [`v2`]: payload v2 content per gateway (issue 11): [`v2::zones`] plans every gateway,
 //!   [`v2::Zones::snapshot`] gives one gateway's `sdwan_contract::v2::encode::Snapshot`.
+//! - [`proxy_v2`]: proxy payload v2 content per worker (issue 11): [`proxy_v2::proxies`]
+//!   plans every worker, [`proxy_v2::Proxies::snapshot`] gives one worker's
+//!   `sdwan_contract::v2::proxy::ProxySnapshot`.
 //! - [`dns`]: DNS label and name rules.
-//! - [`nginx`]: the reverse proxy's files (nginx `sdwan.conf`, `help.html`) rendered into the
-//!   proxy payload, with [`nginx::ProxySettings`] from the topology's `[proxy]` table.
+//! - [`nginx`]: the reverse proxy's files (nginx `sdwan.conf`, `help.html`) rendered into
+//!   proxy payload v1 by `sdwan-render`, with [`nginx::ProxySettings`] from the topology's
+//!   `[proxy]` table.
 //!
 //! Module graph: each module imports (`use crate::...`) only modules of a lower layer, so
 //! there is no cycle (`grep -n '^use crate' src/*.rs` shows the edges):
@@ -28,6 +32,7 @@
 //! ```text
 //! layer  module     imports
 //!   8    v2         plan, snapshot, topology
+//!   8    proxy_v2   plan, content, snapshot
 //!   7    plan       planner, content, listing, pieces, snapshot, topology
 //!   6    planner    budget, content, pieces, snapshot, topology
 //!   5    budget     content
@@ -52,6 +57,7 @@ pub mod nginx;
 mod pieces;
 pub mod plan;
 pub mod planner;
+pub mod proxy_v2;
 mod records;
 mod render;
 pub mod snapshot;

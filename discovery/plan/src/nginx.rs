@@ -1,21 +1,17 @@
-//! The files of a worker's reverse proxy, rendered by the master (`docs/proxy.md`): the nginx
-//! server configuration `sdwan.conf` and the help page `help.html`.
-//!
-//! Pure functions from a [`ProxyView`] to text. Every name and number that reaches the nginx
-//! configuration is checked here first ([`safe_label`], [`ProxySettings::check`]), whatever the
-//! planner already checked: a service whose namespace or name is not a DNS label, or which has
-//! no TCP port with a usable NodePort, gets no `location` (it is counted in a comment at the top
-//! of the file, never copied into it). The help page HTML-escapes everything it shows.
+//! The files of a worker's reverse proxy for proxy payload v1 (`docs/proxy.md`,
+//! `docs/payload-proxy.md`): the nginx server configuration `sdwan.conf` and the help page
+//! `help.html`, rendered by `sdwan-render` (the renderer the worker agent links for proxy
+//! payload v2). This module keeps the topology's [`ProxySettings`] and turns a [`ProxyView`]
+//! into the renderer's input ([`to_snapshot`]); the renderer checks every name and number
+//! that reaches the nginx configuration again, whatever the planner already checked.
 
-use std::fmt::Write as _;
+use sdwan_contract::v2::proxy as v2p;
+use sdwan_contract::v2::Str;
 
 use crate::dns;
 use crate::listing::{ProxyPort, ProxyService};
 
-/// File name of the nginx configuration inside the proxy directory.
-pub const CONF_FILE: &str = "sdwan.conf";
-/// File name of the help page inside the proxy directory.
-pub const HELP_FILE: &str = "help.html";
+pub use sdwan_render::{escape_html, CONF_FILE, HELP_FILE};
 
 /// Render parameters from the topology's `[proxy]` table (`docs/topology.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,15 +54,6 @@ impl ProxySettings {
             ));
         }
         Ok(())
-    }
-
-    /// `host:port` for `proxy_pass`, with IPv6 literals in brackets.
-    fn upstream(&self, port: u16) -> String {
-        if self.upstream_host.contains(':') {
-            format!("[{}]:{port}", self.upstream_host)
-        } else {
-            format!("{}:{port}", self.upstream_host)
-        }
     }
 
     /// The directory without a trailing `/`.
@@ -123,7 +110,7 @@ pub struct ProxyView<'a> {
 }
 
 /// The port a service is proxied to: the first TCP port named `http`, else the first TCP
-/// port; only ports with a NodePort in 1..=65535 count.
+/// port; only ports with a NodePort in 1..=65535 count (`sdwan_render::http_port`).
 pub fn http_port(s: &ProxyService) -> Option<&ProxyPort> {
     let tcp = || {
         s.ports
@@ -135,21 +122,76 @@ pub fn http_port(s: &ProxyService) -> Option<&ProxyPort> {
         .or_else(|| tcp().next())
 }
 
-/// Path segments under which a service is reachable, when it can be proxied at all:
-/// `/<namespace>/<name>/`, and `/<name>/` when the name is unique (and not `help`).
-fn paths(s: &ProxyService) -> Option<(String, Option<String>)> {
-    if !safe_label(&s.namespace) || !safe_label(&s.name) {
-        return None;
+fn port_v2(p: &ProxyPort) -> v2p::ProxyPort {
+    v2p::ProxyPort {
+        // A name that does not fit the contract's 15 bytes is shown as unnamed (Kubernetes
+        // port names are at most 15 characters).
+        name: p.name.as_deref().and_then(Str::new),
+        protocol: match p.protocol {
+            crate::Protocol::Tcp => v2p::Protocol::Tcp,
+            crate::Protocol::Udp => v2p::Protocol::Udp,
+            crate::Protocol::Sctp => v2p::Protocol::Sctp,
+        },
+        port: p.port,
+        node_port: p.node_port,
     }
-    let full = format!("/{}/{}/", s.namespace, s.name);
-    let short = (s.unique && s.name != "help").then(|| format!("/{}/", s.name));
-    Some((full, short))
 }
 
-/// Renders `sdwan.conf`: one nginx `server` (plus a `map` for websocket upgrades) for the
-/// `http` context, listening on IPv4 only. `settings` must have passed
-/// [`ProxySettings::check`] (the topology parser ensures it); a failing check renders a server
-/// that answers every request with 503.
+fn service_v2(s: &ProxyService, here: bool, nodes: Vec<u16>) -> v2p::ProxyService {
+    v2p::ProxyService {
+        ns: s.namespace.clone(),
+        name: s.name.clone(),
+        unique: s.unique,
+        ports: s.ports.iter().map(port_v2).collect(),
+        here,
+        nodes,
+    }
+}
+
+/// The renderer's input for `v`: the services here with `here`, those elsewhere with their
+/// workers as node slots (by name). Not checked against the payload's rules: the renderer
+/// checks what it writes.
+pub fn to_snapshot(v: &ProxyView<'_>, ipv6: bool) -> v2p::ProxySnapshot {
+    let names: std::collections::BTreeSet<&str> = v
+        .elsewhere
+        .iter()
+        .flat_map(|(_, n)| n.iter().map(String::as_str))
+        .collect();
+    let slots: Vec<&str> = names.into_iter().collect();
+    let mut services: Vec<v2p::ProxyService> = v
+        .local
+        .iter()
+        .map(|s| service_v2(s, true, Vec::new()))
+        .chain(v.elsewhere.iter().map(|(s, nodes)| {
+            let mut idx: Vec<u16> = nodes
+                .iter()
+                .filter_map(|n| slots.binary_search(&n.as_str()).ok())
+                .map(|i| i as u16)
+                .collect();
+            idx.sort_unstable();
+            idx.dedup();
+            service_v2(s, false, idx)
+        }))
+        .collect();
+    services.sort_by(|a, b| a.key().cmp(&b.key()));
+    v2p::ProxySnapshot {
+        node: v.node.to_string(),
+        version: sdwan_contract::v2::Version(0),
+        proxy: v2p::ProxyHeader {
+            suffix: v.suffix.to_string(),
+            local: v.local_label.to_string(),
+            listen_port: v.settings.listen_port,
+            upstream_host: v.settings.upstream_host.clone(),
+            dir: v.settings.dir_trimmed().to_string(),
+            ipv6,
+            nodes: slots.len() as u16,
+        },
+        nodes: slots.into_iter().map(|n| Some(n.to_string())).collect(),
+        services,
+    }
+}
+
+/// Renders `sdwan.conf` (`sdwan_render::render_conf`), listening on IPv4 only.
 pub fn render_conf(v: &ProxyView<'_>) -> String {
     render_conf_listen(v, false)
 }
@@ -158,227 +200,13 @@ pub fn render_conf(v: &ProxyView<'_>) -> String {
 /// that has an IPv6 InternalIP: its gateways may give out that address for `local` and the
 /// `<node>` name, and a dual-stack host tries it first, issue 13).
 pub fn render_conf_listen(v: &ProxyView<'_>, ipv6: bool) -> String {
-    let mut o = String::with_capacity(2048 + 200 * v.local.len());
-    let s = v.settings;
-    let _ = writeln!(
-        o,
-        "# Written by sdwan-discovery for node {}; changes are overwritten. Include it in the\n\
-         # http context: include {}/*.conf;",
-        if dns::valid_name(v.node) {
-            v.node
-        } else {
-            "(name not a DNS name)"
-        },
-        s.dir_trimmed()
-    );
-    let settings_ok = s.check().is_ok() && safe_suffix(v.suffix) && safe_label(v.local_label);
-    let mut skipped = 0usize;
-    let mut locations = String::new();
-    if settings_ok {
-        for svc in v.local {
-            let (Some((full, short)), Some(port)) = (paths(svc), http_port(svc)) else {
-                skipped += 1;
-                continue;
-            };
-            let upstream = s.upstream(port.node_port);
-            for path in std::iter::once(full).chain(short) {
-                let _ = writeln!(
-                    locations,
-                    "    location {path} {{\n        proxy_pass http://{upstream}/;\n    }}"
-                );
-            }
-        }
-    }
-    if skipped > 0 {
-        let _ = writeln!(
-            o,
-            "# {skipped} service(s) left out: a name that is not a DNS label, or no TCP NodePort."
-        );
-    }
-    o.push_str(
-        "\nmap $http_upgrade $sdwan_connection_upgrade {\n    default upgrade;\n    '' close;\n}\n\n",
-    );
-    let _ = writeln!(o, "server {{");
-    if !settings_ok {
-        o.push_str("    listen 80;\n    return 503;\n}\n");
-        return o;
-    }
-    let _ = writeln!(o, "    listen {};", s.listen_port);
-    if ipv6 {
-        let _ = writeln!(o, "    listen [::]:{};", s.listen_port);
-    }
-    let mut names = format!("{}.{}", v.local_label, v.suffix);
-    if dns::valid_name(v.node) {
-        let _ = write!(names, " {}.{}", v.node, v.suffix);
-    }
-    let _ = write!(names, " *.{}", v.suffix);
-    let _ = writeln!(o, "    server_name {names};");
-    o.push_str(
-        "\n    proxy_http_version 1.1;\n\
-         \x20   proxy_set_header Host $host;\n\
-         \x20   proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
-         \x20   proxy_set_header X-Forwarded-Proto $scheme;\n\
-         \x20   proxy_set_header X-Forwarded-Host $host;\n\
-         \x20   proxy_set_header Upgrade $http_upgrade;\n\
-         \x20   proxy_set_header Connection $sdwan_connection_upgrade;\n\
-         \x20   proxy_connect_timeout 5s;\n\
-         \x20   proxy_send_timeout 60s;\n\
-         \x20   proxy_read_timeout 300s;\n\
-         \x20   client_max_body_size 64m;\n\n",
-    );
-    let _ = writeln!(
-        o,
-        "    location = /help/ {{\n        root {};\n        default_type text/html;\n        \
-         charset utf-8;\n        add_header Cache-Control \"no-cache\";\n        \
-         rewrite ^ /{HELP_FILE} break;\n    }}",
-        s.dir_trimmed()
-    );
-    o.push_str("    location = /help {\n        return 301 /help/;\n    }\n");
-    o.push_str("    location = / {\n        return 302 /help/;\n    }\n");
-    o.push_str(
-        "    location / {\n        default_type text/plain;\n        \
-         return 404 \"No service at this path. The services are listed at /help/\\n\";\n    }\n",
-    );
-    o.push_str(&locations);
-    o.push_str("}\n");
-    o
+    sdwan_render::render_conf(&to_snapshot(v, ipv6))
 }
 
-fn safe_suffix(s: &str) -> bool {
-    dns::valid_name(s)
-}
-
-/// HTML-escapes text for element content and attribute values.
-pub fn escape_html(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-const HELP_TEMPLATE: &str = include_str!("help.html");
-
-/// `host`, with `:port` when the proxy listens on another port than 80 (issue 12: a link
-/// without it leads to whatever listens on port 80).
-fn authority(host: &str, port: u16) -> String {
-    if port == 80 {
-        host.to_owned()
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// Renders `help.html`: the services on this worker (links through `<local>.<suffix>`, which
-/// reaches this worker when it is the one nearest to the reader's branch, and through
-/// `<node>.<suffix>`, which always does) and elsewhere (links through `<node>.<suffix>` of
-/// the workers holding them). Every link carries `[proxy] listen_port` unless it is 80. Only
-/// services that `sdwan.conf` proxies get links; the others are listed without one.
-///
-/// One page serves readers of every branch, so the links are names: each reader's gateway
-/// answers them under its own nearness and address policy (`docs/planning.md`).
+/// Renders `help.html` (`sdwan_render::render_help`): the services here and elsewhere,
+/// grouped by namespace.
 pub fn render_help(v: &ProxyView<'_>) -> String {
-    let port = v.settings.listen_port;
-    let local_host = authority(&format!("{}.{}", v.local_label, v.suffix), port);
-    let mut own = Vec::new();
-    if dns::valid_name(v.node) {
-        own.push(authority(&format!("{}.{}", v.node, v.suffix), port));
-    }
-    let mut here = String::new();
-    for s in v.local {
-        let hosts: Vec<&str> = std::iter::once(local_host.as_str())
-            .chain(own.iter().map(String::as_str))
-            .collect();
-        here.push_str(&service_item(s, &hosts));
-    }
-    if here.is_empty() {
-        here = "<li class=\"none\">No service has a ready endpoint on this node.</li>\n".into();
-    }
-    let mut there = String::new();
-    for (s, nodes) in v.elsewhere {
-        let hosts: Vec<String> = nodes
-            .iter()
-            .filter(|n| dns::valid_name(n))
-            .map(|n| authority(&format!("{n}.{}", v.suffix), port))
-            .collect();
-        let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
-        there.push_str(&service_item(s, &hosts));
-    }
-    if there.is_empty() {
-        there = "<li class=\"none\">None.</li>\n".into();
-    }
-    HELP_TEMPLATE
-        .replace("{{node}}", &escape_html(v.node))
-        .replace("{{local_host}}", &escape_html(&local_host))
-        .replace("{{suffix_port}}", &escape_html(&authority(v.suffix, port)))
-        .replace("{{here_count}}", &v.local.len().to_string())
-        .replace("{{there_count}}", &v.elsewhere.len().to_string())
-        .replace("{{here}}", &here)
-        .replace("{{there}}", &there)
-}
-
-/// One `<li>`: the service, its links on `hosts` (the first is the main link), its ports.
-fn service_item(s: &ProxyService, hosts: &[&str]) -> String {
-    let mut o = String::from("<li>");
-    let title = format!("{}/{}", s.namespace, s.name);
-    let linkable = paths(s).zip(http_port(s)).filter(|_| !hosts.is_empty());
-    match &linkable {
-        Some(((full, short), _)) => {
-            let path = short.as_deref().unwrap_or(full);
-            let _ = write!(
-                o,
-                "<a class=\"main\" href=\"http://{h}{p}\">{t}</a>",
-                h = escape_html(hosts[0]),
-                p = escape_html(path),
-                t = escape_html(&title)
-            );
-            o.push_str("<span class=\"urls\">");
-            for h in hosts {
-                for p in std::iter::once(full).chain(short.iter()) {
-                    let url = format!("http://{h}{p}");
-                    let _ = write!(o, "<a href=\"{u}\">{u}</a> ", u = escape_html(&url));
-                }
-            }
-            o.push_str("</span>");
-        }
-        None => {
-            let _ = write!(
-                o,
-                "<span class=\"main\">{}</span><span class=\"urls\">no HTTP proxy (no TCP NodePort)</span>",
-                escape_html(&title)
-            );
-        }
-    }
-    let ports: Vec<String> = s
-        .ports
-        .iter()
-        .map(|p| {
-            let name = p
-                .name
-                .as_deref()
-                .map(|n| format!("{n} "))
-                .unwrap_or_default();
-            format!(
-                "{name}{}/{} → NodePort {}",
-                p.port,
-                p.protocol.as_k8s(),
-                p.node_port
-            )
-        })
-        .collect();
-    let _ = writeln!(
-        o,
-        "<span class=\"ports\">{}</span></li>",
-        escape_html(&ports.join(", "))
-    );
-    o
+    sdwan_render::render_help(&to_snapshot(v, false))
 }
 
 #[cfg(test)]

@@ -17,11 +17,12 @@ fn help_page(extra: &str, node: &str) -> String {
     doc["files"]["help.html"].as_str().unwrap().to_owned()
 }
 
-/// Every `href` of the page, unescaped.
+/// Every `href` of the page that leaves it, unescaped (not the namespace index's `#...`).
 fn links(html: &str) -> Vec<String> {
     html.split("href=\"")
         .skip(1)
         .map(|rest| rest[..rest.find('"').unwrap()].replace("&amp;", "&"))
+        .filter(|l| !l.starts_with('#'))
         .collect()
 }
 

@@ -122,7 +122,7 @@ impl fmt::Display for Error {
 #[cfg(feature = "std")]
 impl std::error::Error for Error {}
 
-fn e(p: (ErrorKind, usize)) -> Error {
+pub(super) fn e(p: (ErrorKind, usize)) -> Error {
     Error {
         kind: p.0,
         offset: p.1,
@@ -609,7 +609,7 @@ pub fn decode_checked(
 
 /// Reads the fields of an object: calls `f(field index, reader)` for each known key, refuses
 /// unknown and duplicate keys.
-fn fields<'a>(
+pub(super) fn fields<'a>(
     r: &mut Reader<'a>,
     what: &'static str,
     names: &[&'static str],
@@ -641,7 +641,12 @@ fn fields<'a>(
     }
 }
 
-fn require(seen: u32, names: &[&'static str], required: u32, offset: usize) -> Result<(), Error> {
+pub(super) fn require(
+    seen: u32,
+    names: &[&'static str],
+    required: u32,
+    offset: usize,
+) -> Result<(), Error> {
     for (i, n) in names.iter().enumerate() {
         if required & (1 << i) != 0 && seen & (1 << i) == 0 {
             return Err(Error {
@@ -653,7 +658,7 @@ fn require(seen: u32, names: &[&'static str], required: u32, offset: usize) -> R
     Ok(())
 }
 
-fn invalid(what: &'static str, offset: usize) -> Error {
+pub(super) fn invalid(what: &'static str, offset: usize) -> Error {
     Error {
         kind: ErrorKind::Invalid(what),
         offset,
@@ -755,7 +760,7 @@ fn node(r: &mut Reader<'_>, indexed: bool) -> Result<(Node, u16), Error> {
 /// A list of node indices below `limit` as a string of items `N` or `A-B` (`"0-3,7,9-12"`),
 /// ascending, each maximal run of consecutive indices written as one range, expanded into
 /// `out`; returns the count.
-fn indices(
+pub(super) fn indices(
     r: &mut Reader<'_>,
     out: &mut [u16; MAX_NODES],
     what: &'static str,
@@ -830,14 +835,19 @@ fn indices(
 
 /// A service key, for the ascending order of arrays.
 #[derive(Default)]
-struct Key {
-    ns: Str<63>,
-    name: Str<63>,
-    set: bool,
+pub(super) struct Key {
+    pub(super) ns: Str<63>,
+    pub(super) name: Str<63>,
+    pub(super) set: bool,
 }
 
 impl Key {
-    fn after(&self, prev: &mut Key, what: &'static str, offset: usize) -> Result<(), Error> {
+    pub(super) fn after(
+        &self,
+        prev: &mut Key,
+        what: &'static str,
+        offset: usize,
+    ) -> Result<(), Error> {
         if prev.set
             && (prev.ns.as_str(), prev.name.as_str()) >= (self.ns.as_str(), self.name.as_str())
         {
@@ -853,7 +863,7 @@ impl Key {
     }
 }
 
-fn label_field(r: &mut Reader<'_>, what: &'static str) -> Result<Str<63>, Error> {
+pub(super) fn label_field(r: &mut Reader<'_>, what: &'static str) -> Result<Str<63>, Error> {
     let at = r.pos;
     let mut buf = [0u8; 64];
     let s = r.string(&mut buf, what).map_err(e)?;

@@ -63,26 +63,26 @@ impl fmt::Display for Digest {
 }
 
 /// FNV-1a 64 over the canonical bytes, written field by field.
-struct Hasher(u64);
+pub(super) struct Hasher(u64);
 
 impl Hasher {
-    fn new(tag: u8) -> Hasher {
+    pub(super) fn new(tag: u8) -> Hasher {
         let mut h = Hasher(0xcbf2_9ce4_8422_2325);
         h.bytes(&[tag]);
         h
     }
-    fn bytes(&mut self, b: &[u8]) {
+    pub(super) fn bytes(&mut self, b: &[u8]) {
         for &c in b {
             self.0 ^= u64::from(c);
             self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
     /// One length byte, then the bytes (every string of the schema is below 256 bytes).
-    fn str(&mut self, s: &str) {
+    pub(super) fn str(&mut self, s: &str) {
         self.bytes(&[s.len().min(255) as u8]);
         self.bytes(s.as_bytes());
     }
-    fn finish(self) -> u64 {
+    pub(super) fn finish(self) -> u64 {
         fmix64(self.0)
     }
 }

@@ -14,6 +14,8 @@
 //!   follows the parts of a snapshot being assembled;
 //! - `encode` (feature `alloc`): the master's owned types and encoder, splitting a snapshot
 //!   into parts.
+//! - `proxy` (feature `alloc`): the worker's proxy payload v2 on the same framing, versions,
+//!   digest and acceptance rules: types, encoder, decoder, reference semantics.
 
 use core::fmt;
 use core::net::{Ipv4Addr, Ipv6Addr};
@@ -26,6 +28,8 @@ pub mod version;
 
 #[cfg(feature = "alloc")]
 pub mod encode;
+#[cfg(feature = "alloc")]
+pub mod proxy;
 
 pub use digest::Digest;
 pub use version::Version;
