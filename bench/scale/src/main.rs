@@ -46,6 +46,7 @@ const PREFIX: &str = "sdwan/v1/scale";
 const USAGE: &str = "\
 usage: sdwan-bench-scale run [--services N] [--nodes N] [--gateways N] [--agents N] [--seed N]
                              [--payload v1|v2] [--master BIN] [--agent BIN] [--quiet MS]
+                             [--deadline SECS]
        sdwan-bench-scale messages DIR [--deltas N]";
 
 #[derive(Debug)]
@@ -60,6 +61,8 @@ struct Args {
     agent: PathBuf,
     /// A change is delivered once no session got a message for this long.
     quiet: Duration,
+    /// Longest wait for the master's first complete publish.
+    deadline: Duration,
 }
 
 fn fail(msg: &str) -> ! {
@@ -82,6 +85,7 @@ fn parse_run(args: &[String]) -> Args {
         master: exe_dir.join("sdwan-discovery"),
         agent: exe_dir.join("sdwan-agent"),
         quiet: Duration::from_millis(3000),
+        deadline: Duration::from_secs(300),
     };
     for pair in args.chunks(2) {
         let v = pair
@@ -98,6 +102,7 @@ fn parse_run(args: &[String]) -> Args {
             "--agents" => a.agents = n() as usize,
             "--seed" => a.seed = n(),
             "--quiet" => a.quiet = Duration::from_millis(n()),
+            "--deadline" => a.deadline = Duration::from_secs(n()),
             "--payload" => {
                 a.payload = match v.as_str() {
                     "v1" => Payload::V1,
@@ -143,7 +148,17 @@ fn main() {
                 .enable_all()
                 .build()
                 .unwrap()
-                .block_on(run(a));
+                .block_on(async {
+                    // Interrupted: dropping the run stops every process it started.
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                            .expect("SIGTERM handler");
+                    tokio::select! {
+                        () = run(a) => {}
+                        _ = tokio::signal::ctrl_c() => eprintln!("interrupted: stopping"),
+                        _ = term.recv() => eprintln!("terminated: stopping"),
+                    }
+                });
         }
         _ => fail("which command?"),
     }
@@ -464,6 +479,92 @@ impl Agents {
     }
 }
 
+struct FirstPublish<'a> {
+    a: &'a Args,
+    sessions: usize,
+    connected_in: Duration,
+    ready: Option<Duration>,
+    holding: usize,
+    first: &'a Delivered,
+    published: Option<f64>,
+    first_read: u64,
+    agent_rss: &'a [Option<u64>],
+    answers: &'a [String],
+    total_srv: usize,
+}
+
+fn first_publish_table(f: &FirstPublish<'_>) -> String {
+    let a = f.a;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| {} services x {} workers x {} gateways (+{} real agents), gateways on payload {:?}, seed {} | |",
+        a.services, a.nodes, a.gateways, a.agents, a.payload, a.seed
+    );
+    let _ = writeln!(out, "|---|---|");
+    let _ = writeln!(
+        out,
+        "| sessions connected (TLS, one certificate each) and subscribed | {} in {:.1} s |",
+        f.sessions,
+        f.connected_in.as_secs_f64()
+    );
+    let _ = writeln!(
+        out,
+        "| first publish: master start to `sdwan_ready` | {} |",
+        f.ready
+            .map_or(format!("not within {} s", a.deadline.as_secs()), |d| secs(
+                Some(d)
+            ))
+    );
+    let _ = writeln!(
+        out,
+        "| first publish: sessions holding a version | {} of {} |",
+        f.holding, f.sessions
+    );
+    let _ = writeln!(
+        out,
+        "| first publish: time until 99 % / all of them hold it | {} / {} |",
+        secs(f.first.p99),
+        secs(f.first.all)
+    );
+    let _ = writeln!(
+        out,
+        "| first publish: delivered to the sessions (egress), messages | {} ({} bytes), {} |",
+        mb(f.first.bytes),
+        f.first.bytes,
+        f.first.messages
+    );
+    let _ = writeln!(
+        out,
+        "| first publish: published by the master (`sdwan_published_bytes_total`) | {} |",
+        f.published.map_or("-".into(), |b| mb(b as u64))
+    );
+    let _ = writeln!(
+        out,
+        "| first publish: read by the master from the broker (TLS bytes) | {} |",
+        mb(f.first_read)
+    );
+    let _ = writeln!(
+        out,
+        "| agent RSS with the full zone (VmRSS, {} agents) | {} |",
+        a.agents,
+        f.agent_rss
+            .iter()
+            .map(|r| r.map_or("-".into(), |k| format!("{k} KiB")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for line in f.answers {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(
+        out,
+        "| SRV sets in the cluster (service ports) | {} |",
+        f.total_srv
+    );
+    out
+}
+
 async fn run(a: Args) {
     let fds = raise_fd_limit();
     let sessions = a.gateways + a.nodes;
@@ -582,27 +683,38 @@ async fn run(a: Args) {
     let metrics_addr: SocketAddr = ([127, 0, 0, 1], sdwan_testsupport::free_port()).into();
     let w = Window::open(&load);
     let mut master = start_master(&a, dir.path(), relay_addr, metrics_addr);
-    let ready = wait_ready(metrics_addr, w.t0, Duration::from_secs(600)).await;
+    let progress = {
+        let load = load.clone();
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let (holding, _) = load.holding();
+                eprintln!(
+                    "{:>4} s: {holding} sessions hold a version; delivered {} in {} messages",
+                    t0.elapsed().as_secs(),
+                    mb(load.bytes.load(Ordering::Relaxed)),
+                    load.messages.load(Ordering::Relaxed)
+                );
+            }
+        })
+    };
+    let ready = wait_ready(metrics_addr, w.t0, a.deadline).await;
     // The first publish is delivered when every session holds a version (or nothing came
     // for a while).
-    let hold_deadline = w.t0 + Duration::from_secs(600);
+    let hold_deadline = w.t0 + a.deadline;
     loop {
         let (holding, _) = load.holding();
         if holding == sessions
             || Instant::now() > hold_deadline
-            || (ready.is_some() && load.last_message().elapsed() > Duration::from_secs(20))
+            || load.last_message().elapsed() > Duration::from_secs(20)
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let first = w
-        .settle(
-            &load,
-            a.quiet,
-            Duration::from_secs(600),
-            Duration::from_secs(900),
-        )
+        .settle(&load, a.quiet, Duration::from_secs(10), a.deadline)
         .await;
     let (holding, _) = load.holding();
     let published = metric(metrics_addr, "sdwan_published_bytes_total").await;
@@ -628,6 +740,34 @@ async fn run(a: Args) {
         ));
     }
     let total_srv: usize = cluster.services.iter().map(|s| s.2).sum();
+
+    let first_table = first_publish_table(&FirstPublish {
+        a: &a,
+        sessions,
+        connected_in,
+        ready,
+        holding,
+        first: &first,
+        published,
+        first_read,
+        agent_rss: &agent_rss,
+        answers: &answers,
+        total_srv,
+    });
+    if ready.is_none() {
+        progress.abort();
+        let log = master.stderr();
+        let last: Vec<&str> = log.lines().rev().take(3).collect();
+        println!("{first_table}");
+        println!(
+            "The master was not ready within {} s; nothing else measured. Its last log lines:\n",
+            a.deadline.as_secs()
+        );
+        for l in last.iter().rev() {
+            println!("    {l}");
+        }
+        return;
+    }
 
     // Changes.
     let mut changes = Vec::new();
@@ -756,67 +896,8 @@ async fn run(a: Args) {
         .find_map(|s| s.state.lock().unwrap().last_error.clone());
 
     // Tables.
-    let _ = writeln!(
-        out,
-        "| {} services x {} workers x {} gateways (+{} real agents), payload {:?}, seed {} | |",
-        a.services, a.nodes, a.gateways, a.agents, a.payload, a.seed
-    );
-    let _ = writeln!(out, "|---|---|");
-    let _ = writeln!(
-        out,
-        "| sessions connected (TLS, one certificate each) and subscribed | {sessions} in {:.1} s |",
-        connected_in.as_secs_f64()
-    );
-    let _ = writeln!(
-        out,
-        "| first publish: master start to `sdwan_ready` | {} |",
-        secs(ready)
-    );
-    let _ = writeln!(
-        out,
-        "| first publish: sessions holding a version | {holding} of {sessions} |"
-    );
-    let _ = writeln!(
-        out,
-        "| first publish: time until 99 % / all of them hold it | {} / {} |",
-        secs(first.p99),
-        secs(first.all)
-    );
-    let _ = writeln!(
-        out,
-        "| first publish: delivered to the sessions (egress), messages | {} ({} bytes), {} |",
-        mb(first.bytes),
-        first.bytes,
-        first.messages
-    );
-    let _ = writeln!(
-        out,
-        "| first publish: published by the master (`sdwan_published_bytes_total`) | {} |",
-        published.map_or("-".into(), |b| mb(b as u64))
-    );
-    let _ = writeln!(
-        out,
-        "| first publish: read by the master from the broker (TLS bytes) | {} |",
-        mb(first_read)
-    );
-    let _ = writeln!(
-        out,
-        "| agent RSS with the full zone (VmRSS, {} agents) | {} |",
-        a.agents,
-        agent_rss
-            .iter()
-            .map(|r| r.map_or("-".into(), |k| format!("{k} KiB")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    for line in &answers {
-        let _ = writeln!(out, "{line}");
-    }
-    let _ = writeln!(
-        out,
-        "| SRV sets in the cluster (service ports) | {total_srv} |"
-    );
-    let _ = writeln!(out);
+    progress.abort();
+    let _ = writeln!(out, "{first_table}");
     let _ = writeln!(
         out,
         "| change | egress to all sessions | messages | sessions changed (gateways / workers) | 99 % / all of them hold it | last message | real agents |"
