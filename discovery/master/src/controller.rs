@@ -1,19 +1,27 @@
-//! The control loop: watch messages in, bursts coalesced, one plan per burst, publish only
-//! the payloads whose content changed, serials that only grow (continued from the retained
-//! payloads found at start), convergence from the agents' status documents.
+//! The control loop: watch messages in, bursts coalesced (an isolated change is planned at
+//! once), one plan per burst. Gateways get payload v2 (`docs/payload-v2.md`) through the pure
+//! [`Publisher`]: the controller feeds it each gateway's desired content when it changed,
+//! the agents' statuses, the connection, the leadership and its timer, and carries out the
+//! publishes it returns (retained or not, QoS 1). Workers keep the v1 proxy payload, whose
+//! serials continue from the retained payloads found at start. A start or takeover reads the
+//! retained status documents, never the gateways' zones. Convergence compares content: a
+//! gateway is converged when the digest it reports is the desired content's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
+use sdwan_contract::v2::{Digest, Version};
 use sdwan_link::rumqttc::{self, AsyncClient, EventLoop, QoS, SubscribeFilter};
-use sdwan_link::{Status, TopicKind, Topics};
-use sdwan_plan::{Change, Planner, ProxyContent, Snapshot, Topology, ZoneContent};
+use sdwan_link::{State, Status, TopicKind, Topics};
+use sdwan_plan::{Change, Planner, ProxyContent, Snapshot, Topology};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::leader::Leadership;
-use crate::metrics::SharedMetrics;
+use crate::metrics::{parse_digest, SharedMetrics};
+use crate::publish::{self, AgentStatus, Input, Kind, Now, Publisher};
 use crate::watch::{Resource, WatchMsg};
 
 /// What the MQTT event loop task reports.
@@ -106,11 +114,12 @@ pub async fn mqtt_loop(
 /// Timing of burst coalescing.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
-    /// A burst ends after this much quiet.
+    /// A burst ends after this much quiet; the first event after this much quiet is planned
+    /// at once (an isolated change waits for nothing). Also the publisher's `quiet`.
     pub debounce: Duration,
     /// A burst never delays a plan longer than this after its first event.
     pub max_delay: Duration,
-    /// Longest wait for retained payloads at start.
+    /// Longest wait for the retained statuses (and v1 proxy payloads) at start.
     pub retained_wait: Duration,
 }
 
@@ -134,14 +143,21 @@ pub struct Controller {
     planner: Option<Planner>,
     /// Complete lists received before all three resources were listed once.
     initial: BTreeMap<Resource, Vec<Change>>,
-    /// Retained payloads found at start: serial and bytes.
-    retained_zones: HashMap<String, (u32, Vec<u8>)>,
+    /// Retained v1 proxy payloads found at start: serial and bytes.
     retained_proxies: HashMap<String, (u32, Vec<u8>)>,
-    zones: HashMap<String, (u32, ZoneContent)>,
     proxies: HashMap<String, (u32, ProxyContent)>,
-    dirty_gateways: BTreeSet<String>,
     dirty_nodes: BTreeSet<String>,
+    /// The gateways' payload v2 publisher (pure; this controller does its I/O).
+    publisher: Publisher,
+    /// When the publisher asked to be called again.
+    publisher_timer: Option<Instant>,
+    /// The gateways' content last handed to the publisher.
+    v2: Option<sdwan_plan::v2::Zones>,
+    /// The topology's gateway ids: statuses of others are not followed.
+    gateway_ids: HashSet<String>,
     burst_start: Option<Instant>,
+    /// The current burst began after a quiet of at least `debounce`: it is planned at once.
+    burst_now: bool,
     last_event: Instant,
     logged_warnings: HashSet<String>,
     /// Status topics whose last document was refused: each is warned about once, until a
@@ -222,6 +238,16 @@ impl Controller {
         if topology.gateways.is_empty() {
             log::warn!("topology: no [[gateway]]: no zone will be published to any gateway");
         }
+        let gateway_ids: HashSet<String> = topology.gateways.iter().map(|g| g.id.clone()).collect();
+        let publisher = Publisher::new(publish::Config {
+            prefix: topics.prefix().to_string(),
+            quiet: timing.debounce,
+            max_delay: timing.max_delay,
+            // The controller reads the retained statuses before it says Lead.
+            status_wait: Duration::ZERO,
+            max_unknown: gateway_ids.len() + 64,
+            ..publish::Config::default()
+        });
         Controller {
             topics,
             client,
@@ -230,14 +256,17 @@ impl Controller {
             topology,
             planner: None,
             initial: BTreeMap::new(),
-            retained_zones: HashMap::new(),
             retained_proxies: HashMap::new(),
-            zones: HashMap::new(),
             proxies: HashMap::new(),
-            dirty_gateways: BTreeSet::new(),
             dirty_nodes: BTreeSet::new(),
+            publisher,
+            publisher_timer: None,
+            v2: None,
+            gateway_ids,
             burst_start: None,
-            last_event: Instant::now(),
+            burst_now: false,
+            // So that the first event is planned at once.
+            last_event: Instant::now() - timing.debounce,
             logged_warnings: HashSet::new(),
             refused_status: HashSet::new(),
             connected: false,
@@ -270,31 +299,137 @@ impl Controller {
     }
 
     /// Follows the election: on losing it, forget what was published (a later leadership
-    /// starts from the retained payloads again); on winning it, read the retained payloads and
-    /// statuses first, so serials continue from the previous leader's, then plan everything.
+    /// starts from the retained statuses and proxy payloads again); on winning it, read the
+    /// retained statuses and proxy payloads first, so that gateway versions follow the agents'
+    /// and proxy serials continue from the previous leader's, then publish everything.
     async fn follow_leadership(&mut self, inbound: &mut UnboundedReceiver<Inbound>) {
         let leader = self.leadership.is_leader(Instant::now());
         if leader == self.leading {
             return;
         }
-        self.zones.clear();
         self.proxies.clear();
-        self.retained_zones.clear();
         self.retained_proxies.clear();
         if !leader {
             self.leading = false;
             self.metrics.lock().unwrap().leader = false;
+            self.drive(Input::Depose, None).await;
             log::warn!("leadership lost: not publishing");
             return;
         }
-        log::info!("leadership taken: reading the retained payloads before publishing");
+        log::info!("leadership taken: reading the retained statuses before publishing");
         self.read_retained(inbound).await;
         self.leading = true;
         self.metrics.lock().unwrap().leader = true;
+        self.drive(Input::Lead, None).await;
         self.mark_all();
         if self.planner.is_some() {
             self.note_event(Instant::now());
         }
+    }
+
+    /// The time for the publisher: monotonic, and the wall clock in milliseconds (versions).
+    fn now() -> Now {
+        let wall_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Now {
+            mono: Instant::now(),
+            wall_ms,
+        }
+    }
+
+    /// Hands `input` to the publisher and carries out what it returns: the publishes, in
+    /// order (QoS 1, retained as it says), the next timer, the convergence metrics of the
+    /// gateways concerned. `burst`: the first event of the burst this input comes from.
+    async fn drive(&mut self, input: Input, burst: Option<Instant>) {
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        match &input {
+            Input::Desired(s) => {
+                touched.insert(s.gateway.clone());
+            }
+            Input::Status { gateway, .. } | Input::Forget(gateway) => {
+                touched.insert(gateway.clone());
+            }
+            _ => {}
+        }
+        let before = self.publisher.egress().versions;
+        let out = self.publisher.handle(Self::now(), input);
+        self.publisher_timer = out.timer;
+        for r in self.publisher.take_refused() {
+            log::error!(
+                "gateway {}: content refused by the payload v2 encoder, not published (the \
+                 agent keeps what it has): {}",
+                r.gateway,
+                r.error
+            );
+        }
+        let versions = self.publisher.egress().versions - before;
+        // The metrics learn the desired content before it goes out: an agent that applies it
+        // at once is never compared with the content before.
+        let now = Instant::now();
+        let mut sent: BTreeSet<&str> = BTreeSet::new();
+        for p in &out.publishes {
+            touched.insert(p.gateway.clone());
+            if matches!(p.kind, Kind::Delta | Kind::Part) {
+                sent.insert(&p.gateway);
+            }
+        }
+        {
+            let mut m = self.metrics.lock().unwrap();
+            m.published_zones += versions;
+            for gw in &touched {
+                let Some(c) = self.publisher.convergence(gw) else {
+                    continue;
+                };
+                let published = sent.contains(gw.as_str()).then_some(now);
+                if published.is_some() && c.version.is_some() {
+                    if let Some(start) = burst {
+                        m.event_to_publish
+                            .observe(now.saturating_duration_since(start));
+                    }
+                    log::info!(
+                        "gateway {gw}: publishing version {} (digest {:016x})",
+                        c.version.map_or("none".into(), |v| v.0.to_string()),
+                        c.desired.0
+                    );
+                }
+                m.desired_v2(gw, c.version.map(|v| v.0), c.desired.0, published);
+            }
+        }
+        drop(sent);
+        let total = out.publishes.len();
+        self.counts.unqueued.store(total as u64, Ordering::Relaxed);
+        for (i, p) in out.publishes.into_iter().enumerate() {
+            if !self.may_publish() {
+                log::warn!(
+                    "leadership ended: {} and {} more not published",
+                    p.topic,
+                    total - i - 1
+                );
+                break;
+            }
+            let len = p.payload.len();
+            let kind = match p.kind {
+                Kind::Part => "part",
+                Kind::PartDelete => "part_delete",
+                Kind::Tail => "tail",
+                Kind::Delta => "delta",
+                Kind::Notice => "notice",
+            };
+            let queued = self
+                .client
+                .publish(p.topic.clone(), QoS::AtLeastOnce, p.retain, p.payload)
+                .await;
+            self.counts.unqueued.fetch_sub(1, Ordering::Relaxed);
+            if let Err(e) = queued {
+                log::error!("mqtt: cannot queue {}: {e}", p.topic);
+                continue;
+            }
+            self.counts.queued.fetch_add(1, Ordering::Relaxed);
+            log::debug!("published {} ({len} bytes)", p.topic);
+            self.metrics.lock().unwrap().published_v2(kind, len, false);
+        }
+        self.counts.unqueued.store(0, Ordering::Relaxed);
     }
 
     async fn subscribe(&self, with_payloads: bool) {
@@ -309,10 +444,8 @@ impl Controller {
             ),
         ];
         if with_payloads {
-            filters.push(SubscribeFilter::new(
-                format!("{}/gateways/+/zone", self.topics.prefix()),
-                QoS::AtLeastOnce,
-            ));
+            // Workers' v1 proxy payloads (serials to continue from); never the gateways'
+            // zones: the statuses say what each gateway holds.
             filters.push(SubscribeFilter::new(
                 format!("{}/nodes/+/proxy", self.topics.prefix()),
                 QoS::AtLeastOnce,
@@ -323,14 +456,18 @@ impl Controller {
         }
     }
 
-    /// Reads the retained payloads already on the broker (serials to continue from), waiting
-    /// for the connection as long as it takes, then for the retained messages at most
-    /// `retained_wait` (they arrive right after the subscription is acknowledged; 150 ms of
-    /// quiet after that ends the wait early).
+    /// Reads what the broker retains for a start or takeover: the gateways' status documents
+    /// (what each agent holds: version and digest) and the workers' v1 proxy payloads
+    /// (serials to continue from), never the gateways' zones. Waits for the connection as
+    /// long as it takes, then for the retained messages at most `retained_wait` (they arrive
+    /// right after the subscription is acknowledged; 150 ms of quiet after that ends the wait
+    /// early). The bytes read are logged and kept in the metrics.
     pub async fn read_retained(&mut self, inbound: &mut UnboundedReceiver<Inbound>) {
         let quiet = Duration::from_millis(150);
+        let started = Instant::now();
         let mut acked_at: Option<tokio::time::Instant> = None;
         let mut deadline: Option<tokio::time::Instant> = None;
+        let (mut statuses, mut status_bytes, mut proxy_bytes) = (0u64, 0u64, 0u64);
         if self.connected {
             // Taking over as leader: connected already.
             self.subscribe(true).await;
@@ -359,34 +496,39 @@ impl Controller {
                         acked_at = Some(tokio::time::Instant::now());
                     }
                     match self.topics.parse(&topic) {
-                        Some(TopicKind::GatewayZone(id)) => {
-                            if let Some(s) = serial_of(&payload) {
-                                self.retained_zones
-                                    .insert(id.to_string(), (s, payload.to_vec()));
-                            }
-                        }
                         Some(TopicKind::NodeProxy(node)) => {
+                            proxy_bytes += payload.len() as u64;
                             if let Some(s) = serial_of(&payload) {
                                 self.retained_proxies
                                     .insert(node.to_string(), (s, payload.to_vec()));
                             }
                         }
-                        _ => self.on_status(&topic, &payload),
+                        Some(TopicKind::GatewayStatus(_)) => {
+                            statuses += 1;
+                            status_bytes += payload.len() as u64;
+                            self.on_status(&topic, &payload).await;
+                        }
+                        _ => self.on_status(&topic, &payload).await,
                     }
                 }
-                Inbound::Disconnected(e) => self.on_disconnected(&e),
+                Inbound::Disconnected(e) => self.on_disconnected(&e).await,
             }
         }
-        for f in ["gateways/+/zone", "nodes/+/proxy"] {
-            let _ = self
-                .client
-                .unsubscribe(format!("{}/{f}", self.topics.prefix()))
-                .await;
+        let _ = self
+            .client
+            .unsubscribe(format!("{}/nodes/+/proxy", self.topics.prefix()))
+            .await;
+        {
+            let mut m = self.metrics.lock().unwrap();
+            m.start_statuses = statuses;
+            m.start_status_bytes = status_bytes;
+            m.start_proxy_bytes = proxy_bytes;
         }
         log::info!(
-            "retained payloads found: {} zones, {} proxies (serials continue from them)",
-            self.retained_zones.len(),
-            self.retained_proxies.len()
+            "start: read {statuses} retained gateway statuses ({status_bytes} bytes; no zones) \
+             and {} retained proxy payloads ({proxy_bytes} bytes) in {:.0} ms",
+            self.retained_proxies.len(),
+            started.elapsed().as_secs_f64() * 1e3
         );
     }
 
@@ -394,9 +536,10 @@ impl Controller {
         self.connected = true;
         self.metrics.lock().unwrap().broker_connected = true;
         log::info!("mqtt: connected");
+        self.drive(Input::Connected, None).await;
     }
 
-    fn on_disconnected(&mut self, e: &str) {
+    async fn on_disconnected(&mut self, e: &str) {
         if self.connected {
             log::warn!("mqtt: connection lost: {e}");
         } else {
@@ -404,20 +547,32 @@ impl Controller {
         }
         self.connected = false;
         self.metrics.lock().unwrap().broker_connected = false;
+        self.drive(Input::Disconnected, None).await;
     }
 
-    fn on_status(&mut self, topic: &str, payload: &[u8]) {
+    async fn on_status(&mut self, topic: &str, payload: &[u8]) {
         let (gateway, name) = match self.topics.parse(topic) {
-            Some(TopicKind::GatewayStatus(id)) => (true, id),
-            Some(TopicKind::NodeStatus(n)) => (false, n),
+            Some(TopicKind::GatewayStatus(id)) => (true, id.to_string()),
+            Some(TopicKind::NodeStatus(n)) => (false, n.to_string()),
             _ => return,
         };
+        let known = !gateway || self.gateway_ids.contains(&name);
         if payload.is_empty() {
+            if gateway && known {
+                // The agent's status was deleted: it holds nothing we know of.
+                let input = Input::Status {
+                    gateway: name,
+                    status: None,
+                };
+                self.drive(input, None).await;
+            }
             return;
         }
-        if gateway && !self.topology.gateways.iter().any(|g| g.id == name) {
-            let text = unknown_gateway_warning(name, self.logged_warnings.len());
+        if !known {
+            // Not followed (no memory per made-up gateway id); warned about once.
+            let text = unknown_gateway_warning(&name, self.logged_warnings.len());
             warn_once(&mut self.logged_warnings, text);
+            return;
         }
         let status = match Status::from_json(payload) {
             Ok(s) => s,
@@ -435,45 +590,88 @@ impl Controller {
         };
         self.refused_status.remove(topic);
         let what = if gateway { "gateway" } else { "node" };
-        let mut m = self.metrics.lock().unwrap();
-        let before = if gateway {
-            m.gateways.get(name)
-        } else {
-            m.nodes.get(name)
-        }
-        .cloned();
-        let latency = m.status(gateway, name, &status, Instant::now());
-        let c = if gateway {
-            &m.gateways[name]
-        } else {
-            &m.nodes[name]
+        let (before, latency, c) = {
+            let mut m = self.metrics.lock().unwrap();
+            let before = if gateway {
+                m.gateways.get(&name)
+            } else {
+                m.nodes.get(&name)
+            }
+            .cloned();
+            let latency = m.status(gateway, &name, &status, Instant::now());
+            let c = if gateway {
+                m.gateways[&name].clone()
+            } else {
+                m.nodes[&name].clone()
+            };
+            (before, latency, c)
         };
-        if before.as_ref() != Some(c) {
+        if before.as_ref() != Some(&c) {
             let lat = latency.map(|d| format!(", {:.1} ms after publish", d.as_secs_f64() * 1e3));
-            log::info!(
-                "{what} {name}: {}, applied serial {}, desired {}{}{}",
-                if c.online { "online" } else { "offline" },
-                c.applied.map_or("none".into(), |s| s.to_string()),
-                c.desired.map_or("none".into(), |s| s.to_string()),
-                c.error
-                    .as_ref()
-                    .map_or(String::new(), |e| format!(", error: {e}")),
-                lat.unwrap_or_default(),
-            );
+            let err = c
+                .error
+                .as_ref()
+                .map_or(String::new(), |e| format!(", error: {e}"));
+            let state = if c.online { "online" } else { "offline" };
+            let num = |v: Option<u64>| v.map_or("none".into(), |s| s.to_string());
+            if gateway {
+                let dig = |d: Option<u64>| d.map_or("none".into(), |d| format!("{d:016x}"));
+                log::info!(
+                    "gateway {name}: {state}, holds version {} digest {}, desired version {} \
+                     digest {}: {}{err}{}{}",
+                    num(c.applied),
+                    dig(c.applied_digest),
+                    num(c.desired),
+                    dig(c.desired_digest),
+                    if c.converged() {
+                        "converged"
+                    } else {
+                        "not converged"
+                    },
+                    if status.want.is_some() {
+                        ", wants a snapshot"
+                    } else {
+                        ""
+                    },
+                    lat.unwrap_or_default(),
+                );
+            } else {
+                log::info!(
+                    "{what} {name}: {state}, applied serial {}, desired {}{err}{}",
+                    num(c.applied),
+                    num(c.desired),
+                    lat.unwrap_or_default(),
+                );
+            }
+        }
+        if gateway {
+            let st = AgentStatus {
+                held: status.held.map(Version),
+                digest: status.digest.as_deref().and_then(parse_digest).map(Digest),
+                want_snapshot: status.want.as_deref() == Some("snapshot"),
+                online: status.state == State::Online,
+            };
+            let input = Input::Status {
+                gateway: name,
+                status: Some(st),
+            };
+            self.drive(input, None).await;
         }
     }
 
     fn note_event(&mut self, at: Instant) {
+        let now = Instant::now();
         if self.burst_start.is_none() {
             self.burst_start = Some(at);
+            // Issue 11, item 9: a change after a quiet of `debounce` is planned at once; only
+            // the events that follow it within `debounce` coalesce (bounded by `max_delay`).
+            self.burst_now = now.saturating_duration_since(self.last_event) >= self.timing.debounce;
         }
-        self.last_event = Instant::now();
+        self.last_event = now;
     }
 
     fn mark_all(&mut self) {
         if let Some(p) = &self.planner {
-            self.dirty_gateways
-                .extend(p.plan().gateways.keys().cloned());
             self.dirty_nodes.extend(p.plan().nodes.keys().cloned());
         }
     }
@@ -507,7 +705,6 @@ impl Controller {
                 };
                 let changed = p.update([change]);
                 self.note_input_errors(&changed.input_errors);
-                self.dirty_gateways.extend(changed.gateways);
                 self.dirty_nodes.extend(changed.nodes);
                 self.note_event(at);
             }
@@ -540,7 +737,6 @@ impl Controller {
                         let errors = apply_all(&mut snap, list);
                         self.note_input_errors(&errors);
                         let changed = self.planner.as_mut().unwrap().set_snapshot(snap);
-                        self.dirty_gateways.extend(changed.gateways);
                         self.dirty_nodes.extend(changed.nodes);
                         self.note_event(at);
                     }
@@ -579,22 +775,51 @@ impl Controller {
         }
     }
 
-    /// The serial an agent reports in use (0 when none): a floor for the next serial, in case
-    /// the broker lost the retained payloads while agents kept theirs.
-    fn reported_serial(&self, gateway: bool, name: &str) -> u32 {
+    /// The serial a worker agent reports in use (0 when none): a floor for the next serial,
+    /// in case the broker lost the retained payloads while agents kept theirs.
+    fn reported_serial(&self, name: &str) -> u32 {
         let m = self.metrics.lock().unwrap();
-        let map = if gateway { &m.gateways } else { &m.nodes };
-        map.get(name).and_then(|c| c.applied).unwrap_or(0)
+        m.nodes
+            .get(name)
+            .and_then(|c| c.applied)
+            .map_or(0, |a| u32::try_from(a).unwrap_or(u32::MAX))
     }
 
-    /// Publishes what changed since the last flush.
+    /// Hands the publisher the payload v2 content of every gateway whose content may have
+    /// changed since the last call (`Zones::changed_since`; the publisher compares the whole
+    /// content and publishes only a real change). Done in standby too: a replica taking over
+    /// then has every gateway's content at hand.
+    async fn plan_gateways(&mut self, burst: Instant) {
+        let Some(planner) = self.planner.as_ref() else {
+            return;
+        };
+        let zones = sdwan_plan::v2::zones(planner.snapshot(), planner.topology());
+        for w in zones.warnings() {
+            warn_once(&mut self.logged_warnings, format!("plan: {w}"));
+        }
+        let changed: Vec<String> = zones
+            .changed_since(self.v2.as_ref())
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        for gw in &changed {
+            if let Some(snap) = zones.snapshot(gw, Version(0)) {
+                self.drive(Input::Desired(Box::new(snap)), Some(burst))
+                    .await;
+            }
+        }
+        self.v2 = Some(zones);
+    }
+
+    /// Plans and publishes what changed since the last flush.
     async fn flush(&mut self) {
         let Some(start) = self.burst_start.take() else {
             return;
         };
+        self.burst_now = false;
+        self.plan_gateways(start).await;
         if !self.may_publish() {
             // A standby replica keeps its cache warm but publishes nothing.
-            self.dirty_gateways.clear();
             self.dirty_nodes.clear();
             if self.planner.is_some() {
                 self.metrics.lock().unwrap().plans += 1;
@@ -611,70 +836,38 @@ impl Controller {
         for text in warnings {
             warn_once(&mut self.logged_warnings, text);
         }
-        let mut zone_jobs = Vec::new();
-        for gw in std::mem::take(&mut self.dirty_gateways) {
-            let Some(content) = plan.gateways.get(&gw) else {
-                continue;
-            };
-            zone_jobs.push(Job {
-                reported: self.reported_serial(true, &gw),
-                published: self.zones.get(&gw).cloned(),
-                retained: self.retained_zones.remove(&gw),
-                content: content.clone(),
-                name: gw,
-            });
-        }
         let mut proxy_jobs = Vec::new();
         for node in std::mem::take(&mut self.dirty_nodes) {
             let Some(content) = plan.nodes.get(&node) else {
                 continue;
             };
             proxy_jobs.push(Job {
-                reported: self.reported_serial(false, &node),
+                reported: self.reported_serial(&node),
                 published: self.proxies.get(&node).cloned(),
                 retained: self.retained_proxies.remove(&node),
                 content: content.clone(),
                 name: node,
             });
         }
-        // Comparing and rendering is the expensive part with many gateways: on all cores, off
+        // Comparing and rendering is the expensive part with many workers: on all cores, off
         // the async workers.
-        let (zone_jobs, zone_decisions, proxy_jobs, proxy_decisions) =
-            tokio::task::spawn_blocking(move || {
-                let zd = par_map(&zone_jobs, decide);
-                let pd = par_map(&proxy_jobs, decide);
-                (zone_jobs, zd, proxy_jobs, pd)
-            })
-            .await
-            .expect("render task panicked");
-        let mut out: Vec<(bool, String, u32, Vec<u8>)> = Vec::new();
-        for (job, d) in zone_jobs.into_iter().zip(zone_decisions) {
-            match d {
-                Decision::Unchanged => {}
-                Decision::Current(s) => {
-                    log::info!(
-                        "gateway {}: retained serial {s} is current, not republished",
-                        job.name
-                    );
-                    self.metrics.lock().unwrap().desired(true, &job.name, s);
-                    self.zones.insert(job.name, (s, job.content));
-                }
-                Decision::Publish(s, bytes) => {
-                    self.zones.insert(job.name.clone(), (s, job.content));
-                    out.push((true, job.name, s, bytes));
-                }
-            }
-        }
+        let (proxy_jobs, proxy_decisions) = tokio::task::spawn_blocking(move || {
+            let pd = par_map(&proxy_jobs, decide);
+            (proxy_jobs, pd)
+        })
+        .await
+        .expect("render task panicked");
+        let mut out: Vec<(String, u32, Vec<u8>)> = Vec::new();
         for (job, d) in proxy_jobs.into_iter().zip(proxy_decisions) {
             match d {
                 Decision::Unchanged => {}
                 Decision::Current(s) => {
-                    self.metrics.lock().unwrap().desired(false, &job.name, s);
+                    self.metrics.lock().unwrap().desired(&job.name, s);
                     self.proxies.insert(job.name, (s, job.content));
                 }
                 Decision::Publish(s, bytes) => {
                     self.proxies.insert(job.name.clone(), (s, job.content));
-                    out.push((false, job.name, s, bytes));
+                    out.push((job.name, s, bytes));
                 }
             }
         }
@@ -682,12 +875,8 @@ impl Controller {
         self.counts
             .unqueued
             .store(out.len() as u64, Ordering::Relaxed);
-        for (gateway, name, serial, bytes) in &out {
-            let topic = if *gateway {
-                self.topics.gateway_zone(name)
-            } else {
-                self.topics.node_proxy(name)
-            };
+        for (name, serial, bytes) in &out {
+            let topic = self.topics.node_proxy(name);
             let len = bytes.len();
             if !self.may_publish() {
                 log::warn!("leadership ended: {topic} serial {serial} and the rest not published");
@@ -706,7 +895,7 @@ impl Controller {
             self.counts.queued.fetch_add(1, Ordering::Relaxed);
             let now = Instant::now();
             let mut m = self.metrics.lock().unwrap();
-            m.published(*gateway, name, *serial, len, now);
+            m.published(name, *serial, len, now);
             m.event_to_publish
                 .observe(now.saturating_duration_since(start));
             drop(m);
@@ -719,23 +908,21 @@ impl Controller {
         drop(m);
         if !out.is_empty() {
             log::debug!(
-                "burst: {} payloads, {:.1} ms from first event to plan",
+                "burst: {} proxy payloads, {:.1} ms from first event to plan",
                 out.len(),
                 planned.saturating_duration_since(start).as_secs_f64() * 1e3
             );
         }
     }
 
-    /// After a reconnect: publish the current payloads again (same serials, same bytes), in
-    /// case the broker lost them.
+    /// After a reconnect: publish the current proxy payloads again (same serials, same
+    /// bytes), in case the broker lost them. (The gateways' publisher gets `Connected` and
+    /// resyncs agents that report they lack content.)
     async fn republish(&mut self) {
         if !self.may_publish() {
             return;
         }
         let mut items: Vec<(String, Vec<u8>)> = Vec::new();
-        for (gw, (s, c)) in &self.zones {
-            items.push((self.topics.gateway_zone(gw), c.render(gw, *s)));
-        }
         for (n, (s, c)) in &self.proxies {
             items.push((self.topics.node_proxy(n), c.render(n, *s)));
         }
@@ -757,6 +944,9 @@ impl Controller {
 
     fn flush_at(&self) -> Option<tokio::time::Instant> {
         let start = self.burst_start?;
+        if self.burst_now {
+            return Some(tokio::time::Instant::from_std(start));
+        }
         let at = (self.last_event + self.timing.debounce).min(start + self.timing.max_delay);
         Some(tokio::time::Instant::from_std(at))
     }
@@ -772,6 +962,7 @@ impl Controller {
     ) {
         if !self.leadership.elects() {
             self.read_retained(&mut inbound).await;
+            self.drive(Input::Lead, None).await;
         }
         let mut watch_rx = match source {
             Source::Watch(rx) => Some(rx),
@@ -786,6 +977,7 @@ impl Controller {
         let mut leadership = self.leadership.clone();
         loop {
             let flush_at = self.flush_at();
+            let publisher_at = self.publisher_timer;
             let lease_end = if self.leading {
                 self.leadership.deadline()
             } else {
@@ -797,7 +989,17 @@ impl Controller {
                     self.follow_leadership(&mut inbound).await;
                 }
                 m = async { watch_rx.as_mut().unwrap().recv().await }, if watch_rx.is_some() => match m {
-                    Some(m) => self.on_watch(m),
+                    Some(m) => {
+                        self.on_watch(m);
+                        // Everything already received goes into the same plan: a plan made
+                        // at once (an isolated change, a takeover) never publishes a state
+                        // older than what this master already knows.
+                        if let Some(rx) = watch_rx.as_mut() {
+                            while let Ok(m) = rx.try_recv() {
+                                self.on_watch(m);
+                            }
+                        }
+                    }
                     None => { log::error!("watchers stopped"); break }
                 },
                 m = inbound.recv() => match m {
@@ -807,12 +1009,15 @@ impl Controller {
                         self.republish().await;
                     }
                     Some(Inbound::SubAck) => {}
-                    Some(Inbound::Publish { topic, payload }) => self.on_status(&topic, &payload),
-                    Some(Inbound::Disconnected(e)) => self.on_disconnected(&e),
+                    Some(Inbound::Publish { topic, payload }) => self.on_status(&topic, &payload).await,
+                    Some(Inbound::Disconnected(e)) => self.on_disconnected(&e).await,
                     None => { log::error!("mqtt loop stopped"); break }
                 },
                 _ = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
                     self.flush().await;
+                }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(publisher_at.unwrap_or_else(Instant::now))), if publisher_at.is_some() => {
+                    self.drive(Input::Tick, None).await;
                 }
                 _ = &mut shutdown => break,
             }
@@ -826,12 +1031,6 @@ impl Controller {
 /// Renders a payload (zone or proxy).
 trait Render: PartialEq {
     fn render_as(&self, name: &str, serial: u32) -> Vec<u8>;
-}
-
-impl Render for ZoneContent {
-    fn render_as(&self, name: &str, serial: u32) -> Vec<u8> {
-        self.render(name, serial)
-    }
 }
 
 impl Render for ProxyContent {

@@ -63,12 +63,20 @@ impl Histogram {
 }
 
 /// What the master knows about one gateway or node agent.
+///
+/// Gateways (payload v2): `desired` is the version the desired content has on the wire,
+/// `applied` the version the agent reports (`held`), and convergence compares the content
+/// digests, never the versions. Nodes (v1 proxy payloads): serials.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Convergence {
-    /// Serial last published (or found retained) for it.
-    pub desired: Option<u32>,
-    /// Serial the agent reports in use.
-    pub applied: Option<u32>,
+    /// Version (gateway) or serial (node) last published (or adopted) for it.
+    pub desired: Option<u64>,
+    /// Version or serial the agent reports in use.
+    pub applied: Option<u64>,
+    /// Gateways: the digest of the desired content.
+    pub desired_digest: Option<u64>,
+    /// Gateways: the digest the agent reports for the content it serves.
+    pub applied_digest: Option<u64>,
     /// The agent's last status said online.
     pub online: bool,
     /// The agent's last error.
@@ -76,9 +84,13 @@ pub struct Convergence {
 }
 
 impl Convergence {
-    /// Desired serial known and applied.
+    /// The agent serves the desired content: for a gateway, its reported digest is the
+    /// desired digest; for a node, the desired serial is known and applied.
     pub fn converged(&self) -> bool {
-        self.desired.is_some() && self.applied == self.desired
+        match self.desired_digest {
+            Some(d) => self.applied_digest == Some(d),
+            None => self.desired.is_some() && self.applied == self.desired,
+        }
     }
 }
 
@@ -89,8 +101,9 @@ pub struct Metrics {
     pub gateways: BTreeMap<String, Convergence>,
     /// Per node name.
     pub nodes: BTreeMap<String, Convergence>,
-    /// When each (kind, name, serial) was published, until the agent applies it.
-    pub pending: BTreeMap<(bool, String), (u32, Instant)>,
+    /// What was published for each (kind, name), until the agent reports it applied: the
+    /// content digest (gateways) or the serial (nodes), and when.
+    pub pending: BTreeMap<(bool, String), (u64, Instant)>,
     /// Watch events received, per resource.
     pub watch_events: BTreeMap<&'static str, u64>,
     /// Complete (re)lists received, per resource.
@@ -109,8 +122,18 @@ pub struct Metrics {
     pub input_errors: u64,
     /// First event of a burst to the publish of its payloads.
     pub event_to_publish: Histogram,
-    /// Publish to the agent reporting the serial applied.
+    /// Publish to the agent reporting the content applied.
     pub publish_to_applied: Histogram,
+    /// Bytes of retained gateway status documents read at the last start or takeover
+    /// (payload v2: the master reads statuses, never zones).
+    pub start_status_bytes: u64,
+    /// Retained gateway status documents read then.
+    pub start_statuses: u64,
+    /// Bytes of retained v1 proxy payloads read then (workers stay on v1).
+    pub start_proxy_bytes: u64,
+    /// Payload v2 messages and bytes published, per kind (`part`, `part_delete`, `tail`,
+    /// `delta`, `notice`).
+    pub v2_egress: BTreeMap<&'static str, (u64, u64)>,
     /// Connected to the broker.
     pub broker_connected: bool,
     /// The first plan was published.
@@ -130,28 +153,66 @@ fn esc(s: &str) -> String {
 }
 
 impl Metrics {
-    /// Notes a published payload (`gateway` true for zones, false for proxies).
-    pub fn published(&mut self, gateway: bool, name: &str, serial: u32, bytes: usize, at: Instant) {
-        let c = self.entry(gateway, name);
-        c.desired = Some(serial);
+    /// Notes a published v1 proxy payload of node `name`.
+    pub fn published(&mut self, name: &str, serial: u32, bytes: usize, at: Instant) {
+        let c = self.entry(false, name);
+        c.desired = Some(u64::from(serial));
         let converged = c.converged();
-        if gateway {
-            self.published_zones += 1;
-        } else {
-            self.published_proxies += 1;
-        }
+        self.published_proxies += 1;
         self.published_bytes += bytes as u64;
         if converged {
-            self.pending.remove(&(gateway, name.to_string()));
+            self.pending.remove(&(false, name.to_string()));
         } else {
             self.pending
-                .insert((gateway, name.to_string()), (serial, at));
+                .insert((false, name.to_string()), (u64::from(serial), at));
         }
     }
 
-    /// Notes a desired serial known without publishing (found retained).
-    pub fn desired(&mut self, gateway: bool, name: &str, serial: u32) {
-        self.entry(gateway, name).desired = Some(serial);
+    /// Notes a node's desired serial known without publishing (found retained).
+    pub fn desired(&mut self, name: &str, serial: u32) {
+        self.entry(false, name).desired = Some(u64::from(serial));
+    }
+
+    /// Notes gateway `name`'s desired content (payload v2): its digest and the version it has
+    /// on the wire (`None` until published). A digest not applied yet starts the
+    /// publish-to-applied clock when `published` is given.
+    pub fn desired_v2(
+        &mut self,
+        name: &str,
+        version: Option<u64>,
+        digest: u64,
+        published: Option<Instant>,
+    ) {
+        let c = self.entry(true, name);
+        c.desired = version;
+        c.desired_digest = Some(digest);
+        let converged = c.converged();
+        let key = (true, name.to_string());
+        if converged {
+            self.pending.remove(&key);
+        } else if let Some(at) = published {
+            if self.pending.get(&key).is_none_or(|p| p.0 != digest) {
+                self.pending.insert(key, (digest, at));
+            }
+        }
+    }
+
+    /// Notes payload v2 messages published to gateway `name` (`bytes` of payload; `zone`:
+    /// they carry new content, counted in `sdwan_published_total{kind="zone"}`).
+    pub fn published_v2(&mut self, kind: &'static str, bytes: usize, zone: bool) {
+        let e = self.v2_egress.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += bytes as u64;
+        self.published_bytes += bytes as u64;
+        if zone {
+            self.published_zones += 1;
+        }
+    }
+
+    /// Forgets gateway `name`'s convergence (no longer planned).
+    pub fn forget_gateway(&mut self, name: &str) {
+        self.gateways.remove(name);
+        self.pending.remove(&(true, name.to_string()));
     }
 
     fn entry(&mut self, gateway: bool, name: &str) -> &mut Convergence {
@@ -164,7 +225,8 @@ impl Metrics {
     }
 
     /// Notes an agent status. Returns the publish-to-applied latency when this status
-    /// completed a pending publish.
+    /// completed a pending publish (a gateway reporting the pending digest, a node reporting
+    /// the pending serial or a later one).
     pub fn status(
         &mut self,
         gateway: bool,
@@ -173,13 +235,23 @@ impl Metrics {
         now: Instant,
     ) -> Option<Duration> {
         let c = self.entry(gateway, name);
-        c.applied = status.serial;
         c.online = status.state == sdwan_link::State::Online;
         c.error = status.error.clone();
         let key = (gateway, name.to_string());
-        let (serial, at) = *self.pending.get(&key)?;
-        if status.serial.is_some_and(|s| s >= serial) {
-            self.pending.remove(&key);
+        let done = if gateway {
+            c.applied = status.held;
+            c.applied_digest = status.digest.as_deref().and_then(parse_digest);
+            let d = c.applied_digest;
+            self.pending.get(&key).is_some_and(|p| Some(p.0) == d)
+        } else {
+            c.applied = status.serial.map(u64::from);
+            let s = c.applied;
+            self.pending
+                .get(&key)
+                .is_some_and(|p| s.is_some_and(|s| s >= p.0))
+        };
+        if done {
+            let (_, at) = self.pending.remove(&key)?;
             let d = now.saturating_duration_since(at);
             self.publish_to_applied.observe(d);
             return Some(d);
@@ -192,26 +264,37 @@ impl Metrics {
         let mut o = String::new();
         for (kind, map) in [("gateway", &self.gateways), ("node", &self.nodes)] {
             let rows: Vec<(&String, &Convergence)> = map.iter().collect();
+            let (unit, conv_help) = if kind == "gateway" {
+                (
+                    "version",
+                    "1 when the digest the agent reports is the desired content's",
+                )
+            } else {
+                ("serial", "1 when the applied serial is the desired one")
+            };
             let series: [Series; 5] = [
-                ("desired_serial", "serial last published", |c| {
-                    c.desired.map(f64::from)
+                ("desired_serial", "last published", |c| {
+                    c.desired.map(|v| v as f64)
                 }),
-                ("applied_serial", "serial the agent reports in use", |c| {
-                    c.applied.map(f64::from)
+                ("applied_serial", "the agent reports in use", |c| {
+                    c.applied.map(|v| v as f64)
                 }),
                 ("online", "1 when the agent's status is online", |c| {
                     Some(if c.online { 1.0 } else { 0.0 })
                 }),
-                (
-                    "converged",
-                    "1 when the applied serial is the desired one",
-                    |c| Some(if c.converged() { 1.0 } else { 0.0 }),
-                ),
+                ("converged", "", |c| {
+                    Some(if c.converged() { 1.0 } else { 0.0 })
+                }),
                 ("error", "1 when the agent reports an error", |c| {
                     Some(if c.error.is_some() { 1.0 } else { 0.0 })
                 }),
             ];
             for (name, help, f) in series {
+                let help = match name {
+                    "converged" => conv_help.to_string(),
+                    "desired_serial" | "applied_serial" => format!("{unit} {help}"),
+                    _ => help.to_string(),
+                };
                 let _ = writeln!(
                     o,
                     "# HELP sdwan_{kind}_{name} {help}\n# TYPE sdwan_{kind}_{name} gauge"
@@ -288,6 +371,38 @@ impl Metrics {
              # TYPE sdwan_ready gauge\nsdwan_ready {}",
             u8::from(self.ready)
         );
+        let _ = writeln!(
+            o,
+            "# HELP sdwan_start_read_bytes bytes of retained documents read at the last start \
+             or takeover (gateways: status documents only)\n\
+             # TYPE sdwan_start_read_bytes gauge\n\
+             sdwan_start_read_bytes{{kind=\"gateway_status\"}} {}\n\
+             sdwan_start_read_bytes{{kind=\"proxy\"}} {}",
+            self.start_status_bytes, self.start_proxy_bytes
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sdwan_start_read_statuses retained gateway status documents read at the \
+             last start or takeover\n# TYPE sdwan_start_read_statuses gauge\n\
+             sdwan_start_read_statuses {}",
+            self.start_statuses
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sdwan_v2_published_messages_total payload v2 messages published\n\
+             # TYPE sdwan_v2_published_messages_total counter"
+        );
+        for (k, (n, _)) in &self.v2_egress {
+            let _ = writeln!(o, "sdwan_v2_published_messages_total{{kind=\"{k}\"}} {n}");
+        }
+        let _ = writeln!(
+            o,
+            "# HELP sdwan_v2_published_bytes_total payload v2 payload bytes published\n\
+             # TYPE sdwan_v2_published_bytes_total counter"
+        );
+        for (k, (_, b)) in &self.v2_egress {
+            let _ = writeln!(o, "sdwan_v2_published_bytes_total{{kind=\"{k}\"}} {b}");
+        }
         self.event_to_publish.render(
             "sdwan_event_to_publish_seconds",
             "first watch event of a burst to the publish of the payloads it changed",
@@ -295,11 +410,19 @@ impl Metrics {
         );
         self.publish_to_applied.render(
             "sdwan_publish_to_applied_seconds",
-            "publish of a payload to its agent reporting the serial in use",
+            "publish of new content to its agent reporting it in use (gateways: by digest)",
             &mut o,
         );
         o
     }
+}
+
+/// A status document's `digest`: 16 lower-case hex digits (anything else: none).
+pub fn parse_digest(text: &str) -> Option<u64> {
+    if text.len() != 16 || !text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
 }
 
 /// One per-agent gauge: name, help, value.
@@ -404,18 +527,25 @@ mod tests {
         assert!(o.contains("x_seconds_count 2\n"), "{o}");
     }
 
+    fn v2_status(held: u64, digest: &str) -> sdwan_link::Status {
+        let mut s = sdwan_link::Status::online(None, None, "0.1.0");
+        s.held = Some(held);
+        s.digest = Some(digest.to_string());
+        s
+    }
+
     #[test]
     fn status_completes_a_pending_publish() {
         let mut m = Metrics::default();
         let t0 = Instant::now();
-        m.published(true, "gw-a", 5, 100, t0);
+        m.desired_v2("gw-a", Some(5), 0xab, Some(t0));
         assert!(!m.gateways["gw-a"].converged());
-        let old = sdwan_link::Status::online(Some(4), None, "0.1.0");
+        let old = v2_status(4, "00000000000000aa");
         assert_eq!(
             m.status(true, "gw-a", &old, t0 + Duration::from_millis(1)),
             None
         );
-        let new = sdwan_link::Status::online(Some(5), None, "0.1.0");
+        let new = v2_status(5, "00000000000000ab");
         let d = m.status(true, "gw-a", &new, t0 + Duration::from_millis(7));
         assert_eq!(d, Some(Duration::from_millis(7)));
         assert!(m.gateways["gw-a"].converged());
@@ -435,9 +565,44 @@ mod tests {
     }
 
     #[test]
+    fn a_gateway_holding_other_content_is_not_converged_whatever_its_version() {
+        let mut m = Metrics::default();
+        let t0 = Instant::now();
+        m.desired_v2("gw-a", Some(5), 0xab, Some(t0));
+        // The same version with other content (a lying or confused agent), a newer version
+        // with other content, no digest at all: never converged.
+        for st in [
+            v2_status(5, "00000000000000aa"),
+            v2_status(6, "00000000000000aa"),
+            v2_status(5, "not a digest"),
+            sdwan_link::Status::online(Some(5), None, "0.1.0"),
+        ] {
+            m.status(true, "gw-a", &st, t0);
+            assert!(!m.gateways["gw-a"].converged(), "{st:?}");
+            assert!(m
+                .render()
+                .contains("sdwan_gateway_converged{gateway=\"gw-a\"} 0\n"));
+        }
+        // Another version with the desired content: converged (content, not numbers).
+        m.status(true, "gw-a", &v2_status(3, "00000000000000ab"), t0);
+        assert!(m.gateways["gw-a"].converged());
+    }
+
+    #[test]
+    fn node_serials_still_converge_by_serial() {
+        let mut m = Metrics::default();
+        let t0 = Instant::now();
+        m.published("w1", 5, 100, t0);
+        assert!(!m.nodes["w1"].converged());
+        let st = sdwan_link::Status::online(Some(5), None, "0.1.0");
+        assert!(m.status(false, "w1", &st, t0).is_some());
+        assert!(m.nodes["w1"].converged());
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         let mut m = Metrics::default();
-        m.desired(true, "a\"b", 1);
-        assert!(m.render().contains("{gateway=\"a\\\"b\"} 1"));
+        m.desired("a\"b", 1);
+        assert!(m.render().contains("{node=\"a\\\"b\"} 1"));
     }
 }

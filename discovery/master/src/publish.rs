@@ -45,11 +45,12 @@ use std::time::{Duration, Instant};
 
 use sdwan_contract::v2::encode::{encode_notice, Delta, EncodeError, Snapshot};
 use sdwan_contract::v2::{Digest, Version, MAX_PARTS, TAIL_REFRESH_BYTES};
+use sdwan_link::Topics;
 
 /// Timing and topics of a [`Publisher`].
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The topic prefix `P` (`docs/mqtt.md`), without a trailing `/`.
+    /// The topic prefix `P` (`docs/mqtt.md`): a valid `sdwan_link::Topics` prefix.
     pub prefix: String,
     /// A burst of changes ends after this much quiet (and an isolated change goes at once).
     pub quiet: Duration,
@@ -69,6 +70,11 @@ pub struct Config {
     /// version (milliseconds of versions): past the versions a previous leader made after the
     /// one the agent reports, which may still be on their way, so that agents ignore them.
     pub takeover_jump: Duration,
+    /// Most gateways followed without desired content (statuses of gateways not planned, or
+    /// not planned yet): a status from another unknown gateway beyond this is dropped, so a
+    /// flood of made-up gateway ids cannot grow memory without limit. The master sets it to
+    /// its topology's gateway count plus a margin (statuses arrive before the first plan).
+    pub max_unknown: usize,
 }
 
 impl Default for Config {
@@ -82,6 +88,7 @@ impl Default for Config {
             resync_interval: Duration::from_secs(10),
             foreign_grace: Duration::from_secs(2),
             takeover_jump: Duration::from_secs(3600),
+            max_unknown: 4096,
         }
     }
 }
@@ -333,6 +340,7 @@ struct Stream {
 #[derive(Debug)]
 pub struct Publisher {
     cfg: Config,
+    topics: Topics,
     phase: Phase,
     connected: bool,
     streams: HashMap<String, Stream>,
@@ -346,9 +354,15 @@ pub struct Publisher {
 
 impl Publisher {
     /// A publisher in standby (not leading, not connected).
+    ///
+    /// # Panics
+    ///
+    /// If `cfg.prefix` is not a valid topic prefix (`sdwan_link::Topics::new`).
     pub fn new(cfg: Config) -> Publisher {
+        let topics = Topics::new(&cfg.prefix).expect("Config::prefix: a valid topic prefix");
         Publisher {
             cfg,
+            topics,
             phase: Phase::Standby,
             connected: false,
             streams: HashMap::new(),
@@ -445,7 +459,17 @@ impl Publisher {
                 self.streams.remove(&gw);
             }
             Input::Status { gateway, status } => {
+                if !self.streams.contains_key(&gateway) {
+                    // A gateway without a stream: follow it only while there is room.
+                    if status.is_none() || self.unknown() >= self.cfg.max_unknown {
+                        return self.outputs(now, out);
+                    }
+                }
                 let s = self.streams.entry(gateway.clone()).or_default();
+                if status.is_none() && s.desired_digest.is_none() && s.current.is_none() {
+                    self.streams.remove(&gateway);
+                    return self.outputs(now, out);
+                }
                 if s.status.map(|st| (st.held, st.digest)) != status.map(|st| (st.held, st.digest))
                 {
                     s.resyncs = 0;
@@ -478,6 +502,10 @@ impl Publisher {
                 self.run_due_all(now, &mut out);
             }
         }
+        self.outputs(now, out)
+    }
+
+    fn outputs(&mut self, now: Now, mut out: Vec<Publish>) -> Outputs {
         self.run_due(now, &mut out);
         for p in &out {
             self.egress.add(p);
@@ -486,6 +514,19 @@ impl Publisher {
             publishes: out,
             timer: self.next_timer(),
         }
+    }
+
+    /// Streams without desired content (see [`Config::max_unknown`]).
+    fn unknown(&self) -> usize {
+        self.streams
+            .values()
+            .filter(|s| s.desired_digest.is_none() && s.current.is_none())
+            .count()
+    }
+
+    /// The number of gateways followed (with desired content or a status).
+    pub fn gateways(&self) -> usize {
+        self.streams.len()
     }
 
     fn forget_versions(&mut self) {
@@ -901,7 +942,7 @@ impl Publisher {
         Publish {
             gateway: gw.to_string(),
             kind,
-            topic: format!("{}/gateways/{gw}/v2/{leaf}", self.cfg.prefix),
+            topic: self.topics.gateway_v2(gw, leaf),
             payload,
             retain,
             qos: Qos::AtLeastOnce,

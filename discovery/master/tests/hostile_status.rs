@@ -58,7 +58,7 @@ fn start_master(args: &[String]) -> ChildGuard {
     ChildGuard::spawn("master", &mut cmd)
 }
 
-fn a(s: &Seen, name: &str) -> Vec<String> {
+fn a(s: &Zone, name: &str) -> Vec<String> {
     s.data_of(name, "A")
 }
 

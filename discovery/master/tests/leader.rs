@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
+use sdwan_contract::v2::encode::{decode_owned, Message};
 use sdwan_discovery::leader::API_CALLS;
 use sdwan_fake_apiserver::FakeApiServer;
 use sdwan_testsupport::{free_port, ChildGuard};
@@ -108,25 +109,41 @@ async fn wait_metric(p: &Proc, name: &str, want: f64, what: &str) {
     }
 }
 
-/// Per gateway, serials in arrival order never go down, and one serial always carries the
-/// same bytes.
-fn assert_serials_monotonic(rec: &Recorder) {
-    let mut last: BTreeMap<String, (u64, Vec<u8>)> = BTreeMap::new();
+/// Per gateway: one version always names the same content (every part, delta and notice
+/// that names a version names it with one digest, whichever master sent it), and the content
+/// an agent subscribed to everything would have held only ever moved to newer versions.
+fn assert_versions_monotonic(rec: &Recorder) {
+    let mut by_version: BTreeMap<(String, u64), u64> = BTreeMap::new();
     for s in rec.seen.lock().unwrap().iter() {
-        if !s.topic.ends_with("/zone") || s.payload.is_empty() {
+        if !s.topic.contains("/v2/") || s.payload.is_empty() {
             continue;
         }
-        if let Some((serial, bytes)) = last.get(&s.topic) {
+        let (gw, v, d) = match decode_owned(&s.payload).unwrap() {
+            Message::Part(p) => (p.gateway, p.version, p.digest),
+            Message::Delta(d) => (d.gateway, d.version, d.digest),
+            Message::Notice {
+                gateway,
+                version,
+                digest,
+            } => (gateway, version, digest),
+        };
+        let had = *by_version.entry((gw.clone(), v.0)).or_insert(d.0);
+        assert_eq!(had, d.0, "{gw}: version {} names two contents", v.0);
+    }
+    let mut gateways = 0;
+    for gw in ["gw-a", "gw-b"] {
+        let all = rec.zone(gw);
+        gateways += usize::from(!all.is_empty());
+        for pair in all.windows(2) {
             assert!(
-                s.serial() > *serial || (s.serial() == *serial && s.payload == *bytes),
-                "{}: serial {} after {serial} (or the same serial with other content)",
-                s.topic,
-                s.serial()
+                pair[1].version().is_newer_than(pair[0].version()),
+                "{gw}: {:?} after {:?}",
+                pair[1].version(),
+                pair[0].version()
             );
         }
-        last.insert(s.topic.clone(), (s.serial(), s.payload.clone()));
     }
-    assert!(last.len() >= 2, "zones of both gateways seen: {last:?}");
+    assert_eq!(gateways, 2, "zones of both gateways seen");
 }
 
 /// Maps a request line (`GET /api/v1/nodes?watch=true...`) to (group, resource, verb,
@@ -201,17 +218,16 @@ fn assert_requests_are_declared(api: &FakeApiServer) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn standby_takes_over_from_a_killed_leader_without_serial_regression() {
+async fn standby_takes_over_from_a_killed_leader_without_version_regression() {
     let s = Setup::start("leader-kill", &[]).await;
     let rec = &s.recorder;
     let mut a = s.start_master("a");
     wait_metric(&a, "sdwan_leader", 1.0, "a leads").await;
-    let z = rec
-        .wait_zone("gw-a", "web on w1", |z| {
-            z.data_of("web.default", "A") == ["192.0.2.1"]
-        })
-        .await;
-    assert_eq!(z.serial(), 1);
+    rec.wait_zone("gw-a", "web on w1", |z| {
+        z.data_of("web.default", "A") == ["192.0.2.1"]
+    })
+    .await;
+    assert_eq!(rec.zone("gw-a").len(), 1);
 
     let b = s.start_master("b");
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -232,7 +248,7 @@ async fn standby_takes_over_from_a_killed_leader_without_serial_regression() {
     // A change while both run: only a publishes it.
     s.api.apply(slice("default", "web", &["w2"]));
     rec.wait_zone("gw-a", "web on w2", |z| {
-        z.data_of("web.default", "A") == ["192.0.2.2"] && z.serial() == 2
+        z.data_of("web.default", "A") == ["192.0.2.2"]
     })
     .await;
     wait_metric(&b, "sdwan_plans_total", 1.0, "b planned the change").await;
@@ -254,7 +270,8 @@ async fn standby_takes_over_from_a_killed_leader_without_serial_regression() {
         })
         .await;
     let took = z.at.duration_since(killed);
-    assert_eq!(z.serial(), 3, "b continues a's serials");
+    let zones = rec.zone("gw-a");
+    assert_eq!(zones.len(), 3, "b's content follows a's: {zones:?}");
     assert_eq!(s.holder().as_deref(), Some("b"));
     assert_eq!(metric(&b, "sdwan_leader").await, Some(1.0));
     // Takeover bound: the lease duration (docs/operations.md), plus reading the retained
@@ -269,22 +286,22 @@ async fn standby_takes_over_from_a_killed_leader_without_serial_regression() {
         "b published {took:?} after the kill, while a could still publish"
     );
     eprintln!("leader killed -> standby published after {took:?}");
-    assert!(rec.seen.lock().unwrap()[before..]
-        .iter()
-        .filter(|m| m.topic.ends_with("/zone"))
-        .all(|m| m.serial() >= 3));
-    assert_serials_monotonic(rec);
+    let after: Vec<Seen> = rec.seen.lock().unwrap()[before..].to_vec();
+    assert!(
+        after.iter().all(|m| !m.topic.ends_with("/zone")),
+        "a v1 zone was published"
+    );
+    assert_versions_monotonic(rec);
     assert_requests_are_declared(&s.api);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_whose_lease_is_taken_stops_publishing_and_resumes_serials() {
+async fn a_leader_whose_lease_is_taken_stops_publishing_and_resumes_with_newer_versions() {
     let s = Setup::start("leader-deposed", &[]).await;
     let rec = &s.recorder;
     let a = s.start_master("a");
     wait_metric(&a, "sdwan_leader", 1.0, "a leads").await;
-    rec.wait_zone("gw-a", "first zone", |z| z.serial() == 1)
-        .await;
+    rec.wait_zone("gw-a", "first zone", |_| true).await;
 
     // Someone else holds the Lease now (for an hour).
     let mut lease = s.api.get("Lease", "default", LEASE).unwrap();
@@ -300,16 +317,16 @@ async fn a_leader_whose_lease_is_taken_stops_publishing_and_resumes_serials() {
     let (code, body) = http_get(a.metrics, "/readyz").await;
     assert_eq!((code, body.as_str()), (200, "ready (standby)\n"));
 
-    // The intruder releases it: a leads again, reads the retained zone, publishes serial 2.
+    // The intruder releases it: a leads again, reads the retained statuses, publishes a newer
+    // version.
     lease["spec"]["holderIdentity"] = json!(null);
     s.api.apply(lease);
-    let z = rec
-        .wait_zone("gw-a", "web on w2 after the release", |z| {
-            z.data_of("web.default", "A") == ["192.0.2.2"]
-        })
-        .await;
-    assert_eq!(z.serial(), 2);
-    assert_serials_monotonic(rec);
+    rec.wait_zone("gw-a", "web on w2 after the release", |z| {
+        z.data_of("web.default", "A") == ["192.0.2.2"]
+    })
+    .await;
+    assert_eq!(rec.zone("gw-a").len(), 2);
+    assert_versions_monotonic(rec);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

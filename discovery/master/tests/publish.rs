@@ -33,6 +33,7 @@ fn cfg() -> Config {
         resync_interval: ms(10_000),
         foreign_grace: ms(2000),
         takeover_jump: ms(3_600_000),
+        max_unknown: 4096,
     }
 }
 
@@ -1214,4 +1215,64 @@ fn two_thousand_gateways_converge_through_fifty_changes() {
     );
     println!("per change (delivered msgs, delivered bytes, all bytes): {per_change:?}");
     println!("largest delivered per change: {max_delivered} B");
+}
+
+#[test]
+fn statuses_of_gateways_without_content_are_bounded() {
+    let t0 = Instant::now();
+    let now = |ms: u64| Now {
+        mono: t0 + ms_d(ms),
+        wall_ms: 1_764_694_800_000 + ms,
+    };
+    fn ms_d(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+    let mut p = Publisher::new(Config {
+        max_unknown: 10,
+        ..cfg()
+    });
+    p.handle(now(0), Input::Connected);
+    p.handle(now(0), Input::Lead);
+    p.handle(now(600), Input::Tick);
+    let status = AgentStatus {
+        held: Some(Version(7)),
+        digest: Some(Digest(1)),
+        want_snapshot: true,
+        online: true,
+    };
+    // A flood of statuses from made-up gateway ids: at most 10 are followed, and none gets
+    // anything published.
+    for i in 0..10_000u64 {
+        let out = p.handle(
+            now(600 + i),
+            Input::Status {
+                gateway: format!("made-up-{i}"),
+                status: Some(status),
+            },
+        );
+        assert!(out.publishes.is_empty());
+    }
+    assert_eq!(p.gateways(), 10);
+    // A deleted status of a gateway without content forgets it.
+    p.handle(
+        now(20_000),
+        Input::Status {
+            gateway: "made-up-0".into(),
+            status: None,
+        },
+    );
+    assert_eq!(p.gateways(), 9);
+    // A planned gateway is still served in full, status and all.
+    let snap = Cluster::new(4, 3).snapshot("gw-real");
+    let out = p.handle(now(20_001), Input::Desired(Box::new(snap)));
+    assert!(out.publishes.iter().any(|x| x.kind == Kind::Notice));
+    assert_eq!(p.gateways(), 10);
+    p.handle(
+        now(20_002),
+        Input::Status {
+            gateway: "gw-real".into(),
+            status: Some(status),
+        },
+    );
+    assert_eq!(p.convergence("gw-real").unwrap().reported, Some(status));
 }

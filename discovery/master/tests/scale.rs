@@ -98,3 +98,88 @@ async fn one_service_change_at_scale() {
     }
     m.stop().await;
 }
+
+#[path = "../../../bench/plan/synthetic.rs"]
+mod synthetic;
+
+/// The master's resident memory with issue 11's cluster (plan-bench's synthetic cluster:
+/// 5,000 services x 500 workers, seed 1) and `GATEWAYS` gateways (default 2,000): every
+/// gateway's payload v2 content planned (`sdwan_plan::v2::zones`) and handed to the
+/// publisher, which publishes (and keeps) a snapshot per gateway. Prints RSS before and
+/// after, per gateway, and the bytes published.
+/// `GATEWAYS=200 cargo nextest run -p sdwan-discovery --test scale --run-ignored only
+/// --no-capture publisher_memory`
+#[test]
+#[ignore = "measurement, run by hand"]
+fn publisher_memory_at_issue_11_scale() {
+    use sdwan_contract::v2::Version;
+    use sdwan_discovery::publish::{Config, Input, Now, Publisher};
+    use sdwan_plan::{Snapshot, Topology};
+    use sdwan_testsupport::Rng;
+    use synthetic::{node, replicas, service, slice, ZONES};
+
+    fn rss_kib() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    }
+    let gateways: usize = std::env::var("GATEWAYS")
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(2000);
+    let (services, nodes) = (5000, 500);
+    let mut rng = Rng::new(1);
+    let mut snapshot = Snapshot::new();
+    for i in 0..nodes {
+        snapshot.apply_node(&node(i, rng.chance(5), true)).unwrap();
+    }
+    for s in 0..services {
+        let ns = format!("team-{:02}", s % 50);
+        let name = format!("svc-{s:05}");
+        let ports = 1 + usize::from(rng.chance(30));
+        snapshot
+            .apply_service(&service(&ns, &name, ports, s))
+            .unwrap();
+        let h = replicas(&mut rng, nodes);
+        snapshot.apply_slice(&slice(&ns, &name, &h)).unwrap();
+    }
+    let mut topo = String::new();
+    for g in 0..gateways {
+        topo.push_str(&format!(
+            "[[gateway]]\nid = \"gw-{g:05}\"\nzone = \"zone-{:02}\"\n",
+            rng.below(ZONES)
+        ));
+    }
+    let topology = Topology::from_toml(&topo).unwrap();
+    let t0 = Instant::now();
+    let zones = sdwan_plan::v2::zones(&snapshot, &topology);
+    let rss0 = rss_kib();
+    let mut p = Publisher::new(Config {
+        status_wait: Duration::ZERO,
+        max_unknown: gateways + 64,
+        ..Config::default()
+    });
+    let now = || Now {
+        mono: Instant::now(),
+        wall_ms: 1_764_694_800_000,
+    };
+    p.handle(now(), Input::Connected);
+    p.handle(now(), Input::Lead);
+    let mut bytes = 0usize;
+    for g in 0..gateways {
+        let snap = zones.snapshot(&format!("gw-{g:05}"), Version(0)).unwrap();
+        let out = p.handle(now(), Input::Desired(Box::new(snap)));
+        bytes += out.publishes.iter().map(|x| x.payload.len()).sum::<usize>();
+    }
+    let rss1 = rss_kib();
+    eprintln!(
+        "{services} services x {nodes} workers, {gateways} gateways: planned and published in \
+         {:?}, {bytes} bytes; RSS {} MiB before the publisher, {} MiB after: {} KiB per gateway",
+        t0.elapsed(),
+        rss0 / 1024,
+        rss1 / 1024,
+        (rss1 - rss0) / gateways as u64
+    );
+}

@@ -378,6 +378,37 @@ impl Zones {
         self.gateways.get(gateway).copied()
     }
 
+    /// The gateways whose content may differ from `old`'s (all of them without `old`),
+    /// ascending: those of a class whose slot order or address policy changed, and every
+    /// gateway when the settings, the nodes or the services changed. Cheap (compares the
+    /// planned parts once, builds no snapshot), so the master asks the publisher to compare
+    /// whole snapshots only for these.
+    pub fn changed_since(&self, old: Option<&Zones>) -> Vec<&str> {
+        let Some(old) = old else {
+            return self.gateways().collect();
+        };
+        let base_same = Arc::ptr_eq(&self.base, &old.base) || {
+            let (a, b) = (&*self.base, &*old.base);
+            a.suffix == b.suffix
+                && a.local == b.local
+                && a.ttl == b.ttl
+                && a.service_ttl == b.service_ttl
+                && a.nodes == b.nodes
+                && a.services == b.services
+        };
+        self.gateways
+            .iter()
+            .filter(|(gw, &c)| {
+                let Some(&o) = old.gateways.get(*gw) else {
+                    return true;
+                };
+                let (cn, co) = (&self.classes[c], &old.classes[o]);
+                !(base_same && cn.family == co.family && cn.slots == co.slots)
+            })
+            .map(|(gw, _)| gw.as_str())
+            .collect()
+    }
+
     /// The payload v2 content of `gateway` at `version`, or `None` for a gateway the
     /// topology does not name. It passes `Snapshot::check` (the tests hold it to that).
     pub fn snapshot(&self, gateway: &str, version: Version) -> Option<WireSnapshot> {

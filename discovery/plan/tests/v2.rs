@@ -352,9 +352,17 @@ fn random_walk_expands_to_the_v1_zone_and_deltas_apply() {
             check_state(planner.snapshot(), &topology, &what);
             let next_version = version.next(0);
             let zones = pv2::zones(planner.snapshot(), &topology);
+            let changed = zones.changed_since(Some(&prev));
             for gw in zones.gateways() {
                 let old = prev.snapshot(gw, version).unwrap();
                 let new = zones.snapshot(gw, next_version).unwrap();
+                // Zones::changed_since never misses a change (the master hands the publisher
+                // only those gateways).
+                if !changed.contains(&gw) {
+                    let mut same = old.clone();
+                    same.version = next_version;
+                    assert_eq!(same, new, "changed_since missed {gw} after {what}");
+                }
                 if !new.services.is_empty() {
                     non_empty += 1;
                 }
@@ -393,6 +401,21 @@ fn random_walk_expands_to_the_v1_zone_and_deltas_apply() {
         "{deltas} deltas, {snapshots} snapshots"
     );
     assert!(non_empty > 1000, "only {non_empty} non-trivial zones");
+}
+
+#[test]
+fn changed_since_names_every_gateway_at_first_and_none_without_a_change() {
+    let topology = Topology::from_toml(
+        "[[gateway]]\nid = \"gw-a\"\nzone = \"a\"\n[[gateway]]\nid = \"gw-b\"\n",
+    )
+    .unwrap();
+    let mut rng = Rng::new(7);
+    let mut planner = Planner::new(Snapshot::new(), topology.clone());
+    planner.update((0..30).map(|_| random_change(&mut rng)).collect::<Vec<_>>());
+    let zones = pv2::zones(planner.snapshot(), &topology);
+    assert_eq!(zones.changed_since(None), ["gw-a", "gw-b"]);
+    let again = pv2::zones(planner.snapshot(), &topology);
+    assert!(again.changed_since(Some(&zones)).is_empty());
 }
 
 /// The nodes that have a slot, whether Ready or not.

@@ -2,10 +2,13 @@
 //! shapes, the master run in-process, an MQTT recorder, async waiting with deadlines.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sdwan_contract::v2::encode::{decode_owned, Delta, Message, Snapshot};
+use sdwan_contract::v2::{Digest, Version};
 use sdwan_discovery::cli::{self, Command};
 use sdwan_discovery::metrics::SharedMetrics;
 use sdwan_fake_apiserver::FakeApiServer;
@@ -190,21 +193,37 @@ impl Recorder {
             .collect()
     }
 
-    pub fn zone(&self, gateway: &str) -> Vec<Seen> {
-        self.on(&format!("{PREFIX}/gateways/{gateway}/zone"))
+    /// Every content a gateway agent subscribed to all its payload v2 topics would have
+    /// held, in order ([`follow`]).
+    pub fn zone(&self, gateway: &str) -> Vec<Zone> {
+        let prefix = format!("{PREFIX}/gateways/{gateway}/v2/");
+        let seen: Vec<Seen> = self
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.topic.starts_with(&prefix))
+            .cloned()
+            .collect();
+        follow(&prefix, &seen)
     }
 
-    pub fn last_zone(&self, gateway: &str) -> Option<Seen> {
+    pub fn last_zone(&self, gateway: &str) -> Option<Zone> {
         self.zone(gateway).pop()
     }
 
-    /// Waits until the last zone payload of `gateway` satisfies `cond`; returns it.
+    /// Payload v2 messages of `gateway` on `leaf` (`delta`, `tail`, `part/0`, ...).
+    pub fn v2(&self, gateway: &str, leaf: &str) -> Vec<Seen> {
+        self.on(&format!("{PREFIX}/gateways/{gateway}/v2/{leaf}"))
+    }
+
+    /// Waits until the last content of `gateway` satisfies `cond`; returns it.
     pub async fn wait_zone(
         &self,
         gateway: &str,
         what: &str,
-        mut cond: impl FnMut(&Seen) -> bool,
-    ) -> Seen {
+        mut cond: impl FnMut(&Zone) -> bool,
+    ) -> Zone {
         wait_until(
             Duration::from_secs(10),
             &format!("{gateway}: {what}"),
@@ -212,6 +231,376 @@ impl Recorder {
         )
         .await;
         self.last_zone(gateway).unwrap()
+    }
+
+    /// Every message of `gateway` (v2 topics and status), one line each, decoded: for
+    /// failure messages.
+    pub fn dump(&self, gateway: &str) -> String {
+        let mut out = String::new();
+        let t0 = self.seen.lock().unwrap().first().map(|m| m.at);
+        for m in self.seen.lock().unwrap().iter() {
+            if !m.topic.contains(&format!("/gateways/{gateway}/")) {
+                continue;
+            }
+            let what = if m.payload.is_empty() || !m.topic.contains("/v2/") {
+                String::from_utf8_lossy(&m.payload).to_string()
+            } else {
+                match decode_owned(&m.payload) {
+                    Ok(Message::Part(p)) => format!(
+                        "part {}/{} version {} digest {:016x}, {} services",
+                        p.part,
+                        p.parts,
+                        p.version.0,
+                        p.digest.0,
+                        p.services.len()
+                    ),
+                    Ok(Message::Delta(d)) => format!(
+                        "delta {} -> {} digest {:016x}: del {} set {} hosts {}",
+                        d.base.0,
+                        d.version.0,
+                        d.digest.0,
+                        d.del.len(),
+                        d.set.len(),
+                        d.hosts.len()
+                    ),
+                    Ok(Message::Notice {
+                        version, digest, ..
+                    }) => format!("notice version {} digest {:016x}", version.0, digest.0),
+                    Err(e) => format!("undecodable: {e}"),
+                }
+            };
+            let at = t0.map_or(0.0, |t| m.at.duration_since(t).as_secs_f64() * 1e3);
+            out.push_str(&format!("{at:9.1} ms {} {what}\n", m.topic));
+        }
+        out
+    }
+
+    /// Publishes the retained status of a simulated gateway agent holding `held` (version
+    /// and digest), as a payload v2 agent does.
+    pub async fn report(&self, gateway: &str, held: Option<(Version, Digest)>) {
+        let mut st = sdwan_link::Status::online(None, None, "0.1.0");
+        st.held = held.map(|h| h.0 .0);
+        st.digest = held.map(|h| format!("{:016x}", h.1 .0));
+        self.publish_retained(
+            &format!("{PREFIX}/gateways/{gateway}/status"),
+            st.to_json().as_bytes(),
+        )
+        .await;
+    }
+}
+
+/// One content held by a simulated gateway agent: the snapshot, and when the message that
+/// made it arrived.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub snap: Snapshot,
+    pub at: Instant,
+}
+
+impl Zone {
+    pub fn version(&self) -> Version {
+        self.snap.version
+    }
+
+    pub fn digest(&self) -> Digest {
+        self.snap.digest()
+    }
+
+    /// What `name` (relative to the suffix) answers for `A`, as the agent picks under the
+    /// `dual` policy: a node's own address; `local`, a service (`svc.ns`) or a short name
+    /// (`svc`): the first present candidate's. Empty: no answer.
+    pub fn data_of(&self, name: &str, rtype: &str) -> Vec<String> {
+        assert_eq!(rtype, "A", "only A is expanded here");
+        let s = &self.snap;
+        let v4 = |slot: usize| -> Option<String> {
+            s.nodes.get(slot)?.as_ref()?.v4.map(|a| a.to_string())
+        };
+        if name == s.zone.local.as_str() {
+            return (0..s.nodes.len()).find_map(v4).into_iter().collect();
+        }
+        if let Some(i) = s
+            .nodes
+            .iter()
+            .position(|n| n.as_ref().is_some_and(|n| n.name.as_str() == name))
+        {
+            return v4(i).into_iter().collect();
+        }
+        let (svc, ns) = match name.split_once('.') {
+            Some((svc, ns)) => (svc, Some(ns)),
+            None => (name, None),
+        };
+        s.services
+            .iter()
+            .find(|x| x.name == svc && ns.map_or(x.short, |ns| x.ns == ns))
+            .and_then(|x| {
+                x.hosts
+                    .iter()
+                    .find(|&&h| s.nodes.get(usize::from(h)).is_some_and(Option::is_some))
+                    .and_then(|&h| v4(usize::from(h)))
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+/// What a gateway agent subscribed to all its payload v2 topics holds: a complete snapshot
+/// newer than what it holds (then the retained tail on it), a tail or delta on exactly the
+/// version it holds.
+#[derive(Debug, Default)]
+pub struct Follower {
+    parts: BTreeMap<usize, Message>,
+    tail: Option<Delta>,
+    pub held: Option<Snapshot>,
+    /// A version announced (notice, delta) that the retained messages did not give.
+    pub missing: Option<Version>,
+}
+
+impl Follower {
+    /// Takes one message on `leaf` (`part/K`, `tail`, `delta`); true if the content held
+    /// changed.
+    pub fn feed(&mut self, leaf: &str, payload: &[u8]) -> bool {
+        let msg = if payload.is_empty() {
+            None
+        } else {
+            Some(decode_owned(payload).expect("the master's v2 messages decode"))
+        };
+        let mut next = self.held.clone();
+        if let Some(k) = leaf.strip_prefix("part/") {
+            let k: usize = k.parse().unwrap();
+            match msg {
+                Some(p) => {
+                    self.parts.insert(k, p);
+                }
+                None => {
+                    self.parts.remove(&k);
+                }
+            }
+            let whole = match self.parts.get(&0) {
+                Some(Message::Part(p0)) => {
+                    let set: Vec<Message> = (0..usize::from(p0.parts))
+                        .filter_map(|k| self.parts.get(&k).cloned())
+                        .filter(|m| matches!(m, Message::Part(p) if p.version == p0.version))
+                        .collect();
+                    (set.len() == usize::from(p0.parts))
+                        .then(|| Snapshot::assemble(&set).ok())
+                        .flatten()
+                }
+                _ => None,
+            };
+            if let Some(w) = whole {
+                if next
+                    .as_ref()
+                    .is_none_or(|h| w.version.is_newer_than(h.version))
+                {
+                    next = Some(w);
+                }
+            }
+        } else if leaf == "tail" {
+            self.tail = match msg {
+                Some(Message::Delta(d)) => Some(d),
+                _ => None,
+            };
+        } else if leaf == "delta" {
+            match (&msg, next.as_mut()) {
+                (Some(Message::Delta(d)), Some(h)) if d.base == h.version => {
+                    let mut n = h.clone();
+                    if n.apply(d).is_ok() {
+                        *h = n;
+                    }
+                }
+                (Some(Message::Delta(d)), h)
+                    if h.as_ref()
+                        .is_none_or(|h| d.version.is_newer_than(h.version)) =>
+                {
+                    self.missing = Some(d.version);
+                }
+                (Some(Message::Notice { version, .. }), h)
+                    if h.as_ref().is_none_or(|h| version.is_newer_than(h.version)) =>
+                {
+                    self.missing = Some(*version);
+                }
+                _ => {}
+            }
+        }
+        if let (Some(t), Some(h)) = (&self.tail, next.as_mut()) {
+            if t.base == h.version {
+                let mut n = h.clone();
+                if n.apply(t).is_ok() {
+                    *h = n;
+                }
+            }
+        }
+        if let (Some(m), Some(h)) = (self.missing, &next) {
+            if !m.is_newer_than(h.version) {
+                self.missing = None;
+            }
+        }
+        if next != self.held {
+            self.held = next;
+            return true;
+        }
+        false
+    }
+}
+
+/// [`Follower`] over recorded messages under `prefix` (`P/gateways/ID/v2/`): each change of
+/// content is one entry (the same content under another version replaces the last entry's
+/// version).
+pub fn follow(prefix: &str, seen: &[Seen]) -> Vec<Zone> {
+    let mut f = Follower::default();
+    let mut out: Vec<Zone> = Vec::new();
+    for m in seen {
+        if !f.feed(&m.topic[prefix.len()..], &m.payload) {
+            continue;
+        }
+        if let Some(h) = &f.held {
+            let changed = out.last().is_none_or(|z| z.snap.digest() != h.digest());
+            if changed {
+                out.push(Zone {
+                    snap: h.clone(),
+                    at: m.at,
+                });
+            } else if let Some(z) = out.last_mut() {
+                z.snap = h.clone();
+            }
+        }
+    }
+    out
+}
+
+/// A simulated payload v2 gateway agent on a real broker: subscribed to all of its v2
+/// topics, a [`Follower`], reporting `held`, `digest` and (when a snapshot it needs is not
+/// there, or it holds nothing 300 ms after subscribing) `"want":"snapshot"` in its retained
+/// status, as the agent does (`docs/payload-v2.md`); its last will says offline.
+pub struct SimAgent {
+    pub gateway: String,
+    /// Every (version, digest) it served, in order.
+    pub served: Arc<Mutex<Vec<(Version, Digest)>>>,
+    /// Every content it served, in order.
+    pub history: Arc<Mutex<Vec<Zone>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SimAgent {
+    pub async fn start(broker: std::net::SocketAddr, gateway: &str) -> SimAgent {
+        let mut link = Recorder::plain(broker, &format!("sim-{gateway}"));
+        link.clean_session = true;
+        let status_topic = format!("{PREFIX}/gateways/{gateway}/status");
+        let mut opts = link.mqtt_options().unwrap();
+        let offline = sdwan_link::Status::offline(None, "0.1.0").to_json();
+        opts.set_last_will(rumqttc::LastWill::new(
+            &status_topic,
+            offline,
+            QoS::AtLeastOnce,
+            true,
+        ));
+        let (client, mut el) = AsyncClient::new(opts, 256);
+        let served: Arc<Mutex<Vec<(Version, Digest)>>> = Arc::default();
+        let history: Arc<Mutex<Vec<Zone>>> = Arc::default();
+        let (served2, history2, gw) = (served.clone(), history.clone(), gateway.to_string());
+        let task = tokio::spawn(async move {
+            let prefix = format!("{PREFIX}/gateways/{gw}/v2/");
+            let mut f = Follower::default();
+            let mut subscribed_at: Option<Instant> = None;
+            let mut want = false;
+            let status = |f: &Follower, want: bool| {
+                let mut st = sdwan_link::Status::online(None, None, "0.1.0");
+                if let Some(h) = &f.held {
+                    st.held = Some(h.version.0);
+                    st.digest = Some(format!("{:016x}", h.digest().0));
+                }
+                st.want = want.then(|| "snapshot".to_string());
+                st.to_json()
+            };
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                let ev = tokio::select! {
+                    ev = el.poll() => Some(ev),
+                    _ = tick.tick() => None,
+                };
+                let mut report = false;
+                match ev {
+                    Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => {
+                        let _ = client
+                            .subscribe(format!("{prefix}#"), QoS::AtLeastOnce)
+                            .await;
+                        subscribed_at = Some(Instant::now());
+                        report = true;
+                    }
+                    Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => {
+                        if let Some(leaf) = p.topic.strip_prefix(&prefix) {
+                            if f.feed(leaf, &p.payload) {
+                                let h = f.held.as_ref().unwrap();
+                                served2.lock().unwrap().push((h.version, h.digest()));
+                                history2.lock().unwrap().push(Zone {
+                                    snap: h.clone(),
+                                    at: Instant::now(),
+                                });
+                                report = true;
+                            }
+                        }
+                    }
+                    Some(Ok(_)) | None => {}
+                    Some(Err(_)) => {
+                        subscribed_at = None;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                let now_want = f.missing.is_some()
+                    || (f.held.is_none()
+                        && subscribed_at.is_some_and(|t| t.elapsed() > Duration::from_millis(300)));
+                if now_want != want {
+                    want = now_want;
+                    report = true;
+                }
+                if report && subscribed_at.is_some() {
+                    let _ = client
+                        .publish(&status_topic, QoS::AtLeastOnce, true, status(&f, want))
+                        .await;
+                }
+            }
+        });
+        SimAgent {
+            gateway: gateway.to_string(),
+            served,
+            history,
+            task,
+        }
+    }
+
+    /// The content it serves now.
+    pub fn zone(&self) -> Option<Zone> {
+        self.history.lock().unwrap().last().cloned()
+    }
+
+    /// What it serves now.
+    pub fn held(&self) -> Option<(Version, Digest)> {
+        self.served.lock().unwrap().last().copied()
+    }
+
+    /// Versions served only ever grew (RFC 1982).
+    pub fn assert_never_went_back(&self) {
+        let s = self.served.lock().unwrap();
+        for w in s.windows(2) {
+            assert!(
+                w[1].0.is_newer_than(w[0].0),
+                "{}: served {:?} after {:?}",
+                self.gateway,
+                w[1],
+                w[0]
+            );
+        }
+    }
+
+    /// Stops it as a crash would (the broker sends its last will).
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for SimAgent {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
