@@ -7,10 +7,13 @@
 //! - [`store`]: [`store::ZoneStore`], the zone in use behind an atomic swap, and
 //!   [`store::load_payload`] (payload bytes to a compiled zone).
 //! - [`server`]: UDP and TCP servers, socket binding, dropping root.
-//! - [`persist`]: the last good zone payload in `--state-dir` (atomic, durable), loaded at start.
-//! - [`apply`]: policy for payloads from the broker (valid, this gateway, newer serial), then
-//!   persist and swap.
-//! - [`mqtt`]: MQTT mode: the connection thread (TLS via `sdwan-link`), subscription, status;
+//! - [`persist`]: the last good zone in `--state-dir` (atomic, durable), loaded at start: the
+//!   v2 zone as its snapshot parts (`zone-v2.jsonl`), or a v1 payload (`zone.json`).
+//! - [`apply`]: policy for v1 zone payloads (valid, this gateway, newer serial), then persist
+//!   and swap (no longer fed by MQTT: gateway mode reads payload v2).
+//! - [`gateway`]: gateway MQTT mode on payload v2: snapshot parts, deltas, tails, notices,
+//!   resync, persisted v2 zone ([`gateway::GatewayV2`]).
+//! - [`mqtt`]: MQTT mode: the connection thread (TLS via `sdwan-link`), subscriptions, status;
 //!   shared by both modes through [`mqtt::Sink`].
 //! - [`proxy`]: worker mode: proxy payloads written into `--proxy-dir`, checked, reloaded,
 //!   rolled back on failure.
@@ -24,6 +27,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod mqtt;
 pub mod persist;
 pub mod proxy;
@@ -167,9 +171,26 @@ pub fn run(config: &Config) -> Result<(), Error> {
         log_zone(&path.display().to_string(), &zone);
         store.swap(zone);
     }
-    // MQTT mode: the persisted zone is served at once, before and without the broker.
+    // MQTT mode: the persisted zone is served at once, before and without the broker: the
+    // v2 zone when there is one, else a v1 payload a previous version left.
     if let Some(dir) = &config.state_dir {
-        if let Some((zone, _)) = persist::load(dir, config.gateway_id.as_deref()) {
+        let v2 = config
+            .gateway_id
+            .as_deref()
+            .and_then(|id| persist::load_v2_zone(dir, id));
+        if let Some(zone) = v2 {
+            if let Some(h) = zone.held() {
+                info!(
+                    "zone loaded from {}: gateway {}, version {} digest {}, {} services",
+                    dir.join(persist::V2_STATE_FILE).display(),
+                    zone.gateway(),
+                    h.version.0,
+                    h.digest,
+                    zone.service_count()
+                );
+            }
+            store.swap_v2(zone);
+        } else if let Some((zone, _)) = persist::load(dir, config.gateway_id.as_deref()) {
             if store.serial().is_none_or(|s| s < zone.serial()) {
                 log_zone(&persist::state_file(dir).display().to_string(), &zone);
                 store.swap(zone);
@@ -200,8 +221,14 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let running = server::spawn(bound, store.clone(), limits).map_err(Error::Server)?;
     if let Some(link) = link {
         let id = config.gateway_id.as_deref().unwrap_or_default();
-        let applier = apply::Applier::new(id, config.state_dir.clone(), store.clone());
-        link.spawn(applier).map_err(Error::Server)?;
+        let sink = gateway::GatewayV2::new(
+            id,
+            link.topics(),
+            config.state_dir.clone(),
+            store.clone(),
+            std::time::Instant::now(),
+        );
+        link.spawn(sink).map_err(Error::Server)?;
     }
     match tap {
         None => Err(Error::Server(running.wait())),
@@ -251,11 +278,14 @@ pub fn run_worker(config: &Config) -> Result<(), Error> {
     let link = mqtt::Link::prepare(config)
         .map_err(Error::Mqtt)?
         .expect("--broker checked above");
-    let applier = proxy::ProxyApplier::new(
-        node,
-        dir,
-        config.check_cmd.clone(),
-        config.reload_cmd.clone(),
+    let applier = mqtt::OneTopic::new(
+        link.topics().node_proxy(node),
+        proxy::ProxyApplier::new(
+            node,
+            dir,
+            config.check_cmd.clone(),
+            config.reload_cmd.clone(),
+        ),
     );
     info!(
         "worker mode: node {node}, proxy directory {}",

@@ -2,8 +2,10 @@
 //! the agent's payload topic (QoS 1, clean session), hands each payload to a [`Sink`] and
 //! publishes the retained status document on connect and after every apply or rejection. The
 //! last will is the offline document. Both modes share this loop:
-//! - gateway mode (`--gateway-id ID`): `P/gateways/ID/zone` into the [`Applier`] (DNS zone),
-//!   status on `P/gateways/ID/status`, client id = gateway id;
+//! - gateway mode (`--gateway-id ID`): payload v2 (`docs/payload-v2.md`) into
+//!   [`crate::gateway::GatewayV2`]: `P/gateways/ID/v2/delta` always, `v2/tail` and
+//!   `v2/part/+` while it needs a snapshot ([`Sink::subscriptions`]); status on
+//!   `P/gateways/ID/status`, client id = gateway id;
 //! - worker mode (`--node-id NODE`): `P/nodes/NODE/proxy` into the proxy applier
 //!   (`crate::proxy`), status on `P/nodes/NODE/status`, client id = node id.
 //!
@@ -24,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use sdwan_link::rumqttc::{
-    Client, ConnectReturnCode, Connection, Event, LastWill, MqttOptions, Packet, QoS,
-    SubscribeReasonCode,
+    Client, ConnectReturnCode, Event, LastWill, MqttOptions, Packet, QoS, RecvTimeoutError,
+    SubscribeFilter, SubscribeReasonCode,
 };
 use sdwan_link::{Backoff, BrokerUrl, LinkError, LinkOptions, Status, Topics};
 
@@ -91,15 +93,32 @@ pub struct Link {
     broker: BrokerUrl,
     /// Client id: the gateway id or the node id.
     id: String,
-    /// Where payloads come from.
-    payload_topic: String,
+    /// The topic tree.
+    topics: Topics,
     /// Where the status goes.
     status_topic: String,
 }
 
-/// What the MQTT loop feeds payloads to: the gateway's zone [`Applier`] or the worker's proxy
-/// applier.
+/// What the MQTT loop feeds messages to: the gateway's payload v2 state machine
+/// ([`crate::gateway::GatewayV2`]) or the worker's proxy applier (through [`OneTopic`]).
 pub trait Sink: Send + 'static {
+    /// The topics to be subscribed to right now (the loop subscribes to new ones and
+    /// unsubscribes from dropped ones after each connect, message and tick).
+    fn subscriptions(&self) -> Vec<String>;
+    /// A connection is up (subscriptions are about to be made again: clean session).
+    fn connected(&mut self, _now: Instant) {}
+    /// Handles one message; true when the status document must be published.
+    fn handle(&mut self, topic: &str, payload: &[u8], now: Instant) -> bool;
+    /// Called about once a second; true when the status document must be published.
+    fn tick(&mut self, _now: Instant) -> bool {
+        false
+    }
+    /// The online status document (without `disconnect`, which the loop adds).
+    fn status(&self) -> Status;
+}
+
+/// An applier of one payload kind on one topic (the worker's proxy payloads).
+pub trait PayloadSink: Send + 'static {
     /// Handles one payload; true when the status document changed and must be published.
     fn handle_payload(&mut self, payload: &[u8]) -> bool;
     /// Serial in use, for the status document.
@@ -108,7 +127,41 @@ pub trait Sink: Send + 'static {
     fn last_error(&self) -> Option<&str>;
 }
 
-impl Sink for Applier {
+/// A [`PayloadSink`] subscribed to its one topic.
+#[derive(Debug)]
+pub struct OneTopic<A> {
+    topic: String,
+    applier: A,
+}
+
+impl<A: PayloadSink> OneTopic<A> {
+    /// `applier` fed from `topic`.
+    pub fn new(topic: String, applier: A) -> OneTopic<A> {
+        OneTopic { topic, applier }
+    }
+}
+
+impl<A: PayloadSink> Sink for OneTopic<A> {
+    fn subscriptions(&self) -> Vec<String> {
+        vec![self.topic.clone()]
+    }
+    fn handle(&mut self, topic: &str, payload: &[u8], _now: Instant) -> bool {
+        if topic != self.topic {
+            debug!("ignoring message on {topic}");
+            return false;
+        }
+        self.applier.handle_payload(payload)
+    }
+    fn status(&self) -> Status {
+        Status::online(
+            self.applier.serial(),
+            self.applier.last_error().map(str::to_string),
+            VERSION,
+        )
+    }
+}
+
+impl PayloadSink for Applier {
     fn handle_payload(&mut self, payload: &[u8]) -> bool {
         !matches!(self.handle(payload), Outcome::Unchanged(_))
     }
@@ -127,23 +180,18 @@ impl Link {
             return Ok(None);
         };
         let topics = Topics::new(&config.topic_prefix)?;
-        let (id, payload_topic, status_topic) = if let Some(node) = &config.node_id {
+        let (id, status_topic) = if let Some(node) = &config.node_id {
             if !valid_gateway_id(node) {
                 return Err(MqttError::BadNodeId(node.clone()));
             }
-            (
-                node.clone(),
-                topics.node_proxy(node),
-                topics.node_status(node),
-            )
+            (node.clone(), topics.node_status(node))
         } else {
             let gateway_id = config.gateway_id.clone().ok_or(MqttError::NoGatewayId)?;
             if !valid_gateway_id(&gateway_id) {
                 return Err(MqttError::BadGatewayId(gateway_id));
             }
-            let zone = topics.gateway_zone(&gateway_id);
             let status = topics.gateway_status(&gateway_id);
-            (gateway_id, zone, status)
+            (gateway_id, status)
         };
         let broker = BrokerUrl::parse(url)?;
         let mut link = LinkOptions::new(broker.clone(), &id);
@@ -165,9 +213,14 @@ impl Link {
             options,
             broker,
             id,
-            payload_topic,
+            topics,
             status_topic,
         }))
+    }
+
+    /// The topic tree (`--topic-prefix`).
+    pub fn topics(&self) -> &Topics {
+        &self.topics
     }
 
     /// Starts the MQTT thread feeding `sink`; it runs for the life of the process.
@@ -177,8 +230,7 @@ impl Link {
             .spawn(move || self.run(sink))
     }
 
-    fn run<S: Sink>(self, mut applier: S) {
-        let zone_topic = self.payload_topic.clone();
+    fn run<S: Sink>(self, mut sink: S) {
         let status_topic = self.status_topic.clone();
         let (client, mut connection) = Client::new(self.options.clone(), 64);
         connection
@@ -187,12 +239,38 @@ impl Link {
         let mut backoff = Backoff::with_seed(seed());
         let mut session = Session::default();
         let max_packet = self.options.max_packet_size();
+        // What the broker was asked to deliver on this connection.
+        let mut subscribed: Vec<String> = Vec::new();
+        let mut next_tick = Instant::now() + TICK;
         info!(
-            "connecting to {} as {} (payload topic {zone_topic})",
-            self.broker, self.id
+            "connecting to {} as {} (topics {})",
+            self.broker,
+            self.id,
+            sink.subscriptions().join(", ")
         );
         loop {
-            let event = next_event(&mut connection, max_packet);
+            let now = Instant::now();
+            if now >= next_tick {
+                next_tick = now + TICK;
+                if sink.tick(now) && session.connected {
+                    publish_status(&client, &status_topic, &sink, &session);
+                }
+            }
+            // Ticks only while connected: a connection attempt (a TLS handshake on a slow
+            // router) is never cut short by a timeout.
+            let polled = if session.connected {
+                connection.recv_timeout(next_tick.saturating_duration_since(now))
+            } else {
+                connection
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected)
+            };
+            let event = match polled {
+                Ok(Ok(ev)) => Ok(ev),
+                Ok(Err(e)) => Err(sdwan_link::options::describe_error(&e, max_packet)),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(e) => Err(format!("{e:?}")),
+            };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     if ack.code != ConnectReturnCode::Success {
@@ -204,14 +282,14 @@ impl Link {
                     );
                     session.connected();
                     backoff.connected(Instant::now());
+                    sink.connected(Instant::now());
                     // The status first: it must reach the broker even when what the
                     // subscription brings breaks the connection (an over-size retained
                     // message), since it says why the previous connection dropped.
-                    publish_status(&client, &status_topic, &applier, &session);
+                    publish_status(&client, &status_topic, &sink, &session);
                     // Subscribe on every connect (clean session).
-                    if let Err(e) = client.try_subscribe(zone_topic.clone(), QoS::AtLeastOnce) {
-                        warn!("cannot queue subscription to {zone_topic}: {e}");
-                    }
+                    subscribed.clear();
+                    sync_subscriptions(&client, &sink, &mut subscribed);
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     if ack
@@ -219,17 +297,20 @@ impl Link {
                         .iter()
                         .any(|c| matches!(c, SubscribeReasonCode::Failure))
                     {
-                        warn!("broker refused the subscription to {zone_topic} (check its ACL)");
+                        warn!(
+                            "broker refused a subscription to {} (check its ACL)",
+                            subscribed.join(", ")
+                        );
                     }
                 }
+                Ok(Event::Incoming(Packet::UnsubAck(_))) => {
+                    info!("unsubscription confirmed by the broker");
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if p.topic != zone_topic {
-                        debug!("ignoring message on {}", p.topic);
-                        continue;
+                    if sink.handle(&p.topic, &p.payload, Instant::now()) {
+                        publish_status(&client, &status_topic, &sink, &session);
                     }
-                    if applier.handle_payload(&p.payload) {
-                        publish_status(&client, &status_topic, &applier, &session);
-                    }
+                    sync_subscriptions(&client, &sink, &mut subscribed);
                 }
                 Ok(_) => {}
                 Err(reason) => {
@@ -242,15 +323,35 @@ impl Link {
     }
 }
 
-/// The next event, or why the connection failed or dropped (described by
-/// [`sdwan_link::options::describe_error`], which names both sizes of an over-size packet); a
-/// closed request channel cannot happen (we hold the client).
-fn next_event(connection: &mut Connection, max_packet: usize) -> Result<Event, String> {
-    match connection.recv() {
-        Ok(Ok(ev)) => Ok(ev),
-        Ok(Err(e)) => Err(sdwan_link::options::describe_error(&e, max_packet)),
-        Err(e) => Err(format!("{e:?}")),
+/// How often the loop calls [`Sink::tick`].
+const TICK: Duration = Duration::from_secs(1);
+
+/// Subscribes to the topics `sink` wants that are not subscribed yet (in one SUBSCRIBE, in
+/// the sink's order: the broker sends retained messages in that order), and unsubscribes
+/// from those it no longer wants.
+fn sync_subscriptions<S: Sink>(client: &Client, sink: &S, subscribed: &mut Vec<String>) {
+    let wanted = sink.subscriptions();
+    let new: Vec<String> = wanted
+        .iter()
+        .filter(|t| !subscribed.contains(t))
+        .cloned()
+        .collect();
+    for gone in subscribed.iter().filter(|t| !wanted.contains(t)) {
+        debug!("unsubscribing from {gone}");
+        if let Err(e) = client.try_unsubscribe(gone.clone()) {
+            warn!("cannot queue unsubscription from {gone}: {e}");
+        }
     }
+    if !new.is_empty() {
+        debug!("subscribing to {}", new.join(", "));
+        let filters = new
+            .iter()
+            .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
+        if let Err(e) = client.try_subscribe_many(filters) {
+            warn!("cannot queue subscription to {}: {e}", new.join(", "));
+        }
+    }
+    *subscribed = wanted;
 }
 
 /// Logs connects and disconnects once each: the first failure after a connection is the
@@ -289,14 +390,10 @@ impl Session {
     }
 }
 
-fn publish_status<S: Sink>(client: &Client, topic: &str, applier: &S, session: &Session) {
-    let mut doc = Status::online(
-        applier.serial(),
-        applier.last_error().map(str::to_string),
-        VERSION,
-    );
+fn publish_status<S: Sink>(client: &Client, topic: &str, sink: &S, session: &Session) {
+    let mut doc = sink.status();
     doc.disconnect = session.last_drop.clone();
-    let doc = doc.to_json();
+    let doc = status::online_doc(doc);
     if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, doc) {
         warn!("cannot queue status on {topic}: {e}");
     }

@@ -8,6 +8,11 @@
 //! anything fails.
 //! [`load`] re-validates the file with the core like any payload from the broker; a missing,
 //! unreadable, corrupt or truncated file is logged and ignored, never fatal.
+//!
+//! Payload v2 (`docs/payload-v2.md`): [`save_v2`] writes the zone in use, re-encoded as its
+//! snapshot parts by the contract's encoder, one JSON message per line, into
+//! [`V2_STATE_FILE`] (atomically, as above); [`load_v2`] reads it back (bounded) through the
+//! same door as the broker's parts (`Staging::part`: decoding, assembly, digest check).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -16,7 +21,11 @@ use std::path::{Path, PathBuf};
 
 use log::{info, warn};
 
-use crate::store::{load_payload, OwnedZone};
+use sdwan_agent_core::v2zone::{PartStatus, Staging, Work};
+use sdwan_contract::v2::encode::{Service, Snapshot};
+use sdwan_contract::v2::{Node, Port, Str, MAX_MESSAGE_BYTES, MAX_PARTS};
+
+use crate::store::{load_payload, OwnedZone, OwnedZoneV2};
 
 /// The persisted payload's file name inside the state directory.
 pub const STATE_FILE: &str = "zone.json";
@@ -180,6 +189,136 @@ pub fn load(dir: &Path, gateway_id: Option<&str>) -> Option<(OwnedZone, Vec<u8>)
         }
     }
     Some((zone, bytes))
+}
+
+/// The persisted v2 zone's file name inside the state directory.
+pub const V2_STATE_FILE: &str = "zone-v2.jsonl";
+
+/// Largest v2 state file: every part at its largest, one newline each.
+pub const V2_STATE_MAX: usize = MAX_PARTS * (MAX_MESSAGE_BYTES + 1);
+
+/// The content of a held v2 zone as the contract's owned snapshot (what the master encodes).
+/// `None` when the zone holds nothing.
+pub fn snapshot_of(zone: &OwnedZoneV2) -> Option<Snapshot> {
+    let held = zone.held()?;
+    let header = *zone.header()?;
+    let nodes = (0..header.nodes)
+        .map(|slot| {
+            let n = zone.node(slot)?;
+            Some(Node {
+                name: Str::new(std::str::from_utf8(n.name).ok()?)?,
+                tier: n.tier,
+                v4: n.v4.map(std::net::Ipv4Addr::from),
+                v6: n.v6.map(std::net::Ipv6Addr::from),
+            })
+        })
+        .collect();
+    let services = (0..zone.service_count())
+        .filter_map(|i| zone.service(i))
+        .map(|s| Service {
+            ns: String::from_utf8_lossy(s.ns).into_owned(),
+            name: String::from_utf8_lossy(s.name).into_owned(),
+            short: s.short(),
+            ports: s
+                .ports()
+                .filter_map(|p| {
+                    Some(Port {
+                        label: Str::new(std::str::from_utf8(p.label).ok()?)?,
+                        proto: p.proto,
+                        node_port: p.node_port,
+                    })
+                })
+                .collect(),
+            hosts: s.hosts().collect(),
+        })
+        .collect();
+    Some(Snapshot {
+        gateway: zone.gateway().to_string(),
+        version: held.version,
+        zone: header,
+        nodes,
+        services,
+    })
+}
+
+/// Writes the v2 zone in use atomically and durably as [`V2_STATE_FILE`]: its snapshot
+/// parts, one per line.
+pub fn save_v2(dir: &Path, zone: &OwnedZoneV2) -> io::Result<()> {
+    let snapshot = snapshot_of(zone).ok_or_else(|| io::Error::other("no zone held"))?;
+    let parts = snapshot
+        .encode()
+        .map_err(|e| io::Error::other(format!("cannot encode the zone: {e}")))?;
+    let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for p in parts {
+        bytes.extend_from_slice(&p);
+        bytes.push(b'\n');
+    }
+    write_atomic(dir, V2_STATE_FILE, &bytes)
+}
+
+/// [`load_v2`] with a fresh heap of `gateway::ZONE_HEAP_BYTES` and working memory.
+pub fn load_v2_zone(dir: &Path, gateway_id: &str) -> Option<Box<OwnedZoneV2>> {
+    let mut work = Box::new(Work::new());
+    load_v2(dir, gateway_id, crate::gateway::heap(), &mut work)
+}
+
+/// Loads the persisted v2 zone for `gateway_id` into a zone over `heap`: every line a
+/// snapshot part, taken through `Staging::part` like the broker's. Returns `None` (after
+/// logging why) when the file is missing, too large, unreadable, or not one whole snapshot
+/// of this gateway with the digest it declares.
+pub fn load_v2(
+    dir: &Path,
+    gateway_id: &str,
+    heap: Box<[u8]>,
+    work: &mut Work,
+) -> Option<Box<OwnedZoneV2>> {
+    let path = dir.join(V2_STATE_FILE);
+    let bytes = match fs::File::open(&path).and_then(|f| read_at_most(f, V2_STATE_MAX)) {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            warn!(
+                "persisted v2 zone {} is larger than {V2_STATE_MAX} bytes, ignored",
+                path.display()
+            );
+            return None;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            info!("no persisted v2 zone in {}", dir.display());
+            return None;
+        }
+        Err(e) => {
+            warn!(
+                "persisted v2 zone {} unreadable, ignored: {e}",
+                path.display()
+            );
+            return None;
+        }
+    };
+    let mut staging = Box::new(Staging::new(heap));
+    let bad = |why: String| {
+        warn!(
+            "persisted v2 zone {} is corrupt or truncated, ignored: {why}",
+            path.display()
+        );
+        None
+    };
+    for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match staging.part(gateway_id, None, line, work) {
+            Ok(PartStatus::Waiting(_)) => {}
+            Ok(PartStatus::Complete) => break,
+            Ok(PartStatus::Skipped(a)) => return bad(format!("line {}: part {a:?}", n + 1)),
+            Err(e) => return bad(format!("line {}: {e}", n + 1)),
+        }
+    }
+    if !staging.is_complete() {
+        return bad("not a whole snapshot".into());
+    }
+    let mut zone = Box::new(OwnedZoneV2::new(Box::default()));
+    staging.swap_into(&mut zone);
+    Some(zone)
 }
 
 #[cfg(test)]

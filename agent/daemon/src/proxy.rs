@@ -615,7 +615,7 @@ impl ProxyApplier {
     }
 }
 
-impl crate::mqtt::Sink for ProxyApplier {
+impl crate::mqtt::PayloadSink for ProxyApplier {
     fn handle_payload(&mut self, payload: &[u8]) -> bool {
         self.handle(payload)
     }

@@ -1,5 +1,6 @@
 //! The agent's status documents (`sdwan_link::Status`): the retained online document published
-//! on connect and after every apply or rejection, and the offline last will.
+//! on connect and after every apply or rejection, and the offline last will. Payload v2 adds
+//! `held`, `digest` and `want` (`crate::gateway`); `serial` stays null there.
 
 use sdwan_contract::json;
 use sdwan_link::Status;
@@ -10,10 +11,15 @@ use crate::VERSION;
 /// ` ...`) until the document fits the readers' door ([`json::STATUS`], 16 KiB): a rejection
 /// text can quote the payload (a node name, a command's stderr).
 pub fn online(serial: Option<u32>, error: Option<&str>) -> String {
-    let mut error = error.map(str::to_string);
+    online_doc(Status::online(serial, error.map(str::to_string), VERSION))
+}
+
+/// The document `status` as JSON, its error shortened as [`online`] does.
+pub fn online_doc(mut status: Status) -> String {
     loop {
-        let doc = Status::online(serial, error.clone(), VERSION).to_json();
-        let Some(e) = error
+        let doc = status.to_json();
+        let Some(e) = status
+            .error
             .as_mut()
             .filter(|_| doc.len() > json::STATUS.max_bytes)
         else {

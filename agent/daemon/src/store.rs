@@ -1,25 +1,78 @@
 //! The zone in use, shared by every server thread and replaced atomically.
 //!
-//! Readers ([`ZoneStore::load`]) never block and never allocate (arc-swap's debt slots); a
-//! writer ([`ZoneStore::swap`]) publishes a whole new compiled zone. A query that already loaded
-//! the old zone finishes on it; the next query sees the new one; nobody sees a mix.
+//! The store holds a [`Served`] zone: a v1 zone (`--zone-file`, the v1 state file) or a v2
+//! zone (payload v2 from the broker, `docs/payload-v2.md`), or none. Readers
+//! ([`ZoneStore::load`], then [`answer`]) never block and never allocate (arc-swap's debt
+//! slots); a writer ([`ZoneStore::swap`], [`ZoneStore::swap_v2`]) publishes a whole new zone.
+//! A query that already loaded the old zone finishes on it; the next query sees the new one;
+//! nobody sees a mix.
 
 use std::sync::Arc;
 
 use arc_swap::{ArcSwapOption, Guard};
 use sdwan_agent_core::payload::{PayloadErrorKind, Text};
-use sdwan_agent_core::{compile, compiled_size_bound, PayloadError, Zone};
+use sdwan_agent_core::wire;
+use sdwan_agent_core::{
+    compile, compiled_size_bound, Health, PayloadError, Transport, Zone, ZoneV2,
+};
+use sdwan_contract::v2::accept::Held;
 
-/// A compiled zone held on the heap, as the daemon keeps it.
+/// A compiled v1 zone held on the heap, as the daemon keeps it.
 pub type OwnedZone = Zone<Vec<u8>>;
 
+/// A v2 zone over a heap buffer of its own.
+pub type OwnedZoneV2 = ZoneV2<Box<[u8]>>;
+
+/// The zone the servers answer from.
+#[derive(Debug)]
+pub enum Served {
+    /// A v1 zone (`--zone-file`, or the v1 state file).
+    V1(OwnedZone),
+    /// A whole, checked v2 zone (boxed: its tables are ~150 KiB).
+    V2(Box<OwnedZoneV2>),
+}
+
+impl Served {
+    /// The v2 zone, if this is one.
+    pub fn v2(&self) -> Option<&OwnedZoneV2> {
+        match self {
+            Served::V2(z) => Some(z),
+            Served::V1(_) => None,
+        }
+    }
+
+    /// Which node slots are down (issue 14's prober will keep a bitmap per zone; until then
+    /// every node is up).
+    pub fn health(&self) -> Health<'_> {
+        Health::ALL_UP
+    }
+}
+
 /// What a reader holds while answering: `None` when no zone is loaded (answers are REFUSED).
-pub type ZoneGuard = Guard<Option<Arc<OwnedZone>>>;
+pub type ZoneGuard = Guard<Option<Arc<Served>>>;
+
+/// Answers `query` from `zone` (v1 or v2) into `out`: the core's `answer` or `answer_v2`.
+/// No allocation, no lock.
+#[inline]
+pub fn answer(
+    zone: Option<&Served>,
+    query: &[u8],
+    out: &mut [u8],
+    transport: Transport,
+) -> Result<usize, wire::Error> {
+    match zone {
+        Some(s @ Served::V2(z)) => {
+            sdwan_agent_core::answer_v2(Some(&**z), query, out, transport, s.health())
+        }
+        Some(Served::V1(z)) => sdwan_agent_core::answer(Some(z), query, out, transport),
+        None => sdwan_agent_core::answer(None::<&OwnedZone>, query, out, transport),
+    }
+}
 
 /// The current zone, or none.
 #[derive(Debug, Default)]
 pub struct ZoneStore {
-    zone: ArcSwapOption<OwnedZone>,
+    zone: ArcSwapOption<Served>,
 }
 
 impl ZoneStore {
@@ -34,14 +87,33 @@ impl ZoneStore {
         self.zone.load()
     }
 
-    /// Replaces the zone in use, returning the previous one.
-    pub fn swap(&self, zone: OwnedZone) -> Option<Arc<OwnedZone>> {
-        self.zone.swap(Some(Arc::new(zone)))
+    /// The zone in use, as a counted reference (for the MQTT thread, which reads the held v2
+    /// zone while it builds the next one).
+    pub fn load_full(&self) -> Option<Arc<Served>> {
+        self.zone.load_full()
     }
 
-    /// Serial of the zone in use, or `None` when there is none.
+    /// Replaces the zone in use by a v1 zone, returning the previous one.
+    pub fn swap(&self, zone: OwnedZone) -> Option<Arc<Served>> {
+        self.zone.swap(Some(Arc::new(Served::V1(zone))))
+    }
+
+    /// Replaces the zone in use by a whole v2 zone, returning the previous one.
+    pub fn swap_v2(&self, zone: Box<OwnedZoneV2>) -> Option<Arc<Served>> {
+        self.zone.swap(Some(Arc::new(Served::V2(zone))))
+    }
+
+    /// Serial of the v1 zone in use, or `None` when there is none (or a v2 zone is in use).
     pub fn serial(&self) -> Option<u32> {
-        self.zone.load().as_ref().map(|z| z.serial())
+        match self.zone.load().as_deref() {
+            Some(Served::V1(z)) => Some(z.serial()),
+            _ => None,
+        }
+    }
+
+    /// Version and digest of the v2 zone in use, or `None`.
+    pub fn held(&self) -> Option<Held> {
+        self.zone.load().as_deref().and_then(Served::v2)?.held()
     }
 
     /// True when no zone is loaded.

@@ -183,7 +183,7 @@ mod driver {
     use std::sync::{mpsc, Arc};
 
     use log::{debug, info};
-    use sdwan_agent_core::{answer, Transport};
+    use sdwan_agent_core::Transport;
     use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet, SocketStorage};
     use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
     use smoltcp::socket::udp;
@@ -192,7 +192,7 @@ mod driver {
 
     use crate::server::udp::{ANSWER_MAX, QUERY_MAX};
     use crate::server::Running;
-    use crate::store::ZoneStore;
+    use crate::store::{answer, ZoneStore};
 
     /// Datagrams each way the UDP socket can hold between two polls.
     const SLOTS: usize = 32;

@@ -34,6 +34,14 @@ fn zone_with(serial: u32, extra: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// The message `msg` with `extra` spliced in after its first `{`.
+fn spliced(msg: &[u8], extra: &str) -> Vec<u8> {
+    String::from_utf8(msg.to_vec())
+        .unwrap()
+        .replacen('{', &format!("{{{extra},"), 1)
+        .into_bytes()
+}
+
 /// The agent answers `svc` with the address of `serial` (asked with dig).
 fn dig_serves(dns: std::net::SocketAddr, serial: u32, what: &str) {
     let a = dig(dns, &[NAME, "A"]);
@@ -48,77 +56,85 @@ fn dig_serves(dns: std::net::SocketAddr, serial: u32, what: &str) {
 #[test]
 fn deeply_nested_zone_payloads_keep_the_previous_zone_served() {
     let mut rig = GatewayRig::start("hostile-zone", true, 10);
-    // (case, payload: valid but for its nesting, so only the door refuses it)
-    let cases: Vec<(&str, Vec<u8>)> = vec![
+    let s10 = snapshot_v2("gw-a", 10, 10);
+    let s11 = snapshot_v2("gw-a", 11, 11);
+    let delta = delta_v2(&s10, &s11);
+    let part = s11.encode().unwrap().remove(0);
+    // (case, topic, message: valid but for its nesting, so only the door refuses it)
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
         (
             "unknown field 30,000 objects deep",
-            zone_with(11, &format!("\"x\":{}", nested(30_000, true))),
+            "delta",
+            spliced(&delta, &format!("\"x\":{}", nested(30_000, true))),
         ),
         (
-            "unknown field 150,000 arrays deep",
-            zone_with(11, &format!("\"x\":{}", nested(150_000, false))),
+            "unknown field 100,000 arrays deep",
+            "delta",
+            spliced(&delta, &format!("\"x\":{}", nested(100_000, false))),
         ),
         (
-            "records of version 2, 30,000 deep",
-            zone("gw-a", 11)
-                .replace("\"version\":1", "\"version\":2")
-                .replace(
-                    "\"records\":[",
-                    &format!("\"records\":[{},", nested(30_000, false)),
+            "node slots 30,000 deep",
+            "delta",
+            String::from_utf8(delta.clone())
+                .unwrap()
+                .replacen(
+                    "\"node_set\":[",
+                    &format!("\"node_set\":[{},", nested(30_000, false)),
+                    1,
                 )
                 .into_bytes(),
         ),
         (
-            "a record's data 30,000 deep",
-            zone("gw-a", 11)
+            "a retained part with a node 30,000 deep",
+            "part/0",
+            String::from_utf8(part.clone())
+                .unwrap()
                 .replacen(
-                    "\"data\":\"10.",
-                    &format!("\"data\":{},\"x\":\"", nested(30_000, true)),
+                    "\"nodes\":[",
+                    &format!("\"nodes\":[{},", nested(30_000, true)),
                     1,
                 )
                 .into_bytes(),
         ),
     ];
-    for (case, payload) in &cases {
-        rig.master.publish_zone("gw-a", payload.clone());
-        let want = if case.contains("version 2") {
-            "unsupported version 2"
+    for (case, leaf, payload) in &cases {
+        if leaf.starts_with("part") {
+            // The agent reads parts only while it resyncs: a notice makes it.
+            rig.master.publish_v2("gw-a", leaf, payload.clone());
+            rig.master.notice(&s11);
         } else {
-            "nested deeper than 3 levels of arrays and objects"
-        };
+            rig.master.publish_v2("gw-a", leaf, payload.clone());
+        }
+        let want = "nested too deeply";
         let st = rig
             .master
             .wait_status("gw-a", &format!("{case}: error {want:?}"), |s| {
                 s.error.as_deref().is_some_and(|e| e.contains(want))
             });
         assert_eq!(st.state, State::Online, "{case}");
-        assert_eq!(st.serial, Some(10), "{case}: serial in use changed");
+        assert_eq!(st.held, Some(10), "{case}: version in use changed");
         dig_serves(rig.agent.dns, 10, case);
         rig.master.clear_statuses();
     }
 
-    // The last hostile payload stays retained: the agent restarts, serves its persisted zone,
-    // reads the payload again and refuses it again.
+    // The last hostile part stays retained: the agent restarts, serves its persisted zone,
+    // reads the part again and refuses it again.
     rig.agent.restart();
     wait_serving(rig.agent.dns, 10);
-    rig.master.wait_status(
-        "gw-a",
-        "after a restart: the retained payload refused",
-        |s| {
+    rig.master
+        .wait_status("gw-a", "after a restart: the retained part refused", |s| {
             s.state == State::Online
-                && s.serial == Some(10)
+                && s.held == Some(10)
                 && s.error
                     .as_deref()
-                    .is_some_and(|e| e.contains("nested deeper"))
-        },
-    );
+                    .is_some_and(|e| e.contains("nested too deeply"))
+        });
     dig_serves(rig.agent.dns, 10, "after a restart");
     assert!(rig.agent.child.try_exit().is_none(), "agent exited");
 
-    // A good payload still goes through.
-    rig.master.publish_zone("gw-a", zone("gw-a", 12));
+    // A good snapshot still goes through.
+    rig.master.publish_serial("gw-a", 12);
     wait_serving(rig.agent.dns, 12);
-    dig_serves(rig.agent.dns, 12, "the next good zone");
 }
 
 /// Runs `sdwan-agent --zone-file FILE` and returns its exit code and stderr.

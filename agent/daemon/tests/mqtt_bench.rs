@@ -34,10 +34,14 @@ fn bench_publish_to_answer() {
     let rig = GatewayRig::start("bench-p2a", false, 1);
     let GatewayRig { agent, master, .. } = &rig;
     let mut lat = Vec::with_capacity(updates as usize);
+    let mut cur = snapshot_v2("gw-a", 1, 1);
     for serial in 2..=updates + 1 {
         let want = ip_for(serial);
+        let next = snapshot_v2("gw-a", serial.into(), serial);
+        let delta = delta_v2(&cur, &next);
+        cur = next;
         let t0 = Instant::now();
-        master.publish_zone("gw-a", zone("gw-a", serial));
+        master.publish_v2("gw-a", "delta", delta);
         loop {
             if let Ok(a) = query_a(agent.dns, NAME, Duration::from_secs(1)) {
                 if a.a == [want] {
@@ -49,7 +53,7 @@ fn bench_publish_to_answer() {
         lat.push(t0.elapsed());
         // The next update starts once this one is acknowledged (persisted, status published),
         // as with a master that publishes changes, not a back-to-back stream.
-        master.wait_status("gw-a", "acknowledged", |s| s.serial == Some(serial));
+        master.wait_status("gw-a", "acknowledged", |s| s.held == Some(serial.into()));
     }
     lat.sort();
     println!();
@@ -90,9 +94,12 @@ fn bench_swaps_under_load() {
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let mut serial = 1;
+    let mut cur = snapshot_v2("gw-a", 1, 1);
     while start.elapsed() < Duration::from_secs(secs) {
         serial += 1;
-        master.publish_zone("gw-a", zone("gw-a", serial));
+        let next = snapshot_v2("gw-a", serial.into(), serial);
+        master.publish_v2("gw-a", "delta", delta_v2(&cur, &next));
+        cur = next;
         let next = start + period * (serial - 1);
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait); // pacing the publisher, not waiting for a result

@@ -8,6 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use mqtt_common::*;
+use sdwan_contract::v2::encode::Snapshot;
+use sdwan_contract::v2::Version;
 use sdwan_link::rumqttc::{Client, Event, Packet};
 use sdwan_link::{BrokerUrl, LinkOptions, State};
 use sdwan_testsupport::certs::CertFiles;
@@ -55,13 +57,13 @@ fn gateway_gets_only_its_own_zone_and_strangers_are_refused() {
     let pki = Pki::new(tmp.path());
     let broker = pki.broker(tmp.path(), false);
     let master = Master::connect(Master::tls_options(&pki, &broker));
-    master.publish_zone("gw-a", zone("gw-a", 1));
-    master.publish_zone("gw-b", zone("gw-b", 500));
+    master.publish_serial("gw-a", 1);
+    master.publish_serial("gw-b", 500);
 
     let agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state-a")));
     wait_serving(agent.dns, 1);
-    let st = master.wait_status("gw-a", "online with serial 1", |s| {
-        s.state == State::Online && s.serial == Some(1)
+    let st = master.wait_status("gw-a", "online holding version 1", |s| {
+        s.state == State::Online && s.held == Some(1)
     });
     assert_eq!(st.error, None);
     assert_eq!(st.version, env!("CARGO_PKG_VERSION"));
@@ -74,7 +76,7 @@ fn gateway_gets_only_its_own_zone_and_strangers_are_refused() {
         &broker,
         Some(&gw_a),
         None,
-        &topics.gateway_zone("gw-a"),
+        &topics.gateway_v2("gw-a", "part/0"),
     );
     assert!(
         ok && own.contains("\"gw-a\""),
@@ -86,11 +88,17 @@ fn gateway_gets_only_its_own_zone_and_strangers_are_refused() {
         &broker,
         Some(&gw_a),
         Some("gw-b"),
-        &topics.gateway_zone("gw-b"),
+        &topics.gateway_v2("gw-b", "part/0"),
     );
     assert_eq!(other, "", "gw-a read gw-b's zone");
     // No certificate, or one from another CA: refused.
-    let (ok, text) = sub_once(&pki, &broker, None, None, &topics.gateway_zone("gw-a"));
+    let (ok, text) = sub_once(
+        &pki,
+        &broker,
+        None,
+        None,
+        &topics.gateway_v2("gw-a", "part/0"),
+    );
     assert!(
         !ok && text.is_empty(),
         "client without certificate got {text:?}"
@@ -101,7 +109,7 @@ fn gateway_gets_only_its_own_zone_and_strangers_are_refused() {
         &broker,
         Some(&foreign),
         None,
-        &topics.gateway_zone("gw-a"),
+        &topics.gateway_v2("gw-a", "part/0"),
     );
     assert!(
         !ok && text.is_empty(),
@@ -111,7 +119,7 @@ fn gateway_gets_only_its_own_zone_and_strangers_are_refused() {
     let mut args = tls_agent_args(&pki, &broker, "gw-c", &tmp.join("state-c"));
     args.client = Some(pki.foreign.client("gw-c"));
     let mut stranger = Agent::start(args);
-    master.publish_zone("gw-c", zone("gw-c", 3));
+    master.publish_serial("gw-c", 3);
     stranger.child.wait_stderr(SOON, "cannot connect to");
     assert_eq!(master.status("gw-c"), None);
     // gw-a still serves its own zone, never gw-b's.
@@ -169,17 +177,14 @@ fn server_certificate_and_host_name_are_always_verified() {
 fn bad_payloads_keep_the_old_zone_and_report_the_error() {
     let rig = GatewayRig::start("mqtt-bad", false, 10);
     let GatewayRig { agent, master, .. } = &rig;
+    let mut cur = snapshot_v2("gw-a", 10, 10);
+    fn next(cur: &Snapshot) -> Snapshot {
+        snapshot_v2("gw-a", cur.version.0 + 1, cur.version.0 as u32 + 1)
+    }
+    fn good(cur: &Snapshot) -> String {
+        String::from_utf8(delta_v2(cur, &next(cur))).unwrap()
+    }
 
-    let big_txt = zone("gw-a", 11).replace("sdwan-discovery", &"x".repeat(300));
-    let many = {
-        let recs: Vec<String> = (0..10_001)
-            .map(|i| format!(r#"{{"name":"h{i}","type":"A","data":"10.9.0.1"}}"#))
-            .collect();
-        format!(
-            r#"{{"version":1,"serial":11,"gateway":"gw-a","origin":"k8s.internal","ttl":30,"records":[{}]}}"#,
-            recs.join(",")
-        )
-    };
     let mut garbage = vec![0u8; 1024 * 1024];
     let mut x = 0x2545_f491u32;
     for b in garbage.iter_mut() {
@@ -188,42 +193,87 @@ fn bad_payloads_keep_the_old_zone_and_report_the_error() {
         x ^= x << 5;
         *b = x as u8;
     }
-    // (case, payload, text the status error must hold)
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+    // (case, message on the delta topic made from the next good delta, text the status
+    // error must hold)
+    type Make = Box<dyn Fn(&Snapshot) -> Vec<u8>>;
+    let cases: Vec<(&str, Make, &str)> = vec![
         (
             "malformed JSON",
-            br#"{"version":1,"serial":11,"#.to_vec(),
-            "invalid payload",
+            Box::new(|_| br#"{"schema":2,"kind":"#.to_vec()),
+            "message on the delta topic",
         ),
-        ("wrong gateway", zone("gw-b", 11).into_bytes(), "\"gw-b\""),
-        ("stale serial", zone("gw-a", 9).into_bytes(), "stale"),
         (
-            "TXT over 255 bytes",
-            big_txt.into_bytes(),
-            "invalid payload",
+            "wrong gateway",
+            Box::new(move |c| {
+                let mut o = c.clone();
+                o.gateway = "gw-b".into();
+                delta_v2(&o, &snapshot_v2("gw-b", c.version.0 + 1, 1))
+            }),
+            "\"gw-b\"",
         ),
-        ("10,001 records", many.into_bytes(), "invalid payload"),
-        ("1 MiB of garbage", garbage, "invalid payload"),
+        (
+            "unsupported schema",
+            Box::new(move |c| {
+                good(c)
+                    .replacen("\"schema\":2", "\"schema\":3", 1)
+                    .into_bytes()
+            }),
+            "unsupported schema 3",
+        ),
+        (
+            "unknown field",
+            Box::new(move |c| good(c).replacen("{", "{\"x\":1,", 1).into_bytes()),
+            "unknown field",
+        ),
+        (
+            "digest that does not match",
+            Box::new(move |c| {
+                let d = next(c).digest().to_string();
+                good(c).replacen(&d, "0000000000000001", 1).into_bytes()
+            }),
+            "has another digest",
+        ),
+        (
+            "held version with other content",
+            Box::new(move |c| {
+                let mut other = snapshot_v2("gw-a", c.version.0, 99);
+                other.version = c.version;
+                let mut base = c.clone();
+                base.version = Version(c.version.0 - 1);
+                delta_v2(&base, &other)
+            }),
+            "reused with other content",
+        ),
+        (
+            "1 MiB of garbage",
+            Box::new(move |_| garbage.clone()),
+            "document too large",
+        ),
     ];
-    let mut serial = 10;
-    for (case, payload, want) in cases {
-        master.publish_zone("gw-a", payload);
+    for (case, make, want) in cases {
+        let serial = cur.version.0 as u32;
+        master.publish_v2("gw-a", "delta", make(&cur));
         let st = master.wait_status("gw-a", &format!("{case}: error {want:?}"), |s| {
             s.error.as_deref().is_some_and(|e| e.contains(want))
         });
-        assert_eq!(st.serial, Some(serial), "{case}: serial in use changed");
+        assert_eq!(
+            st.held,
+            Some(cur.version.0),
+            "{case}: version in use changed"
+        );
         assert_eq!(st.state, State::Online);
         let a = query_a(agent.dns, NAME, Duration::from_secs(1)).unwrap();
         assert_eq!(a.a, [ip_for(serial)], "{case}: old zone not answering");
-        // A good payload clears the error again.
-        serial += 1;
-        master.publish_zone("gw-a", zone("gw-a", serial));
+        // A good delta clears the error again.
+        let n = next(&cur);
+        master.publish_v2("gw-a", "delta", delta_v2(&cur, &n));
         master.wait_status(
             "gw-a",
-            &format!("after {case}: serial {serial}, no error"),
-            |s| s.serial == Some(serial) && s.error.is_none(),
+            &format!("after {case}: version {}, no error", n.version.0),
+            |s| s.held == Some(n.version.0) && s.error.is_none(),
         );
-        wait_serving(agent.dns, serial);
+        wait_serving(agent.dns, n.version.0 as u32);
+        cur = n;
     }
 }
 
@@ -240,10 +290,10 @@ fn broker_restart_and_outage_are_survived() {
     // Restart mid-run: DNS keeps answering throughout, the agent reconnects and takes updates.
     let queries = QueryLoop::start(agent.dns);
     broker.restart();
-    master.publish_zone("gw-a", zone("gw-a", 2));
+    master.publish_serial("gw-a", 2);
     wait_serving(agent.dns, 2);
-    master.wait_status("gw-a", "online with serial 2", |s| {
-        s.state == State::Online && s.serial == Some(2)
+    master.wait_status("gw-a", "online holding version 2", |s| {
+        s.state == State::Online && s.held == Some(2)
     });
     let (ok, failures) = queries.finish();
     assert!(
@@ -265,7 +315,7 @@ fn broker_restart_and_outage_are_survived() {
     wait_until(SOON, "master reconnected", || {
         master.status("gw-a").is_some()
     });
-    master.publish_zone("gw-a", zone("gw-a", 3));
+    master.publish_serial("gw-a", 3);
     wait_serving(agent.dns, 3);
 }
 
@@ -278,43 +328,57 @@ fn kill_9_during_updates_leaves_a_whole_state_file() {
     let master = Master::connect(Master::tls_options(&pki, &broker));
     let state = tmp.join("state");
     let mut agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &state));
-    // Large payloads (about 200 kB) so that the kill often lands during a write.
-    let padded = |serial: u32| {
-        let pad: Vec<String> = (0..2000)
-            .map(|i| {
-                format!(
-                    r#"{{"name":"pad{i}","type":"TXT","data":"{}"}}"#,
-                    "p".repeat(60)
-                )
-            })
-            .collect();
-        zone("gw-a", serial).replace("]}", &format!(",{}]}}", pad.join(",")))
+    // A large zone (about 400 kB persisted) so that the kill often lands during a write:
+    // a snapshot at 1, then changes as the master sends them (the tail from 1, then the
+    // delta), each moving the address `svc` answers.
+    let big = |serial: u32| {
+        let mut s = snapshot_v2("gw-a", serial.into(), serial);
+        s.services
+            .extend((0..3000).map(|i| sdwan_contract::v2::encode::Service {
+                ns: "pad".into(),
+                name: format!("pad-{i:04}"),
+                short: false,
+                ports: vec![sdwan_contract::v2::Port::parse("_http._tcp:30080").unwrap()],
+                hosts: vec![0],
+            }));
+        s.services
+            .sort_by(|a, b| (&a.ns, &a.name).cmp(&(&b.ns, &b.name)));
+        s
     };
-    let mut serial = 0;
+    let first_snapshot = big(1);
+    master.publish_snapshot(&first_snapshot);
+    wait_serving(agent.dns, 1);
+    let mut cur = first_snapshot.clone();
+    let held_on_disk = |state: &std::path::Path| {
+        sdwan_agent::persist::load_v2_zone(state, "gw-a")
+            .and_then(|z| z.held())
+            .map(|h| h.version.0 as u32)
+    };
+    let mut serial = 1;
     for round in 0..3 {
         let first = serial + 1;
         for _ in 0..40 {
             serial += 1;
-            master.publish_zone("gw-a", padded(serial));
+            let next = big(serial);
+            master.publish_v2("gw-a", "tail", delta_v2(&first_snapshot, &next));
+            master.publish_v2("gw-a", "delta", delta_v2(&cur, &next));
+            cur = next;
         }
         // Kill while the stream is being applied, once one zone of it is on disk (the agent
-        // swaps before it persists, and in round 0 it may have joined the stream late: a
-        // zone served is not yet a zone saved).
+        // swaps before it persists).
         wait_until(SOON, "agent applying the stream", || {
             query_a(agent.dns, NAME, Duration::from_millis(300))
                 .ok()
                 .and_then(|a| a.a.first().copied())
                 .is_some_and(|ip| ip >= ip_for(first + 5))
-                && sdwan_agent::persist::load(&state, Some("gw-a"))
-                    .is_some_and(|(z, _)| z.serial() >= first)
+                && held_on_disk(&state).is_some_and(|v| v >= first)
         });
         agent.child.kill();
-        let (zone, _) = sdwan_agent::persist::load(&state, Some("gw-a"))
+        let saved = held_on_disk(&state)
             .unwrap_or_else(|| panic!("round {round}: no whole state file after kill -9"));
-        let saved = zone.serial();
         assert!(
             (first..=serial).contains(&saved),
-            "round {round}: saved serial {saved}"
+            "round {round}: saved version {saved}"
         );
         // Restarted without a broker, it serves exactly what the file holds.
         broker.stop();
@@ -323,6 +387,7 @@ fn kill_9_during_updates_leaves_a_whole_state_file() {
         broker.start_again();
         agent.child.kill();
         agent.restart();
+        // The retained snapshot (1) and tail (1 -> last) bring it to the last version.
         wait_serving(agent.dns, serial);
     }
 }
@@ -333,8 +398,11 @@ fn no_failed_query_during_swaps() {
     let GatewayRig { agent, master, .. } = &rig;
     let queries = QueryLoop::start(agent.dns);
     let last = 300;
+    let mut cur = snapshot_v2("gw-a", 1, 1);
     for serial in 2..=last {
-        master.publish_zone("gw-a", zone("gw-a", serial));
+        let next = snapshot_v2("gw-a", serial.into(), serial);
+        master.publish_v2("gw-a", "delta", delta_v2(&cur, &next));
+        cur = next;
     }
     wait_serving(agent.dns, last);
     let (ok, failures) = queries.finish();
@@ -356,19 +424,15 @@ fn corrupt_state_file_is_ignored_and_the_broker_zone_taken() {
     let master = Master::connect(Master::tls_options(&pki, &broker));
     let state = tmp.join("state");
     std::fs::create_dir_all(&state).unwrap();
-    let whole = zone("gw-a", 4);
-    std::fs::write(
-        state.join("zone.json"),
-        &whole.as_bytes()[..whole.len() / 2],
-    )
-    .unwrap();
+    let whole = snapshot_v2("gw-a", 4, 4).encode().unwrap().concat();
+    std::fs::write(state.join("zone-v2.jsonl"), &whole[..whole.len() / 2]).unwrap();
     let mut agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &state));
     agent
         .child
         .wait_stderr(SOON, "corrupt or truncated, ignored");
     let a = query_a(agent.dns, NAME, Duration::from_secs(1)).unwrap();
     assert_eq!((a.rcode, a.a.len()), (5, 0), "no zone yet: REFUSED");
-    master.publish_zone("gw-a", zone("gw-a", 5));
+    master.publish_serial("gw-a", 5);
     wait_serving(agent.dns, 5);
     assert!(agent.child.try_exit().is_none(), "agent exited");
 }
@@ -383,12 +447,12 @@ fn client_id_takeover_with_another_gateways_certificate_is_refused() {
     let pki = Pki::new(tmp.path());
     let broker = pki.broker(tmp.path(), false);
     let master = Master::connect(Master::tls_options(&pki, &broker));
-    master.publish_zone("gw-a", zone("gw-a", 1));
-    master.publish_zone("gw-b", zone("gw-b", 7));
+    master.publish_serial("gw-a", 1);
+    master.publish_serial("gw-b", 7);
     let b = Agent::start(tls_agent_args(&pki, &broker, "gw-b", &tmp.join("state-b")));
     wait_serving(b.dns, 7);
-    master.wait_status("gw-b", "online with serial 7", |s| {
-        s.state == State::Online && s.serial == Some(7)
+    master.wait_status("gw-b", "online holding version 7", |s| {
+        s.state == State::Online && s.held == Some(7)
     });
     let statuses_before = master.statuses_of("gw-b").len();
 
@@ -402,7 +466,7 @@ fn client_id_takeover_with_another_gateways_certificate_is_refused() {
             &broker,
             Some(&gw_a),
             Some("gw-b"),
-            &topics.gateway_zone("gw-a"),
+            &topics.gateway_v2("gw-a", "part/0"),
         );
         assert!(
             ok && text.contains("\"gw-a\""),
@@ -420,10 +484,10 @@ fn client_id_takeover_with_another_gateways_certificate_is_refused() {
         "B's session was taken over:\n{log}"
     );
     // B is still connected and takes the next zone; it never went offline.
-    master.publish_zone("gw-b", zone("gw-b", 8));
+    master.publish_serial("gw-b", 8);
     wait_serving(b.dns, 8);
-    master.wait_status("gw-b", "online with serial 8", |s| {
-        s.state == State::Online && s.serial == Some(8)
+    master.wait_status("gw-b", "online holding version 8", |s| {
+        s.state == State::Online && s.held == Some(8)
     });
     let after: Vec<_> = master.statuses_of("gw-b")[statuses_before..].to_vec();
     assert!(
@@ -437,7 +501,7 @@ fn client_id_takeover_with_another_gateways_certificate_is_refused() {
     );
 }
 
-/// Issue 12, reconnect storm: a retained zone over the agent's packet limit (1 MiB + 64 KiB)
+/// Issue 12, reconnect storm: a retained message (a snapshot part) over the agent's packet limit (1 MiB + 64 KiB)
 /// on a broker whose `max_packet_size` is larger breaks the agent's connection at each
 /// delivery, right after the CONNACK. The reconnects used to come every 250-500 ms (23 in
 /// 8 s); now the backoff grows, and the log and the status document say why.
@@ -462,7 +526,7 @@ fn oversize_retained_payload_backs_off_and_names_the_reason() {
     options.max_packet = 4 * 1024 * 1024;
     let master = Master::connect(options);
     let limit = sdwan_link::options::DEFAULT_MAX_PACKET;
-    master.publish_zone("gw-a", vec![b'x'; limit + 10_000]);
+    master.publish_v2("gw-a", "part/0", vec![b'x'; limit + 10_000]);
 
     let mut agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
     let connections = || broker.log().matches(" as gw-a (").count();

@@ -57,32 +57,44 @@ fn start_rumqttd(tls: Option<(&Path, &Path, &Path)>) -> SocketAddr {
 
 /// The flow every broker must carry.
 fn flow(master: &Master, mut agent: Agent) {
-    master.publish_zone("gw-a", zone("gw-a", 1));
+    let s1 = master.publish_serial("gw-a", 1);
     wait_serving(agent.dns, 1);
-    master.wait_status("gw-a", "online with serial 1", |s| {
-        s.state == State::Online && s.serial == Some(1) && s.error.is_none()
+    master.wait_status("gw-a", "online holding version 1", |s| {
+        s.state == State::Online && s.held == Some(1) && s.error.is_none()
     });
+    let s2 = snapshot_v2("gw-a", 2, 2);
+    let mut other = s1.clone();
+    other.gateway = "gw-b".into();
     for (case, payload, want) in [
-        ("malformed", "{\"version\":".to_string(), "invalid payload"),
-        ("wrong gateway", zone("gw-b", 2), "\"gw-b\""),
+        (
+            "malformed",
+            b"{\"schema\":".to_vec(),
+            "message on the delta topic",
+        ),
+        (
+            "wrong gateway",
+            delta_v2(&other, &snapshot_v2("gw-b", 2, 2)),
+            "\"gw-b\"",
+        ),
     ] {
-        master.publish_zone("gw-a", payload);
+        master.publish_v2("gw-a", "delta", payload);
         let st = master.wait_status("gw-a", case, |s| {
             s.error.as_deref().is_some_and(|e| e.contains(want))
         });
-        assert_eq!(st.serial, Some(1), "{case}");
+        assert_eq!(st.held, Some(1), "{case}");
         let a = query_a(agent.dns, NAME, Duration::from_secs(1)).unwrap();
         assert_eq!(a.a, [ip_for(1)], "{case}: old zone not answering");
     }
-    master.publish_zone("gw-a", zone("gw-a", 2));
+    master.publish_v2("gw-a", "tail", delta_v2(&s1, &s2));
+    master.publish_v2("gw-a", "delta", delta_v2(&s1, &s2));
     wait_serving(agent.dns, 2);
-    master.wait_status("gw-a", "serial 2 and no error", |s| {
-        s.serial == Some(2) && s.error.is_none()
+    master.wait_status("gw-a", "version 2 and no error", |s| {
+        s.held == Some(2) && s.error.is_none()
     });
     // Restarted, it serves the persisted zone and takes the next one.
     agent.restart();
     wait_serving(agent.dns, 2);
-    master.publish_zone("gw-a", zone("gw-a", 3));
+    master.publish_serial("gw-a", 3);
     wait_serving(agent.dns, 3);
 }
 

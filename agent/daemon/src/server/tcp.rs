@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use sdwan_agent_core::framing::TcpFramer;
-use sdwan_agent_core::{answer, Transport};
+use sdwan_agent_core::Transport;
 
 use super::TcpLimits;
-use crate::store::ZoneStore;
+use crate::store::{answer, ZoneStore};
 
 /// Largest query accepted over TCP; a longer one closes the connection (no real DNS query is
 /// anywhere near this).

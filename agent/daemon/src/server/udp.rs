@@ -9,9 +9,9 @@ use std::io;
 use std::net::UdpSocket;
 
 use log::debug;
-use sdwan_agent_core::{answer, Transport};
+use sdwan_agent_core::Transport;
 
-use crate::store::ZoneStore;
+use crate::store::{answer, ZoneStore};
 
 /// Queries taken per `recvmmsg`.
 pub const BATCH: usize = 32;

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sdwan_contract::v2::encode::{encode_notice, Delta, Service, Snapshot};
+use sdwan_contract::v2::{Family, Node, Port, Str, Tier, Version, ZoneHeader};
 use sdwan_link::rumqttc::{Client, Event, Packet, QoS};
 use sdwan_link::{BrokerUrl, LinkOptions, Status, Topics};
 use sdwan_testsupport::certs::{Ca, CertFiles};
@@ -82,6 +84,44 @@ pub fn zone(gateway: &str, serial: u32) -> String {
     )
 }
 
+/// A payload v2 snapshot for `gateway` at `version` whose short service `svc` answers
+/// [`ip_for`]`(serial)` (one node, `worker-1`, in slot 0; `svc.default` on it).
+pub fn snapshot_v2(gateway: &str, version: u64, serial: u32) -> Snapshot {
+    Snapshot {
+        gateway: gateway.into(),
+        version: Version(version),
+        zone: ZoneHeader {
+            suffix: Str::new("k8s.internal").unwrap(),
+            local: Str::new("local").unwrap(),
+            ttl: 30,
+            service_ttl: 10,
+            family: Family::Dual,
+            nodes: 1,
+        },
+        nodes: vec![Some(Node {
+            name: Str::new("worker-1").unwrap(),
+            tier: Tier::Near,
+            v4: Some(ip_for(serial)),
+            v6: None,
+        })],
+        services: vec![Service {
+            ns: "default".into(),
+            name: "svc".into(),
+            short: true,
+            ports: vec![Port::parse("_http._tcp:30080").unwrap()],
+            hosts: vec![0],
+        }],
+    }
+}
+
+/// The delta from `old` to `new` (both [`snapshot_v2`]-like), encoded.
+pub fn delta_v2(old: &Snapshot, new: &Snapshot) -> Vec<u8> {
+    Delta::between(old, new)
+        .expect("a delta reaches it")
+        .encode()
+        .unwrap()
+}
+
 /// How to start an agent.
 #[derive(Debug, Clone)]
 pub struct AgentArgs {
@@ -103,7 +143,13 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(args: AgentArgs) -> Agent {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-agent"));
+        // SDWAN_AGENT_BIN: run another build of the agent (the static musl release build
+        // for the memory figure).
+        let bin = std::env::var_os("SDWAN_AGENT_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_sdwan-agent")),
+            PathBuf::from,
+        );
+        let mut cmd = Command::new(bin);
         cmd.env("RUST_LOG", "info")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", args.listen_port))
@@ -379,6 +425,46 @@ impl Master {
             .unwrap();
     }
 
+    /// Publishes `bytes` on `gw`'s v2 topic `leaf` (`part/K`, `tail`: retained; `delta`: not),
+    /// QoS 1.
+    pub fn publish_v2(&self, gw: &str, leaf: &str, bytes: impl Into<Vec<u8>>) {
+        let retain = leaf != "delta";
+        self.client
+            .publish(
+                self.topics.gateway_v2(gw, leaf),
+                QoS::AtLeastOnce,
+                retain,
+                bytes,
+            )
+            .unwrap();
+    }
+
+    /// Publishes `snap` as the master does a new snapshot: its parts (retained), an empty
+    /// tail, then a notice on `delta`. Returns the number of parts.
+    pub fn publish_snapshot(&self, snap: &Snapshot) -> usize {
+        let parts = snap.encode().unwrap();
+        for (k, p) in parts.iter().enumerate() {
+            self.publish_v2(&snap.gateway, &format!("part/{k}"), p.clone());
+        }
+        self.publish_v2(&snap.gateway, "tail", Vec::new());
+        self.notice(snap);
+        parts.len()
+    }
+
+    /// Publishes a notice of `snap`'s version and digest on `delta`.
+    pub fn notice(&self, snap: &Snapshot) {
+        let n = encode_notice(&snap.gateway, snap.version, snap.digest()).unwrap();
+        self.publish_v2(&snap.gateway, "delta", n);
+    }
+
+    /// Publishes [`snapshot_v2`]`(gw, serial, serial)`: the v2 counterpart of a v1 zone
+    /// whose A record encodes `serial`.
+    pub fn publish_serial(&self, gw: &str, serial: u32) -> Snapshot {
+        let snap = snapshot_v2(gw, serial.into(), serial);
+        self.publish_snapshot(&snap);
+        snap
+    }
+
     /// The latest status document of `gw`, if any.
     pub fn status(&self, gw: &str) -> Option<Status> {
         let raw = self
@@ -471,7 +557,7 @@ impl GatewayRig {
         let broker = pki.broker(tmp.path(), persistence);
         let master = Master::connect(Master::tls_options(&pki, &broker));
         let agent = Agent::start(tls_agent_args(&pki, &broker, "gw-a", &tmp.join("state")));
-        master.publish_zone("gw-a", zone("gw-a", serial));
+        master.publish_serial("gw-a", serial);
         wait_serving(agent.dns, serial);
         GatewayRig {
             agent,
