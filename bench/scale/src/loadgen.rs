@@ -69,9 +69,38 @@ pub struct Load {
     /// Microseconds since `epoch` of the last message delivered to any session.
     pub last_message_us: AtomicU64,
     pub epoch: Instant,
+    /// Bytes and messages per [`KINDS`] entry.
+    pub by_kind: [(AtomicU64, AtomicU64); KINDS.len()],
+}
+
+/// What the delivered messages were, by topic: the last segment (`part/K` is `part`).
+pub const KINDS: [&str; 6] = ["part", "tail", "delta", "zone", "proxy", "other"];
+
+fn kind_of(topic: &str) -> usize {
+    let mut seg = topic.rsplit('/');
+    let last = seg.next().unwrap_or_default();
+    let leaf = if seg.next() == Some("part") {
+        "part"
+    } else {
+        last
+    };
+    KINDS
+        .iter()
+        .position(|k| *k == leaf)
+        .unwrap_or(KINDS.len() - 1)
 }
 
 impl Load {
+    /// Bytes and messages of each kind so far.
+    pub fn kinds(&self) -> [(u64, u64); KINDS.len()] {
+        core::array::from_fn(|i| {
+            (
+                self.by_kind[i].0.load(Ordering::Relaxed),
+                self.by_kind[i].1.load(Ordering::Relaxed),
+            )
+        })
+    }
+
     /// When the last message arrived (the epoch if none did).
     pub fn last_message(&self) -> Instant {
         self.epoch + Duration::from_micros(self.last_message_us.load(Ordering::Relaxed))
@@ -134,6 +163,7 @@ pub async fn start(connect: &Connect, gateways: &[String], workers: &[String]) -
         messages: AtomicU64::new(0),
         last_message_us: AtomicU64::new(0),
         epoch: Instant::now(),
+        by_kind: Default::default(),
     });
     for (i, s) in load.sessions.iter().enumerate() {
         let (cert, key) = (connect.cert_of)(&connect.pki_dir, &s.name);
@@ -179,6 +209,9 @@ pub async fn start(connect: &Connect, gateways: &[String], workers: &[String]) -
                         let n = (p.topic.len() + p.payload.len()) as u64;
                         load2.bytes.fetch_add(n, Ordering::Relaxed);
                         load2.messages.fetch_add(1, Ordering::Relaxed);
+                        let k = &load2.by_kind[kind_of(&p.topic)];
+                        k.0.fetch_add(n, Ordering::Relaxed);
+                        k.1.fetch_add(1, Ordering::Relaxed);
                         load2
                             .last_message_us
                             .fetch_max(load2.epoch.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -416,5 +449,16 @@ mod tests {
             Some(42)
         );
         assert_eq!(v1_serial(br#"{"version":1}"#), None);
+    }
+
+    #[test]
+    fn topics_are_counted_by_their_kind() {
+        let k = |t| KINDS[kind_of(t)];
+        assert_eq!(k("P/gateways/g/v2/part/3"), "part");
+        assert_eq!(k("P/gateways/g/v2/tail"), "tail");
+        assert_eq!(k("P/gateways/g/v2/delta"), "delta");
+        assert_eq!(k("P/gateways/g/zone"), "zone");
+        assert_eq!(k("P/nodes/n/proxy"), "proxy");
+        assert_eq!(k("P/nodes/n/status"), "other");
     }
 }

@@ -40,7 +40,7 @@ use sdwan_testsupport::{Agent, ChildGuard, TempDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use cluster::{worker, worker_v4, Cluster};
-use loadgen::{Held, Load, Payload};
+use loadgen::{Held, Load, Payload, KINDS};
 
 const PREFIX: &str = "sdwan/v1/scale";
 const USAGE: &str = "\
@@ -328,6 +328,7 @@ struct Window {
     bytes0: u64,
     messages0: u64,
     held0: Vec<Held>,
+    kinds0: [(u64, u64); KINDS.len()],
 }
 
 #[derive(Debug)]
@@ -341,6 +342,25 @@ struct Delivered {
     all: Option<Duration>,
     /// Until the last message of the window.
     last: Duration,
+    /// Bytes and messages by kind of topic ([`KINDS`]).
+    kinds: [(u64, u64); KINDS.len()],
+}
+
+impl Delivered {
+    /// "part 1.2 MB / 6 msgs, delta ..." for the kinds that had messages.
+    fn by_kind(&self) -> String {
+        let v: Vec<String> = KINDS
+            .iter()
+            .zip(&self.kinds)
+            .filter(|(_, (_, m))| *m > 0)
+            .map(|(k, (b, m))| format!("{k} {} / {m}", mb(*b)))
+            .collect();
+        if v.is_empty() {
+            "-".into()
+        } else {
+            v.join(", ")
+        }
+    }
 }
 
 impl Window {
@@ -350,6 +370,7 @@ impl Window {
             bytes0: load.bytes.load(Ordering::Relaxed),
             messages0: load.messages.load(Ordering::Relaxed),
             held0: load.held(),
+            kinds0: load.kinds(),
         }
     }
 
@@ -401,6 +422,10 @@ impl Window {
             changed,
             p99,
             all: times.last().copied(),
+            kinds: {
+                let now = load.kinds();
+                core::array::from_fn(|i| (now[i].0 - self.kinds0[i].0, now[i].1 - self.kinds0[i].1))
+            },
             last: if got {
                 load.last_message().saturating_duration_since(self.t0)
             } else {
@@ -533,6 +558,11 @@ fn first_publish_table(f: &FirstPublish<'_>) -> String {
         mb(f.first.bytes),
         f.first.bytes,
         f.first.messages
+    );
+    let _ = writeln!(
+        out,
+        "| first publish: by topic, bytes / messages | {} |",
+        f.first.by_kind()
     );
     let _ = writeln!(
         out,
@@ -900,16 +930,17 @@ async fn run(a: Args) {
     let _ = writeln!(out, "{first_table}");
     let _ = writeln!(
         out,
-        "| change | egress to all sessions | messages | sessions changed (gateways / workers) | 99 % / all of them hold it | last message | real agents |"
+        "| change | egress to all sessions | messages | by topic: bytes / messages | sessions changed (gateways / workers) | 99 % / all of them hold it | last message | real agents |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for (what, d, agent) in &changes {
         let _ = writeln!(
             out,
-            "| {what} | {} ({} bytes) | {} | {} / {} | {} / {} | {} | {agent} |",
+            "| {what} | {} ({} bytes) | {} | {} | {} / {} | {} / {} | {} | {agent} |",
             mb(d.bytes),
             d.bytes,
             d.messages,
+            d.by_kind(),
             d.changed.0,
             d.changed.1,
             secs(d.p99),
@@ -940,7 +971,8 @@ async fn run(a: Args) {
     );
     let _ = writeln!(
         out,
-        "| delivered to the sessions after the restart, messages, sessions changed | {}, {}, {} / {} |",
+        "| delivered to the sessions after the restart, messages ({}), sessions changed | {}, {}, {} / {} |",
+        restart.by_kind(),
         mb(restart.bytes),
         restart.messages,
         restart.changed.0,
