@@ -74,7 +74,8 @@ pub struct Load {
 }
 
 /// What the delivered messages were, by topic: the last segment (`part/K` is `part`).
-pub const KINDS: [&str; 6] = ["part", "tail", "delta", "zone", "proxy", "other"];
+/// `empty`: an empty retained message (a delete) on any of them.
+pub const KINDS: [&str; 7] = ["part", "tail", "delta", "zone", "proxy", "empty", "other"];
 
 fn kind_of(topic: &str) -> usize {
     let mut seg = topic.rsplit('/');
@@ -185,6 +186,8 @@ pub async fn start(connect: &Connect, gateways: &[String], workers: &[String]) -
         let session = s.clone();
         let load2 = load.clone();
         let topics = Topics::new(&connect.prefix, &s.name, s.worker, connect.payload);
+        // SCALE_TRACE=NAME: log what that session receives (debugging the bench).
+        let trace = std::env::var("SCALE_TRACE").is_ok_and(|t| t == s.name);
         tokio::spawn(async move {
             let mut scratch = Box::new(Scratch::new());
             loop {
@@ -209,7 +212,11 @@ pub async fn start(connect: &Connect, gateways: &[String], workers: &[String]) -
                         let n = (p.topic.len() + p.payload.len()) as u64;
                         load2.bytes.fetch_add(n, Ordering::Relaxed);
                         load2.messages.fetch_add(1, Ordering::Relaxed);
-                        let k = &load2.by_kind[kind_of(&p.topic)];
+                        let k = if p.payload.is_empty() {
+                            &load2.by_kind[KINDS.len() - 2]
+                        } else {
+                            &load2.by_kind[kind_of(&p.topic)]
+                        };
                         k.0.fetch_add(n, Ordering::Relaxed);
                         k.1.fetch_add(1, Ordering::Relaxed);
                         load2
@@ -251,6 +258,17 @@ pub async fn start(connect: &Connect, gateways: &[String], workers: &[String]) -
                             }
                         }
                         let after = st.held;
+                        if trace {
+                            eprintln!(
+                                "{}: {} ({} bytes, retain {}): held {:?} -> {:?}",
+                                session.name,
+                                p.topic,
+                                p.payload.len(),
+                                p.retain,
+                                before,
+                                after
+                            );
+                        }
                         drop(st);
                         match next {
                             Next::Stay => {}

@@ -771,6 +771,15 @@ async fn run(a: Args) {
     }
     let total_srv: usize = cluster.services.iter().map(|s| s.2).sum();
 
+    if std::env::var_os("SCALE_TRACE").is_some() {
+        let mut v: Vec<(u64, String)> = load
+            .sessions
+            .iter()
+            .map(|s| (s.state.lock().unwrap().messages, s.name.clone()))
+            .collect();
+        v.sort();
+        eprintln!("most messages: {:?}", &v[v.len().saturating_sub(5)..]);
+    }
     let first_table = first_publish_table(&FirstPublish {
         a: &a,
         sessions,
