@@ -289,8 +289,15 @@ fn mosquitto_conf(dir: &Path, port: u16, ca: &Path, server: (&Path, &Path)) -> P
     path
 }
 
-/// GET `path` from an HTTP server on loopback.
+/// GET `path` from an HTTP server on loopback, within 3 s.
 async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(3), http_get_unbounded(addr, path))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn http_get_unbounded(addr: SocketAddr, path: &str) -> Option<String> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").as_bytes())
         .await
