@@ -46,7 +46,7 @@ const PREFIX: &str = "sdwan/v1/scale";
 const USAGE: &str = "\
 usage: sdwan-bench-scale run [--services N] [--nodes N] [--gateways N] [--agents N] [--seed N]
                              [--payload v1|v2] [--master BIN] [--agent BIN] [--quiet MS]
-                             [--deadline SECS]
+                             [--deadline SECS] [--max-queued-messages N]
        sdwan-bench-scale messages DIR [--deltas N]";
 
 #[derive(Debug)]
@@ -63,6 +63,8 @@ struct Args {
     quiet: Duration,
     /// Longest wait for the master's first complete publish.
     deadline: Duration,
+    /// mosquitto's `max_queued_messages` (none: its default, 1000).
+    max_queued: Option<u64>,
 }
 
 fn fail(msg: &str) -> ! {
@@ -86,6 +88,7 @@ fn parse_run(args: &[String]) -> Args {
         agent: exe_dir.join("sdwan-agent"),
         quiet: Duration::from_millis(3000),
         deadline: Duration::from_secs(300),
+        max_queued: None,
     };
     for pair in args.chunks(2) {
         let v = pair
@@ -103,6 +106,7 @@ fn parse_run(args: &[String]) -> Args {
             "--seed" => a.seed = n(),
             "--quiet" => a.quiet = Duration::from_millis(n()),
             "--deadline" => a.deadline = Duration::from_secs(n()),
+            "--max-queued-messages" => a.max_queued = Some(n()),
             "--payload" => {
                 a.payload = match v.as_str() {
                     "v1" => Payload::V1,
@@ -261,8 +265,19 @@ fn raise_fd_limit() -> u64 {
     r.rlim_cur
 }
 
-fn mosquitto_conf(dir: &Path, port: u16, ca: &Path, server: (&Path, &Path)) -> PathBuf {
+fn mosquitto_conf(
+    dir: &Path,
+    port: u16,
+    ca: &Path,
+    server: (&Path, &Path),
+    max_queued: Option<u64>,
+) -> PathBuf {
     let mut c = String::new();
+    if let Some(n) = max_queued {
+        // Per client: also how many retained messages a new wildcard subscription gets
+        // (the master's on the statuses at start).
+        let _ = writeln!(c, "max_queued_messages {n}");
+    }
     let _ = writeln!(c, "per_listener_settings false");
     let _ = writeln!(c, "user root");
     let _ = writeln!(c, "log_dest file {}", dir.join("mosquitto.log").display());
@@ -530,8 +545,14 @@ fn first_publish_table(f: &FirstPublish<'_>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| {} services x {} workers x {} gateways (+{} real agents), gateways on payload {:?}, seed {} | |",
-        a.services, a.nodes, a.gateways, a.agents, a.payload, a.seed
+        "| {} services x {} workers x {} gateways (+{} real agents), gateways on payload {:?}, seed {}, mosquitto max_queued_messages {} | |",
+        a.services,
+        a.nodes,
+        a.gateways,
+        a.agents,
+        a.payload,
+        a.seed,
+        a.max_queued.map_or("1000 (default)".into(), |n| n.to_string())
     );
     let _ = writeln!(out, "|---|---|");
     let _ = writeln!(
@@ -638,7 +659,13 @@ async fn run(a: Args) {
 
     // The broker.
     let port = sdwan_testsupport::free_port();
-    let conf = mosquitto_conf(dir.path(), port, ca.cert(), (&server.cert, &server.key));
+    let conf = mosquitto_conf(
+        dir.path(),
+        port,
+        ca.cert(),
+        (&server.cert, &server.key),
+        a.max_queued,
+    );
     let mosquitto = ChildGuard::spawn(
         "mosquitto",
         Command::new(sdwan_testsupport::mosquitto::MOSQUITTO)
