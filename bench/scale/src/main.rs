@@ -535,6 +535,7 @@ struct FirstPublish<'a> {
     first: &'a Delivered,
     published: Option<f64>,
     first_read: u64,
+    first_pub: Option<(u64, Duration)>,
     agent_rss: &'a [Option<u64>],
     answers: &'a [String],
     total_srv: usize,
@@ -599,8 +600,14 @@ fn first_publish_table(f: &FirstPublish<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "| first publish: read by the master from the broker (TLS bytes) | {} |",
+        "| first publish: read by the master from the broker (TLS bytes) before it published / until ready (PUBACKs included) | {} / {} |",
+        f.first_pub.map_or("-".into(), |p| mb(p.0)),
         mb(f.first_read)
+    );
+    let _ = writeln!(
+        out,
+        "| first publish: master start to its first publish | {} |",
+        secs(f.first_pub.map(|p| p.1))
     );
     let _ = writeln!(
         out,
@@ -746,6 +753,7 @@ async fn run(a: Args) {
     let (relay_addr, master_read) = relay::start(broker).await;
     let metrics_addr: SocketAddr = ([127, 0, 0, 1], sdwan_testsupport::free_port()).into();
     let w = Window::open(&load);
+    master_read.reset();
     let mut master = start_master(&a, dir.path(), relay_addr, metrics_addr);
     let progress = {
         let load = load.clone();
@@ -782,7 +790,8 @@ async fn run(a: Args) {
         .await;
     let (holding, _) = load.holding();
     let published = metric(metrics_addr, "sdwan_published_bytes_total").await;
-    let first_read = master_read.load(Ordering::Relaxed);
+    let first_read = master_read.down.load(Ordering::Relaxed);
+    let first_pub = master_read.first_publish();
 
     // The agents hold the full zone: answers and memory.
     let agent_rss: Vec<Option<u64>> = agents
@@ -823,6 +832,7 @@ async fn run(a: Args) {
         first: &first,
         published,
         first_read,
+        first_pub,
         agent_rss: &agent_rss,
         answers: &answers,
         total_srv,
@@ -945,10 +955,11 @@ async fn run(a: Args) {
     master.stop();
     drop(master);
     let w = Window::open(&load);
-    master_read.store(0, Ordering::Relaxed);
+    master_read.reset();
     let master = start_master(&a, dir.path(), relay_addr, metrics_addr);
     let restart_ready = wait_ready(metrics_addr, w.t0, Duration::from_secs(600)).await;
-    let restart_read = master_read.load(Ordering::Relaxed);
+    let restart_read = master_read.down.load(Ordering::Relaxed);
+    let restart_pub = master_read.first_publish();
     let restart = w
         .settle(
             &load,
@@ -957,7 +968,7 @@ async fn run(a: Args) {
             Duration::from_secs(600),
         )
         .await;
-    let restart_read_settled = master_read.load(Ordering::Relaxed);
+    let restart_read_settled = master_read.down.load(Ordering::Relaxed);
 
     let errors: (u64, u64) = load.sessions.iter().fold((0, 0), |acc, s| {
         let st = s.state.lock().unwrap();
@@ -999,12 +1010,19 @@ async fn run(a: Args) {
     let _ = writeln!(out, "|---|---|");
     let _ = writeln!(
         out,
-        "| start to `sdwan_ready` (first publish) | {} |",
-        secs(restart_ready)
+        "| start to its first publish (it had sent {} KiB) | {} |",
+        relay::PUBLISHING / 1024,
+        secs(restart_pub.map(|p| p.1))
     );
     let _ = writeln!(
         out,
-        "| read from the broker until then (TLS bytes through the relay) | {} ({restart_read} bytes) |",
+        "| read from the broker before its first publish (TLS bytes through the relay) | {} |",
+        restart_pub.map_or("-".into(), |p| format!("{} ({} bytes)", mb(p.0), p.0))
+    );
+    let _ = writeln!(
+        out,
+        "| start to `sdwan_ready` (plan published), read until then (PUBACKs included) | {}, {} |",
+        secs(restart_ready),
         mb(restart_read)
     );
     let _ = writeln!(
