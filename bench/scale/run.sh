@@ -15,6 +15,8 @@
 #   bench/scale/run.sh --services 1000    any option of `sdwan-bench-scale run`
 #   SCALE_PARTS=system|apply              only one of the two tables
 #   SCALE_MIPSEL=0                        skip the mipsel build and run
+#   SCALE_AGENT_BIN=PATH                  the real agents' binary, e.g. the static musl one
+#                                         of cross/build.sh (issue 11's RSS target is for it)
 #
 # The system run uses the dev profile with the workspace crates at opt-level 2
 # (CARGO_PROFILE_DEV_OPT_LEVEL, dependencies stay at the profile's opt-level 1, already
@@ -33,8 +35,8 @@ echo
 if [[ $parts == all || $parts == system ]]; then
     CARGO_PROFILE_DEV_OPT_LEVEL=${SCALE_OPT_LEVEL:-2} cargo build -q \
         -p sdwan-bench-scale -p sdwan-discovery -p sdwan-agent
-    "$target/debug/sdwan-bench-scale" run \
-        --master "$target/debug/sdwan-discovery" --agent "$target/debug/sdwan-agent" "$@"
+    "$target/debug/sdwan-bench-scale" run --master "$target/debug/sdwan-discovery" \
+        --agent "${SCALE_AGENT_BIN:-$target/debug/sdwan-agent}" "$@"
 fi
 
 if [[ $parts == all || $parts == apply ]]; then
