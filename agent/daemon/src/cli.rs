@@ -61,7 +61,8 @@ mode) the applier of the reverse proxy configuration on a worker node.
 Usage: sdwan-agent [--config FILE] [--listen ADDR]... [--zone-file FILE] [OPTIONS]
 
 Serves the zone it holds on every --listen address over UDP and TCP. With --zone-file it
-serves that zone payload (JSON, version 1); with no zone at all it answers REFUSED.
+serves that zone payload (JSON, version 1); with --broker, the zone the master publishes
+(payload v2); with no zone at all it answers REFUSED.
 
 DNS:
   --listen ADDR             IP:PORT to serve on, UDP and TCP; repeatable; IPv6 as [::1]:5353
@@ -86,7 +87,8 @@ MQTT (zones pushed by sdwan-discovery):
   --key FILE                client private key (PEM)
   --username NAME           MQTT user name
   --password-file FILE      file holding the MQTT password
-  --gateway-id ID           this gateway's id: zones come from PREFIX/gateways/ID/zone
+  --gateway-id ID           this gateway's id: zones come from PREFIX/gateways/ID/v2/...
+                            (payload v2: snapshot parts, tail, deltas)
   --topic-prefix PREFIX     topic prefix (default sdwan/v1/default)
   --state-dir DIR           keep the last good zone here and serve it at start
 

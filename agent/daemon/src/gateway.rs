@@ -16,8 +16,10 @@
 //! - after a reconnect it resyncs too (deltas sent while the session was down are lost);
 //! - after [`WANT_AFTER`] of resync without a whole snapshot, the status says
 //!   `"want":"snapshot"` (the master then republishes it);
-//! - after every swap the zone is persisted (`persist::save_v2`), then the status is
-//!   published with `held`, `digest` and `error` (the last rejection), `serial` null.
+//! - after every swap the status is published with `held`, `digest` and `error` (the last
+//!   rejection), `serial` null; a whole snapshot is persisted (`persist::save_v2`) before
+//!   that, deltas at most every [`PERSIST_EVERY`] (the last one at the next tick, also
+//!   when the connection drops).
 //!
 //! While resyncing, a retained snapshot older than the held version is still staged when
 //! the retained tail starts from it, since snapshot and tail together make a newer version
@@ -43,6 +45,11 @@ use crate::VERSION;
 /// zone uses is resident (~0.4 MB for 5,000 services on 500 workers); a zone that does not
 /// fit is refused with "zone storage full".
 pub const ZONE_HEAP_BYTES: usize = 8 << 20;
+
+/// Deltas are persisted at most this often (flash wear: a busy cluster changes a gateway's
+/// zone many times a minute, and each write is the whole zone); the rest at the next tick.
+/// A whole snapshot is persisted at once.
+pub const PERSIST_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a resync may wait for a whole snapshot before the status asks for one.
 pub const WANT_AFTER: Duration = Duration::from_secs(10);
@@ -110,6 +117,14 @@ pub struct GatewayV2 {
     work: Box<Work>,
     scratch: Box<Scratch>,
     staging: Option<Box<Staging<Box<[u8]>>>>,
+    /// Time spent decoding and staging parts since the last whole snapshot.
+    part_time: Duration,
+    /// The zone in use is not on disk yet.
+    persist_due: bool,
+    /// When the zone was last written.
+    persisted_at: Option<Instant>,
+    /// The time of the message being handled.
+    now: Instant,
     /// The retained tail, kept while it cannot be applied yet (its base is being fetched).
     tail: Option<Vec<u8>>,
     resync: Option<Resync>,
@@ -153,6 +168,10 @@ impl GatewayV2 {
             work: Box::new(Work::new()),
             scratch: Box::new(Scratch::new()),
             staging: None,
+            part_time: Duration::ZERO,
+            persist_due: false,
+            persisted_at: None,
+            now,
             tail: None,
             resync: Some(Resync {
                 since: now,
@@ -220,6 +239,7 @@ impl GatewayV2 {
         info!("current at {}: leaving the snapshot topics", show(Some(h)));
         self.resync = None;
         self.staging = None;
+        self.part_time = Duration::ZERO;
         self.tail = None;
         self.seen = None;
         if self.want {
@@ -228,31 +248,52 @@ impl GatewayV2 {
         }
     }
 
-    /// Swaps `zone` in, persists it, clears the error.
-    fn install(&mut self, zone: Box<OwnedZoneV2>) {
-        let held = zone.held();
+    /// Swaps `zone` in, clears the error, persists it (a snapshot at once; a delta at most
+    /// every [`PERSIST_EVERY`], the rest on a later tick).
+    fn install(&mut self, zone: Box<OwnedZoneV2>, snapshot: bool, now: Instant) {
         self.store.swap_v2(zone);
         self.last_error = None;
         self.dirty = true;
-        if let Some(dir) = &self.state_dir {
-            let saved = match self.store.load_full() {
-                Some(s) => match s.v2() {
-                    Some(z) => persist::save_v2(dir, z),
-                    None => Ok(()),
-                },
-                None => Ok(()),
-            };
-            if let Err(e) = saved {
-                let msg = format!(
-                    "{} applied but not persisted to {}: {e}",
-                    show(held),
-                    dir.display()
-                );
-                warn!("{msg}");
-                self.last_error = Some(msg);
-            }
+        self.persist_due = true;
+        if snapshot
+            || self
+                .persisted_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= PERSIST_EVERY)
+        {
+            self.persist(now);
         }
         self.maybe_current();
+    }
+
+    /// Writes the zone in use to the state directory, if one is set and a write is due.
+    fn persist(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.persist_due) {
+            return;
+        }
+        let Some(dir) = &self.state_dir else { return };
+        let t = Instant::now();
+        let served = self.store.load_full();
+        let Some(zone) = served.as_deref().and_then(|s| s.v2()) else {
+            return;
+        };
+        let held = zone.held();
+        let saved = persist::save_v2(dir, zone);
+        self.persisted_at = Some(now);
+        debug!(
+            "persisted {} in {:.1} ms",
+            show(held),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        if let Err(e) = saved {
+            let msg = format!(
+                "{} applied but not persisted to {}: {e}",
+                show(held),
+                dir.display()
+            );
+            warn!("{msg}");
+            self.last_error = Some(msg);
+            self.dirty = true;
+        }
     }
 
     fn on_part(&mut self, topic: &str, payload: &[u8], now: Instant) {
@@ -287,6 +328,17 @@ impl GatewayV2 {
         let older = held.is_some_and(|h| h.version.is_newer_than(env.version));
         let base_of_tail = older && self.resync.is_some() && self.tail_base() == Some(env.version);
         self.see(&env, now);
+        if let Some(h) = held.filter(|h| h.version == env.version) {
+            if h.digest != env.digest {
+                self.reject(format!(
+                    "{what}: version {} reused with other content (held digest {})",
+                    env.version.0, h.digest
+                ));
+            } else {
+                debug!("{what}: held already");
+            }
+            return;
+        }
         if older && !base_of_tail {
             debug!("{what}: older than {}, ignored", show(held));
             return;
@@ -295,7 +347,10 @@ impl GatewayV2 {
             .staging
             .get_or_insert_with(|| Box::new(Staging::new(heap())));
         let held_for_rules = if base_of_tail { None } else { held };
-        match staging.part(&self.id, held_for_rules, payload, &mut self.work) {
+        let t = Instant::now();
+        let staged = staging.part(&self.id, held_for_rules, payload, &mut self.work);
+        self.part_time += t.elapsed();
+        match staged {
             Ok(PartStatus::Waiting(n)) => debug!("{what}: staged, {n} missing"),
             Ok(PartStatus::Complete) => self.finish_snapshot(&env),
             Ok(PartStatus::Skipped(PartAction::Conflict)) => {
@@ -351,6 +406,8 @@ impl GatewayV2 {
     /// The staged snapshot is whole: apply the retained tail on it when it starts from it,
     /// swap in.
     fn finish_snapshot(&mut self, env: &Envelope) {
+        let t = Instant::now();
+        let spent = std::mem::take(&mut self.part_time);
         let Some(mut st) = self.staging.take() else {
             return;
         };
@@ -387,9 +444,11 @@ impl GatewayV2 {
             );
             return;
         }
+        let ms = (spent + t.elapsed()).as_secs_f64() * 1e3;
         match (result, with_tail_version(&snap, result)) {
             (Some(r), Some(_)) => info!(
-                "applied snapshot {} digest {} in {} parts and the tail {}->{}: now {}",
+                "applied snapshot {} digest {} in {} parts and the tail {}->{}: now {} ({ms:.1} ms \
+                 to decode, check and apply)",
                 snap.version.0,
                 snap.digest,
                 env.parts,
@@ -398,11 +457,11 @@ impl GatewayV2 {
                 show(Some(r))
             ),
             _ => info!(
-                "applied snapshot {} digest {} in {} parts",
+                "applied snapshot {} digest {} in {} parts ({ms:.1} ms to decode and check)",
                 snap.version.0, snap.digest, env.parts
             ),
         }
-        self.install(zone);
+        self.install(zone, true, self.now);
     }
 
     fn on_delta_topic(&mut self, payload: &[u8], now: Instant) {
@@ -487,13 +546,15 @@ impl GatewayV2 {
             return;
         };
         let held = zone.held();
+        let t = Instant::now();
         let mut spare = new_zone();
         let result = zone.apply_delta(&mut spare, &self.id, payload, &mut self.work);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
         drop(served);
         match result {
             Ok(DeltaAction::Apply) => {
-                info!("applied {label}");
-                self.install(spare);
+                info!("applied {label} ({ms:.1} ms to apply and check)");
+                self.install(spare, false, now);
             }
             Ok(DeltaAction::Replay) => {
                 debug!("{label}: already held");
@@ -563,6 +624,7 @@ impl crate::mqtt::Sink for GatewayV2 {
     }
 
     fn handle(&mut self, topic: &str, payload: &[u8], now: Instant) -> bool {
+        self.now = now;
         if topic == self.delta_topic {
             self.on_delta_topic(payload, now);
         } else if topic == self.tail_topic {
@@ -580,6 +642,13 @@ impl crate::mqtt::Sink for GatewayV2 {
     }
 
     fn tick(&mut self, now: Instant) -> bool {
+        if self.persist_due
+            && self
+                .persisted_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= PERSIST_EVERY)
+        {
+            self.persist(now);
+        }
         if let Some(r) = self.resync {
             if !self.want && now.saturating_duration_since(r.since) >= WANT_AFTER {
                 warn!(
@@ -712,6 +781,45 @@ mod tests {
         let st = t.gw.status();
         assert_eq!((st.want, st.held, st.serial), (None, Some(1), None));
         assert_eq!(st.digest, Some(s1.digest().to_string()));
+    }
+
+    #[test]
+    fn a_snapshot_is_persisted_at_once_and_deltas_at_most_every_5_s() {
+        let dir = sdwan_testsupport::TempDir::new("gateway-persist");
+        let mut t = T::new();
+        t.gw.state_dir = Some(dir.path().to_path_buf());
+        let on_disk = || {
+            persist::load_v2_zone(dir.path(), "gw-a")
+                .and_then(|z| z.held())
+                .map(|h| h.version.0)
+        };
+        let snaps: Vec<Snapshot> = (1..=4).map(|v| snap(v, v as u8)).collect();
+        t.snapshot(&snaps[0]);
+        assert_eq!(on_disk(), Some(1), "a snapshot at once");
+        // (second of the step, delta to version or a tick, on disk after it)
+        let steps: [(u64, Option<usize>, u64); 6] = [
+            (1, Some(1), 1),
+            (2, Some(2), 1),
+            (4, None, 1),
+            (5, None, 3),
+            (6, Some(3), 3),
+            (10, None, 4),
+        ];
+        for (secs, delta, want) in steps {
+            match delta {
+                Some(i) => {
+                    let d = Delta::between(&snaps[i - 1], &snaps[i])
+                        .unwrap()
+                        .encode()
+                        .unwrap();
+                    t.send("delta", &d, secs);
+                }
+                None => {
+                    t.gw.tick(t.t0 + Duration::from_secs(secs));
+                }
+            }
+            assert_eq!(on_disk(), Some(want), "at {secs} s");
+        }
     }
 
     #[test]

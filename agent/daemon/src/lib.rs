@@ -4,13 +4,12 @@
 //! Layout:
 //! - [`cli`]: command line (lexopt) into a [`config::Config`]; `--help` text.
 //! - [`config`]: the settings, `key = value` config files, defaults.
-//! - [`store`]: [`store::ZoneStore`], the zone in use behind an atomic swap, and
-//!   [`store::load_payload`] (payload bytes to a compiled zone).
+//! - [`store`]: [`store::ZoneStore`], the zone in use (v1 or v2) behind an atomic swap,
+//!   [`store::answer`] (the servers' one call), and [`store::load_payload`] (v1 payload bytes
+//!   to a compiled zone).
 //! - [`server`]: UDP and TCP servers, socket binding, dropping root.
 //! - [`persist`]: the last good zone in `--state-dir` (atomic, durable), loaded at start: the
 //!   v2 zone as its snapshot parts (`zone-v2.jsonl`), or a v1 payload (`zone.json`).
-//! - [`apply`]: policy for v1 zone payloads (valid, this gateway, newer serial), then persist
-//!   and swap (no longer fed by MQTT: gateway mode reads payload v2).
 //! - [`gateway`]: gateway MQTT mode on payload v2: snapshot parts, deltas, tails, notices,
 //!   resync, persisted v2 zone ([`gateway::GatewayV2`]).
 //! - [`mqtt`]: MQTT mode: the connection thread (TLS via `sdwan-link`), subscriptions, status;
@@ -24,7 +23,6 @@
 //!
 //! `main.rs` only parses the command line, sets up logging and calls [`run`].
 
-pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod gateway;

@@ -31,7 +31,6 @@ use sdwan_link::rumqttc::{
 };
 use sdwan_link::{Backoff, BrokerUrl, LinkError, LinkOptions, Status, Topics};
 
-use crate::apply::{Applier, Outcome};
 use crate::config::Config;
 use crate::{status, VERSION};
 
@@ -158,18 +157,6 @@ impl<A: PayloadSink> Sink for OneTopic<A> {
             self.applier.last_error().map(str::to_string),
             VERSION,
         )
-    }
-}
-
-impl PayloadSink for Applier {
-    fn handle_payload(&mut self, payload: &[u8]) -> bool {
-        !matches!(self.handle(payload), Outcome::Unchanged(_))
-    }
-    fn serial(&self) -> Option<u32> {
-        Applier::serial(self)
-    }
-    fn last_error(&self) -> Option<&str> {
-        Applier::last_error(self)
     }
 }
 
@@ -314,6 +301,8 @@ impl Link {
                 }
                 Ok(_) => {}
                 Err(reason) => {
+                    // What is due (a debounced write) is done before waiting.
+                    sink.tick(Instant::now());
                     let (delay, up) = backoff.disconnected(Instant::now());
                     session.failed(&self.broker, &reason, up, delay);
                     thread::sleep(delay);

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use log::{info, warn};
 
 use sdwan_agent_core::v2zone::{PartStatus, Staging, Work};
-use sdwan_contract::v2::encode::{Service, Snapshot};
+use sdwan_contract::v2::encode::{Message, PartData, Service};
 use sdwan_contract::v2::{Node, Port, Str, MAX_MESSAGE_BYTES, MAX_PARTS};
 
 use crate::store::{load_payload, OwnedZone, OwnedZoneV2};
@@ -197,63 +197,144 @@ pub const V2_STATE_FILE: &str = "zone-v2.jsonl";
 /// Largest v2 state file: every part at its largest, one newline each.
 pub const V2_STATE_MAX: usize = MAX_PARTS * (MAX_MESSAGE_BYTES + 1);
 
-/// The content of a held v2 zone as the contract's owned snapshot (what the master encodes).
-/// `None` when the zone holds nothing.
-pub fn snapshot_of(zone: &OwnedZoneV2) -> Option<Snapshot> {
-    let held = zone.held()?;
-    let header = *zone.header()?;
-    let nodes = (0..header.nodes)
-        .map(|slot| {
-            let n = zone.node(slot)?;
-            Some(Node {
-                name: Str::new(std::str::from_utf8(n.name).ok()?)?,
-                tier: n.tier,
-                v4: n.v4.map(std::net::Ipv4Addr::from),
-                v6: n.v6.map(std::net::Ipv6Addr::from),
-            })
-        })
-        .collect();
-    let services = (0..zone.service_count())
-        .filter_map(|i| zone.service(i))
-        .map(|s| Service {
-            ns: String::from_utf8_lossy(s.ns).into_owned(),
-            name: String::from_utf8_lossy(s.name).into_owned(),
-            short: s.short(),
-            ports: s
-                .ports()
-                .filter_map(|p| {
-                    Some(Port {
-                        label: Str::new(std::str::from_utf8(p.label).ok()?)?,
-                        proto: p.proto,
-                        node_port: p.node_port,
-                    })
-                })
-                .collect(),
-            hosts: s.hosts().collect(),
-        })
-        .collect();
-    Some(Snapshot {
-        gateway: zone.gateway().to_string(),
-        version: held.version,
-        zone: header,
-        nodes,
-        services,
+/// A stored node as the contract's owned node.
+fn node_of(zone: &OwnedZoneV2, slot: u16) -> Option<Node> {
+    let n = zone.node(slot)?;
+    Some(Node {
+        name: Str::new(std::str::from_utf8(n.name).ok()?)?,
+        tier: n.tier,
+        v4: n.v4.map(std::net::Ipv4Addr::from),
+        v6: n.v6.map(std::net::Ipv6Addr::from),
     })
 }
 
-/// Writes the v2 zone in use atomically and durably as [`V2_STATE_FILE`]: its snapshot
-/// parts, one per line.
-pub fn save_v2(dir: &Path, zone: &OwnedZoneV2) -> io::Result<()> {
-    let snapshot = snapshot_of(zone).ok_or_else(|| io::Error::other("no zone held"))?;
-    let parts = snapshot
+/// The `i`th stored service as the contract's owned service.
+fn service_of(zone: &OwnedZoneV2, i: usize) -> Option<Service> {
+    let s = zone.service(i)?;
+    Some(Service {
+        ns: String::from_utf8_lossy(s.ns).into_owned(),
+        name: String::from_utf8_lossy(s.name).into_owned(),
+        short: s.short(),
+        ports: s
+            .ports()
+            .filter_map(|p| {
+                Some(Port {
+                    label: Str::new(std::str::from_utf8(p.label).ok()?)?,
+                    proto: p.proto,
+                    node_port: p.node_port,
+                })
+            })
+            .collect(),
+        hosts: s.hosts().collect(),
+    })
+}
+
+/// The zone's snapshot parts, written to `out` one per line, item by item: each node and each
+/// service is encoded on its own by the contract's encoder (`Message::Part` of that one item,
+/// the item's text cut out between the part's fixed head and its closing `]}`), so that only
+/// one item is ever held, not a whole owned snapshot and its text (which doubled the agent's
+/// peak memory). A first pass measures the items and plans the parts (node slots first, then
+/// services, as many as fit in [`MAX_MESSAGE_BYTES`]); the second writes them. The loader
+/// checks every part and the digest, as for the broker's. Returns the number of parts.
+pub fn encode_parts(zone: &OwnedZoneV2, out: &mut impl Write) -> io::Result<usize> {
+    let bad = |what: &str| io::Error::other(format!("cannot encode the zone: {what}"));
+    let held = zone.held().ok_or_else(|| bad("no zone held"))?;
+    let header = *zone.header().ok_or_else(|| bad("no zone held"))?;
+    let part = |k: u8, parts: u8, first: u16, nodes: Vec<Option<Node>>, services| {
+        Message::Part(Box::new(PartData {
+            gateway: zone.gateway().to_string(),
+            version: held.version,
+            digest: held.digest,
+            part: k,
+            parts,
+            zone: header,
+            first_node: first,
+            nodes,
+            services,
+        }))
         .encode()
-        .map_err(|e| io::Error::other(format!("cannot encode the zone: {e}")))?;
-    let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
-    for p in parts {
-        bytes.extend_from_slice(&p);
-        bytes.push(b'\n');
+        .map_err(|e| bad(&e.to_string()))
+    };
+    const SERVICES: &[u8] = b"],\"services\":[";
+    const END: &[u8] = b"]}";
+    // A part's text is `head nodes SERVICES services END`; an empty one is `head SERVICES END`.
+    let head = |k: u8, parts: u8, first: u16| -> io::Result<Vec<u8>> {
+        let mut t = part(k, parts, first, Vec::new(), Vec::new())?;
+        t.truncate(t.len() - SERVICES.len() - END.len());
+        Ok(t)
+    };
+    let base = head(0, 0, 0)?.len();
+    let node_text = |slot: u16| -> io::Result<Vec<u8>> {
+        let t = part(0, 0, 0, vec![node_of(zone, slot)], Vec::new())?;
+        Ok(t[base..t.len() - SERVICES.len() - END.len()].to_vec())
+    };
+    let service_text = |i: usize| -> io::Result<Vec<u8>> {
+        let s = service_of(zone, i).ok_or_else(|| bad("service record"))?;
+        let t = part(0, 0, 0, Vec::new(), vec![s])?;
+        Ok(t[base + SERVICES.len()..t.len() - END.len()].to_vec())
+    };
+    // The fixed text at its longest (part numbers and first node at their widest).
+    let fixed = head(u8::MAX, u8::MAX, u16::MAX)?.len() + SERVICES.len() + END.len();
+    let room = MAX_MESSAGE_BYTES - fixed;
+    let (slots, services) = (header.nodes, zone.service_count());
+    // (first node, nodes, first service, services) per part.
+    let mut plan: Vec<(u16, u16, usize, usize)> = Vec::new();
+    let mut cur = (0u16, 0u16, 0usize, 0usize);
+    let mut used = 0;
+    let lens = (0..slots)
+        .map(|slot| io::Result::Ok((true, node_text(slot)?.len())))
+        .chain((0..services).map(|i| io::Result::Ok((false, service_text(i)?.len()))));
+    for item in lens {
+        let (is_node, len) = item?;
+        if len + 1 > room {
+            return Err(bad("an item larger than a message"));
+        }
+        if used + len + 1 > room {
+            plan.push(cur);
+            cur = (cur.0 + cur.1, 0, cur.2 + cur.3, 0);
+            used = 0;
+        }
+        used += len + 1;
+        if is_node {
+            cur.1 += 1;
+        } else {
+            cur.3 += 1;
+        }
     }
-    write_atomic(dir, V2_STATE_FILE, &bytes)
+    plan.push(cur);
+    if plan.len() > MAX_PARTS {
+        return Err(bad("more than 64 parts"));
+    }
+    let n = plan.len() as u8;
+    for (k, &(fnode, nn, fsvc, ns)) in plan.iter().enumerate() {
+        out.write_all(&head(k as u8, n, fnode)?)?;
+        for (j, slot) in (fnode..fnode + nn).enumerate() {
+            if j > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(&node_text(slot)?)?;
+        }
+        out.write_all(SERVICES)?;
+        for (j, i) in (fsvc..fsvc + ns).enumerate() {
+            if j > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(&service_text(i)?)?;
+        }
+        out.write_all(END)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(plan.len())
+}
+
+/// Writes the v2 zone in use atomically and durably as [`V2_STATE_FILE`]: its snapshot
+/// parts, one per line ([`encode_parts`]).
+pub fn save_v2(dir: &Path, zone: &OwnedZoneV2) -> io::Result<()> {
+    write_atomic_with(dir, V2_STATE_FILE, &[], |f, _| {
+        let mut w = io::BufWriter::new(f);
+        encode_parts(zone, &mut w)?;
+        w.flush()
+    })
 }
 
 /// [`load_v2`] with a fresh heap of `gateway::ZONE_HEAP_BYTES` and working memory.
@@ -324,6 +405,7 @@ pub fn load_v2(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sdwan_contract::v2::encode::Snapshot;
 
     fn payload(gw: &str, serial: u32) -> String {
         format!(
@@ -333,6 +415,87 @@ mod tests {
 
     fn tmp() -> sdwan_testsupport::TempDir {
         sdwan_testsupport::TempDir::new("persist")
+    }
+
+    /// A snapshot of `services` services on 300 nodes, each service on 200 of them: several
+    /// parts.
+    fn v2_snapshot(services: usize) -> Snapshot {
+        use sdwan_contract::v2::{Family, Tier, Version, ZoneHeader};
+        Snapshot {
+            gateway: "gw-a".into(),
+            version: Version(u64::MAX),
+            zone: ZoneHeader {
+                suffix: Str::new("k8s.internal").unwrap(),
+                local: Str::new("local").unwrap(),
+                ttl: 30,
+                service_ttl: 10,
+                family: Family::Dual,
+                nodes: 300,
+            },
+            nodes: (0..300u16)
+                .map(|i| {
+                    (i % 7 != 3).then(|| Node {
+                        name: Str::new(&format!("worker-{i}")).unwrap(),
+                        tier: Tier::Other,
+                        v4: Some([10, 1, (i >> 8) as u8, i as u8].into()),
+                        v6: (i % 2 == 0).then(|| [0xfd00, 0, 0, 0, 0, 0, 0, i].into()),
+                    })
+                })
+                .collect(),
+            services: (0..services)
+                .map(|i| Service {
+                    ns: format!("ns-{:02}", i % 10),
+                    name: format!("svc-{i:05}"),
+                    short: i % 3 == 0,
+                    ports: vec![Port::parse("_http._tcp:30080").unwrap()],
+                    hosts: (0..200)
+                        .map(|h| ((h * 3 + i) % 300) as u16)
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_v2_zone_persists_as_its_snapshot_parts_and_loads_back() {
+        use sdwan_contract::v2::encode::decode_owned;
+        let mut snap = v2_snapshot(2000);
+        snap.services
+            .sort_by(|a, b| (&a.ns, &a.name).cmp(&(&b.ns, &b.name)));
+        let parts = snap.encode().unwrap();
+        assert!(parts.len() >= 2, "{} parts", parts.len());
+        let dir = tmp();
+        // The master's parts as the file: loaded through the door.
+        let mut file = Vec::new();
+        for p in &parts {
+            file.extend_from_slice(p);
+            file.push(b'\n');
+        }
+        fs::write(dir.join(V2_STATE_FILE), &file).unwrap();
+        let zone = load_v2_zone(dir.path(), "gw-a").expect("loads");
+        assert_eq!(zone.held().unwrap().digest, snap.digest());
+        assert!(
+            load_v2_zone(dir.path(), "gw-b").is_none(),
+            "another gateway's file"
+        );
+        // Saved again part by part: the same content, the same digest.
+        save_v2(dir.path(), &zone).unwrap();
+        let saved = fs::read(dir.join(V2_STATE_FILE)).unwrap();
+        let msgs: Vec<_> = saved
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| decode_owned(l).unwrap())
+            .collect();
+        assert!(msgs.iter().all(|m| m.encode().is_ok()));
+        assert_eq!(Snapshot::assemble(&msgs).unwrap(), snap);
+        assert!(saved
+            .split(|&b| b == b'\n')
+            .all(|l| l.len() <= MAX_MESSAGE_BYTES));
+        let again = load_v2_zone(dir.path(), "gw-a").expect("loads again");
+        assert_eq!(again.held(), zone.held());
+        assert!(!dir.join(format!("{V2_STATE_FILE}.tmp")).exists());
     }
 
     #[test]

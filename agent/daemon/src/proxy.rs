@@ -1,7 +1,7 @@
 //! Worker mode: applying a proxy payload (`docs/payload-proxy.md`) to the reverse proxy's
 //! directory (`docs/proxy.md`).
 //!
-//! [`decide`] is the pure policy, like [`crate::apply::decide`] for zones: the payload must be
+//! [`decide`] is the pure policy (as the v1 zone policy was before payload v2): the payload must be
 //! a proxy payload v1 for this node and this directory, carrying exactly the known files
 //! ([`FILES`]) within the size limits, as UTF-8 text without NUL; its serial must be above the
 //! serial in use (the same serial again is a replay, ignored quietly). [`ProxyApplier::handle`]

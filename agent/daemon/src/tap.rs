@@ -6,7 +6,7 @@
 //!   (parsed in every build; without the feature they are refused with a clear error).
 //! - [`open`]: opens the TAP device (before root is dropped) into a [`Tap`].
 //! - `Tap::poll`: one step of the driver with the time passed in: `Interface::poll`, then
-//!   every waiting datagram answered with `sdwan_agent_core::answer` on the zone in use.
+//!   every waiting datagram answered with `store::answer` (v1 or v2) on the zone in use.
 //!   Buffers are allocated once in [`open`]; nothing is allocated per query. The TAP device
 //!   side (`TapDevice`, `read`/`write` on the `/dev/net/tun` fd into fixed buffers) is ours:
 //!   smoltcp's `TunTapInterface` allocates per frame.

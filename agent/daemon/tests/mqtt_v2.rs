@@ -341,7 +341,21 @@ fn parts_of_two_versions_interleaved_never_serve_a_mixed_zone() {
     let b = big(2, 22, 22);
     let (pa, pb) = (a.encode().unwrap(), b.encode().unwrap());
     assert!(pa.len() >= 2 && pb.len() >= 2);
-    let queries = QueryLoop::start(r.agent.dns);
+    // Answers seen while the parts come (a timeout on a loaded machine is no answer, not a
+    // wrong one): each must be 20's or 22's.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asker = {
+        let (stop, dns) = (stop.clone(), r.agent.dns);
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(a) = query_a(dns, NAME, Duration::from_secs(2)) {
+                    seen.push((a.rcode, a.a));
+                }
+            }
+            seen
+        })
+    };
     // The agent learns of 22 and reads parts; parts of 21 and 22 come interleaved.
     r.master.notice(&b);
     r.agent
@@ -357,9 +371,15 @@ fn parts_of_two_versions_interleaved_never_serve_a_mixed_zone() {
     }
     wait_held(&r.master, &b);
     wait_serving(r.agent.dns, 22);
-    let (ok, failures) = queries.finish();
-    assert!(failures.is_empty(), "{failures:?}");
-    assert!(ok > 0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = asker.join().unwrap();
+    assert!(!seen.is_empty(), "no answer at all");
+    for (rcode, a) in &seen {
+        assert!(
+            *rcode == 0 && (a == &[ip_for(20)] || a == &[ip_for(22)]),
+            "an answer of neither whole version: rcode {rcode}, {a:?}"
+        );
+    }
     // Only whole versions were ever held: 20, then 22.
     let held: Vec<_> = r
         .master
@@ -442,7 +462,7 @@ fn boot_with_the_broker_down_serves_the_persisted_zone_and_a_bad_file_is_ignored
 }
 
 #[test]
-fn without_a_snapshot_the_status_asks_for_one() {
+fn without_a_snapshot_the_status_asks_for_one_and_empty_messages_are_nothing() {
     let r = rig("v2-want", false);
     let st = r.master.wait_status("gw-a", "online", |_| true);
     assert_eq!((st.held, st.want.clone()), (None, None));
@@ -452,12 +472,24 @@ fn without_a_snapshot_the_status_asks_for_one() {
             .filter(|s| s.want.as_deref() == Some("snapshot"))
     });
     assert_eq!(st.held, None);
+    // Empty messages (a part or tail deleted, an empty delta) are "nothing here": no error.
+    for leaf in ["part/3", "tail", "delta"] {
+        r.master.publish_v2("gw-a", leaf, Vec::new());
+    }
     // The master answers with the snapshot: taken (the agent is still subscribed), want
     // cleared.
     let s3 = r.master.publish_serial("gw-a", 3);
     let st = wait_held(&r.master, &s3);
     assert_eq!(st.want, None);
     wait_serving(r.agent.dns, 3);
+    let errors: Vec<_> = r
+        .master
+        .statuses_of("gw-a")
+        .into_iter()
+        .filter_map(|s| s.error)
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(!r.agent.child.stderr().contains("rejected"));
 }
 
 #[test]
@@ -521,8 +553,8 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 }
 
 /// Issue 11 item 2: the agent's memory with the 5,000-service x 500-worker zone. Prints the
-/// figure; asserts the 4 MiB only for a release build (`SDWAN_AGENT_BIN`, the static musl
-/// x86_64 build: `docs/agent.md`, "Memory").
+/// figures; asserts the 4 MiB (RSS and peak) only for a release build (`SDWAN_AGENT_BIN`,
+/// the static musl x86_64 build: `docs/agent.md`, "Memory with the 5,000-service zone").
 #[test]
 #[ignore = "measurement: SDWAN_AGENT_BIN=<static musl release build>"]
 fn rss_with_the_5000_service_zone() {
@@ -554,6 +586,7 @@ fn rss_with_the_5000_service_zone() {
         v2_common::WORKERS
     );
     let after_snapshot = rss_kib(pid);
+    println!("after the snapshot: VmRSS, VmHWM {after_snapshot:?} KiB");
     let mut cur = snap.clone();
     for v in 1_001..=1_020u64 {
         let next = moved(&cur, v, v as u32);
@@ -563,7 +596,24 @@ fn rss_with_the_5000_service_zone() {
     wait_held(&r.master, &cur);
     wait_serving(r.agent.dns, 1_020);
     let after_deltas = rss_kib(pid);
-    // And again from the persisted file, with the broker down.
+    println!("after 20 deltas: VmRSS, VmHWM {after_deltas:?} KiB");
+    for line in r
+        .agent
+        .child
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("applied"))
+    {
+        println!("agent: {line}");
+    }
+    // And again from the persisted file (deltas are written at most every 5 s), with the
+    // broker down.
+    let state = r.tmp.join("state");
+    wait_until(SOON, "version 1020 persisted", || {
+        sdwan_agent::persist::load_v2_zone(&state, "gw-a")
+            .and_then(|z| z.held())
+            .is_some_and(|h| h.version.0 == 1_020)
+    });
     r.broker.stop();
     r.agent.restart();
     wait_serving(r.agent.dns, 1_020);
@@ -587,6 +637,12 @@ fn rss_with_the_5000_service_zone() {
             ("at boot", at_boot),
         ] {
             assert!(rss <= 4096, "{what}: RSS {rss} KiB over 4 MiB");
+        }
+        for (what, (_, peak)) in [
+            ("until after the deltas", after_deltas),
+            ("at boot", at_boot),
+        ] {
+            assert!(peak <= 4096, "{what}: peak RSS {peak} KiB over 4 MiB");
         }
     }
 }
