@@ -9,7 +9,10 @@ requests to
   - then the first successful HTTP GET from that host to the answered address and the
     NodePort (a fresh TCP connection each try), whose body names the service;
 then the service is deleted (Service, then EndpointSlice) and the time to the first NXDOMAIN is
-taken the same way. Sockets are opened inside the namespaces with setns(2) (Linux, root).
+taken the same way. Each create and delete starts after QUIET_MS (env, default 100) without a
+change, longer than the master's --debounce: the changes are isolated, as issue 11 (item 9)
+measures them (an isolated change is planned and published at once; changes closer together
+than --debounce coalesce, and QUIET_MS=0 measures that). Sockets are opened inside the namespaces with setns(2) (Linux, root).
 
 With PROXY=1 (nginx and the worker agents run), two more times: to the first HTTP GET through
 nginx on the node (`http://<service>.bench.<suffix>/bench/<service>/`, port 80) that reaches
@@ -183,18 +186,21 @@ def main():
     node_ip = f"10.77.0.1{workers}"
     port = 30090
     rows = []
+    quiet = float(os.environ.get("QUIET_MS", "100")) / 1000
     for run in range(runs):
         name = f"svc{run}"
         fqdn = f"{name}.bench.{SUFFIX}"
         nodeport = [("http-nodeport", (node_ip, port, "/", fqdn, "bench on"))]
         nginx_up = [("http-nginx", (node_ip, 80, f"/bench/{name}/", fqdn, "bench on"))]
         nginx_gone = [("http-nginx", (node_ip, 80, f"/bench/{name}/", fqdn, "No service at this path"))]
+        time.sleep(quiet)
         t0 = time.perf_counter_ns()
         api.call("POST", "/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices", slice_(name, node))
         api.call("POST", "/api/v1/namespaces/bench/services", service(name, port))
         got = wait_all(resolvers, fqdn, lambda a: a[0] == 0 and a[1] == [node_ip], t0,
                        nodeport + (nginx_up if proxy else []))
         rows += [(workers, run, "create", ns.removeprefix(prefix + "-"), m, ms) for ns, m, ms in got]
+        time.sleep(quiet)
         t0 = time.perf_counter_ns()
         api.call("DELETE", f"/api/v1/namespaces/bench/services/{name}")
         api.call("DELETE", f"/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices/{name}-abcde")

@@ -156,8 +156,15 @@ pub struct Controller {
     /// The topology's gateway ids: statuses of others are not followed.
     gateway_ids: HashSet<String>,
     burst_start: Option<Instant>,
-    /// The current burst began after a quiet of at least `debounce`: it is planned at once.
+    /// The current burst is planned at once: it began after a quiet of at least `debounce`,
+    /// or it follows an at-once plan that published nothing.
     burst_now: bool,
+    /// The last plan was made at once and published nothing, and no follow-up was planned
+    /// at once since the last quiet: the next event may be planned at once too (a Service
+    /// created after its EndpointSlice: the first event alone changes no content).
+    follow_up: bool,
+    /// A follow-up was planned at once since the last quiet.
+    follow_up_used: bool,
     last_event: Instant,
     logged_warnings: HashSet<String>,
     /// Status topics whose last document was refused: each is warned about once, until a
@@ -265,6 +272,8 @@ impl Controller {
             gateway_ids,
             burst_start: None,
             burst_now: false,
+            follow_up: false,
+            follow_up_used: false,
             // So that the first event is planned at once.
             last_event: Instant::now() - timing.debounce,
             logged_warnings: HashSet::new(),
@@ -393,7 +402,13 @@ impl Controller {
                         c.desired.0
                     );
                 }
-                m.desired_v2(gw, c.version.map(|v| v.0), c.desired.0, published);
+                m.desired_v2(
+                    gw,
+                    c.version.map(|v| v.0),
+                    c.published.map(|v| v.0),
+                    c.desired.0,
+                    published,
+                );
             }
         }
         drop(sent);
@@ -427,7 +442,7 @@ impl Controller {
             }
             self.counts.queued.fetch_add(1, Ordering::Relaxed);
             log::debug!("published {} ({len} bytes)", p.topic);
-            self.metrics.lock().unwrap().published_v2(kind, len, false);
+            self.metrics.lock().unwrap().published_v2(kind, len);
         }
         self.counts.unqueued.store(0, Ordering::Relaxed);
     }
@@ -663,9 +678,18 @@ impl Controller {
         let now = Instant::now();
         if self.burst_start.is_none() {
             self.burst_start = Some(at);
-            // Issue 11, item 9: a change after a quiet of `debounce` is planned at once; only
-            // the events that follow it within `debounce` coalesce (bounded by `max_delay`).
-            self.burst_now = now.saturating_duration_since(self.last_event) >= self.timing.debounce;
+            // Issue 11, item 9: a change after a quiet of `debounce` is planned at once, and
+            // so is the one event after it when that plan published nothing (at most one
+            // such follow-up per quiet, so a flood of events that change nothing is not
+            // planned one by one); the other events that follow within `debounce` coalesce
+            // (bounded by `max_delay`).
+            let quiet = now.saturating_duration_since(self.last_event) >= self.timing.debounce;
+            let follow = std::mem::take(&mut self.follow_up) && !quiet;
+            if quiet {
+                self.follow_up_used = false;
+            }
+            self.follow_up_used |= follow;
+            self.burst_now = quiet || follow;
         }
         self.last_event = now;
     }
@@ -811,12 +835,24 @@ impl Controller {
         self.v2 = Some(zones);
     }
 
+    /// Gateway versions and proxy payloads published so far.
+    fn published_count(&self) -> u64 {
+        self.publisher.egress().versions + self.metrics.lock().unwrap().published_proxies
+    }
+
     /// Plans and publishes what changed since the last flush.
     async fn flush(&mut self) {
         let Some(start) = self.burst_start.take() else {
             return;
         };
-        self.burst_now = false;
+        let at_once = std::mem::take(&mut self.burst_now);
+        let before = self.published_count();
+        self.flush_burst(start).await;
+        let published = self.published_count() != before;
+        self.follow_up = at_once && !published && !self.follow_up_used;
+    }
+
+    async fn flush_burst(&mut self, start: Instant) {
         self.plan_gateways(start).await;
         if !self.may_publish() {
             // A standby replica keeps its cache warm but publishes nothing.

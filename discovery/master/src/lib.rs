@@ -4,9 +4,12 @@
 //! - [`cli`]: flags of `run` (the default) and `plan`.
 //! - [`watch`]: kube-rs watchers on Nodes, Services, EndpointSlices -> [`watch::WatchMsg`]; a
 //!   (re)list arrives as one complete list, never piecemeal.
-//! - [`controller`]: the loop: bursts coalesced (debounce, bounded delay), one plan per burst,
-//!   publish only changed payloads, serials continued from the retained payloads, convergence
-//!   from the agents' status documents.
+//! - [`controller`]: the loop: bursts coalesced (an isolated change at once, then debounce,
+//!   bounded delay), one plan per burst; gateways' payload v2 through [`publish::Publisher`]
+//!   (a start reads the retained statuses, never zones), workers' v1 proxy payloads with
+//!   serials continued from the retained ones; convergence from the agents' status documents
+//!   (gateways by content digest).
+//! - [`publish`]: the payload v2 publisher, a pure state machine.
 //! - [`metrics`]: convergence state, Prometheus text on `/metrics`, `/healthz`, `/readyz`.
 //! - [`leader`]: leader election through a coordination.k8s.io Lease (one replica publishes),
 //!   and [`leader::API_CALLS`], every Kubernetes API call the master makes.

@@ -75,6 +75,9 @@ pub struct Convergence {
     pub applied: Option<u64>,
     /// Gateways: the digest of the desired content.
     pub desired_digest: Option<u64>,
+    /// Gateways: the version last published (the stream's current version, whatever its
+    /// content): a report older than it may be stale.
+    pub published: Option<u64>,
     /// Gateways: the digest the agent reports for the content it serves.
     pub applied_digest: Option<u64>,
     /// The agent's last status said online.
@@ -85,10 +88,18 @@ pub struct Convergence {
 
 impl Convergence {
     /// The agent serves the desired content: for a gateway, its reported digest is the
-    /// desired digest; for a node, the desired serial is known and applied.
+    /// desired digest, reported at a version no older than the last one published (RFC 1982;
+    /// an older report may be stale); for a node, the desired serial is known and applied.
     pub fn converged(&self) -> bool {
+        use sdwan_contract::v2::Version;
         match self.desired_digest {
-            Some(d) => self.applied_digest == Some(d),
+            Some(d) => {
+                self.applied_digest == Some(d)
+                    && self.published.is_none_or(|p| {
+                        self.applied
+                            .is_some_and(|a| !Version(p).is_newer_than(Version(a)))
+                    })
+            }
             None => self.desired.is_some() && self.applied == self.desired,
         }
     }
@@ -173,18 +184,20 @@ impl Metrics {
         self.entry(false, name).desired = Some(u64::from(serial));
     }
 
-    /// Notes gateway `name`'s desired content (payload v2): its digest and the version it has
-    /// on the wire (`None` until published). A digest not applied yet starts the
+    /// Notes gateway `name`'s desired content (payload v2): its digest, the version it has
+    /// on the wire (`None` until published) and the stream's current version (`current`). A digest not applied yet starts the
     /// publish-to-applied clock when `published` is given.
     pub fn desired_v2(
         &mut self,
         name: &str,
         version: Option<u64>,
+        current: Option<u64>,
         digest: u64,
         published: Option<Instant>,
     ) {
         let c = self.entry(true, name);
         c.desired = version;
+        c.published = current;
         c.desired_digest = Some(digest);
         let converged = c.converged();
         let key = (true, name.to_string());
@@ -197,16 +210,13 @@ impl Metrics {
         }
     }
 
-    /// Notes payload v2 messages published to gateway `name` (`bytes` of payload; `zone`:
-    /// they carry new content, counted in `sdwan_published_total{kind="zone"}`).
-    pub fn published_v2(&mut self, kind: &'static str, bytes: usize, zone: bool) {
+    /// Notes one payload v2 message of `kind` (`part`, `part_delete`, `tail`, `delta`,
+    /// `notice`) with `bytes` of payload published.
+    pub fn published_v2(&mut self, kind: &'static str, bytes: usize) {
         let e = self.v2_egress.entry(kind).or_default();
         e.0 += 1;
         e.1 += bytes as u64;
         self.published_bytes += bytes as u64;
-        if zone {
-            self.published_zones += 1;
-        }
     }
 
     /// Forgets gateway `name`'s convergence (no longer planned).
@@ -538,7 +548,7 @@ mod tests {
     fn status_completes_a_pending_publish() {
         let mut m = Metrics::default();
         let t0 = Instant::now();
-        m.desired_v2("gw-a", Some(5), 0xab, Some(t0));
+        m.desired_v2("gw-a", Some(5), Some(5), 0xab, Some(t0));
         assert!(!m.gateways["gw-a"].converged());
         let old = v2_status(4, "00000000000000aa");
         assert_eq!(
@@ -568,7 +578,7 @@ mod tests {
     fn a_gateway_holding_other_content_is_not_converged_whatever_its_version() {
         let mut m = Metrics::default();
         let t0 = Instant::now();
-        m.desired_v2("gw-a", Some(5), 0xab, Some(t0));
+        m.desired_v2("gw-a", Some(5), Some(5), 0xab, Some(t0));
         // The same version with other content (a lying or confused agent), a newer version
         // with other content, no digest at all: never converged.
         for st in [
@@ -583,8 +593,12 @@ mod tests {
                 .render()
                 .contains("sdwan_gateway_converged{gateway=\"gw-a\"} 0\n"));
         }
-        // Another version with the desired content: converged (content, not numbers).
+        // The desired content reported at a version older than the last published one: the
+        // report may be stale (the agent may serve what was published since), not converged;
+        // at a version as new or newer (another publisher's, the same content): converged.
         m.status(true, "gw-a", &v2_status(3, "00000000000000ab"), t0);
+        assert!(!m.gateways["gw-a"].converged());
+        m.status(true, "gw-a", &v2_status(7, "00000000000000ab"), t0);
         assert!(m.gateways["gw-a"].converged());
     }
 

@@ -269,10 +269,28 @@ pub struct Convergence {
     pub desired: Digest,
     /// The version the desired content has (or will have) on the wire, once published.
     pub version: Option<Version>,
+    /// The stream's current version (the last content published, desired or not).
+    pub published: Option<Version>,
     /// What the agent last reported, if anything.
     pub reported: Option<AgentStatus>,
-    /// The agent serves the desired content (`reported.digest == desired`).
+    /// The agent serves the desired content: `reported.digest == desired`, reported at a
+    /// version no older than the stream's current one (a report from before the last publish
+    /// may be stale: the agent may have moved on to what was published since, for example
+    /// when content goes back to what it was).
     pub converged: bool,
+}
+
+/// See [`Convergence::converged`].
+fn converged(s: &Stream) -> bool {
+    let (Some(d), Some(st)) = (s.desired_digest, s.status) else {
+        return false;
+    };
+    st.digest == Some(d)
+        && match (&s.current, st.held) {
+            (Some(c), Some(h)) => !c.version.is_newer_than(h),
+            (Some(_), None) => false,
+            (None, _) => true,
+        }
 }
 
 /// Why content was not published (the stream keeps its previous content).
@@ -409,8 +427,9 @@ impl Publisher {
         Some(Convergence {
             desired: *desired,
             version,
+            published: s.current.as_ref().map(|c| c.version),
             reported: s.status,
-            converged: s.status.and_then(|st| st.digest) == Some(*desired),
+            converged: converged(s),
         })
     }
 
@@ -419,9 +438,9 @@ impl Publisher {
         let mut all = 0;
         let mut ok = 0;
         for s in self.streams.values() {
-            if let Some(d) = &s.desired_digest {
+            if s.desired_digest.is_some() {
                 all += 1;
-                ok += usize::from(s.status.and_then(|st| st.digest) == Some(*d));
+                ok += usize::from(converged(s));
             }
         }
         (all, ok)

@@ -178,9 +178,14 @@ fn run_cluster_file_with_embedded_broker_feeds_an_agent() {
         assert!(!want.is_empty(), "{name} {rtype} not in the example plan");
         wait_until_answer(dns, name, rtype, &want);
     }
-    master.wait_stderr(
-        Duration::from_secs(10),
-        "gateway gw-espoo: online, applied serial 1",
+    // The master sees the agent serve the desired content (by digest).
+    master.wait_stderr(Duration::from_secs(10), ": converged");
+    let err = master.stderr();
+    assert!(
+        err.lines()
+            .any(|l| l.contains("gateway gw-espoo: online, holds version")
+                && l.contains(": converged")),
+        "{err}"
     );
 }
 

@@ -174,6 +174,35 @@ fn publisher_memory_at_issue_11_scale() {
         bytes += out.publishes.iter().map(|x| x.payload.len()).sum::<usize>();
     }
     let rss1 = rss_kib();
+    // One service's endpoints move: every gateway's content changes (the master hands the
+    // publisher each gateway `Zones::changed_since` names), each a delta.
+    let t1 = Instant::now();
+    snapshot
+        .apply_slice(&slice("team-01", "svc-00001", &[7, 8]))
+        .unwrap();
+    let zones2 = sdwan_plan::v2::zones(&snapshot, &topology);
+    let changed = zones2.changed_since(Some(&zones));
+    let before = p.egress();
+    for gw in &changed {
+        let snap = zones2.snapshot(gw, Version(0)).unwrap();
+        p.handle(
+            Now {
+                mono: Instant::now() + Duration::from_secs(1),
+                wall_ms: 1_764_694_801_000,
+            },
+            Input::Desired(Box::new(snap)),
+        );
+    }
+    let after = p.egress();
+    eprintln!(
+        "one service moved: {} gateways changed, planned and handed over in {:?}; {} deltas, \
+         {} delta bytes, {} tail bytes",
+        changed.len(),
+        t1.elapsed(),
+        after.deltas.messages - before.deltas.messages,
+        after.deltas.bytes - before.deltas.bytes,
+        after.tails.bytes - before.tails.bytes
+    );
     eprintln!(
         "{services} services x {nodes} workers, {gateways} gateways: planned and published in \
          {:?}, {bytes} bytes; RSS {} MiB before the publisher, {} MiB after: {} KiB per gateway",

@@ -210,7 +210,27 @@ async fn an_isolated_change_goes_out_without_waiting_for_the_debounce() {
         })
         .await;
     let burst = z.at.duration_since(t1);
-    eprintln!("isolated change published after {isolated:?}, the one after it {burst:?}");
+    // A service created as its EndpointSlice first, then the Service (as the benchmark and
+    // often Kubernetes do): the first event alone changes nothing, so the second is planned
+    // at once too.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let t2 = Instant::now();
+    s.api.apply(slice("default", "api", &["w1"]));
+    s.api.apply(service("default", "api", 30090));
+    let z = rec
+        .wait_zone("gw-a", "api created", |z| {
+            a(z, "api.default") == ["192.0.2.1"]
+        })
+        .await;
+    let create = z.at.duration_since(t2);
+    eprintln!(
+        "isolated change published after {isolated:?}, the one after it {burst:?}, a \
+         slice-then-service create after {create:?}"
+    );
+    assert!(
+        create < Duration::from_millis(400),
+        "a create waited {create:?} (debounce 600 ms)"
+    );
     assert!(
         isolated < Duration::from_millis(400),
         "an isolated change waited {isolated:?} (debounce 600 ms)"
@@ -382,6 +402,9 @@ async fn event_to_publish_latency() {
     for i in 0..50u16 {
         let node = if i % 2 == 0 { "w2" } else { "w1" };
         let want = if i % 2 == 0 { "192.0.2.2" } else { "192.0.2.1" };
+        // Each change isolated (a quiet longer than the debounce before it): published at
+        // once, without waiting for the debounce (issue 11, item 9).
+        tokio::time::sleep(Duration::from_millis(40)).await;
         let t0 = Instant::now();
         s.api.apply(slice("default", "web", &[node]));
         let z = rec
@@ -391,14 +414,19 @@ async fn event_to_publish_latency() {
     }
     lat.sort();
     eprintln!(
-        "event -> MQTT delivery (debounce 20 ms), {} changes: p50 {:?}, p99 {:?}, max {:?}",
+        "event -> MQTT delivery (debounce 20 ms, isolated changes), {} changes: p50 {:?}, p99 {:?}, max {:?}",
         lat.len(),
         lat[lat.len() / 2],
         lat[lat.len() * 99 / 100],
         lat[lat.len() - 1]
     );
-    // 20 ms debounce plus the work: well under the paper's 5 s, even on a busy CI machine.
+    // The work only (no debounce wait): well under the paper's 5 s, even on a busy CI
+    // machine; and under the 20 ms debounce an isolated change no longer waits out.
     assert!(lat[lat.len() / 2] < Duration::from_millis(500), "{lat:?}");
+    assert!(
+        lat[lat.len() / 4] < Duration::from_millis(20),
+        "isolated changes waited for the debounce: {lat:?}"
+    );
     let h = m.metrics.lock().unwrap().event_to_publish.count();
     assert!(h >= 50, "event_to_publish histogram has {h} observations");
     m.stop().await;
