@@ -469,6 +469,84 @@ mod tests {
         assert_eq!(v1_serial(br#"{"version":1}"#), None);
     }
 
+    use sdwan_contract::v2::encode::{encode_notice, Delta, Snapshot};
+
+    fn next(s: &Snapshot) -> Snapshot {
+        let mut n = s.clone();
+        n.version = Version(s.version.0 + 1);
+        let svc = n.services.iter_mut().find(|x| x.hosts.len() < 5).unwrap();
+        let h = (0..n.zone.nodes).find(|h| !svc.hosts.contains(h)).unwrap();
+        svc.hosts.push(h);
+        svc.hosts.sort_unstable();
+        n
+    }
+
+    fn feed(st: &mut State, msg: &[u8], tail: bool) -> Next {
+        on_v2(st, msg, tail, &mut Scratch::new()).unwrap()
+    }
+
+    /// A session holds a version only once every part of its snapshot is in, then follows
+    /// deltas on exactly that base, and asks for a snapshot on a gap or a notice of other
+    /// content: so the bench's "holds the change" is the agent's.
+    #[test]
+    fn sessions_hold_what_an_agent_would_hold() {
+        let s1 = crate::v2_common::snapshot(1);
+        let parts = s1.encode().unwrap();
+        assert!(parts.len() > 1);
+        let mut st = State::default();
+        for p in &parts[..parts.len() - 1] {
+            assert!(matches!(feed(&mut st, p, false), Next::Stay));
+            assert_eq!(st.held, None, "a part alone is not a snapshot");
+        }
+        assert!(matches!(
+            feed(&mut st, parts.last().unwrap(), false),
+            Next::Done
+        ));
+        assert_eq!(st.held, Some((s1.version.0, s1.digest().0)));
+
+        let s2 = next(&s1);
+        let d12 = Delta::between(&s1, &s2).unwrap().encode().unwrap();
+        assert!(matches!(feed(&mut st, &d12, false), Next::Stay));
+        assert_eq!(st.held, Some((s2.version.0, s2.digest().0)));
+        // A replay changes nothing.
+        assert!(matches!(feed(&mut st, &d12, false), Next::Stay));
+        assert_eq!(st.held, Some((s2.version.0, s2.digest().0)));
+
+        // A delta on another base: a gap.
+        let s3 = next(&s2);
+        let s4 = next(&s3);
+        let d34 = Delta::between(&s3, &s4).unwrap().encode().unwrap();
+        assert!(matches!(feed(&mut st, &d34, false), Next::Resync));
+        assert_eq!(st.held, Some((s2.version.0, s2.digest().0)));
+
+        // A notice of the held content is nothing; of newer content, a resync.
+        let same = encode_notice(&s2.gateway, s2.version, s2.digest()).unwrap();
+        assert!(matches!(feed(&mut st, &same, false), Next::Stay));
+        let newer = encode_notice(&s4.gateway, s4.version, s4.digest()).unwrap();
+        assert!(matches!(feed(&mut st, &newer, false), Next::Resync));
+    }
+
+    /// The retained tail arrives before the parts (one SUBSCRIBE, tail first): once the
+    /// snapshot is whole, the tail moves it to the current version.
+    #[test]
+    fn a_tail_on_the_snapshot_applies_when_the_snapshot_is_whole() {
+        let s1 = crate::v2_common::snapshot(1);
+        let s2 = next(&s1);
+        let tail = Delta::between(&s1, &s2).unwrap().encode().unwrap();
+        let mut st = State {
+            snapshot_wanted: true,
+            ..State::default()
+        };
+        assert!(matches!(feed(&mut st, &tail, true), Next::Stay));
+        assert_eq!(st.held, None);
+        let mut last = Next::Stay;
+        for p in s1.encode().unwrap() {
+            last = feed(&mut st, &p, false);
+        }
+        assert!(matches!(last, Next::Done));
+        assert_eq!(st.held, Some((s2.version.0, s2.digest().0)));
+    }
+
     #[test]
     fn topics_are_counted_by_their_kind() {
         let k = |t| KINDS[kind_of(t)];
