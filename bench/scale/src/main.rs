@@ -43,6 +43,11 @@ use cluster::{worker, worker_v4, Cluster};
 use loadgen::{Held, Load, Payload, KINDS};
 
 const PREFIX: &str = "sdwan/v1/scale";
+/// A change that brought no message within this long brought none.
+const CHANGE_FIRST: Duration = Duration::from_secs(30);
+/// Longest a change may take to be delivered (a master that keeps publishing, e.g. while its
+/// connection keeps failing, never lets the sessions go quiet).
+const CHANGE_DEADLINE: Duration = Duration::from_secs(60);
 const USAGE: &str = "\
 usage: sdwan-bench-scale run [--services N] [--nodes N] [--gateways N] [--agents N] [--seed N]
                              [--payload v1|v2] [--master BIN] [--agent BIN] [--quiet MS]
@@ -772,6 +777,7 @@ async fn run(a: Args) {
         })
     };
     let ready = wait_ready(metrics_addr, w.t0, a.deadline).await;
+    eprintln!("master ready: {ready:?}");
     // The first publish is delivered when every session holds a version (or nothing came
     // for a while).
     let hold_deadline = w.t0 + a.deadline;
@@ -788,6 +794,7 @@ async fn run(a: Args) {
     let first = w
         .settle(&load, a.quiet, Duration::from_secs(10), a.deadline)
         .await;
+    eprintln!("first publish settled");
     let (holding, _) = load.holding();
     let published = metric(metrics_addr, "sdwan_published_bytes_total").await;
     let first_read = master_read.down.load(Ordering::Relaxed);
@@ -813,6 +820,7 @@ async fn run(a: Args) {
         ));
     }
     let total_srv: usize = cluster.services.iter().map(|s| s.2).sum();
+    eprintln!("agents checked");
 
     if std::env::var_os("SCALE_TRACE").is_some() {
         let mut v: Vec<(u64, String)> = load
@@ -862,7 +870,7 @@ async fn run(a: Args) {
     let qname = format!("{name}.{ns}.k8s.internal");
     let want: Vec<String> = new_hosts.iter().map(|&h| worker_v4(h)).collect();
     let mut agent_time = None;
-    let agent_deadline = Instant::now() + Duration::from_secs(120);
+    let agent_deadline = Instant::now() + CHANGE_FIRST;
     while Instant::now() < agent_deadline {
         let ok = (0..agents.agents.len()).all(|i| {
             agents
@@ -878,12 +886,7 @@ async fn run(a: Args) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let d = w
-        .settle(
-            &load,
-            a.quiet,
-            Duration::from_secs(60),
-            Duration::from_secs(300),
-        )
+        .settle(&load, a.quiet, CHANGE_FIRST, CHANGE_DEADLINE)
         .await;
     changes.push((
         format!(
@@ -899,12 +902,7 @@ async fn run(a: Args) {
     let added = cluster.add_replica(&api, s);
     let (ns, name, _) = cluster.services[s].clone();
     let d = w
-        .settle(
-            &load,
-            a.quiet,
-            Duration::from_secs(60),
-            Duration::from_secs(300),
-        )
+        .settle(&load, a.quiet, CHANGE_FIRST, CHANGE_DEADLINE)
         .await;
     let q = format!("_http._tcp.{name}.{ns}.k8s.internal");
     let r = agents.dig(0, &["+tcp", &q, "SRV"]);
@@ -929,12 +927,7 @@ async fn run(a: Args) {
     let w = Window::open(&load);
     cluster.not_ready(&api, n);
     let d = w
-        .settle(
-            &load,
-            a.quiet,
-            Duration::from_secs(60),
-            Duration::from_secs(300),
-        )
+        .settle(&load, a.quiet, CHANGE_FIRST, CHANGE_DEADLINE)
         .await;
     let hosted = cluster.hosts.iter().filter(|h| h.contains(&n)).count();
     let r = agents.dig(0, &[&format!("{}.k8s.internal", worker(n)), "A"]);
@@ -952,6 +945,7 @@ async fn run(a: Args) {
     ));
 
     // Master restart.
+    let first_log = master.stderr();
     master.stop();
     drop(master);
     let w = Window::open(&load);
@@ -961,15 +955,15 @@ async fn run(a: Args) {
     let restart_read = master_read.down.load(Ordering::Relaxed);
     let restart_pub = master_read.first_publish();
     let restart = w
-        .settle(
-            &load,
-            a.quiet,
-            Duration::from_secs(10),
-            Duration::from_secs(600),
-        )
+        .settle(&load, a.quiet, Duration::from_secs(10), CHANGE_DEADLINE * 2)
         .await;
     let restart_read_settled = master_read.down.load(Ordering::Relaxed);
 
+    let master_log = format!("{first_log}{}", master.stderr());
+    let warnings: Vec<&str> = master_log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
     let errors: (u64, u64) = load.sessions.iter().fold((0, 0), |acc, s| {
         let st = s.state.lock().unwrap();
         (acc.0 + st.decode_errors, acc.1 + st.connection_errors)
@@ -1045,6 +1039,15 @@ async fn run(a: Args) {
         errors.0,
         errors.1,
         sample_error.map_or(String::new(), |e| format!(" (e.g. {e})"))
+    );
+    let _ = writeln!(
+        out,
+        "| the master's warnings and errors (both runs) | {}{} |",
+        warnings.len(),
+        warnings.last().map_or(String::new(), |w| format!(
+            ", the last: `{}`",
+            w.replace('|', "/")
+        ))
     );
     println!("{out}");
     drop(master);
