@@ -1040,14 +1040,30 @@ async fn run(a: Args) {
         errors.1,
         sample_error.map_or(String::new(), |e| format!(" (e.g. {e})"))
     );
+    // Distinct warnings (digits ignored, so "size '4091746'" and "size '4093022'" are one).
+    let mut kinds: Vec<(String, usize, &str)> = Vec::new();
+    for w in &warnings {
+        let key: String = w.chars().filter(|c| !c.is_ascii_digit()).collect();
+        match kinds.iter_mut().find(|k| k.0 == key) {
+            Some(k) => k.1 += 1,
+            None => kinds.push((key, 1, w)),
+        }
+    }
     let _ = writeln!(
         out,
-        "| the master's warnings and errors (both runs) | {}{} |",
-        warnings.len(),
-        warnings.last().map_or(String::new(), |w| format!(
-            ", the last: `{}`",
-            w.replace('|', "/")
-        ))
+        "| the master's warnings and errors (both runs) | {} |",
+        if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds
+                .iter()
+                .map(|(_, n, w)| {
+                    let w: String = w.replace('|', "/").chars().take(300).collect();
+                    format!("{n} x `{w}`")
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
     );
     println!("{out}");
     drop(master);
