@@ -81,8 +81,6 @@ pub enum Error {
     },
     /// The smoltcp/TAP driver cannot start or stopped (or this build has none).
     Tap(tap::TapError),
-    /// A mode that this build does not implement yet.
-    NotImplemented(&'static str),
     /// Worker mode settings that cannot work together (names the flag).
     Worker(String),
 }
@@ -107,7 +105,6 @@ impl fmt::Display for Error {
                 path.display()
             ),
             Error::Tap(e) => e.fmt(f),
-            Error::NotImplemented(what) => write!(f, "{what} is not implemented yet"),
             Error::Worker(why) => write!(f, "worker mode: {why}"),
         }
     }
