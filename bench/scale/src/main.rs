@@ -337,15 +337,27 @@ async fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-fn vm_rss_kib(pid: u32) -> Option<u64> {
+/// An agent's memory from `/proc/PID/status`: `VmRSS` (KiB), then its peak (`VmHWM`), its
+/// anonymous and file-backed parts (`RssAnon`, `RssFile`: the binary's pages are file) and
+/// the thread count.
+fn agent_memory(pid: u32) -> Option<String> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+    let field = |key: &str| -> Option<u64> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some(format!(
+        "{} KiB (peak {}; anon {} + file {}; {} threads)",
+        field("VmRSS:")?,
+        field("VmHWM:")?,
+        field("RssAnon:")?,
+        field("RssFile:")?,
+        field("Threads:")?
+    ))
 }
 
 /// What the sessions received in a window that starts at `t0`.
@@ -541,7 +553,7 @@ struct FirstPublish<'a> {
     published: Option<f64>,
     first_read: u64,
     first_pub: Option<(u64, Duration)>,
-    agent_rss: &'a [Option<u64>],
+    agent_rss: &'a [Option<String>],
     answers: &'a [String],
     total_srv: usize,
 }
@@ -616,11 +628,11 @@ fn first_publish_table(f: &FirstPublish<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "| agent RSS with the full zone (VmRSS, {} agents) | {} |",
+        "| agent RSS with the full zone (VmRSS, peak VmHWM, RssAnon + RssFile, threads; {} agents) | {} |",
         a.agents,
         f.agent_rss
             .iter()
-            .map(|r| r.map_or("-".into(), |k| format!("{k} KiB")))
+            .map(|r| r.as_deref().unwrap_or("-"))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -801,10 +813,10 @@ async fn run(a: Args) {
     let first_pub = master_read.first_publish();
 
     // The agents hold the full zone: answers and memory.
-    let agent_rss: Vec<Option<u64>> = agents
+    let agent_rss: Vec<Option<String>> = agents
         .agents
         .iter()
-        .map(|ag| vm_rss_kib(ag.child.id()))
+        .map(|ag| agent_memory(ag.child.id()))
         .collect();
     let ds = cluster.hosts.iter().position(|h| h.len() == a.nodes);
     let mut answers = Vec::new();
