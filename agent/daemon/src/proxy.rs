@@ -297,8 +297,10 @@ pub fn run_command(cmd: &str, timeout: Duration) -> Result<(), String> {
 }
 
 /// The files of `f` that the proxy reads only when it is reloaded.
-fn loaded_by_reload(f: &ProxyFiles) -> impl Iterator<Item = &(&'static str, String)> {
-    f.files
+fn loaded_by_reload<'a>(
+    files: &'a [(&'static str, String)],
+) -> impl Iterator<Item = &'a (&'static str, String)> {
+    files
         .iter()
         .filter(|(name, _)| !SERVED_FROM_DISK.contains(name))
 }
@@ -501,53 +503,18 @@ impl ProxyApplier {
                 true
             }
             Decision::Apply(files) => {
-                let reload = self.needs_reload(&files);
-                match self.apply(&files, reload) {
-                    Ok(()) => {
-                        info!(
-                            "proxy serial {} applied in {}{}",
+                let label = format!("serial {}", files.serial);
+                if self.put_live(&files.files, &label).is_ok() {
+                    self.serial = Some(files.serial);
+                    let text = format!("{}\n", files.serial);
+                    if let Err(e) = persist::write_atomic(&self.dir, SERIAL_FILE, text.as_bytes())
+                    {
+                        let msg = format!(
+                            "serial {} applied but its serial not saved in {}: {e}",
                             files.serial,
-                            self.dir.display(),
-                            if reload {
-                                ""
-                            } else {
-                                " (help page only: not checked, not reloaded)"
-                            }
+                            self.dir.display()
                         );
-                        if reload {
-                            self.loaded = Some(loaded_by_reload(&files).cloned().collect());
-                        }
-                        self.serial = Some(files.serial);
-                        self.last_error = None;
-                        let set: FileSet = files
-                            .files
-                            .iter()
-                            .map(|(n, t)| (*n, Some(t.as_bytes().to_vec())))
-                            .collect();
-                        if let Err(e) = self.save_known_good(&set) {
-                            let msg = format!(
-                                "serial {} applied but not saved as the known-good set: {e}",
-                                files.serial
-                            );
-                            warn!("{msg}");
-                            self.last_error = Some(msg);
-                        }
-                        let text = format!("{}\n", files.serial);
-                        if let Err(e) =
-                            persist::write_atomic(&self.dir, SERIAL_FILE, text.as_bytes())
-                        {
-                            let msg = format!(
-                                "serial {} applied but its serial not saved in {}: {e}",
-                                files.serial,
-                                self.dir.display()
-                            );
-                            warn!("{msg}");
-                            self.last_error = Some(msg);
-                        }
-                    }
-                    Err(msg) => {
-                        let msg = format!("serial {} not applied: {msg}", files.serial);
-                        warn!("{msg}; keeping serial {:?}", self.serial);
+                        warn!("{msg}");
                         self.last_error = Some(msg);
                     }
                 }
@@ -556,10 +523,49 @@ impl ProxyApplier {
         }
     }
 
+    /// The file apply both payload versions share: writes `files` into the directory,
+    /// checks and reloads (unless only [`SERVED_FROM_DISK`] files changed since the last
+    /// reload), rolls back to the known-good set on failure, and makes `files` the
+    /// known-good set on success. `label` names the content in logs and errors ("serial 4",
+    /// "version 9 digest ..."). Sets or clears the error of the status document; `Err`
+    /// carries it.
+    pub fn put_live(&mut self, files: &[(&'static str, String)], label: &str) -> Result<(), String> {
+        let reload = self.needs_reload(files);
+        if let Err(msg) = self.apply(files, reload) {
+            let msg = format!("{label} not applied: {msg}");
+            warn!("{msg}; keeping what was live");
+            self.last_error = Some(msg.clone());
+            return Err(msg);
+        }
+        info!(
+            "proxy {label} applied in {}{}",
+            self.dir.display(),
+            if reload {
+                ""
+            } else {
+                " (help page only: not checked, not reloaded)"
+            }
+        );
+        if reload {
+            self.loaded = Some(loaded_by_reload(files).cloned().collect());
+        }
+        self.last_error = None;
+        let set: FileSet = files
+            .iter()
+            .map(|(n, t)| (*n, Some(t.as_bytes().to_vec())))
+            .collect();
+        if let Err(e) = self.save_known_good(&set) {
+            let msg = format!("{label} applied but not saved as the known-good set: {e}");
+            warn!("{msg}");
+            self.last_error = Some(msg);
+        }
+        Ok(())
+    }
+
     /// Whether applying `new` needs the check and the reload: always for the first payload of
     /// this process, then when a file outside [`SERVED_FROM_DISK`] differs from the last one
     /// reloaded.
-    fn needs_reload(&self, new: &ProxyFiles) -> bool {
+    fn needs_reload(&self, new: &[(&'static str, String)]) -> bool {
         match &self.loaded {
             None => true,
             Some(last) => !last.iter().eq(loaded_by_reload(new)),
@@ -568,7 +574,7 @@ impl ProxyApplier {
 
     /// Writes the files, checks and reloads (when `reload`); on failure puts the last
     /// known-good files back.
-    fn apply(&self, new: &ProxyFiles, reload: bool) -> Result<(), String> {
+    fn apply(&self, new: &[(&'static str, String)], reload: bool) -> Result<(), String> {
         // Read before anything is written: when it cannot be read, nothing is touched.
         let good = read_set(&self.known_good_dir())
             .map_err(|e| format!("known-good proxy files unreadable: {e}"))?;
@@ -582,8 +588,8 @@ impl ProxyApplier {
         result
     }
 
-    fn write_check_reload(&self, new: &ProxyFiles, reload: bool) -> Result<(), String> {
-        for (name, text) in &new.files {
+    fn write_check_reload(&self, new: &[(&'static str, String)], reload: bool) -> Result<(), String> {
+        for (name, text) in new {
             persist::write_atomic(&self.dir, name, text.as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", self.dir.join(name).display()))?;
         }
