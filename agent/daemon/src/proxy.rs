@@ -1,19 +1,22 @@
-//! Worker mode: applying a proxy payload (`docs/payload-proxy.md`) to the reverse proxy's
-//! directory (`docs/proxy.md`).
+//! Worker mode's files: the proxy directory (`docs/proxy.md`) and the policy of proxy payload
+//! v1 (`docs/payload-proxy.md`).
 //!
-//! [`decide`] is the pure policy (as the v1 zone policy was before payload v2): the payload must be
-//! a proxy payload v1 for this node and this directory, carrying exactly the known files
-//! ([`FILES`]) within the size limits, as UTF-8 text without NUL; its serial must be above the
-//! serial in use (the same serial again is a replay, ignored quietly). [`ProxyApplier::handle`]
-//! carries it out: write the new files atomically ([`crate::persist::write_atomic`]), run
-//! `--check-cmd`, then `--reload-cmd`; when either fails, the last known-good files are written
-//! back (nginx is not reloaded) and the error, with the command's stderr, goes into the status
-//! document. The known-good set (the files last checked and reloaded) is kept in
-//! [`KNOWN_GOOD_DIR`], out of the files nginx includes, so it survives a crash in the middle
-//! of an apply: at start, [`ProxyApplier::new`] compares the live files with it and, when they
-//! differ, checks the live files and keeps them only if the check passes
-//! ([`ProxyApplier::recover`]). The serial of the last applied payload is kept in
-//! [`SERIAL_FILE`] in the proxy directory so a restart does not apply it again.
+//! [`ProxyApplier::put_live`] is the file apply both payload versions share (the v2 driver,
+//! [`crate::worker`], hands it the files it rendered): write the new files atomically
+//! ([`crate::persist::write_atomic`]), run `--check-cmd`, then `--reload-cmd`; when either
+//! fails, the last known-good files are written back (nginx is not reloaded) and the error,
+//! with the command's stderr, goes into the status document. The known-good set (the files
+//! last checked and reloaded) is kept in [`KNOWN_GOOD_DIR`], out of the files nginx includes,
+//! so it survives a crash in the middle of an apply: at start, [`ProxyApplier::new`] compares
+//! the live files with it and, when they differ, checks the live files and keeps them only if
+//! the check passes ([`ProxyApplier::recover`]).
+//!
+//! [`decide`] is proxy payload v1's pure policy (the master publishes v2; the hostile-input
+//! tests and the fuzz target still feed v1): the payload must be for this node and this directory,
+//! carrying exactly the known files ([`FILES`]) within the size limits, as UTF-8 text without
+//! NUL; its serial must be above the serial in use (the same serial again is a replay).
+//! [`ProxyApplier::handle`] carries it out through `put_live` and keeps the serial in
+//! [`SERIAL_FILE`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -507,8 +510,7 @@ impl ProxyApplier {
                 if self.put_live(&files.files, &label).is_ok() {
                     self.serial = Some(files.serial);
                     let text = format!("{}\n", files.serial);
-                    if let Err(e) = persist::write_atomic(&self.dir, SERIAL_FILE, text.as_bytes())
-                    {
+                    if let Err(e) = persist::write_atomic(&self.dir, SERIAL_FILE, text.as_bytes()) {
                         let msg = format!(
                             "serial {} applied but its serial not saved in {}: {e}",
                             files.serial,
@@ -529,7 +531,11 @@ impl ProxyApplier {
     /// known-good set on success. `label` names the content in logs and errors ("serial 4",
     /// "version 9 digest ..."). Sets or clears the error of the status document; `Err`
     /// carries it.
-    pub fn put_live(&mut self, files: &[(&'static str, String)], label: &str) -> Result<(), String> {
+    pub fn put_live(
+        &mut self,
+        files: &[(&'static str, String)],
+        label: &str,
+    ) -> Result<(), String> {
         let reload = self.needs_reload(files);
         if let Err(msg) = self.apply(files, reload) {
             let msg = format!("{label} not applied: {msg}");
@@ -588,7 +594,11 @@ impl ProxyApplier {
         result
     }
 
-    fn write_check_reload(&self, new: &[(&'static str, String)], reload: bool) -> Result<(), String> {
+    fn write_check_reload(
+        &self,
+        new: &[(&'static str, String)],
+        reload: bool,
+    ) -> Result<(), String> {
         for (name, text) in new {
             persist::write_atomic(&self.dir, name, text.as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", self.dir.join(name).display()))?;
@@ -619,17 +629,10 @@ impl ProxyApplier {
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
     }
-}
 
-impl crate::mqtt::PayloadSink for ProxyApplier {
-    fn handle_payload(&mut self, payload: &[u8]) -> bool {
-        self.handle(payload)
-    }
-    fn serial(&self) -> Option<u32> {
-        ProxyApplier::serial(self)
-    }
-    fn last_error(&self) -> Option<&str> {
-        ProxyApplier::last_error(self)
+    /// Sets the error of the status document (a refused message of the payload v2 driver).
+    pub fn set_error(&mut self, error: Option<String>) {
+        self.last_error = error;
     }
 }
 
