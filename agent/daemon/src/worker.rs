@@ -374,3 +374,120 @@ impl crate::mqtt::Sink for WorkerV2 {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::Sink;
+    use sdwan_contract::v2::proxy::{
+        encode_notice, Protocol, ProxyDelta, ProxyHeader, ProxyPort, ProxyService,
+    };
+    use sdwan_contract::v2::Str;
+
+    fn content(dir: &Path, version: u64, services: usize) -> ProxySnapshot {
+        ProxySnapshot {
+            node: "w1".into(),
+            version: Version(version),
+            proxy: ProxyHeader {
+                suffix: "k8s.internal".into(),
+                local: "local".into(),
+                listen_port: 8080,
+                upstream_host: "127.0.0.1".into(),
+                dir: dir.display().to_string(),
+                ipv6: false,
+                nodes: 0,
+            },
+            nodes: Vec::new(),
+            services: (0..services)
+                .map(|k| ProxyService {
+                    ns: "default".into(),
+                    name: format!("svc-{k:04}"),
+                    unique: true,
+                    ports: vec![ProxyPort {
+                        name: Some(Str::new("http").unwrap()),
+                        protocol: Protocol::Tcp,
+                        port: 80,
+                        node_port: 30000 + k as u16,
+                    }],
+                    here: true,
+                    nodes: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn worker(dir: &Path, now: Instant) -> WorkerV2 {
+        let topics = Topics::new("P").unwrap();
+        let applier = ProxyApplier::new("w1", dir, None, None);
+        WorkerV2::new("w1", &topics, dir, applier, now)
+    }
+
+    fn feed(w: &mut WorkerV2, c: &ProxySnapshot, now: Instant) {
+        for (k, p) in c.encode().unwrap().iter().enumerate() {
+            w.handle(&format!("P/nodes/w1/v2/part/{k}"), p, now);
+        }
+    }
+
+    #[test]
+    fn persisted_content_loads_through_the_follower_and_a_bad_file_is_ignored() {
+        let tmp = sdwan_testsupport::TempDir::new("worker-persist");
+        let c = content(tmp.path(), 7, 4000);
+        save(tmp.path(), &c).unwrap();
+        let text = fs::read_to_string(tmp.path().join(PERSIST_FILE)).unwrap();
+        assert!(text.lines().count() > 1, "several parts, one per line");
+        assert_eq!(load(tmp.path(), "w1"), Some(c.clone()));
+        assert_eq!(load(tmp.path(), "w2"), None, "another node's content");
+        let first = text.lines().next().unwrap();
+        fs::write(tmp.path().join(PERSIST_FILE), format!("{first}\n")).unwrap();
+        assert_eq!(load(tmp.path(), "w1"), None, "a part missing");
+        fs::write(tmp.path().join(PERSIST_FILE), "{\"schema\":2}\n").unwrap();
+        assert_eq!(load(tmp.path(), "w1"), None);
+    }
+
+    #[test]
+    fn resync_ends_on_the_held_snapshot_seen_again_and_a_gap_starts_one() {
+        let tmp = sdwan_testsupport::TempDir::new("worker-resync");
+        let t0 = Instant::now();
+        let mut w = worker(tmp.path(), t0);
+        assert_eq!(w.subscriptions().len(), 3, "starts resyncing");
+        let one = content(tmp.path(), 1, 3);
+        feed(&mut w, &one, t0);
+        assert_eq!(w.held().map(|h| h.version), Some(Version(1)));
+        assert_eq!(w.subscriptions(), ["P/nodes/w1/v2/delta"]);
+        assert!(fs::read_to_string(tmp.path().join("sdwan.conf"))
+            .unwrap()
+            .contains("/svc-0002/"));
+        // Reconnected: the retained snapshot, the one held, ends the resync.
+        w.connected(t0);
+        assert_eq!(w.subscriptions().len(), 3);
+        feed(&mut w, &one, t0);
+        assert_eq!(w.subscriptions().len(), 1, "the held snapshot seen again");
+        // A delta on its base applies; one for another base starts a resync.
+        let two = content(tmp.path(), 2, 4);
+        let d = ProxyDelta::between(&one, &two).unwrap().encode().unwrap();
+        assert!(w.handle("P/nodes/w1/v2/delta", &d, t0));
+        assert_eq!(w.held().map(|h| h.version), Some(Version(2)));
+        let four = content(tmp.path(), 4, 1);
+        let d = ProxyDelta::between(&content(tmp.path(), 3, 2), &four)
+            .unwrap()
+            .encode()
+            .unwrap();
+        w.handle("P/nodes/w1/v2/delta", &d, t0);
+        assert_eq!(w.held().map(|h| h.version), Some(Version(2)));
+        assert_eq!(w.subscriptions().len(), 3, "a gap resyncs");
+        // The held snapshot does not end a resync that waits for version 4; the status
+        // asks for a snapshot after WANT_AFTER.
+        feed(&mut w, &two, t0);
+        assert_eq!(w.subscriptions().len(), 3);
+        assert!(w.tick(t0 + WANT_AFTER));
+        assert_eq!(w.status().want.as_deref(), Some("snapshot"));
+        feed(&mut w, &four, t0);
+        assert_eq!(w.held().map(|h| h.version), Some(Version(4)));
+        assert_eq!((w.subscriptions().len(), w.status().want), (1, None));
+        // A notice of a newer version resyncs too.
+        let n = encode_notice("w1", Version(5), four.digest()).unwrap();
+        w.handle("P/nodes/w1/v2/delta", &n, t0);
+        assert_eq!(w.subscriptions().len(), 3);
+        assert_eq!(w.last_error(), None);
+    }
+}
