@@ -248,6 +248,54 @@ fn worker_agent_drives_nginx_through_mqtt_on_proxy_payload_v2() {
 }
 
 #[test]
+fn a_5000_service_content_is_served_and_one_change_is_a_small_delta() {
+    // Issue 11 item 6 at its scale: 5,000 services, 50 of them on this worker.
+    let rig = ProxyRig::start("proxy-scale");
+    let (master, dir) = (&rig.master, &rig.proxy_dir);
+    let port = free_port();
+    let hello = Backend::start("hello-world");
+    let mut here: Vec<ProxyService> = (0..49)
+        .map(|k| svc("apps", &format!("app-{k:02}"), true, 32000 + k, &[]))
+        .collect();
+    here.push(svc("default", "hello-world", true, hello.port, &[]));
+    let one = with_bulk(content(1, port, dir, &here), 4950);
+    let parts = one.encode().unwrap();
+    assert!(parts.iter().all(|p| p.len() <= 256 * 1024));
+    let _agent = rig.start_agent(NODE);
+    let t = std::time::Instant::now();
+    master.publish_proxy_snapshot(&one);
+    master.wait_node_status(NODE, "holds the 5,000-service content", |s| holds(s, &one));
+    let snapshot_ms = t.elapsed().as_secs_f64() * 1e3;
+    wait_get(port, LOCAL, "/hello-world/", "served", |r| {
+        serves(r, "hello-world")
+    });
+    // One service moves to another NodePort: a delta of a few hundred bytes.
+    let mut two = one.clone();
+    two.version = Version(2);
+    let moved = two
+        .services
+        .iter_mut()
+        .find(|s| s.name == "hello-world")
+        .unwrap();
+    moved.ports[0].node_port = 31999;
+    let d = delta(&one, &two);
+    assert!(d.len() < 1024, "{} bytes", d.len());
+    let t = std::time::Instant::now();
+    master.publish_proxy_v2(NODE, "delta", d.clone());
+    master.wait_node_status(NODE, "holds version 2", |s| holds(s, &two));
+    let delta_ms = t.elapsed().as_secs_f64() * 1e3;
+    let conf = std::fs::read_to_string(dir.join("sdwan.conf")).unwrap();
+    assert!(conf.contains("127.0.0.1:31999"), "{conf}");
+    eprintln!(
+        "5,000 services: {} parts ({} bytes), publish to held {snapshot_ms:.0} ms; a delta of {} \
+         bytes, publish to held {delta_ms:.0} ms (with nginx -t and reload)",
+        parts.len(),
+        parts.iter().map(Vec::len).sum::<usize>(),
+        d.len()
+    );
+}
+
+#[test]
 fn boot_with_the_broker_down_keeps_serving_and_loads_the_persisted_content() {
     let mut rig = ProxyRig::start("proxy-boot");
     let port = free_port();
