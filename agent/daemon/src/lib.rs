@@ -277,12 +277,8 @@ pub fn run_worker(config: &Config) -> Result<(), Error> {
     let link = mqtt::Link::prepare(config)
         .map_err(Error::Mqtt)?
         .expect("--broker checked above");
-    let applier = proxy::ProxyApplier::new(
-        node,
-        dir,
-        config.check_cmd.clone(),
-        config.reload_cmd.clone(),
-    );
+    let applier =
+        proxy::ProxyApplier::new(dir, config.check_cmd.clone(), config.reload_cmd.clone());
     info!(
         "worker mode: node {node}, proxy directory {}",
         dir.display()

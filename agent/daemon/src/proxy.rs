@@ -15,8 +15,6 @@
 //! tests and the fuzz target still feed v1): the payload must be for this node and this directory,
 //! carrying exactly the known files ([`FILES`]) within the size limits, as UTF-8 text without
 //! NUL; its serial must be above the serial in use (the same serial again is a replay).
-//! [`ProxyApplier::handle`] carries it out through `put_live` and keeps the serial in
-//! [`SERIAL_FILE`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -47,8 +45,6 @@ pub const SERVED_FROM_DISK: [&str; 1] = ["help.html"];
 pub const MAX_PAYLOAD: usize = json::PROXY_V1.max_bytes;
 /// Largest single file accepted, in bytes.
 pub const MAX_FILE: usize = 4 * 1024 * 1024;
-/// The serial of the files in place, kept in the proxy directory.
-pub const SERIAL_FILE: &str = ".sdwan-proxy-serial";
 /// Subdirectory of the proxy directory holding the last known-good [`FILES`] (a file missing
 /// there: none is live). nginx's `include DIR/*.conf` does not reach into it.
 pub const KNOWN_GOOD_DIR: &str = ".sdwan-known-good";
@@ -320,12 +316,6 @@ fn kill_group(child: &std::process::Child) {
     }
 }
 
-/// Reads the serial of the files in place (`None` when there is none or it is unreadable).
-pub fn load_serial(dir: &Path) -> Option<u32> {
-    let text = fs::read_to_string(dir.join(SERIAL_FILE)).ok()?;
-    text.trim().parse().ok().filter(|&s| s >= 1)
-}
-
 /// The contents of each of [`FILES`] in a directory, `None` where it is absent.
 type FileSet = Vec<(&'static str, Option<Vec<u8>>)>;
 
@@ -369,15 +359,13 @@ fn put_set(dir: &Path, set: &FileSet) -> io::Result<()> {
     Ok(())
 }
 
-/// Carries out decisions against the proxy directory and keeps the status.
+/// Puts files live in the proxy directory and keeps the error for the status document.
 #[derive(Debug)]
 pub struct ProxyApplier {
-    node_id: String,
     dir: PathBuf,
     check_cmd: Option<String>,
     reload_cmd: Option<String>,
     timeout: Duration,
-    serial: Option<u32>,
     last_error: Option<String>,
     /// The files nginx loads (all but [`SERVED_FROM_DISK`]) of the last payload this process
     /// checked and reloaded: `None` until the first one (files found on disk at start may never
@@ -386,24 +374,14 @@ pub struct ProxyApplier {
 }
 
 impl ProxyApplier {
-    /// An applier for `node_id` writing into `dir`; the serial in use is read from `dir`.
-    pub fn new(
-        node_id: &str,
-        dir: &Path,
-        check_cmd: Option<String>,
-        reload_cmd: Option<String>,
-    ) -> ProxyApplier {
-        let serial = load_serial(dir);
-        if let Some(s) = serial {
-            info!("proxy files in {} are serial {s}", dir.display());
-        }
+    /// An applier writing into `dir`; live files an interrupted apply left are checked
+    /// ([`ProxyApplier::recover`]).
+    pub fn new(dir: &Path, check_cmd: Option<String>, reload_cmd: Option<String>) -> ProxyApplier {
         let mut a = ProxyApplier {
-            node_id: node_id.to_string(),
             dir: dir.to_path_buf(),
             check_cmd,
             reload_cmd,
             timeout: COMMAND_TIMEOUT,
-            serial,
             last_error: None,
             loaded: None,
         };
@@ -488,48 +466,11 @@ impl ProxyApplier {
         put_set(&kg, set)
     }
 
-    /// Decides and applies one payload; true when the status changed.
-    pub fn handle(&mut self, payload: &[u8]) -> bool {
-        match decide(payload, &self.node_id, &self.dir, self.serial) {
-            Decision::Replay(s) => {
-                log::debug!("proxy serial {s} received again; already in place");
-                false
-            }
-            Decision::Reject(r) => {
-                let msg = r.to_string();
-                warn!(
-                    "proxy payload ({} bytes) rejected, keeping serial {:?}: {msg}",
-                    payload.len(),
-                    self.serial
-                );
-                self.last_error = Some(msg);
-                true
-            }
-            Decision::Apply(files) => {
-                let label = format!("serial {}", files.serial);
-                if self.put_live(&files.files, &label).is_ok() {
-                    self.serial = Some(files.serial);
-                    let text = format!("{}\n", files.serial);
-                    if let Err(e) = persist::write_atomic(&self.dir, SERIAL_FILE, text.as_bytes()) {
-                        let msg = format!(
-                            "serial {} applied but its serial not saved in {}: {e}",
-                            files.serial,
-                            self.dir.display()
-                        );
-                        warn!("{msg}");
-                        self.last_error = Some(msg);
-                    }
-                }
-                true
-            }
-        }
-    }
-
     /// The file apply both payload versions share: writes `files` into the directory,
     /// checks and reloads (unless only [`SERVED_FROM_DISK`] files changed since the last
     /// reload), rolls back to the known-good set on failure, and makes `files` the
-    /// known-good set on success. `label` names the content in logs and errors ("serial 4",
-    /// "version 9 digest ..."). Sets or clears the error of the status document; `Err`
+    /// known-good set on success. `label` names the content in logs and errors ("version 9
+    /// digest ..."). Sets or clears the error of the status document; `Err`
     /// carries it.
     pub fn put_live(
         &mut self,
@@ -618,11 +559,6 @@ impl ProxyApplier {
     /// Puts `set` live (a file absent from it is removed).
     fn restore(&self, set: &FileSet) -> io::Result<()> {
         put_set(&self.dir, set)
-    }
-
-    /// Serial of the files in place.
-    pub fn serial(&self) -> Option<u32> {
-        self.serial
     }
 
     /// The last error, `None` after a successful apply.
@@ -762,6 +698,11 @@ mod tests {
         }
     }
 
+    /// The two files, as a renderer hands them to [`ProxyApplier::put_live`].
+    fn files(conf: &str, help: &str) -> Vec<(&'static str, String)> {
+        vec![("sdwan.conf", conf.into()), ("help.html", help.into())]
+    }
+
     #[test]
     fn failing_check_restores_the_previous_files() {
         let tmp = sdwan_testsupport::TempDir::new("proxy-apply");
@@ -770,18 +711,17 @@ mod tests {
         // The check refuses any configuration containing "bad".
         let check = format!("! grep -q bad {d}/sdwan.conf || {{ echo 'bad config' >&2; exit 3; }}");
         let reload = format!("echo reloaded >> {d}/reloads");
-        let mut a = ProxyApplier::new("w1", dir, Some(check), Some(reload));
-        assert!(a.handle(&payload("w1", 1, d, "good 1")));
-        assert_eq!((a.serial(), a.last_error()), (Some(1), None));
-        assert!(a.handle(&payload("w1", 2, d, "bad 2")));
+        let mut a = ProxyApplier::new(dir, Some(check), Some(reload));
+        assert!(a.put_live(&files("good 1", "h"), "version 1").is_ok());
+        assert_eq!(a.last_error(), None);
+        assert!(a.put_live(&files("bad 2", "h"), "version 2").is_err());
         let err = a.last_error().unwrap().to_string();
         assert!(
-            err.contains("serial 2 not applied: check failed")
+            err.contains("version 2 not applied: check failed")
                 && err.contains("bad config")
                 && err.contains("previous files restored"),
             "{err}"
         );
-        assert_eq!(a.serial(), Some(1));
         assert_eq!(
             fs::read_to_string(dir.join("sdwan.conf")).unwrap(),
             "good 1"
@@ -790,16 +730,13 @@ mod tests {
             fs::read_to_string(dir.join("reloads")).unwrap(),
             "reloaded\n"
         );
-        // A restart keeps the serial: the retained serial 1 is a replay, 2 is tried again.
-        let mut b = ProxyApplier::new("w1", dir, None, None);
-        assert_eq!(b.serial(), Some(1));
-        assert!(!b.handle(&payload("w1", 1, d, "good 1")));
-        assert!(b.handle(&payload("w1", 3, d, "good 3")));
+        // The next good files are applied normally and clear the error.
+        assert!(a.put_live(&files("good 3", "h"), "version 3").is_ok());
+        assert_eq!(a.last_error(), None);
         assert_eq!(
             fs::read_to_string(dir.join("sdwan.conf")).unwrap(),
             "good 3"
         );
-        assert_eq!(load_serial(dir), Some(3));
     }
 
     #[test]
@@ -811,24 +748,24 @@ mod tests {
         let conf = || fs::read_to_string(dir.join("sdwan.conf")).unwrap();
         let known_good =
             || fs::read_to_string(dir.join(KNOWN_GOOD_DIR).join("sdwan.conf")).unwrap();
-        let mut a = ProxyApplier::new("w1", dir, Some(check.clone()), None);
-        assert!(a.handle(&payload_with_help("w1", 1, d, "good 1", "help 1")));
-        assert_eq!((a.serial(), known_good().as_str()), (Some(1), "good 1"));
-        // Killed after writing serial 2's files, before its check ended: unchecked files live.
+        let mut a = ProxyApplier::new(dir, Some(check.clone()), None);
+        assert!(a.put_live(&files("good 1", "help 1"), "version 1").is_ok());
+        assert_eq!(known_good(), "good 1");
+        // Killed after writing version 2's files, before its check ended: unchecked files live.
         fs::write(dir.join("sdwan.conf"), "bad 2").unwrap();
         fs::write(dir.join("help.html"), "help 2").unwrap();
-        let mut b = ProxyApplier::new("w1", dir, Some(check.clone()), None);
+        let mut b = ProxyApplier::new(dir, Some(check.clone()), None);
         assert_eq!(conf(), "good 1", "the known-good set is live again");
         assert_eq!(fs::read_to_string(dir.join("help.html")).unwrap(), "help 1");
-        assert_eq!((b.serial(), b.last_error()), (Some(1), None));
-        // The retained serial 2 comes again: refused, and rolled back to the known-good set
+        assert_eq!(b.last_error(), None);
+        // The retained version 2 comes again: refused, and rolled back to the known-good set
         // (before, "previous files restored" put back the unchecked files found on disk).
-        assert!(b.handle(&payload_with_help("w1", 2, d, "bad 2", "help 2")));
+        assert!(b.put_live(&files("bad 2", "help 2"), "version 2").is_err());
         assert!(b.last_error().unwrap().contains("check failed"));
         assert_eq!(conf(), "good 1");
         // Interrupted files that pass the check stay, and become the known-good set.
         fs::write(dir.join("sdwan.conf"), "good 3").unwrap();
-        drop(ProxyApplier::new("w1", dir, Some(check.clone()), None));
+        drop(ProxyApplier::new(dir, Some(check.clone()), None));
         assert_eq!(
             (conf().as_str(), known_good().as_str()),
             ("good 3", "good 3")
@@ -837,7 +774,7 @@ mod tests {
         let victim = tmp.write("victim", "precious");
         fs::remove_file(dir.join("sdwan.conf")).unwrap();
         std::os::unix::fs::symlink(&victim, dir.join("sdwan.conf")).unwrap();
-        drop(ProxyApplier::new("w1", dir, Some(check), None));
+        drop(ProxyApplier::new(dir, Some(check), None));
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
         assert!(fs::symlink_metadata(dir.join("sdwan.conf"))
             .unwrap()
@@ -854,34 +791,24 @@ mod tests {
         let reload = format!("echo reloaded >> {d}/commands");
         let commands = || fs::read_to_string(dir.join("commands")).unwrap_or_default();
         let help = || fs::read_to_string(dir.join("help.html")).unwrap();
-        let mut a = ProxyApplier::new("w1", dir, Some(check.clone()), Some(reload.clone()));
-        // (payload: serial, conf, help; commands run so far)
+        let mut a = ProxyApplier::new(dir, Some(check.clone()), Some(reload.clone()));
+        // (conf, help; commands run so far)
         let steps = [
-            (1, "conf A", "help 1", "checked\nreloaded\n"),
-            (2, "conf A", "help 2", "checked\nreloaded\n"),
-            (
-                3,
-                "conf B",
-                "help 2",
-                "checked\nreloaded\nchecked\nreloaded\n",
-            ),
-            (
-                4,
-                "conf B",
-                "help 3",
-                "checked\nreloaded\nchecked\nreloaded\n",
-            ),
+            ("conf A", "help 1", "checked\nreloaded\n"),
+            ("conf A", "help 2", "checked\nreloaded\n"),
+            ("conf B", "help 2", "checked\nreloaded\nchecked\nreloaded\n"),
+            ("conf B", "help 3", "checked\nreloaded\nchecked\nreloaded\n"),
         ];
-        for (serial, conf, page, want) in steps {
-            assert!(a.handle(&payload_with_help("w1", serial, d, conf, page)));
-            assert_eq!((a.serial(), a.last_error()), (Some(serial), None));
-            assert_eq!(help(), page, "serial {serial}");
-            assert_eq!(commands(), want, "serial {serial}");
+        for (i, (conf, page, want)) in steps.into_iter().enumerate() {
+            assert!(a.put_live(&files(conf, page), "content").is_ok());
+            assert_eq!(a.last_error(), None);
+            assert_eq!(help(), page, "step {i}");
+            assert_eq!(commands(), want, "step {i}");
         }
-        // A new process has not reloaded anything yet: its first payload is checked and
+        // A new process has not reloaded anything yet: its first apply is checked and
         // reloaded even when the configuration on disk is the same.
-        let mut b = ProxyApplier::new("w1", dir, Some(check), Some(reload));
-        assert!(b.handle(&payload_with_help("w1", 5, d, "conf B", "help 4")));
+        let mut b = ProxyApplier::new(dir, Some(check), Some(reload));
+        assert!(b.put_live(&files("conf B", "help 4"), "content").is_ok());
         assert_eq!(commands().lines().count(), 6);
     }
 
@@ -889,11 +816,9 @@ mod tests {
     fn first_apply_that_fails_leaves_no_files_and_commands_time_out() {
         let tmp = sdwan_testsupport::TempDir::new("proxy-first");
         let dir = tmp.path();
-        let d = dir.to_str().unwrap();
-        let mut a = ProxyApplier::new("w1", dir, Some("exit 1".into()), None);
-        assert!(a.handle(&payload("w1", 1, d, "x")));
+        let mut a = ProxyApplier::new(dir, Some("exit 1".into()), None);
+        assert!(a.put_live(&files("x", "h"), "version 1").is_err());
         assert!(!dir.join("sdwan.conf").exists() && !dir.join("help.html").exists());
-        assert_eq!(a.serial(), None);
         let e = run_command("sleep 5", Duration::from_millis(200)).unwrap_err();
         assert!(e.contains("killed after 200ms"), "{e}");
         // What the shell started goes too: the sleep below would keep the file's writer open.

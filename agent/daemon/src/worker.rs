@@ -418,7 +418,7 @@ mod tests {
 
     fn worker(dir: &Path, now: Instant) -> WorkerV2 {
         let topics = Topics::new("P").unwrap();
-        let applier = ProxyApplier::new("w1", dir, None, None);
+        let applier = ProxyApplier::new(dir, None, None);
         WorkerV2::new("w1", &topics, dir, applier, now)
     }
 
