@@ -222,6 +222,20 @@ fn worker_agent_drives_nginx_through_mqtt_on_proxy_payload_v2() {
         conf_two
     );
     assert!(serves(&http_get(port, LOCAL, "/extra/").unwrap(), "extra"));
+    // Nested 100,000 levels deep (issue 12): refused at the checked door, no stack overflow.
+    master.clear_statuses();
+    let deep = format!(
+        "{{\"schema\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    master.publish_proxy_v2(NODE, "delta", deep);
+    let st = master.wait_node_status(NODE, "the nested message reported", |s| {
+        s.error
+            .as_deref()
+            .is_some_and(|e| e.contains("proxy v2 message"))
+    });
+    assert!(holds(&st, &two), "{st:?}");
 
     // A delta for another base (4 -> 5, while 2 is held): not applied; the worker resyncs
     // from the retained snapshot (version 5, published without a notice) and serves it.
