@@ -484,8 +484,19 @@ mod tests {
         feed(&mut w, &four, t0);
         assert_eq!(w.held().map(|h| h.version), Some(Version(4)));
         assert_eq!((w.subscriptions().len(), w.status().want), (1, None));
+        // Reconnected after missing a change: the retained tail (4 -> 6) brings it up to date.
+        w.connected(t0);
+        let six = content(tmp.path(), 6, 6);
+        let tail = ProxyDelta::between(&four, &six).unwrap().encode().unwrap();
+        w.handle("P/nodes/w1/v2/tail", &tail, t0);
+        assert_eq!(w.held().map(|h| h.version), Some(Version(6)));
+        assert_eq!(w.subscriptions().len(), 1);
+        assert!(
+            load(tmp.path(), "w1").is_some_and(|c| c == six),
+            "persisted"
+        );
         // A notice of a newer version resyncs too.
-        let n = encode_notice("w1", Version(5), four.digest()).unwrap();
+        let n = encode_notice("w1", Version(7), six.digest()).unwrap();
         w.handle("P/nodes/w1/v2/delta", &n, t0);
         assert_eq!(w.subscriptions().len(), 3);
         assert_eq!(w.last_error(), None);
