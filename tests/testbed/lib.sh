@@ -197,10 +197,11 @@ tb_brokers() {
 pattern read $PREFIX_TOPIC/gateways/%u/v2/#
 pattern write $PREFIX_TOPIC/gateways/%u/status
 pattern read $PREFIX_TOPIC/nodes/%u/proxy
+pattern read $PREFIX_TOPIC/nodes/%u/v2/#
 pattern write $PREFIX_TOPIC/nodes/%u/status
 "
-    printf '%s\nuser master\ntopic readwrite %s/gateways/+/zone\ntopic readwrite %s/gateways/+/v2/#\ntopic read %s/gateways/+/status\ntopic readwrite %s/nodes/+/proxy\ntopic read %s/nodes/+/status\n\nuser region-bridge\ntopic read %s/gateways/g2/zone\ntopic read %s/gateways/g3/zone\ntopic read %s/gateways/g2/v2/#\ntopic read %s/gateways/g3/v2/#\ntopic write %s/gateways/g2/status\ntopic write %s/gateways/g3/status\n' \
-        "$acl" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" >"$W/central.acl"
+    printf '%s\nuser master\ntopic readwrite %s/gateways/+/zone\ntopic readwrite %s/gateways/+/v2/#\ntopic read %s/gateways/+/status\ntopic readwrite %s/nodes/+/proxy\ntopic readwrite %s/nodes/+/v2/#\ntopic read %s/nodes/+/status\n\nuser region-bridge\ntopic read %s/gateways/g2/zone\ntopic read %s/gateways/g3/zone\ntopic read %s/gateways/g2/v2/#\ntopic read %s/gateways/g3/v2/#\ntopic write %s/gateways/g2/status\ntopic write %s/gateways/g3/status\n' \
+        "$acl" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" "$PREFIX_TOPIC" >"$W/central.acl"
     printf '%s' "$acl" >"$W/region.acl"
     broker_conf central 10.77.0.1 >"$W/central.conf"
     broker_conf region 10.77.0.2 bridge >"$W/region.conf"

@@ -76,7 +76,9 @@ pub fn cli(data: &[u8]) {
     }
 }
 
-/// A proxy payload from the broker (worker mode). Must never panic; an accepted payload is for
+/// A proxy payload v1 (its policy, `proxy::decide`; the worker agent follows proxy payload v2,
+/// whose decoder and follower the contract's fuzz targets cover). Must never panic; an
+/// accepted payload is for
 /// this node and directory, newer than the serial in use, and carries exactly the known files
 /// within the size limit, without NUL; once its serial is in use it is a replay.
 pub fn proxy_payload(data: &[u8]) {

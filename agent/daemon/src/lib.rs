@@ -14,8 +14,10 @@
 //!   resync, persisted v2 zone ([`gateway::GatewayV2`]).
 //! - [`mqtt`]: MQTT mode: the connection thread (TLS via `sdwan-link`), subscriptions, status;
 //!   shared by both modes through [`mqtt::Sink`].
-//! - [`proxy`]: worker mode: proxy payloads written into `--proxy-dir`, checked, reloaded,
-//!   rolled back on failure.
+//! - [`proxy`]: worker mode's files: written into `--proxy-dir`, checked, reloaded, rolled
+//!   back on failure ([`proxy::ProxyApplier`]); proxy payload v1's policy ([`proxy::decide`]).
+//! - [`worker`]: worker MQTT mode on proxy payload v2: the contract's follower, the
+//!   renderer, the persisted content ([`worker::WorkerV2`]).
 //! - [`status`]: the status documents (online, last will).
 //! - [`tap`]: the smoltcp/TAP driver (`--tap`, cargo feature `smoltcp`): DNS through smoltcp's
 //!   own UDP/IP stack on a TAP device.
@@ -33,6 +35,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod tap;
+pub mod worker;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -235,7 +238,8 @@ pub fn run(config: &Config) -> Result<(), Error> {
     }
 }
 
-/// Worker mode: no DNS; the MQTT thread writes proxy payloads into `--proxy-dir`.
+/// Worker mode: no DNS; the MQTT thread follows the node's proxy payload v2 stream and puts
+/// the rendered files live in `--proxy-dir`.
 /// Returns only on an error.
 pub fn run_worker(config: &Config) -> Result<(), Error> {
     let bad = |s: &str| Err(Error::Worker(s.to_string()));
@@ -273,20 +277,14 @@ pub fn run_worker(config: &Config) -> Result<(), Error> {
     let link = mqtt::Link::prepare(config)
         .map_err(Error::Mqtt)?
         .expect("--broker checked above");
-    let applier = mqtt::OneTopic::new(
-        link.topics().node_proxy(node),
-        proxy::ProxyApplier::new(
-            node,
-            dir,
-            config.check_cmd.clone(),
-            config.reload_cmd.clone(),
-        ),
-    );
+    let applier =
+        proxy::ProxyApplier::new(dir, config.check_cmd.clone(), config.reload_cmd.clone());
     info!(
         "worker mode: node {node}, proxy directory {}",
         dir.display()
     );
-    let handle = link.spawn(applier).map_err(Error::Server)?;
+    let sink = worker::WorkerV2::new(node, link.topics(), dir, applier, std::time::Instant::now());
+    let handle = link.spawn(sink).map_err(Error::Server)?;
     let _ = handle.join();
     Err(Error::Server(std::io::Error::other("MQTT thread stopped")))
 }

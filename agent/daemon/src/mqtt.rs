@@ -6,8 +6,9 @@
 //!   [`crate::gateway::GatewayV2`]: `P/gateways/ID/v2/delta` always, `v2/tail` and
 //!   `v2/part/+` while it needs a snapshot ([`Sink::subscriptions`]); status on
 //!   `P/gateways/ID/status`, client id = gateway id;
-//! - worker mode (`--node-id NODE`): `P/nodes/NODE/proxy` into the proxy applier
-//!   (`crate::proxy`), status on `P/nodes/NODE/status`, client id = node id.
+//! - worker mode (`--node-id NODE`): proxy payload v2 into [`crate::worker::WorkerV2`]:
+//!   `P/nodes/NODE/v2/delta` always, `v2/tail` and `v2/part/+` while it resyncs; status on
+//!   `P/nodes/NODE/status`, client id = node id.
 //!
 //! Connection set-up (URL, TLS with server verification, files) is `sdwan_link`'s; this module
 //! is the loop. [`Link::prepare`] reads every file at start-up, so configuration mistakes stop
@@ -32,7 +33,7 @@ use sdwan_link::rumqttc::{
 use sdwan_link::{Backoff, BrokerUrl, LinkError, LinkOptions, Status, Topics};
 
 use crate::config::Config;
-use crate::{status, VERSION};
+use crate::status;
 
 /// Why MQTT mode could not start.
 #[derive(Debug)]
@@ -99,7 +100,7 @@ pub struct Link {
 }
 
 /// What the MQTT loop feeds messages to: the gateway's payload v2 state machine
-/// ([`crate::gateway::GatewayV2`]) or the worker's proxy applier (through [`OneTopic`]).
+/// ([`crate::gateway::GatewayV2`]) or the worker's ([`crate::worker::WorkerV2`]).
 pub trait Sink: Send + 'static {
     /// The topics to be subscribed to right now (the loop subscribes to new ones and
     /// unsubscribes from dropped ones after each connect, message and tick).
@@ -114,50 +115,6 @@ pub trait Sink: Send + 'static {
     }
     /// The online status document (without `disconnect`, which the loop adds).
     fn status(&self) -> Status;
-}
-
-/// An applier of one payload kind on one topic (the worker's proxy payloads).
-pub trait PayloadSink: Send + 'static {
-    /// Handles one payload; true when the status document changed and must be published.
-    fn handle_payload(&mut self, payload: &[u8]) -> bool;
-    /// Serial in use, for the status document.
-    fn serial(&self) -> Option<u32>;
-    /// Last error, for the status document; `None` after a successful apply.
-    fn last_error(&self) -> Option<&str>;
-}
-
-/// A [`PayloadSink`] subscribed to its one topic.
-#[derive(Debug)]
-pub struct OneTopic<A> {
-    topic: String,
-    applier: A,
-}
-
-impl<A: PayloadSink> OneTopic<A> {
-    /// `applier` fed from `topic`.
-    pub fn new(topic: String, applier: A) -> OneTopic<A> {
-        OneTopic { topic, applier }
-    }
-}
-
-impl<A: PayloadSink> Sink for OneTopic<A> {
-    fn subscriptions(&self) -> Vec<String> {
-        vec![self.topic.clone()]
-    }
-    fn handle(&mut self, topic: &str, payload: &[u8], _now: Instant) -> bool {
-        if topic != self.topic {
-            debug!("ignoring message on {topic}");
-            return false;
-        }
-        self.applier.handle_payload(payload)
-    }
-    fn status(&self) -> Status {
-        Status::online(
-            self.applier.serial(),
-            self.applier.last_error().map(str::to_string),
-            VERSION,
-        )
-    }
 }
 
 impl Link {

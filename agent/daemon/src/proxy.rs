@@ -1,19 +1,20 @@
-//! Worker mode: applying a proxy payload (`docs/payload-proxy.md`) to the reverse proxy's
-//! directory (`docs/proxy.md`).
+//! Worker mode's files: the proxy directory (`docs/proxy.md`) and the policy of proxy payload
+//! v1 (`docs/payload-proxy.md`).
 //!
-//! [`decide`] is the pure policy (as the v1 zone policy was before payload v2): the payload must be
-//! a proxy payload v1 for this node and this directory, carrying exactly the known files
-//! ([`FILES`]) within the size limits, as UTF-8 text without NUL; its serial must be above the
-//! serial in use (the same serial again is a replay, ignored quietly). [`ProxyApplier::handle`]
-//! carries it out: write the new files atomically ([`crate::persist::write_atomic`]), run
-//! `--check-cmd`, then `--reload-cmd`; when either fails, the last known-good files are written
-//! back (nginx is not reloaded) and the error, with the command's stderr, goes into the status
-//! document. The known-good set (the files last checked and reloaded) is kept in
-//! [`KNOWN_GOOD_DIR`], out of the files nginx includes, so it survives a crash in the middle
-//! of an apply: at start, [`ProxyApplier::new`] compares the live files with it and, when they
-//! differ, checks the live files and keeps them only if the check passes
-//! ([`ProxyApplier::recover`]). The serial of the last applied payload is kept in
-//! [`SERIAL_FILE`] in the proxy directory so a restart does not apply it again.
+//! [`ProxyApplier::put_live`] is the file apply both payload versions share (the v2 driver,
+//! [`crate::worker`], hands it the files it rendered): write the new files atomically
+//! ([`crate::persist::write_atomic`]), run `--check-cmd`, then `--reload-cmd`; when either
+//! fails, the last known-good files are written back (nginx is not reloaded) and the error,
+//! with the command's stderr, goes into the status document. The known-good set (the files
+//! last checked and reloaded) is kept in [`KNOWN_GOOD_DIR`], out of the files nginx includes,
+//! so it survives a crash in the middle of an apply: at start, [`ProxyApplier::new`] compares
+//! the live files with it and, when they differ, checks the live files and keeps them only if
+//! the check passes ([`ProxyApplier::recover`]).
+//!
+//! [`decide`] is proxy payload v1's pure policy (the master publishes v2; the hostile-input
+//! tests and the fuzz target still feed v1): the payload must be for this node and this directory,
+//! carrying exactly the known files ([`FILES`]) within the size limits, as UTF-8 text without
+//! NUL; its serial must be above the serial in use (the same serial again is a replay).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,8 +45,6 @@ pub const SERVED_FROM_DISK: [&str; 1] = ["help.html"];
 pub const MAX_PAYLOAD: usize = json::PROXY_V1.max_bytes;
 /// Largest single file accepted, in bytes.
 pub const MAX_FILE: usize = 4 * 1024 * 1024;
-/// The serial of the files in place, kept in the proxy directory.
-pub const SERIAL_FILE: &str = ".sdwan-proxy-serial";
 /// Subdirectory of the proxy directory holding the last known-good [`FILES`] (a file missing
 /// there: none is live). nginx's `include DIR/*.conf` does not reach into it.
 pub const KNOWN_GOOD_DIR: &str = ".sdwan-known-good";
@@ -297,8 +296,10 @@ pub fn run_command(cmd: &str, timeout: Duration) -> Result<(), String> {
 }
 
 /// The files of `f` that the proxy reads only when it is reloaded.
-fn loaded_by_reload(f: &ProxyFiles) -> impl Iterator<Item = &(&'static str, String)> {
-    f.files
+fn loaded_by_reload<'a>(
+    files: &'a [(&'static str, String)],
+) -> impl Iterator<Item = &'a (&'static str, String)> {
+    files
         .iter()
         .filter(|(name, _)| !SERVED_FROM_DISK.contains(name))
 }
@@ -313,12 +314,6 @@ fn kill_group(child: &std::process::Child) {
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);
     }
-}
-
-/// Reads the serial of the files in place (`None` when there is none or it is unreadable).
-pub fn load_serial(dir: &Path) -> Option<u32> {
-    let text = fs::read_to_string(dir.join(SERIAL_FILE)).ok()?;
-    text.trim().parse().ok().filter(|&s| s >= 1)
 }
 
 /// The contents of each of [`FILES`] in a directory, `None` where it is absent.
@@ -364,15 +359,13 @@ fn put_set(dir: &Path, set: &FileSet) -> io::Result<()> {
     Ok(())
 }
 
-/// Carries out decisions against the proxy directory and keeps the status.
+/// Puts files live in the proxy directory and keeps the error for the status document.
 #[derive(Debug)]
 pub struct ProxyApplier {
-    node_id: String,
     dir: PathBuf,
     check_cmd: Option<String>,
     reload_cmd: Option<String>,
     timeout: Duration,
-    serial: Option<u32>,
     last_error: Option<String>,
     /// The files nginx loads (all but [`SERVED_FROM_DISK`]) of the last payload this process
     /// checked and reloaded: `None` until the first one (files found on disk at start may never
@@ -381,24 +374,14 @@ pub struct ProxyApplier {
 }
 
 impl ProxyApplier {
-    /// An applier for `node_id` writing into `dir`; the serial in use is read from `dir`.
-    pub fn new(
-        node_id: &str,
-        dir: &Path,
-        check_cmd: Option<String>,
-        reload_cmd: Option<String>,
-    ) -> ProxyApplier {
-        let serial = load_serial(dir);
-        if let Some(s) = serial {
-            info!("proxy files in {} are serial {s}", dir.display());
-        }
+    /// An applier writing into `dir`; live files an interrupted apply left are checked
+    /// ([`ProxyApplier::recover`]).
+    pub fn new(dir: &Path, check_cmd: Option<String>, reload_cmd: Option<String>) -> ProxyApplier {
         let mut a = ProxyApplier {
-            node_id: node_id.to_string(),
             dir: dir.to_path_buf(),
             check_cmd,
             reload_cmd,
             timeout: COMMAND_TIMEOUT,
-            serial,
             last_error: None,
             loaded: None,
         };
@@ -483,83 +466,53 @@ impl ProxyApplier {
         put_set(&kg, set)
     }
 
-    /// Decides and applies one payload; true when the status changed.
-    pub fn handle(&mut self, payload: &[u8]) -> bool {
-        match decide(payload, &self.node_id, &self.dir, self.serial) {
-            Decision::Replay(s) => {
-                log::debug!("proxy serial {s} received again; already in place");
-                false
-            }
-            Decision::Reject(r) => {
-                let msg = r.to_string();
-                warn!(
-                    "proxy payload ({} bytes) rejected, keeping serial {:?}: {msg}",
-                    payload.len(),
-                    self.serial
-                );
-                self.last_error = Some(msg);
-                true
-            }
-            Decision::Apply(files) => {
-                let reload = self.needs_reload(&files);
-                match self.apply(&files, reload) {
-                    Ok(()) => {
-                        info!(
-                            "proxy serial {} applied in {}{}",
-                            files.serial,
-                            self.dir.display(),
-                            if reload {
-                                ""
-                            } else {
-                                " (help page only: not checked, not reloaded)"
-                            }
-                        );
-                        if reload {
-                            self.loaded = Some(loaded_by_reload(&files).cloned().collect());
-                        }
-                        self.serial = Some(files.serial);
-                        self.last_error = None;
-                        let set: FileSet = files
-                            .files
-                            .iter()
-                            .map(|(n, t)| (*n, Some(t.as_bytes().to_vec())))
-                            .collect();
-                        if let Err(e) = self.save_known_good(&set) {
-                            let msg = format!(
-                                "serial {} applied but not saved as the known-good set: {e}",
-                                files.serial
-                            );
-                            warn!("{msg}");
-                            self.last_error = Some(msg);
-                        }
-                        let text = format!("{}\n", files.serial);
-                        if let Err(e) =
-                            persist::write_atomic(&self.dir, SERIAL_FILE, text.as_bytes())
-                        {
-                            let msg = format!(
-                                "serial {} applied but its serial not saved in {}: {e}",
-                                files.serial,
-                                self.dir.display()
-                            );
-                            warn!("{msg}");
-                            self.last_error = Some(msg);
-                        }
-                    }
-                    Err(msg) => {
-                        let msg = format!("serial {} not applied: {msg}", files.serial);
-                        warn!("{msg}; keeping serial {:?}", self.serial);
-                        self.last_error = Some(msg);
-                    }
-                }
-                true
-            }
+    /// The file apply both payload versions share: writes `files` into the directory,
+    /// checks and reloads (unless only [`SERVED_FROM_DISK`] files changed since the last
+    /// reload), rolls back to the known-good set on failure, and makes `files` the
+    /// known-good set on success. `label` names the content in logs and errors ("version 9
+    /// digest ..."). Sets or clears the error of the status document; `Err`
+    /// carries it.
+    pub fn put_live(
+        &mut self,
+        files: &[(&'static str, String)],
+        label: &str,
+    ) -> Result<(), String> {
+        let reload = self.needs_reload(files);
+        if let Err(msg) = self.apply(files, reload) {
+            let msg = format!("{label} not applied: {msg}");
+            warn!("{msg}; keeping what was live");
+            self.last_error = Some(msg.clone());
+            return Err(msg);
         }
+        info!(
+            "proxy {label} applied in {}{}",
+            self.dir.display(),
+            if reload {
+                ""
+            } else {
+                " (help page only: not checked, not reloaded)"
+            }
+        );
+        if reload {
+            self.loaded = Some(loaded_by_reload(files).cloned().collect());
+        }
+        self.last_error = None;
+        let set: FileSet = files
+            .iter()
+            .map(|(n, t)| (*n, Some(t.as_bytes().to_vec())))
+            .collect();
+        if let Err(e) = self.save_known_good(&set) {
+            let msg = format!("{label} applied but not saved as the known-good set: {e}");
+            warn!("{msg}");
+            self.last_error = Some(msg);
+        }
+        Ok(())
     }
 
     /// Whether applying `new` needs the check and the reload: always for the first payload of
     /// this process, then when a file outside [`SERVED_FROM_DISK`] differs from the last one
     /// reloaded.
-    fn needs_reload(&self, new: &ProxyFiles) -> bool {
+    fn needs_reload(&self, new: &[(&'static str, String)]) -> bool {
         match &self.loaded {
             None => true,
             Some(last) => !last.iter().eq(loaded_by_reload(new)),
@@ -568,7 +521,7 @@ impl ProxyApplier {
 
     /// Writes the files, checks and reloads (when `reload`); on failure puts the last
     /// known-good files back.
-    fn apply(&self, new: &ProxyFiles, reload: bool) -> Result<(), String> {
+    fn apply(&self, new: &[(&'static str, String)], reload: bool) -> Result<(), String> {
         // Read before anything is written: when it cannot be read, nothing is touched.
         let good = read_set(&self.known_good_dir())
             .map_err(|e| format!("known-good proxy files unreadable: {e}"))?;
@@ -582,8 +535,12 @@ impl ProxyApplier {
         result
     }
 
-    fn write_check_reload(&self, new: &ProxyFiles, reload: bool) -> Result<(), String> {
-        for (name, text) in &new.files {
+    fn write_check_reload(
+        &self,
+        new: &[(&'static str, String)],
+        reload: bool,
+    ) -> Result<(), String> {
+        for (name, text) in new {
             persist::write_atomic(&self.dir, name, text.as_bytes())
                 .map_err(|e| format!("cannot write {}: {e}", self.dir.join(name).display()))?;
         }
@@ -604,26 +561,14 @@ impl ProxyApplier {
         put_set(&self.dir, set)
     }
 
-    /// Serial of the files in place.
-    pub fn serial(&self) -> Option<u32> {
-        self.serial
-    }
-
     /// The last error, `None` after a successful apply.
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
     }
-}
 
-impl crate::mqtt::PayloadSink for ProxyApplier {
-    fn handle_payload(&mut self, payload: &[u8]) -> bool {
-        self.handle(payload)
-    }
-    fn serial(&self) -> Option<u32> {
-        ProxyApplier::serial(self)
-    }
-    fn last_error(&self) -> Option<&str> {
-        ProxyApplier::last_error(self)
+    /// Sets the error of the status document (a refused message of the payload v2 driver).
+    pub fn set_error(&mut self, error: Option<String>) {
+        self.last_error = error;
     }
 }
 
@@ -753,6 +698,11 @@ mod tests {
         }
     }
 
+    /// The two files, as a renderer hands them to [`ProxyApplier::put_live`].
+    fn files(conf: &str, help: &str) -> Vec<(&'static str, String)> {
+        vec![("sdwan.conf", conf.into()), ("help.html", help.into())]
+    }
+
     #[test]
     fn failing_check_restores_the_previous_files() {
         let tmp = sdwan_testsupport::TempDir::new("proxy-apply");
@@ -761,18 +711,17 @@ mod tests {
         // The check refuses any configuration containing "bad".
         let check = format!("! grep -q bad {d}/sdwan.conf || {{ echo 'bad config' >&2; exit 3; }}");
         let reload = format!("echo reloaded >> {d}/reloads");
-        let mut a = ProxyApplier::new("w1", dir, Some(check), Some(reload));
-        assert!(a.handle(&payload("w1", 1, d, "good 1")));
-        assert_eq!((a.serial(), a.last_error()), (Some(1), None));
-        assert!(a.handle(&payload("w1", 2, d, "bad 2")));
+        let mut a = ProxyApplier::new(dir, Some(check), Some(reload));
+        assert!(a.put_live(&files("good 1", "h"), "version 1").is_ok());
+        assert_eq!(a.last_error(), None);
+        assert!(a.put_live(&files("bad 2", "h"), "version 2").is_err());
         let err = a.last_error().unwrap().to_string();
         assert!(
-            err.contains("serial 2 not applied: check failed")
+            err.contains("version 2 not applied: check failed")
                 && err.contains("bad config")
                 && err.contains("previous files restored"),
             "{err}"
         );
-        assert_eq!(a.serial(), Some(1));
         assert_eq!(
             fs::read_to_string(dir.join("sdwan.conf")).unwrap(),
             "good 1"
@@ -781,16 +730,13 @@ mod tests {
             fs::read_to_string(dir.join("reloads")).unwrap(),
             "reloaded\n"
         );
-        // A restart keeps the serial: the retained serial 1 is a replay, 2 is tried again.
-        let mut b = ProxyApplier::new("w1", dir, None, None);
-        assert_eq!(b.serial(), Some(1));
-        assert!(!b.handle(&payload("w1", 1, d, "good 1")));
-        assert!(b.handle(&payload("w1", 3, d, "good 3")));
+        // The next good files are applied normally and clear the error.
+        assert!(a.put_live(&files("good 3", "h"), "version 3").is_ok());
+        assert_eq!(a.last_error(), None);
         assert_eq!(
             fs::read_to_string(dir.join("sdwan.conf")).unwrap(),
             "good 3"
         );
-        assert_eq!(load_serial(dir), Some(3));
     }
 
     #[test]
@@ -802,24 +748,24 @@ mod tests {
         let conf = || fs::read_to_string(dir.join("sdwan.conf")).unwrap();
         let known_good =
             || fs::read_to_string(dir.join(KNOWN_GOOD_DIR).join("sdwan.conf")).unwrap();
-        let mut a = ProxyApplier::new("w1", dir, Some(check.clone()), None);
-        assert!(a.handle(&payload_with_help("w1", 1, d, "good 1", "help 1")));
-        assert_eq!((a.serial(), known_good().as_str()), (Some(1), "good 1"));
-        // Killed after writing serial 2's files, before its check ended: unchecked files live.
+        let mut a = ProxyApplier::new(dir, Some(check.clone()), None);
+        assert!(a.put_live(&files("good 1", "help 1"), "version 1").is_ok());
+        assert_eq!(known_good(), "good 1");
+        // Killed after writing version 2's files, before its check ended: unchecked files live.
         fs::write(dir.join("sdwan.conf"), "bad 2").unwrap();
         fs::write(dir.join("help.html"), "help 2").unwrap();
-        let mut b = ProxyApplier::new("w1", dir, Some(check.clone()), None);
+        let mut b = ProxyApplier::new(dir, Some(check.clone()), None);
         assert_eq!(conf(), "good 1", "the known-good set is live again");
         assert_eq!(fs::read_to_string(dir.join("help.html")).unwrap(), "help 1");
-        assert_eq!((b.serial(), b.last_error()), (Some(1), None));
-        // The retained serial 2 comes again: refused, and rolled back to the known-good set
+        assert_eq!(b.last_error(), None);
+        // The retained version 2 comes again: refused, and rolled back to the known-good set
         // (before, "previous files restored" put back the unchecked files found on disk).
-        assert!(b.handle(&payload_with_help("w1", 2, d, "bad 2", "help 2")));
+        assert!(b.put_live(&files("bad 2", "help 2"), "version 2").is_err());
         assert!(b.last_error().unwrap().contains("check failed"));
         assert_eq!(conf(), "good 1");
         // Interrupted files that pass the check stay, and become the known-good set.
         fs::write(dir.join("sdwan.conf"), "good 3").unwrap();
-        drop(ProxyApplier::new("w1", dir, Some(check.clone()), None));
+        drop(ProxyApplier::new(dir, Some(check.clone()), None));
         assert_eq!(
             (conf().as_str(), known_good().as_str()),
             ("good 3", "good 3")
@@ -828,7 +774,7 @@ mod tests {
         let victim = tmp.write("victim", "precious");
         fs::remove_file(dir.join("sdwan.conf")).unwrap();
         std::os::unix::fs::symlink(&victim, dir.join("sdwan.conf")).unwrap();
-        drop(ProxyApplier::new("w1", dir, Some(check), None));
+        drop(ProxyApplier::new(dir, Some(check), None));
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
         assert!(fs::symlink_metadata(dir.join("sdwan.conf"))
             .unwrap()
@@ -845,34 +791,24 @@ mod tests {
         let reload = format!("echo reloaded >> {d}/commands");
         let commands = || fs::read_to_string(dir.join("commands")).unwrap_or_default();
         let help = || fs::read_to_string(dir.join("help.html")).unwrap();
-        let mut a = ProxyApplier::new("w1", dir, Some(check.clone()), Some(reload.clone()));
-        // (payload: serial, conf, help; commands run so far)
+        let mut a = ProxyApplier::new(dir, Some(check.clone()), Some(reload.clone()));
+        // (conf, help; commands run so far)
         let steps = [
-            (1, "conf A", "help 1", "checked\nreloaded\n"),
-            (2, "conf A", "help 2", "checked\nreloaded\n"),
-            (
-                3,
-                "conf B",
-                "help 2",
-                "checked\nreloaded\nchecked\nreloaded\n",
-            ),
-            (
-                4,
-                "conf B",
-                "help 3",
-                "checked\nreloaded\nchecked\nreloaded\n",
-            ),
+            ("conf A", "help 1", "checked\nreloaded\n"),
+            ("conf A", "help 2", "checked\nreloaded\n"),
+            ("conf B", "help 2", "checked\nreloaded\nchecked\nreloaded\n"),
+            ("conf B", "help 3", "checked\nreloaded\nchecked\nreloaded\n"),
         ];
-        for (serial, conf, page, want) in steps {
-            assert!(a.handle(&payload_with_help("w1", serial, d, conf, page)));
-            assert_eq!((a.serial(), a.last_error()), (Some(serial), None));
-            assert_eq!(help(), page, "serial {serial}");
-            assert_eq!(commands(), want, "serial {serial}");
+        for (i, (conf, page, want)) in steps.into_iter().enumerate() {
+            assert!(a.put_live(&files(conf, page), "content").is_ok());
+            assert_eq!(a.last_error(), None);
+            assert_eq!(help(), page, "step {i}");
+            assert_eq!(commands(), want, "step {i}");
         }
-        // A new process has not reloaded anything yet: its first payload is checked and
+        // A new process has not reloaded anything yet: its first apply is checked and
         // reloaded even when the configuration on disk is the same.
-        let mut b = ProxyApplier::new("w1", dir, Some(check), Some(reload));
-        assert!(b.handle(&payload_with_help("w1", 5, d, "conf B", "help 4")));
+        let mut b = ProxyApplier::new(dir, Some(check), Some(reload));
+        assert!(b.put_live(&files("conf B", "help 4"), "content").is_ok());
         assert_eq!(commands().lines().count(), 6);
     }
 
@@ -880,11 +816,9 @@ mod tests {
     fn first_apply_that_fails_leaves_no_files_and_commands_time_out() {
         let tmp = sdwan_testsupport::TempDir::new("proxy-first");
         let dir = tmp.path();
-        let d = dir.to_str().unwrap();
-        let mut a = ProxyApplier::new("w1", dir, Some("exit 1".into()), None);
-        assert!(a.handle(&payload("w1", 1, d, "x")));
+        let mut a = ProxyApplier::new(dir, Some("exit 1".into()), None);
+        assert!(a.put_live(&files("x", "h"), "version 1").is_err());
         assert!(!dir.join("sdwan.conf").exists() && !dir.join("help.html").exists());
-        assert_eq!(a.serial(), None);
         let e = run_command("sleep 5", Duration::from_millis(200)).unwrap_err();
         assert!(e.contains("killed after 200ms"), "{e}");
         // What the shell started goes too: the sleep below would keep the file's writer open.

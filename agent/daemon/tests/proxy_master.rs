@@ -1,10 +1,12 @@
-//! Issue 5 with the master's own bytes: a cluster (kubectl JSON) and a topology with a
-//! `[proxy]` table are planned by `sdwan-plan`, `ProxyContent::render` makes the payload the
-//! master publishes, and the worker agent applies it to a real nginx through mosquitto.
+//! Issue 5 with the master's own content: a cluster (kubectl JSON) and a topology with a
+//! `[proxy]` table are planned by `sdwan-plan`, `proxy_v2::proxies` makes the proxy payload
+//! v2 content the master publishes, and the worker agent renders it for a real nginx through
+//! mosquitto.
 
 mod mqtt_common;
 
 use mqtt_common::*;
+use sdwan_contract::v2::Version;
 use sdwan_testsupport::nginx::{http_get, Backend};
 use sdwan_testsupport::{free_port, wait_for};
 
@@ -50,7 +52,9 @@ fn planned_payload_is_served_by_nginx() {
     ))
     .unwrap();
     let plan = sdwan_plan::plan(&snapshot, &topology);
-    let payload = plan.nodes["worker2"].render("worker2", 1);
+    let content = sdwan_plan::proxy_v2::proxies(&snapshot, &plan)
+        .snapshot("worker2", Version(1))
+        .unwrap();
     assert!(
         plan.warnings
             .iter()
@@ -59,14 +63,13 @@ fn planned_payload_is_served_by_nginx() {
         "the crafted name gives a warning: {:?}",
         plan.warnings
     );
-    let doc: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-    let conf = doc["files"]["sdwan.conf"].as_str().unwrap();
-    assert!(!conf.contains("return 200"), "{conf}");
 
     let _agent = rig.start_agent("worker2");
-    master.publish_proxy("worker2", payload);
-    let st = master.wait_node_status("worker2", "serial 1", |s| s.serial == Some(1));
+    master.publish_proxy_snapshot(&content);
+    let st = master.wait_node_status("worker2", "version 1", |s| s.held == Some(1));
     assert_eq!(st.error, None);
+    let conf = std::fs::read_to_string(proxy_dir.join("sdwan.conf")).unwrap();
+    assert!(!conf.contains("return 200"), "{conf}");
     let r = wait_for(SOON, "hello-world through nginx", || {
         http_get(port, "local.k8s.internal", "/hello-world/").filter(|r| r.status == 200)
     });

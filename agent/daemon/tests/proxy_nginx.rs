@@ -1,62 +1,92 @@
-//! Issue 5 end to end: the agent in worker mode, fed over MQTT (mosquitto, TLS, the design's
-//! ACL) with proxy payloads rendered by `sdwan-plan`, drives a real nginx (Debian) whose
-//! upstreams are tiny HTTP backends on loopback standing in for NodePorts. Requests go through
-//! nginx with the Host names a branch host would use.
+//! Issue 5 and issue 11 item 6 end to end: the agent in worker mode, fed over MQTT (mosquitto,
+//! TLS, the design's ACL) with proxy payload v2 encoded by the contract's encoder (as the
+//! master does), renders and drives a real nginx (Debian) whose upstreams are tiny HTTP
+//! backends on loopback standing in for NodePorts. Requests go through nginx with the Host
+//! names a branch host would use.
 
 mod mqtt_common;
 
+use std::path::Path;
 use std::process::Command;
 
 use mqtt_common::*;
-use sdwan_link::State;
-use sdwan_plan::nginx::{render_conf, render_help, ProxySettings, ProxyView};
-use sdwan_plan::{Protocol, ProxyPort, ProxyService};
+use sdwan_contract::v2::proxy::{
+    Protocol, ProxyDelta, ProxyHeader, ProxyPort, ProxyService, ProxySnapshot,
+};
+use sdwan_contract::v2::{Str, Version};
+use sdwan_link::{State, Status};
 use sdwan_testsupport::nginx::{http_get, http_get_with, Backend, Response};
 use sdwan_testsupport::{free_port, wait_for, TempDir};
 
 const NODE: &str = "worker2";
 const LOCAL: &str = "local.k8s.internal";
 const BY_NODE: &str = "worker2.k8s.internal";
+/// The file the worker persists its content in (`sdwan_agent::worker::PERSIST_FILE`).
+const PERSISTED: &str = ".sdwan-proxy-v2.jsonl";
 
-fn svc(ns: &str, name: &str, unique: bool, node_port: u16) -> ProxyService {
+/// Service `ns/name` with one `http` port on `node_port`; `here` when it runs on this worker,
+/// else linked to the other workers' slots `nodes`.
+fn svc(ns: &str, name: &str, unique: bool, node_port: u16, nodes: &[u16]) -> ProxyService {
     ProxyService {
-        namespace: ns.into(),
+        ns: ns.into(),
         name: name.into(),
         unique,
         ports: vec![ProxyPort {
-            name: Some("http".into()),
+            name: Some(Str::new("http").unwrap()),
             protocol: Protocol::Tcp,
             port: 80,
             node_port,
         }],
+        here: nodes.is_empty(),
+        nodes: nodes.to_vec(),
     }
 }
 
-/// A proxy payload as the master renders it (`ProxyContent::render` calls the same
-/// functions), with `files` replaced when `conf` is given.
-fn payload(
-    serial: u32,
-    settings: &ProxySettings,
-    local: &[ProxyService],
-    elsewhere: &[(ProxyService, Vec<String>)],
-    conf: Option<&str>,
-) -> Vec<u8> {
-    let view = ProxyView {
-        node: NODE,
-        suffix: "k8s.internal",
-        local_label: "local",
-        settings,
-        local,
-        elsewhere,
-    };
-    let rendered = render_conf(&view);
-    serde_json::json!({
-        "version": 1, "serial": serial, "node": NODE, "suffix": "k8s.internal",
-        "local_label": "local", "services": [], "elsewhere": [], "dir": settings.dir,
-        "files": {"sdwan.conf": conf.unwrap_or(&rendered), "help.html": render_help(&view)}
-    })
-    .to_string()
-    .into_bytes()
+/// The content of worker [`NODE`] at `version`: nginx on `listen_port`, files in `dir`,
+/// `services` (sorted here); node slot 0 is `worker3`.
+fn content(version: u64, listen_port: u16, dir: &Path, services: &[ProxyService]) -> ProxySnapshot {
+    let mut services = services.to_vec();
+    services.sort_by(|a, b| a.key().cmp(&b.key()));
+    ProxySnapshot {
+        node: NODE.into(),
+        version: Version(version),
+        proxy: ProxyHeader {
+            suffix: "k8s.internal".into(),
+            local: "local".into(),
+            listen_port,
+            upstream_host: "127.0.0.1".into(),
+            dir: dir.display().to_string(),
+            ipv6: false,
+            nodes: 1,
+        },
+        nodes: vec![Some("worker3".into())],
+        services,
+    }
+}
+
+/// `content` with `n` more services on worker3 (`bulk/svc-K`), enough to need several parts.
+fn with_bulk(mut c: ProxySnapshot, n: usize) -> ProxySnapshot {
+    for k in 0..n {
+        c.services.push(svc(
+            "bulk",
+            &format!("svc-{k:05}"),
+            true,
+            30000 + (k % 2000) as u16,
+            &[0],
+        ));
+    }
+    c.services.sort_by(|a, b| a.key().cmp(&b.key()));
+    c
+}
+
+/// `old` -> `new` as a delta.
+fn delta(old: &ProxySnapshot, new: &ProxySnapshot) -> Vec<u8> {
+    ProxyDelta::between(old, new).unwrap().encode().unwrap()
+}
+
+/// The status holds `c` (version and digest).
+fn holds(s: &Status, c: &ProxySnapshot) -> bool {
+    s.held == Some(c.version.0) && s.digest.as_deref() == Some(c.digest().to_string().as_str())
 }
 
 /// Polls until `GET path` with `host` satisfies `pred`.
@@ -78,30 +108,37 @@ fn serves(r: &Response, service: &str) -> bool {
 }
 
 #[test]
-fn worker_agent_drives_nginx_through_mqtt() {
+fn worker_agent_drives_nginx_through_mqtt_on_proxy_payload_v2() {
     let rig = ProxyRig::start("proxy-nginx");
-    let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
+    let (master, dir) = (&rig.master, &rig.proxy_dir);
     let port = free_port();
-    let settings = rig.settings(port);
     let (hello, web, extra) = (
         Backend::start("hello-world"),
         Backend::start("web"),
         Backend::start("extra"),
     );
-    let elsewhere = vec![(
-        svc("shop", "cart", true, 31000),
-        vec!["worker3".to_string()],
-    )];
-    let agent = rig.start_agent(NODE);
+    let cart = svc("shop", "cart", true, 31000, &[0]);
+    let mut agent = rig.start_agent(NODE);
 
-    // Serial 1: hello-world (unique) and shop/web (its name is not unique).
-    let one = vec![
-        svc("default", "hello-world", true, hello.port),
-        svc("shop", "web", false, web.port),
-    ];
-    master.publish_proxy(NODE, payload(1, &settings, &one, &elsewhere, None));
-    let st = master.wait_node_status(NODE, "online with serial 1", |s| s.serial == Some(1));
-    assert_eq!((st.state, st.error), (State::Online, None));
+    // Version 1, in several parts: hello-world (unique), shop/web (its name is not unique),
+    // shop/cart on worker3 and 3,000 more services elsewhere.
+    let one = with_bulk(
+        content(
+            1,
+            port,
+            dir,
+            &[
+                svc("default", "hello-world", true, hello.port, &[]),
+                svc("shop", "web", false, web.port, &[]),
+                cart.clone(),
+            ],
+        ),
+        3000,
+    );
+    let parts = master.publish_proxy_snapshot(&one);
+    assert!(parts > 1, "the snapshot fits one part; make it larger");
+    let st = master.wait_node_status(NODE, "holds version 1", |s| holds(s, &one));
+    assert_eq!((st.state, st.error, st.serial), (State::Online, None, None));
     let r = wait_get(port, LOCAL, "/hello-world/a/b?c=d", "hello-world", |r| {
         serves(r, "hello-world")
     });
@@ -110,6 +147,7 @@ fn worker_agent_drives_nginx_through_mqtt() {
             .contains("path /a/b?c=d host local.k8s.internal xff 127.0.0.1 proto http"),
         "prefix stripped, Host and X-Forwarded-* passed: {r:?}"
     );
+    assert!(shell_ok(&rig.nginx.check_cmd()), "nginx -t on the files");
     for (host, path, service) in [
         (LOCAL, "/default/hello-world/", "hello-world"),
         (BY_NODE, "/hello-world/", "hello-world"),
@@ -131,14 +169,13 @@ fn worker_agent_drives_nginx_through_mqtt() {
         serves(&r, "hello-world") && r.body.ends_with("upgrade websocket connection upgrade"),
         "{r:?}"
     );
-    let r = http_get(port, LOCAL, "/hello-world/").unwrap();
-    assert!(r.body.ends_with("upgrade  connection close"), "{r:?}");
     let r = http_get(port, LOCAL, "/web/").unwrap();
     assert_eq!(
         r.status, 404,
         "a name that is not unique has no short path: {r:?}"
     );
-    assert!(r.body.contains("/help/"), "the 404 points to /help/: {r:?}");
+    // A service elsewhere is not proxied here.
+    assert_eq!(http_get(port, LOCAL, "/shop/cart/").unwrap().status, 404);
 
     // The help page, served by nginx from the proxy directory.
     let help = http_get(port, BY_NODE, "/help/").unwrap();
@@ -155,82 +192,221 @@ fn worker_agent_drives_nginx_through_mqtt() {
         let want = want.replace("PORT", &port.to_string());
         assert!(links.contains(&want), "help page lacks {want}: {links:?}");
     }
-    assert!(!links
-        .iter()
-        .any(|l| l.ends_with("/web/") && !l.contains("/shop/")));
 
-    // Serial 2: extra added, web removed.
-    let two = vec![
-        svc("default", "hello-world", true, hello.port),
-        svc("default", "extra", true, extra.port),
-    ];
-    master.publish_proxy(NODE, payload(2, &settings, &two, &elsewhere, None));
+    // Version 2 as a delta on version 1: extra added, web removed.
+    let mut two = one.clone();
+    two.version = Version(2);
+    two.services.retain(|s| s.name != "web");
+    two.services
+        .push(svc("default", "extra", true, extra.port, &[]));
+    two.services.sort_by(|a, b| a.key().cmp(&b.key()));
+    master.publish_proxy_v2(NODE, "delta", delta(&one, &two));
     wait_get(port, LOCAL, "/extra/", "the added service", |r| {
         serves(r, "extra")
     });
     wait_get(port, LOCAL, "/shop/web/", "the removed service gone", |r| {
         r.status == 404
     });
-    let st = master.wait_node_status(NODE, "serial 2", |s| s.serial == Some(2));
+    let st = master.wait_node_status(NODE, "holds version 2", |s| holds(s, &two));
     assert_eq!(st.error, None);
-    let conf_two = std::fs::read_to_string(proxy_dir.join("sdwan.conf")).unwrap();
+    agent.wait_stderr(SOON, "proxy version 2 digest");
 
-    // Serial 3: a configuration nginx -t refuses. The old one keeps serving.
-    let broken = "server {\n    listen 1;\n    no_such_directive on;\n}\n";
-    master.publish_proxy(NODE, payload(3, &settings, &two, &elsewhere, Some(broken)));
-    let st = master.wait_node_status(NODE, "error for serial 3", |s| s.error.is_some());
-    let err = st.error.unwrap();
-    assert_eq!(st.serial, Some(2), "{err}");
-    assert!(
-        err.contains("serial 3 not applied: check failed")
-            && err.contains("no_such_directive")
-            && err.contains("previous files restored"),
-        "{err}"
-    );
+    // A bad message: refused and reported; the files stay.
+    let conf_two = std::fs::read_to_string(dir.join("sdwan.conf")).unwrap();
+    master.publish_proxy_v2(NODE, "delta", b"{\"schema\":2,\"kind\":\"delta\",".to_vec());
+    let st = master.wait_node_status(NODE, "the bad message reported", |s| s.error.is_some());
+    assert!(holds(&st, &two), "{st:?}");
+    assert!(st.error.unwrap().contains("proxy v2 message"));
     assert_eq!(
-        std::fs::read_to_string(proxy_dir.join("sdwan.conf")).unwrap(),
+        std::fs::read_to_string(dir.join("sdwan.conf")).unwrap(),
         conf_two
     );
-    // Old workers of the last reload may still take a connection for a moment: poll.
-    wait_get(
-        port,
-        LOCAL,
-        "/extra/",
-        "still served after the failed check",
-        |r| serves(r, "extra"),
+    assert!(serves(&http_get(port, LOCAL, "/extra/").unwrap(), "extra"));
+    // Nested 100,000 levels deep (issue 12): refused at the checked door, no stack overflow.
+    master.clear_statuses();
+    let deep = format!(
+        "{{\"schema\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
     );
-
-    // Serial 4: a service name crafted to break out of the location is left out at render;
-    // the rest is applied.
-    let mut four = two.clone();
-    four.push(svc("default", "x/ {}\n} server { listen 1", true, web.port));
-    master.publish_proxy(NODE, payload(4, &settings, &four, &elsewhere, None));
-    let st = master.wait_node_status(NODE, "serial 4", |s| s.serial == Some(4));
-    assert_eq!(st.error, None);
-    let conf = std::fs::read_to_string(proxy_dir.join("sdwan.conf")).unwrap();
-    assert!(
-        !conf.contains("listen 1") && conf.contains("# 1 service(s) left out"),
-        "{conf}"
-    );
-    // `nginx -s reload` returns before the new workers take over: poll, with a deadline.
-    wait_get(
-        port,
-        LOCAL,
-        "/extra/",
-        "still served after the reload",
-        |r| serves(r, "extra"),
-    );
-    let help = http_get(port, LOCAL, "/help/").unwrap();
-    html::check(&help.body).unwrap_or_else(|e| panic!("help page: {e}\n{}", help.body));
-
-    // A stale serial is refused; the files stay.
-    master.publish_proxy(NODE, payload(1, &settings, &one, &elsewhere, None));
-    let st = master.wait_node_status(NODE, "stale error", |s| {
-        s.error.as_deref().is_some_and(|e| e.contains("stale"))
+    master.publish_proxy_v2(NODE, "delta", deep);
+    let st = master.wait_node_status(NODE, "the nested message reported", |s| {
+        s.error
+            .as_deref()
+            .is_some_and(|e| e.contains("proxy v2 message"))
     });
-    assert_eq!(st.serial, Some(4));
-    assert!(http_get(port, LOCAL, "/shop/web/").unwrap().status == 404);
+    assert!(holds(&st, &two), "{st:?}");
+
+    // A delta for another base (4 -> 5, while 2 is held): not applied; the worker resyncs
+    // from the retained snapshot (version 5, published without a notice) and serves it.
+    let mut five = two.clone();
+    five.version = Version(5);
+    five.services.retain(|s| s.name != "hello-world");
+    let mut four = five.clone();
+    four.version = Version(4);
+    four.services.retain(|s| s.name != "extra");
+    for (k, p) in five.encode().unwrap().iter().enumerate() {
+        master.publish_proxy_v2(NODE, &format!("part/{k}"), p.clone());
+    }
+    master.publish_proxy_v2(NODE, "delta", delta(&four, &five));
+    let st = master.wait_node_status(NODE, "holds version 5 after the resync", |s| {
+        holds(s, &five)
+    });
+    assert_eq!(st.error, None);
+    wait_get(port, LOCAL, "/hello-world/", "hello-world gone in 5", |r| {
+        r.status == 404
+    });
+    assert!(serves(&http_get(port, LOCAL, "/extra/").unwrap(), "extra"));
+    agent.wait_stderr(SOON, "resync (holding version 2 digest");
     drop(agent);
+}
+
+#[test]
+fn a_5000_service_content_is_served_and_one_change_is_a_small_delta() {
+    // Issue 11 item 6 at its scale: 5,000 services, 50 of them on this worker.
+    let rig = ProxyRig::start("proxy-scale");
+    let (master, dir) = (&rig.master, &rig.proxy_dir);
+    let port = free_port();
+    let hello = Backend::start("hello-world");
+    let mut here: Vec<ProxyService> = (0..49)
+        .map(|k| svc("apps", &format!("app-{k:02}"), true, 32000 + k, &[]))
+        .collect();
+    here.push(svc("default", "hello-world", true, hello.port, &[]));
+    let one = with_bulk(content(1, port, dir, &here), 4950);
+    let parts = one.encode().unwrap();
+    assert!(parts.iter().all(|p| p.len() <= 256 * 1024));
+    let _agent = rig.start_agent(NODE);
+    let t = std::time::Instant::now();
+    master.publish_proxy_snapshot(&one);
+    master.wait_node_status(NODE, "holds the 5,000-service content", |s| holds(s, &one));
+    let snapshot_ms = t.elapsed().as_secs_f64() * 1e3;
+    wait_get(port, LOCAL, "/hello-world/", "served", |r| {
+        serves(r, "hello-world")
+    });
+    // One service moves to another NodePort: a delta of a few hundred bytes.
+    let mut two = one.clone();
+    two.version = Version(2);
+    let moved = two
+        .services
+        .iter_mut()
+        .find(|s| s.name == "hello-world")
+        .unwrap();
+    moved.ports[0].node_port = 31999;
+    let d = delta(&one, &two);
+    assert!(d.len() < 1024, "{} bytes", d.len());
+    let t = std::time::Instant::now();
+    master.publish_proxy_v2(NODE, "delta", d.clone());
+    master.wait_node_status(NODE, "holds version 2", |s| holds(s, &two));
+    let delta_ms = t.elapsed().as_secs_f64() * 1e3;
+    let conf = std::fs::read_to_string(dir.join("sdwan.conf")).unwrap();
+    assert!(conf.contains("127.0.0.1:31999"), "{conf}");
+    eprintln!(
+        "5,000 services: {} parts ({} bytes), publish to held {snapshot_ms:.0} ms; a delta of {} \
+         bytes, publish to held {delta_ms:.0} ms (with nginx -t and reload)",
+        parts.len(),
+        parts.iter().map(Vec::len).sum::<usize>(),
+        d.len()
+    );
+}
+
+#[test]
+fn boot_with_the_broker_down_keeps_serving_and_loads_the_persisted_content() {
+    let mut rig = ProxyRig::start("proxy-boot");
+    let port = free_port();
+    let hello = Backend::start("hello-world");
+    let one = content(
+        1,
+        port,
+        &rig.proxy_dir,
+        &[svc("default", "hello-world", true, hello.port, &[])],
+    );
+    let mut agent = rig.start_agent(NODE);
+    rig.master.publish_proxy_snapshot(&one);
+    rig.master
+        .wait_node_status(NODE, "holds version 1", |s| holds(s, &one));
+    wait_get(port, LOCAL, "/hello-world/", "served", |r| {
+        serves(r, "hello-world")
+    });
+    wait_for(SOON, "the content persisted", || {
+        rig.proxy_dir.join(PERSISTED).exists().then_some(())
+    });
+    agent.kill();
+    rig.broker.stop();
+    let conf = std::fs::read(rig.proxy_dir.join("sdwan.conf")).unwrap();
+
+    // Booted with the broker down: the files stay, nginx keeps serving, the content loads.
+    let mut agent = rig.start_agent(NODE);
+    let log = agent.wait_stderr(SOON, "proxy content loaded from");
+    assert!(log.contains("version 1 digest"), "{log}");
+    assert!(serves(
+        &http_get(port, LOCAL, "/hello-world/").unwrap(),
+        "hello-world"
+    ));
+    assert_eq!(
+        std::fs::read(rig.proxy_dir.join("sdwan.conf")).unwrap(),
+        conf
+    );
+
+    // The broker back (without its retained state): the status says what is held.
+    rig.broker.start_again();
+    let st = rig
+        .master
+        .wait_node_status(NODE, "holds version 1 after the restart", |s| {
+            s.state == State::Online && holds(s, &one)
+        });
+    assert_eq!(st.error, None);
+    drop(agent);
+
+    // A corrupt persisted file is ignored with a warning; nothing is held, the files stay.
+    std::fs::write(rig.proxy_dir.join(PERSISTED), "{\"schema\":2}\n").unwrap();
+    let mut agent = rig.start_agent(NODE);
+    agent.wait_stderr(SOON, "is corrupt or truncated, ignored");
+    assert!(serves(
+        &http_get(port, LOCAL, "/hello-world/").unwrap(),
+        "hello-world"
+    ));
+}
+
+#[test]
+fn a_worker_cannot_read_another_workers_v2_topics() {
+    let rig = ProxyRig::start("proxy-acl");
+    let port = free_port();
+    let mut other = content(1, port, &rig.proxy_dir, &[]);
+    other.node = "worker9".into();
+    rig.master.publish_proxy_snapshot(&other);
+    let mine = content(1, port, &rig.proxy_dir, &[]);
+    rig.master.publish_proxy_snapshot(&mine);
+    let me = rig.pki.ca.client(NODE);
+    let read = |topic: &str| {
+        let out = Command::new(sdwan_testsupport::require_tool("mosquitto_sub"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &rig.broker.port().to_string(),
+                "-t",
+                topic,
+            ])
+            .args(["-C", "1", "-W", "2", "-q", "1", "-i", "worker9"])
+            .arg("--cafile")
+            .arg(rig.pki.ca.cert())
+            .arg("--cert")
+            .arg(&me.cert)
+            .arg("--key")
+            .arg(&me.key)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let topic = |node: &str, leaf: &str| format!("{PREFIX}/nodes/{node}/v2/{leaf}");
+    assert!(read(&topic(NODE, "part/0")).contains(&format!("\"{NODE}\"")));
+    for leaf in ["part/0", "part/+", "#"] {
+        assert_eq!(
+            read(&topic("worker9", leaf)),
+            "",
+            "{NODE} read worker9's v2/{leaf}"
+        );
+    }
 }
 
 /// SIGKILL to process group `.0` on drop (also when the test fails before it is dropped).
@@ -260,38 +436,49 @@ fn shell_ok(cmd: &str) -> bool {
 fn worker_killed_during_the_check_restarts_with_the_known_good_files_live() {
     // Issue 12, item 4: `kill -9` while `--check-cmd` ran left the unchecked files live; at
     // restart the check failed and "previous files restored" wrote the same bad files back,
-    // so `nginx -t` failed on disk.
+    // so the check failed on disk. Here the check refuses any configuration that proxies
+    // `broken` (the rendered files are always valid nginx).
     let rig = ProxyRig::start("proxy-crash");
-    let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
+    let (master, dir) = (&rig.master, &rig.proxy_dir);
     let port = free_port();
-    let settings = rig.settings(port);
     let hello = Backend::start("hello-world");
-    let services = vec![svc("default", "hello-world", true, hello.port)];
-    // nginx -t, made slow while the file `slow` exists: it then records its pid (its process
+    let one = content(
+        1,
+        port,
+        dir,
+        &[svc("default", "hello-world", true, hello.port, &[])],
+    );
+    // The check, made slow while the file `slow` exists: it then records its pid (its process
     // group: the agent starts each command in a group of its own) and sleeps.
     let slow = rig.tmp.join("slow");
     let check_pid = rig.tmp.join("check.pid");
     let check = format!(
-        "if [ -e {slow} ]; then echo $$ > {pid}; sleep 120; fi; {nginx_t}",
+        "if [ -e {slow} ]; then echo $$ > {pid}; sleep 120; fi; \
+         if grep -q /broken/ {conf}; then echo 'broken refused' >&2; exit 1; fi; {nginx_t}",
         slow = slow.display(),
         pid = check_pid.display(),
+        conf = dir.join("sdwan.conf").display(),
         nginx_t = rig.nginx.check_cmd()
     );
     let mut agent = rig.start_agent_with(NODE, &check, None);
-    master.publish_proxy(NODE, payload(1, &settings, &services, &[], None));
-    let st = master.wait_node_status(NODE, "serial 1", |s| s.serial == Some(1));
+    master.publish_proxy_snapshot(&one);
+    let st = master.wait_node_status(NODE, "version 1", |s| holds(s, &one));
     assert_eq!(st.error, None);
-    wait_get(port, LOCAL, "/hello-world/", "serial 1 served", |r| {
+    wait_get(port, LOCAL, "/hello-world/", "version 1 served", |r| {
         serves(r, "hello-world")
     });
-    let good_conf = std::fs::read(proxy_dir.join("sdwan.conf")).unwrap();
-    let good_help = std::fs::read(proxy_dir.join("help.html")).unwrap();
+    let good_conf = std::fs::read(dir.join("sdwan.conf")).unwrap();
+    let good_help = std::fs::read(dir.join("help.html")).unwrap();
 
-    // Serial 2 is broken; the agent is killed while its check runs.
+    // Version 2 is refused by the check; the agent is killed while its check runs.
+    let mut two = one.clone();
+    two.version = Version(2);
+    two.services
+        .push(svc("default", "broken", true, hello.port, &[]));
+    two.services.sort_by(|a, b| a.key().cmp(&b.key()));
     std::fs::write(&slow, "").unwrap();
-    let broken = "server {\n    listen 1;\n    no_such_directive on;\n}\n";
-    master.publish_proxy(NODE, payload(2, &settings, &services, &[], Some(broken)));
-    let pid: i32 = wait_for(SOON, "the check of serial 2 running", || {
+    master.publish_proxy_snapshot(&two);
+    let pid: i32 = wait_for(SOON, "the check of version 2 running", || {
         std::fs::read_to_string(&check_pid)
             .ok()?
             .trim()
@@ -299,41 +486,37 @@ fn worker_killed_during_the_check_restarts_with_the_known_good_files_live() {
             .ok()
     });
     assert!(
-        !shell_ok(&rig.nginx.check_cmd()),
-        "serial 2's unchecked files are live while it is checked"
+        std::fs::read_to_string(dir.join("sdwan.conf"))
+            .unwrap()
+            .contains("/broken/"),
+        "version 2's unchecked files are live while it is checked"
     );
     let check_group = KillGroupOnDrop(pid);
     agent.kill(); // SIGKILL, to this agent's pid only
     drop(check_group); // the sleeping check outlived the agent
     std::fs::remove_file(&slow).unwrap();
 
-    // Restarted: the retained serial 2 is tried again and refused; what is live, and what
-    // nginx -t checks on disk, is serial 1.
+    // Restarted: the retained version 2 is tried again and refused; what is live, and what
+    // the check sees on disk, is version 1.
     let mut agent = rig.start_agent_with(NODE, &check, None);
-    let st = master.wait_node_status(NODE, "serial 2 refused after the restart", |s| {
+    let st = master.wait_node_status(NODE, "version 2 refused after the restart", |s| {
         s.error
             .as_deref()
-            .is_some_and(|e| e.contains("serial 2 not applied"))
+            .is_some_and(|e| e.contains("version 2 digest") && e.contains("not applied"))
     });
-    let err = st.error.unwrap();
-    assert_eq!(st.serial, Some(1), "{err}");
+    let err = st.error.clone().unwrap();
+    assert!(holds(&st, &one), "{err}");
     assert!(
-        err.contains("no_such_directive") && err.contains("previous files restored"),
+        err.contains("broken refused") && err.contains("previous files restored"),
         "{err}"
     );
     assert!(
-        shell_ok(&rig.nginx.check_cmd()),
-        "nginx -t fails on disk after the restart"
+        shell_ok(&check),
+        "the check fails on disk after the restart"
     );
-    assert_eq!(
-        std::fs::read(proxy_dir.join("sdwan.conf")).unwrap(),
-        good_conf
-    );
-    assert_eq!(
-        std::fs::read(proxy_dir.join("help.html")).unwrap(),
-        good_help
-    );
-    let known_good = proxy_dir.join(".sdwan-known-good");
+    assert_eq!(std::fs::read(dir.join("sdwan.conf")).unwrap(), good_conf);
+    assert_eq!(std::fs::read(dir.join("help.html")).unwrap(), good_help);
+    let known_good = dir.join(".sdwan-known-good");
     assert_eq!(
         std::fs::read(known_good.join("sdwan.conf")).unwrap(),
         good_conf
@@ -348,48 +531,47 @@ fn worker_killed_during_the_check_restarts_with_the_known_good_files_live() {
 #[test]
 fn a_write_that_fails_midway_leaves_no_temp_file_and_the_good_files_live() {
     // Issue 12, item 6: a write that failed (ENOSPC) left its partial `.tmp` file behind.
-    // Here the agent may write files of at most 64 KiB (RLIMIT_FSIZE): a help page of 200 kB
-    // fails midway, with a real EFBIG from the kernel.
+    // Here the agent may write files of at most 64 KiB (RLIMIT_FSIZE): the help page of a
+    // content with 2,000 more services is larger and fails midway, with a real EFBIG.
     let rig = ProxyRig::start("proxy-efbig");
-    let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
-    let settings = rig.settings(free_port());
+    let (master, dir) = (&rig.master, &rig.proxy_dir);
+    let port = free_port();
     let hello = Backend::start("hello-world");
     let _agent = rig.start_agent_with(NODE, &rig.nginx.check_cmd(), Some(64 * 1024));
-    let services = vec![svc("default", "hello-world", true, hello.port)];
-    let too_big = |serial: u32| {
-        let mut p: serde_json::Value =
-            serde_json::from_slice(&payload(serial, &settings, &services, &[], None)).unwrap();
-        p["files"]["help.html"] = format!("<!DOCTYPE html>{}", "x".repeat(200_000)).into();
-        p.to_string()
+    let small = |v: u64| {
+        content(
+            v,
+            port,
+            dir,
+            &[svc("default", "hello-world", true, hello.port, &[])],
+        )
     };
+    let too_big = |v: u64| with_bulk(small(v), 2000);
+    assert!(sdwan_render::render_help(&too_big(1)).len() > 64 * 1024);
     let temp_files = || {
         let mut left = Vec::new();
-        for dir in [proxy_dir.clone(), proxy_dir.join(".sdwan-known-good")] {
-            for e in std::fs::read_dir(&dir).into_iter().flatten() {
+        for d in [dir.clone(), dir.join(".sdwan-known-good")] {
+            for e in std::fs::read_dir(&d).into_iter().flatten() {
                 let name = e.unwrap().file_name().to_string_lossy().into_owned();
                 if name.ends_with(".tmp") {
-                    left.push(dir.join(name));
+                    left.push(d.join(name));
                 }
             }
         }
         left
     };
-    // (payload, serial in use after it, error expected)
+    // (content, version held after it, error expected)
     let steps = [
         (too_big(1), None, true),
-        (
-            String::from_utf8(payload(2, &settings, &services, &[], None)).unwrap(),
-            Some(2),
-            false,
-        ),
+        (small(2), Some(2), false),
         (too_big(3), Some(2), true),
     ];
     let mut good: Option<(Vec<u8>, Vec<u8>)> = None;
-    for (i, (p, serial, fails)) in steps.into_iter().enumerate() {
+    for (i, (c, held, fails)) in steps.into_iter().enumerate() {
         master.clear_statuses();
-        master.publish_proxy(NODE, p);
+        master.publish_proxy_snapshot(&c);
         let st = master.wait_node_status(NODE, &format!("step {i}"), |s| {
-            s.serial == serial && s.error.is_some() == fails
+            s.held == held && s.error.is_some() == fails
         });
         if let Some(err) = st.error {
             assert!(
@@ -400,7 +582,7 @@ fn a_write_that_fails_midway_leaves_no_temp_file_and_the_good_files_live() {
             );
         }
         assert_eq!(temp_files(), Vec::<std::path::PathBuf>::new(), "step {i}");
-        let live = |n: &str| std::fs::read(proxy_dir.join(n)).ok();
+        let live = |n: &str| std::fs::read(dir.join(n)).ok();
         match &good {
             // Nothing was ever applied: nothing is live.
             None if fails => assert!(live("sdwan.conf").is_none() && live("help.html").is_none()),
@@ -414,22 +596,21 @@ fn a_write_that_fails_midway_leaves_no_temp_file_and_the_good_files_live() {
 }
 
 #[test]
-fn payload_for_another_directory_is_refused_with_a_clear_error() {
+fn content_for_another_directory_is_refused_with_a_clear_error() {
     let rig = ProxyRig::start("proxy-dir");
-    let (master, proxy_dir) = (&rig.master, &rig.proxy_dir);
+    let (master, dir) = (&rig.master, &rig.proxy_dir);
     let _agent = rig.start_agent(NODE);
-    let settings = ProxySettings::default(); // dir /etc/nginx/sdwan
-    master.publish_proxy(NODE, payload(1, &settings, &[], &[], None));
+    let c = content(1, free_port(), Path::new("/etc/nginx/sdwan"), &[]);
+    master.publish_proxy_snapshot(&c);
     let st = master.wait_node_status(NODE, "dir error", |s| s.error.is_some());
     let err = st.error.unwrap();
     assert!(
-        err.contains("rendered for directory \"/etc/nginx/sdwan\""),
+        err.contains("was made for directory \"/etc/nginx/sdwan\""),
         "{err}"
     );
-    assert_eq!(st.serial, None);
-    assert!(!proxy_dir.join("sdwan.conf").exists());
+    assert_eq!(st.held, None);
+    assert!(!dir.join("sdwan.conf").exists());
 }
-
 /// A strict well-formedness check of the help page (the subset of HTML5 it uses: a doctype,
 /// quoted attributes, every non-void element closed in order, only the five escapes), and the
 /// `href`s it holds.

@@ -61,6 +61,7 @@ impl MosquittoConfig {
              pattern read {prefix}/gateways/%u/v2/#\n\
              pattern write {prefix}/gateways/%u/status\n\
              pattern read {prefix}/nodes/%u/proxy\n\
+             pattern read {prefix}/nodes/%u/v2/#\n\
              pattern write {prefix}/nodes/%u/status\n\
              \n\
              user master\n\
@@ -68,6 +69,7 @@ impl MosquittoConfig {
              topic readwrite {prefix}/gateways/+/v2/#\n\
              topic read {prefix}/gateways/+/status\n\
              topic readwrite {prefix}/nodes/+/proxy\n\
+             topic readwrite {prefix}/nodes/+/v2/#\n\
              topic read {prefix}/nodes/+/status\n"
         )
     }

@@ -14,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sdwan_contract::v2::encode::{encode_notice, Delta, Service, Snapshot};
+use sdwan_contract::v2::proxy::{encode_notice as proxy_notice, ProxySnapshot};
 use sdwan_contract::v2::{Family, Node, Port, Str, Tier, Version, ZoneHeader};
 use sdwan_link::rumqttc::{Client, Event, Packet, QoS};
 use sdwan_link::{BrokerUrl, LinkOptions, Status, Topics};
@@ -487,16 +488,31 @@ impl Master {
         })
     }
 
-    /// Publishes `payload` as `node`'s proxy payload (retained, QoS 1).
-    pub fn publish_proxy(&self, node: &str, payload: impl Into<Vec<u8>>) {
+    /// Publishes `bytes` on worker `node`'s proxy v2 topic `leaf` (`part/K`, `tail`:
+    /// retained; `delta`: not), QoS 1.
+    pub fn publish_proxy_v2(&self, node: &str, leaf: &str, bytes: impl Into<Vec<u8>>) {
+        let retain = leaf != "delta";
         self.client
             .publish(
-                self.topics.node_proxy(node),
+                format!("{}/nodes/{node}/v2/{leaf}", self.topics.prefix()),
                 QoS::AtLeastOnce,
-                true,
-                payload,
+                retain,
+                bytes,
             )
             .unwrap();
+    }
+
+    /// Publishes `content` as the master does a new proxy snapshot: its parts (retained),
+    /// an empty tail, then a notice on `delta`. Returns the number of parts.
+    pub fn publish_proxy_snapshot(&self, content: &ProxySnapshot) -> usize {
+        let parts = content.encode().unwrap();
+        for (k, p) in parts.iter().enumerate() {
+            self.publish_proxy_v2(&content.node, &format!("part/{k}"), p.clone());
+        }
+        self.publish_proxy_v2(&content.node, "tail", Vec::new());
+        let n = proxy_notice(&content.node, content.version, content.digest()).unwrap();
+        self.publish_proxy_v2(&content.node, "delta", n);
+        parts.len()
     }
 
     /// Waits until worker `node`'s status satisfies `pred`, returning it.
