@@ -206,15 +206,19 @@ async fn wait_served(metrics: &SharedMetrics, objs: &Objects, workers: &[(&str, 
             return;
         }
         if Instant::now() > deadline {
-            for (node, w) in workers {
-                let m = metrics.lock().unwrap();
-                panic!(
-                    "timed out: {node} serves {:?}\nmaster: {:?}\nrefused: {:?}",
-                    w.served().map(|s| sdwan_render::render_conf(&s)),
-                    m.nodes.get(*node),
-                    w.seen.lock().unwrap().refused
-                );
-            }
+            let m = metrics.lock().unwrap();
+            let state: Vec<String> = workers
+                .iter()
+                .map(|(node, w)| {
+                    format!(
+                        "{node} serves {:?}\nmaster: {:?}\nrefused: {:?}",
+                        w.served().map(|s| sdwan_render::render_conf(&s)),
+                        m.nodes.get(*node),
+                        w.seen.lock().unwrap().refused
+                    )
+                })
+                .collect();
+            panic!("timed out:\n{}", state.join("\n"));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
