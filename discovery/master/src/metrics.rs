@@ -379,6 +379,13 @@ impl Metrics {
         );
         let _ = writeln!(
             o,
+            "# HELP sdwan_start_read_node_statuses retained worker status documents read at \
+             the last start or takeover\n# TYPE sdwan_start_read_node_statuses gauge\n\
+             sdwan_start_read_node_statuses {}",
+            self.start_node_statuses
+        );
+        let _ = writeln!(
+            o,
             "# HELP sdwan_v2_published_messages_total payload v2 messages published\n\
              # TYPE sdwan_v2_published_messages_total counter"
         );
