@@ -256,6 +256,7 @@ async fn workers_follow_proxy_v2_from_the_master_and_render_what_the_plan_wants(
         &format!("mqtt://{addr}"),
         &[],
     );
+    let rec = Recorder::start(Recorder::plain(addr, "rec-proxy-wire")).await;
     let m = Master::start(&run_args).await;
     let w1 = SimWorker::start(addr, "w1").await;
     let w2 = SimWorker::start(addr, "w2").await;
@@ -314,4 +315,20 @@ async fn workers_follow_proxy_v2_from_the_master_and_render_what_the_plan_wants(
     }
     assert_eq!((served(&w1), served(&w2)), (n1, n2));
     m.stop().await;
+    // No proxy payload v1 any more: nothing on `P/nodes/NODE/proxy`.
+    let v1: Vec<String> = rec
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.topic.ends_with("/proxy"))
+        .map(|s| s.topic.clone())
+        .collect();
+    assert!(v1.is_empty(), "{v1:?}");
+    assert!(rec
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.topic.starts_with(&format!("{PREFIX}/nodes/w1/v2/part/"))));
 }
