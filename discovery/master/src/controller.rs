@@ -2,26 +2,29 @@
 //! once), one plan per burst. Gateways get payload v2 (`docs/payload-v2.md`) through the pure
 //! [`Publisher`]: the controller feeds it each gateway's desired content when it changed,
 //! the agents' statuses, the connection, the leadership and its timer, and carries out the
-//! publishes it returns (retained or not, QoS 1). Workers keep the v1 proxy payload, whose
-//! serials continue from the retained payloads found at start. A start or takeover reads the
-//! retained status documents, never the gateways' zones. Convergence compares content: a
-//! gateway is converged when the digest it reports is the desired content's.
+//! publishes it returns (retained or not, QoS 1). Workers get proxy payload v2 the same way,
+//! through a second [`Publisher`] over [`ProxySnapshot`] (`sdwan_plan::proxy_v2`). A start
+//! or takeover reads the retained status documents (gateways' and workers'), never zones or
+//! proxies. Convergence compares content: a gateway or worker is converged when the digest it
+//! reports is the desired content's.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
+use sdwan_contract::v2::encode::Snapshot as Zone;
+use sdwan_contract::v2::proxy::ProxySnapshot;
 use sdwan_contract::v2::{Digest, Version};
 use sdwan_link::rumqttc::{self, AsyncClient, EventLoop, QoS, SubscribeFilter};
 use sdwan_link::{State, Status, TopicKind, Topics};
-use sdwan_plan::{Change, Planner, ProxyContent, Snapshot, Topology};
+use sdwan_plan::{Change, Planner, Snapshot, Topology};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::leader::Leadership;
 use crate::metrics::{parse_digest, SharedMetrics};
-use crate::publish::{self, AgentStatus, Input, Kind, Now, Publisher};
+use crate::publish::{self, AgentStatus, Content, Input, Kind, Now, Publisher};
 use crate::watch::{Resource, WatchMsg};
 
 /// What the MQTT event loop task reports.
@@ -119,7 +122,7 @@ pub struct Timing {
     pub debounce: Duration,
     /// A burst never delays a plan longer than this after its first event.
     pub max_delay: Duration,
-    /// Longest wait for the retained statuses (and v1 proxy payloads) at start.
+    /// Longest wait for the retained statuses at start.
     pub retained_wait: Duration,
 }
 
@@ -143,14 +146,18 @@ pub struct Controller {
     planner: Option<Planner>,
     /// Complete lists received before all three resources were listed once.
     initial: BTreeMap<Resource, Vec<Change>>,
-    /// Retained v1 proxy payloads found at start: serial and bytes.
-    retained_proxies: HashMap<String, (u32, Vec<u8>)>,
-    proxies: HashMap<String, (u32, ProxyContent)>,
+    /// Workers whose proxy content may have changed since the last plan.
     dirty_nodes: BTreeSet<String>,
+    /// The node slots of the last proxy plan: when they change, every worker is planned.
+    proxy_slots: Option<Vec<Option<String>>>,
     /// The gateways' payload v2 publisher (pure; this controller does its I/O).
     publisher: Publisher,
     /// When the publisher asked to be called again.
     publisher_timer: Option<Instant>,
+    /// The workers' proxy payload v2 publisher.
+    proxy_publisher: Publisher<ProxySnapshot>,
+    /// When the proxy publisher asked to be called again.
+    proxy_timer: Option<Instant>,
     /// The gateways' content last handed to the publisher.
     v2: Option<sdwan_plan::v2::Zones>,
     /// The topology's gateway ids: statuses of others are not followed.
@@ -228,11 +235,6 @@ fn warn_once(logged: &mut HashSet<String>, text: String) {
     }
 }
 
-fn serial_of(payload: &[u8]) -> Option<u32> {
-    let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    u32::try_from(v.get("serial")?.as_u64()?).ok()
-}
-
 impl Controller {
     /// A controller publishing through `client` under `topics`.
     pub fn new(
@@ -246,7 +248,7 @@ impl Controller {
             log::warn!("topology: no [[gateway]]: no zone will be published to any gateway");
         }
         let gateway_ids: HashSet<String> = topology.gateways.iter().map(|g| g.id.clone()).collect();
-        let publisher = Publisher::new(publish::Config {
+        let config = publish::Config {
             prefix: topics.prefix().to_string(),
             quiet: timing.debounce,
             max_delay: timing.max_delay,
@@ -254,7 +256,13 @@ impl Controller {
             status_wait: Duration::ZERO,
             max_unknown: gateway_ids.len() + 64,
             ..publish::Config::default()
+        };
+        let proxy_publisher = Publisher::new(publish::Config {
+            // Workers are not in the topology: at most one per node slot, and a margin.
+            max_unknown: sdwan_contract::v2::MAX_NODES + 64,
+            ..config.clone()
         });
+        let publisher = Publisher::new(config);
         Controller {
             topics,
             client,
@@ -263,11 +271,12 @@ impl Controller {
             topology,
             planner: None,
             initial: BTreeMap::new(),
-            retained_proxies: HashMap::new(),
-            proxies: HashMap::new(),
             dirty_nodes: BTreeSet::new(),
+            proxy_slots: None,
             publisher,
             publisher_timer: None,
+            proxy_publisher,
+            proxy_timer: None,
             v2: None,
             gateway_ids,
             burst_start: None,
@@ -308,20 +317,17 @@ impl Controller {
     }
 
     /// Follows the election: on losing it, forget what was published (a later leadership
-    /// starts from the retained statuses and proxy payloads again); on winning it, read the
-    /// retained statuses and proxy payloads first, so that gateway versions follow the agents'
-    /// and proxy serials continue from the previous leader's, then publish everything.
+    /// starts from the retained statuses again); on winning it, read the retained statuses
+    /// first, so that versions follow what the agents hold, then publish everything.
     async fn follow_leadership(&mut self, inbound: &mut UnboundedReceiver<Inbound>) {
         let leader = self.leadership.is_leader(Instant::now());
         if leader == self.leading {
             return;
         }
-        self.proxies.clear();
-        self.retained_proxies.clear();
         if !leader {
             self.leading = false;
             self.metrics.lock().unwrap().leader = false;
-            self.drive(Input::Depose, None).await;
+            self.drive_both(|| Input::Depose, || Input::Depose).await;
             log::warn!("leadership lost: not publishing");
             return;
         }
@@ -329,7 +335,7 @@ impl Controller {
         self.read_retained(inbound).await;
         self.leading = true;
         self.metrics.lock().unwrap().leader = true;
-        self.drive(Input::Lead, None).await;
+        self.drive_both(|| Input::Lead, || Input::Lead).await;
         self.mark_all();
         if self.planner.is_some() {
             self.note_event(Instant::now());
@@ -347,32 +353,46 @@ impl Controller {
         }
     }
 
-    /// Hands `input` to the publisher and carries out what it returns: the publishes, in
-    /// order (QoS 1, retained as it says), the next timer, the convergence metrics of the
-    /// gateways concerned. `burst`: the first event of the burst this input comes from.
-    async fn drive(&mut self, input: Input, burst: Option<Instant>) {
+    /// Hands an input made by `gateways` to the gateways' publisher and one made by `nodes`
+    /// to the workers' (connection and leadership events, ticks).
+    async fn drive_both(
+        &mut self,
+        gateways: impl FnOnce() -> Input,
+        nodes: impl FnOnce() -> Input<ProxySnapshot>,
+    ) {
+        self.drive(gateways(), None).await;
+        self.drive(nodes(), None).await;
+    }
+
+    /// Hands `input` to the publisher of its kind of stream and carries out what it returns:
+    /// the publishes, in order (QoS 1, retained as it says), the next timer, the convergence
+    /// metrics of the streams concerned. `burst`: the first event of the burst this input
+    /// comes from.
+    async fn drive<C: Driven>(&mut self, input: Input<C>, burst: Option<Instant>) {
+        let what = C::KIND;
+        let gateway = what == "gateway";
         let mut touched: BTreeSet<String> = BTreeSet::new();
         match &input {
             Input::Desired(s) => {
-                touched.insert(s.gateway.clone());
+                touched.insert(s.id().to_string());
             }
             Input::Status { gateway, .. } | Input::Forget(gateway) => {
                 touched.insert(gateway.clone());
             }
             _ => {}
         }
-        let before = self.publisher.egress().versions;
-        let out = self.publisher.handle(Self::now(), input);
-        self.publisher_timer = out.timer;
-        for r in self.publisher.take_refused() {
+        let before = C::publisher(self).egress().versions;
+        let out = C::publisher(self).handle(Self::now(), input);
+        *C::timer(self) = out.timer;
+        for r in C::publisher(self).take_refused() {
             log::error!(
-                "gateway {}: content refused by the payload v2 encoder, not published (the \
+                "{what} {}: content refused by the payload v2 encoder, not published (the \
                  agent keeps what it has): {}",
                 r.gateway,
                 r.error
             );
         }
-        let versions = self.publisher.egress().versions - before;
+        let versions = C::publisher(self).egress().versions - before;
         // The metrics learn the desired content before it goes out: an agent that applies it
         // at once is never compared with the content before.
         let now = Instant::now();
@@ -384,12 +404,18 @@ impl Controller {
             }
         }
         {
+            let publisher = C::publisher(self);
+            let convergence: Vec<(&String, publish::Convergence)> = touched
+                .iter()
+                .filter_map(|gw| Some((gw, publisher.convergence(gw)?)))
+                .collect();
             let mut m = self.metrics.lock().unwrap();
-            m.published_zones += versions;
-            for gw in &touched {
-                let Some(c) = self.publisher.convergence(gw) else {
-                    continue;
-                };
+            if gateway {
+                m.published_zones += versions;
+            } else {
+                m.published_proxies += versions;
+            }
+            for (gw, c) in convergence {
                 let published = sent.contains(gw.as_str()).then_some(now);
                 if published.is_some() && c.version.is_some() {
                     if let Some(start) = burst {
@@ -397,12 +423,13 @@ impl Controller {
                             .observe(now.saturating_duration_since(start));
                     }
                     log::info!(
-                        "gateway {gw}: publishing version {} (digest {:016x})",
+                        "{what} {gw}: publishing version {} (digest {:016x})",
                         c.version.map_or("none".into(), |v| v.0.to_string()),
                         c.desired.0
                     );
                 }
                 m.desired_v2(
+                    gateway,
                     gw,
                     c.version.map(|v| v.0),
                     c.published.map(|v| v.0),
@@ -447,8 +474,8 @@ impl Controller {
         self.counts.unqueued.store(0, Ordering::Relaxed);
     }
 
-    async fn subscribe(&self, with_payloads: bool) {
-        let mut filters = vec![
+    async fn subscribe(&self) {
+        let filters = vec![
             SubscribeFilter::new(
                 format!("{}/gateways/+/status", self.topics.prefix()),
                 QoS::AtLeastOnce,
@@ -458,22 +485,14 @@ impl Controller {
                 QoS::AtLeastOnce,
             ),
         ];
-        if with_payloads {
-            // Workers' v1 proxy payloads (serials to continue from); never the gateways'
-            // zones: the statuses say what each gateway holds.
-            filters.push(SubscribeFilter::new(
-                format!("{}/nodes/+/proxy", self.topics.prefix()),
-                QoS::AtLeastOnce,
-            ));
-        }
         if let Err(e) = self.client.subscribe_many(filters).await {
             log::error!("mqtt: subscribe failed: {e}");
         }
     }
 
-    /// Reads what the broker retains for a start or takeover: the gateways' status documents
-    /// (what each agent holds: version and digest) and the workers' v1 proxy payloads
-    /// (serials to continue from), never the gateways' zones. Waits for the connection as
+    /// Reads what the broker retains for a start or takeover: the status documents of
+    /// gateways and workers (what each agent holds: version and digest), never zones or
+    /// proxies. Waits for the connection as
     /// long as it takes, then for the retained messages at most `retained_wait` (they arrive
     /// right after the subscription is acknowledged; 150 ms of quiet after that ends the wait
     /// early). The bytes read are logged and kept in the metrics.
@@ -482,10 +501,11 @@ impl Controller {
         let started = Instant::now();
         let mut acked_at: Option<tokio::time::Instant> = None;
         let mut deadline: Option<tokio::time::Instant> = None;
-        let (mut statuses, mut status_bytes, mut proxy_bytes) = (0u64, 0u64, 0u64);
+        let (mut statuses, mut status_bytes) = (0u64, 0u64);
+        let (mut node_statuses, mut node_status_bytes) = (0u64, 0u64);
         if self.connected {
             // Taking over as leader: connected already.
-            self.subscribe(true).await;
+            self.subscribe().await;
             deadline = Some(tokio::time::Instant::now() + self.timing.retained_wait);
         }
         loop {
@@ -502,7 +522,7 @@ impl Controller {
             match msg {
                 Inbound::Connected => {
                     self.on_connected().await;
-                    self.subscribe(true).await;
+                    self.subscribe().await;
                     deadline = Some(tokio::time::Instant::now() + self.timing.retained_wait);
                 }
                 Inbound::SubAck => acked_at = Some(tokio::time::Instant::now()),
@@ -511,12 +531,10 @@ impl Controller {
                         acked_at = Some(tokio::time::Instant::now());
                     }
                     match self.topics.parse(&topic) {
-                        Some(TopicKind::NodeProxy(node)) => {
-                            proxy_bytes += payload.len() as u64;
-                            if let Some(s) = serial_of(&payload) {
-                                self.retained_proxies
-                                    .insert(node.to_string(), (s, payload.to_vec()));
-                            }
+                        Some(TopicKind::NodeStatus(_)) => {
+                            node_statuses += 1;
+                            node_status_bytes += payload.len() as u64;
+                            self.on_status(&topic, &payload).await;
                         }
                         Some(TopicKind::GatewayStatus(_)) => {
                             statuses += 1;
@@ -529,20 +547,17 @@ impl Controller {
                 Inbound::Disconnected(e) => self.on_disconnected(&e).await,
             }
         }
-        let _ = self
-            .client
-            .unsubscribe(format!("{}/nodes/+/proxy", self.topics.prefix()))
-            .await;
         {
             let mut m = self.metrics.lock().unwrap();
             m.start_statuses = statuses;
             m.start_status_bytes = status_bytes;
-            m.start_proxy_bytes = proxy_bytes;
+            m.start_node_statuses = node_statuses;
+            m.start_node_status_bytes = node_status_bytes;
         }
         log::info!(
             "start: read {statuses} retained gateway statuses ({status_bytes} bytes; no zones) \
-             and {} retained proxy payloads ({proxy_bytes} bytes) in {:.0} ms",
-            self.retained_proxies.len(),
+             and {node_statuses} retained worker statuses ({node_status_bytes} bytes; no \
+             proxies) in {:.0} ms",
             started.elapsed().as_secs_f64() * 1e3
         );
     }
@@ -551,7 +566,8 @@ impl Controller {
         self.connected = true;
         self.metrics.lock().unwrap().broker_connected = true;
         log::info!("mqtt: connected");
-        self.drive(Input::Connected, None).await;
+        self.drive_both(|| Input::Connected, || Input::Connected)
+            .await;
     }
 
     async fn on_disconnected(&mut self, e: &str) {
@@ -562,7 +578,8 @@ impl Controller {
         }
         self.connected = false;
         self.metrics.lock().unwrap().broker_connected = false;
-        self.drive(Input::Disconnected, None).await;
+        self.drive_both(|| Input::Disconnected, || Input::Disconnected)
+            .await;
     }
 
     async fn on_status(&mut self, topic: &str, payload: &[u8]) {
@@ -573,13 +590,21 @@ impl Controller {
         };
         let known = !gateway || self.gateway_ids.contains(&name);
         if payload.is_empty() {
-            if gateway && known {
+            if known {
                 // The agent's status was deleted: it holds nothing we know of.
-                let input = Input::Status {
-                    gateway: name,
-                    status: None,
-                };
-                self.drive(input, None).await;
+                if gateway {
+                    let input: Input<Zone> = Input::Status {
+                        gateway: name,
+                        status: None,
+                    };
+                    self.drive(input, None).await;
+                } else {
+                    let input: Input<ProxySnapshot> = Input::Status {
+                        gateway: name,
+                        status: None,
+                    };
+                    self.drive(input, None).await;
+                }
             }
             return;
         }
@@ -604,7 +629,6 @@ impl Controller {
             }
         };
         self.refused_status.remove(topic);
-        let what = if gateway { "gateway" } else { "node" };
         let (before, latency, c) = {
             let mut m = self.metrics.lock().unwrap();
             let before = if gateway {
@@ -629,10 +653,11 @@ impl Controller {
                 .map_or(String::new(), |e| format!(", error: {e}"));
             let state = if c.online { "online" } else { "offline" };
             let num = |v: Option<u64>| v.map_or("none".into(), |s| s.to_string());
-            if gateway {
+            let what = if gateway { "gateway" } else { "node" };
+            {
                 let dig = |d: Option<u64>| d.map_or("none".into(), |d| format!("{d:016x}"));
                 log::info!(
-                    "gateway {name}: {state}, holds version {} digest {}, desired version {} \
+                    "{what} {name}: {state}, holds version {} digest {}, desired version {} \
                      digest {}: {}{err}{}{}",
                     num(c.applied),
                     dig(c.applied_digest),
@@ -650,23 +675,22 @@ impl Controller {
                     },
                     lat.unwrap_or_default(),
                 );
-            } else {
-                log::info!(
-                    "{what} {name}: {state}, applied serial {}, desired {}{err}{}",
-                    num(c.applied),
-                    num(c.desired),
-                    lat.unwrap_or_default(),
-                );
             }
         }
+        let st = AgentStatus {
+            held: status.held.map(Version),
+            digest: status.digest.as_deref().and_then(parse_digest).map(Digest),
+            want_snapshot: status.want.as_deref() == Some("snapshot"),
+            online: status.state == State::Online,
+        };
         if gateway {
-            let st = AgentStatus {
-                held: status.held.map(Version),
-                digest: status.digest.as_deref().and_then(parse_digest).map(Digest),
-                want_snapshot: status.want.as_deref() == Some("snapshot"),
-                online: status.state == State::Online,
+            let input: Input<Zone> = Input::Status {
+                gateway: name,
+                status: Some(st),
             };
-            let input = Input::Status {
+            self.drive(input, None).await;
+        } else {
+            let input: Input<ProxySnapshot> = Input::Status {
                 gateway: name,
                 status: Some(st),
             };
@@ -799,16 +823,6 @@ impl Controller {
         }
     }
 
-    /// The serial a worker agent reports in use (0 when none): a floor for the next serial,
-    /// in case the broker lost the retained payloads while agents kept theirs.
-    fn reported_serial(&self, name: &str) -> u32 {
-        let m = self.metrics.lock().unwrap();
-        m.nodes
-            .get(name)
-            .and_then(|c| c.applied)
-            .map_or(0, |a| u32::try_from(a).unwrap_or(u32::MAX))
-    }
-
     /// Hands the publisher the payload v2 content of every gateway whose content may have
     /// changed since the last call (`Zones::changed_since`; the publisher compares the whole
     /// content and publishes only a real change). Done in standby too: a replica taking over
@@ -835,9 +849,38 @@ impl Controller {
         self.v2 = Some(zones);
     }
 
-    /// Gateway versions and proxy payloads published so far.
+    /// Hands the workers' publisher the proxy payload v2 content (`sdwan_plan::proxy_v2`)
+    /// of every worker whose content may have changed since the last call (the planner's
+    /// changed nodes; every worker when the node slots changed), and forgets workers that
+    /// have no content any more. Done in standby too, as for gateways.
+    async fn plan_proxies(&mut self, burst: Instant) {
+        let Some(planner) = self.planner.as_ref() else {
+            return;
+        };
+        let proxies = sdwan_plan::proxy_v2::proxies(planner.snapshot(), planner.plan());
+        let mut dirty = std::mem::take(&mut self.dirty_nodes);
+        if self.proxy_slots.as_deref() != Some(proxies.slots()) {
+            dirty.extend(proxies.nodes().map(str::to_string));
+            self.proxy_slots = Some(proxies.slots().to_vec());
+        }
+        for node in dirty {
+            match proxies.snapshot(&node, Version(0)) {
+                Some(snap) => {
+                    self.drive(Input::Desired(Box::new(snap)), Some(burst))
+                        .await;
+                }
+                None => {
+                    let input: Input<ProxySnapshot> = Input::Forget(node.clone());
+                    self.drive(input, None).await;
+                    self.metrics.lock().unwrap().forget(false, &node);
+                }
+            }
+        }
+    }
+
+    /// Versions published so far, gateways' and workers'.
     fn published_count(&self) -> u64 {
-        self.publisher.egress().versions + self.metrics.lock().unwrap().published_proxies
+        self.publisher.egress().versions + self.proxy_publisher.egress().versions
     }
 
     /// Plans and publishes what changed since the last flush.
@@ -854,17 +897,15 @@ impl Controller {
 
     async fn flush_burst(&mut self, start: Instant) {
         self.plan_gateways(start).await;
-        if !self.may_publish() {
-            // A standby replica keeps its cache warm but publishes nothing.
-            self.dirty_nodes.clear();
-            if self.planner.is_some() {
-                self.metrics.lock().unwrap().plans += 1;
-            }
-            return;
-        }
+        self.plan_proxies(start).await;
         let Some(planner) = self.planner.as_ref() else {
             return;
         };
+        if !self.may_publish() {
+            // A standby replica keeps its content warm but publishes nothing.
+            self.metrics.lock().unwrap().plans += 1;
+            return;
+        }
         let plan = planner.plan();
         let mut warnings: Vec<String> =
             plan.warnings.iter().map(|w| format!("plan: {w}")).collect();
@@ -872,110 +913,9 @@ impl Controller {
         for text in warnings {
             warn_once(&mut self.logged_warnings, text);
         }
-        let mut proxy_jobs = Vec::new();
-        for node in std::mem::take(&mut self.dirty_nodes) {
-            let Some(content) = plan.nodes.get(&node) else {
-                continue;
-            };
-            proxy_jobs.push(Job {
-                reported: self.reported_serial(&node),
-                published: self.proxies.get(&node).cloned(),
-                retained: self.retained_proxies.remove(&node),
-                content: content.clone(),
-                name: node,
-            });
-        }
-        // Comparing and rendering is the expensive part with many workers: on all cores, off
-        // the async workers.
-        let (proxy_jobs, proxy_decisions) = tokio::task::spawn_blocking(move || {
-            let pd = par_map(&proxy_jobs, decide);
-            (proxy_jobs, pd)
-        })
-        .await
-        .expect("render task panicked");
-        let mut out: Vec<(String, u32, Vec<u8>)> = Vec::new();
-        for (job, d) in proxy_jobs.into_iter().zip(proxy_decisions) {
-            match d {
-                Decision::Unchanged => {}
-                Decision::Current(s) => {
-                    self.metrics.lock().unwrap().desired(&job.name, s);
-                    self.proxies.insert(job.name, (s, job.content));
-                }
-                Decision::Publish(s, bytes) => {
-                    self.proxies.insert(job.name.clone(), (s, job.content));
-                    out.push((job.name, s, bytes));
-                }
-            }
-        }
-        let planned = Instant::now();
-        self.counts
-            .unqueued
-            .store(out.len() as u64, Ordering::Relaxed);
-        for (name, serial, bytes) in &out {
-            let topic = self.topics.node_proxy(name);
-            let len = bytes.len();
-            if !self.may_publish() {
-                log::warn!("leadership ended: {topic} serial {serial} and the rest not published");
-                break;
-            }
-            if let Err(e) = self
-                .client
-                .publish(topic.clone(), QoS::AtLeastOnce, true, bytes.clone())
-                .await
-            {
-                log::error!("mqtt: cannot queue {topic}: {e}");
-                self.counts.unqueued.fetch_sub(1, Ordering::Relaxed);
-                continue;
-            }
-            self.counts.unqueued.fetch_sub(1, Ordering::Relaxed);
-            self.counts.queued.fetch_add(1, Ordering::Relaxed);
-            let now = Instant::now();
-            let mut m = self.metrics.lock().unwrap();
-            m.published(name, *serial, len, now);
-            m.event_to_publish
-                .observe(now.saturating_duration_since(start));
-            drop(m);
-            log::info!("published {topic} serial {serial} ({len} bytes)");
-        }
-        self.counts.unqueued.store(0, Ordering::Relaxed);
         let mut m = self.metrics.lock().unwrap();
         m.plans += 1;
         m.ready = true;
-        drop(m);
-        if !out.is_empty() {
-            log::debug!(
-                "burst: {} proxy payloads, {:.1} ms from first event to plan",
-                out.len(),
-                planned.saturating_duration_since(start).as_secs_f64() * 1e3
-            );
-        }
-    }
-
-    /// After a reconnect: publish the current proxy payloads again (same serials, same
-    /// bytes), in case the broker lost them. (The gateways' publisher gets `Connected` and
-    /// resyncs agents that report they lack content.)
-    async fn republish(&mut self) {
-        if !self.may_publish() {
-            return;
-        }
-        let mut items: Vec<(String, Vec<u8>)> = Vec::new();
-        for (n, (s, c)) in &self.proxies {
-            items.push((self.topics.node_proxy(n), c.render(n, *s)));
-        }
-        self.counts
-            .unqueued
-            .store(items.len() as u64, Ordering::Relaxed);
-        for (topic, bytes) in items {
-            let queued = self
-                .client
-                .publish(topic, QoS::AtLeastOnce, true, bytes)
-                .await
-                .is_ok();
-            self.counts.unqueued.fetch_sub(1, Ordering::Relaxed);
-            if queued {
-                self.counts.queued.fetch_add(1, Ordering::Relaxed);
-            }
-        }
     }
 
     fn flush_at(&self) -> Option<tokio::time::Instant> {
@@ -998,7 +938,7 @@ impl Controller {
     ) {
         if !self.leadership.elects() {
             self.read_retained(&mut inbound).await;
-            self.drive(Input::Lead, None).await;
+            self.drive_both(|| Input::Lead, || Input::Lead).await;
         }
         let mut watch_rx = match source {
             Source::Watch(rx) => Some(rx),
@@ -1014,6 +954,7 @@ impl Controller {
         loop {
             let flush_at = self.flush_at();
             let publisher_at = self.publisher_timer;
+            let proxy_at = self.proxy_timer;
             let lease_end = if self.leading {
                 self.leadership.deadline()
             } else {
@@ -1041,8 +982,7 @@ impl Controller {
                 m = inbound.recv() => match m {
                     Some(Inbound::Connected) => {
                         self.on_connected().await;
-                        self.subscribe(false).await;
-                        self.republish().await;
+                        self.subscribe().await;
                     }
                     Some(Inbound::SubAck) => {}
                     Some(Inbound::Publish { topic, payload }) => self.on_status(&topic, &payload).await,
@@ -1053,7 +993,11 @@ impl Controller {
                     self.flush().await;
                 }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(publisher_at.unwrap_or_else(Instant::now))), if publisher_at.is_some() => {
-                    self.drive(Input::Tick, None).await;
+                    self.drive(Input::<Zone>::Tick, None).await;
+                }
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(proxy_at.unwrap_or_else(Instant::now))), if proxy_at.is_some() => {
+                    let input: Input<ProxySnapshot> = Input::Tick;
+                    self.drive(input, None).await;
                 }
                 _ = &mut shutdown => break,
             }
@@ -1064,76 +1008,28 @@ impl Controller {
     }
 }
 
-/// Renders a payload (zone or proxy).
-trait Render: PartialEq {
-    fn render_as(&self, name: &str, serial: u32) -> Vec<u8>;
+/// A kind of stream this controller drives: which of its publishers and timers is its.
+trait Driven: Content {
+    fn publisher(c: &mut Controller) -> &mut Publisher<Self>;
+    fn timer(c: &mut Controller) -> &mut Option<Instant>;
 }
 
-impl Render for ProxyContent {
-    fn render_as(&self, name: &str, serial: u32) -> Vec<u8> {
-        self.render(name, serial)
+impl Driven for Zone {
+    fn publisher(c: &mut Controller) -> &mut Publisher<Self> {
+        &mut c.publisher
+    }
+    fn timer(c: &mut Controller) -> &mut Option<Instant> {
+        &mut c.publisher_timer
     }
 }
 
-/// One gateway's (or node's) planned content and what is known of its published state.
-struct Job<C> {
-    name: String,
-    content: C,
-    /// Serial and content this master published.
-    published: Option<(u32, C)>,
-    /// Serial and bytes found retained at start (first plan only).
-    retained: Option<(u32, Vec<u8>)>,
-    /// Serial the agent reports in use (0: none).
-    reported: u32,
-}
-
-enum Decision {
-    /// Same content as published: nothing to do.
-    Unchanged,
-    /// The retained payload with this serial is the planned content: adopt it, publish nothing.
-    Current(u32),
-    /// Publish these bytes with this serial.
-    Publish(u32, Vec<u8>),
-}
-
-/// Serials only grow: above the published one, the retained one and the one agents report.
-fn decide<C: Render>(job: &Job<C>) -> Decision {
-    let serial = match (&job.published, &job.retained) {
-        (Some((_, old)), _) if *old == job.content => return Decision::Unchanged,
-        (Some((s, _)), _) => s.saturating_add(1),
-        (None, Some((s, bytes))) if *s >= job.reported => {
-            if job.content.render_as(&job.name, *s) == *bytes {
-                return Decision::Current(*s);
-            }
-            s.saturating_add(1)
-        }
-        (None, retained) => retained
-            .as_ref()
-            .map_or(0, |r| r.0)
-            .max(job.reported)
-            .saturating_add(1),
-    };
-    Decision::Publish(serial, job.content.render_as(&job.name, serial))
-}
-
-/// `items.iter().map(f)`, split over the available cores when there are enough items.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads <= 1 || items.len() < 16 {
-        return items.iter().map(f).collect();
+impl Driven for ProxySnapshot {
+    fn publisher(c: &mut Controller) -> &mut Publisher<Self> {
+        &mut c.proxy_publisher
     }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let f = &f;
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("render thread panicked"))
-            .collect()
-    })
+    fn timer(c: &mut Controller) -> &mut Option<Instant> {
+        &mut c.proxy_timer
+    }
 }
 
 fn apply_all(snap: &mut Snapshot, list: Vec<Change>) -> Vec<sdwan_plan::InputError> {

@@ -64,21 +64,21 @@ impl Histogram {
 
 /// What the master knows about one gateway or node agent.
 ///
-/// Gateways (payload v2): `desired` is the version the desired content has on the wire,
-/// `applied` the version the agent reports (`held`), and convergence compares the content
-/// digests, never the versions. Nodes (v1 proxy payloads): serials.
+/// Gateways and nodes alike (payload v2, zones and proxies): `desired` is the version the
+/// desired content has on the wire, `applied` the version the agent reports (`held`), and
+/// convergence compares the content digests, never the versions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Convergence {
-    /// Version (gateway) or serial (node) last published (or adopted) for it.
+    /// Version the desired content has on the wire (published or adopted), if it has one.
     pub desired: Option<u64>,
-    /// Version or serial the agent reports in use.
+    /// Version the agent reports it holds.
     pub applied: Option<u64>,
-    /// Gateways: the digest of the desired content.
+    /// The digest of the desired content.
     pub desired_digest: Option<u64>,
-    /// Gateways: the version last published (the stream's current version, whatever its
-    /// content): a report older than it may be stale.
+    /// The version last published (the stream's current version, whatever its content): a
+    /// report older than it may be stale.
     pub published: Option<u64>,
-    /// Gateways: the digest the agent reports for the content it serves.
+    /// The digest the agent reports for the content it serves.
     pub applied_digest: Option<u64>,
     /// The agent's last status said online.
     pub online: bool,
@@ -87,9 +87,9 @@ pub struct Convergence {
 }
 
 impl Convergence {
-    /// The agent serves the desired content: for a gateway, its reported digest is the
-    /// desired digest, reported at a version no older than the last one published (RFC 1982;
-    /// an older report may be stale); for a node, the desired serial is known and applied.
+    /// The agent serves the desired content: its reported digest is the desired digest,
+    /// reported at a version no older than the last one published (RFC 1982; an older report
+    /// may be stale). Without desired content: not converged.
     pub fn converged(&self) -> bool {
         use sdwan_contract::v2::Version;
         match self.desired_digest {
@@ -100,7 +100,7 @@ impl Convergence {
                             .is_some_and(|a| !Version(p).is_newer_than(Version(a)))
                     })
             }
-            None => self.desired.is_some() && self.applied == self.desired,
+            None => false,
         }
     }
 }
@@ -113,7 +113,7 @@ pub struct Metrics {
     /// Per node name.
     pub nodes: BTreeMap<String, Convergence>,
     /// What was published for each (kind, name), until the agent reports it applied: the
-    /// content digest (gateways) or the serial (nodes), and when.
+    /// content digest, and when.
     pub pending: BTreeMap<(bool, String), (u64, Instant)>,
     /// Watch events received, per resource.
     pub watch_events: BTreeMap<&'static str, u64>,
@@ -123,9 +123,9 @@ pub struct Metrics {
     pub watch_errors: BTreeMap<&'static str, u64>,
     /// Plans made (one per burst).
     pub plans: u64,
-    /// Payloads published, zones and proxies.
+    /// Gateway zone versions published.
     pub published_zones: u64,
-    /// Proxy payloads published.
+    /// Worker proxy versions published.
     pub published_proxies: u64,
     /// Bytes of payload published.
     pub published_bytes: u64,
@@ -140,8 +140,10 @@ pub struct Metrics {
     pub start_status_bytes: u64,
     /// Retained gateway status documents read then.
     pub start_statuses: u64,
-    /// Bytes of retained v1 proxy payloads read then (workers stay on v1).
-    pub start_proxy_bytes: u64,
+    /// Bytes of retained worker status documents read then (never proxies).
+    pub start_node_status_bytes: u64,
+    /// Retained worker status documents read then.
+    pub start_node_statuses: u64,
     /// Payload v2 messages and bytes published, per kind (`part`, `part_delete`, `tail`,
     /// `delta`, `notice`).
     pub v2_egress: BTreeMap<&'static str, (u64, u64)>,
@@ -164,43 +166,25 @@ fn esc(s: &str) -> String {
 }
 
 impl Metrics {
-    /// Notes a published v1 proxy payload of node `name`.
-    pub fn published(&mut self, name: &str, serial: u32, bytes: usize, at: Instant) {
-        let c = self.entry(false, name);
-        c.desired = Some(u64::from(serial));
-        let converged = c.converged();
-        self.published_proxies += 1;
-        self.published_bytes += bytes as u64;
-        if converged {
-            self.pending.remove(&(false, name.to_string()));
-        } else {
-            self.pending
-                .insert((false, name.to_string()), (u64::from(serial), at));
-        }
-    }
-
-    /// Notes a node's desired serial known without publishing (found retained).
-    pub fn desired(&mut self, name: &str, serial: u32) {
-        self.entry(false, name).desired = Some(u64::from(serial));
-    }
-
-    /// Notes gateway `name`'s desired content (payload v2): its digest, the version it has
-    /// on the wire (`None` until published) and the stream's current version (`current`). A digest not applied yet starts the
-    /// publish-to-applied clock when `published` is given.
+    /// Notes the desired content of gateway (`gateway`) or node `name` (payload v2): its
+    /// digest, the version it has on the wire (`None` until published) and the stream's
+    /// current version (`current`). A digest not applied yet starts the publish-to-applied
+    /// clock when `published` is given.
     pub fn desired_v2(
         &mut self,
+        gateway: bool,
         name: &str,
         version: Option<u64>,
         current: Option<u64>,
         digest: u64,
         published: Option<Instant>,
     ) {
-        let c = self.entry(true, name);
+        let c = self.entry(gateway, name);
         c.desired = version;
         c.published = current;
         c.desired_digest = Some(digest);
         let converged = c.converged();
-        let key = (true, name.to_string());
+        let key = (gateway, name.to_string());
         if converged {
             self.pending.remove(&key);
         } else if let Some(at) = published {
@@ -221,8 +205,17 @@ impl Metrics {
 
     /// Forgets gateway `name`'s convergence (no longer planned).
     pub fn forget_gateway(&mut self, name: &str) {
-        self.gateways.remove(name);
-        self.pending.remove(&(true, name.to_string()));
+        self.forget(true, name);
+    }
+
+    /// Forgets the convergence of gateway (`gateway`) or node `name` (no longer planned).
+    pub fn forget(&mut self, gateway: bool, name: &str) {
+        if gateway {
+            self.gateways.remove(name);
+        } else {
+            self.nodes.remove(name);
+        }
+        self.pending.remove(&(gateway, name.to_string()));
     }
 
     fn entry(&mut self, gateway: bool, name: &str) -> &mut Convergence {
@@ -235,8 +228,7 @@ impl Metrics {
     }
 
     /// Notes an agent status. Returns the publish-to-applied latency when this status
-    /// completed a pending publish (a gateway reporting the pending digest, a node reporting
-    /// the pending serial or a later one).
+    /// completed a pending publish (the agent reporting the pending digest).
     pub fn status(
         &mut self,
         gateway: bool,
@@ -248,18 +240,10 @@ impl Metrics {
         c.online = status.state == sdwan_link::State::Online;
         c.error = status.error.clone();
         let key = (gateway, name.to_string());
-        let done = if gateway {
-            c.applied = status.held;
-            c.applied_digest = status.digest.as_deref().and_then(parse_digest);
-            let d = c.applied_digest;
-            self.pending.get(&key).is_some_and(|p| Some(p.0) == d)
-        } else {
-            c.applied = status.serial.map(u64::from);
-            let s = c.applied;
-            self.pending
-                .get(&key)
-                .is_some_and(|p| s.is_some_and(|s| s >= p.0))
-        };
+        c.applied = status.held;
+        c.applied_digest = status.digest.as_deref().and_then(parse_digest);
+        let d = c.applied_digest;
+        let done = self.pending.get(&key).is_some_and(|p| Some(p.0) == d);
         if done {
             let (_, at) = self.pending.remove(&key)?;
             let d = now.saturating_duration_since(at);
@@ -274,14 +258,10 @@ impl Metrics {
         let mut o = String::new();
         for (kind, map) in [("gateway", &self.gateways), ("node", &self.nodes)] {
             let rows: Vec<(&String, &Convergence)> = map.iter().collect();
-            let (unit, conv_help) = if kind == "gateway" {
-                (
-                    "version",
-                    "1 when the digest the agent reports is the desired content's",
-                )
-            } else {
-                ("serial", "1 when the applied serial is the desired one")
-            };
+            let (unit, conv_help) = (
+                "version",
+                "1 when the digest the agent reports is the desired content's",
+            );
             let series: [Series; 5] = [
                 ("desired_serial", "last published", |c| {
                     c.desired.map(|v| v as f64)
@@ -384,11 +364,11 @@ impl Metrics {
         let _ = writeln!(
             o,
             "# HELP sdwan_start_read_bytes bytes of retained documents read at the last start \
-             or takeover (gateways: status documents only)\n\
+             or takeover (status documents only, never zones or proxies)\n\
              # TYPE sdwan_start_read_bytes gauge\n\
              sdwan_start_read_bytes{{kind=\"gateway_status\"}} {}\n\
-             sdwan_start_read_bytes{{kind=\"proxy\"}} {}",
-            self.start_status_bytes, self.start_proxy_bytes
+             sdwan_start_read_bytes{{kind=\"node_status\"}} {}",
+            self.start_status_bytes, self.start_node_status_bytes
         );
         let _ = writeln!(
             o,
@@ -396,6 +376,13 @@ impl Metrics {
              last start or takeover\n# TYPE sdwan_start_read_statuses gauge\n\
              sdwan_start_read_statuses {}",
             self.start_statuses
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sdwan_start_read_node_statuses retained worker status documents read at \
+             the last start or takeover\n# TYPE sdwan_start_read_node_statuses gauge\n\
+             sdwan_start_read_node_statuses {}",
+            self.start_node_statuses
         );
         let _ = writeln!(
             o,
@@ -548,7 +535,7 @@ mod tests {
     fn status_completes_a_pending_publish() {
         let mut m = Metrics::default();
         let t0 = Instant::now();
-        m.desired_v2("gw-a", Some(5), Some(5), 0xab, Some(t0));
+        m.desired_v2(true, "gw-a", Some(5), Some(5), 0xab, Some(t0));
         assert!(!m.gateways["gw-a"].converged());
         let old = v2_status(4, "00000000000000aa");
         assert_eq!(
@@ -578,7 +565,7 @@ mod tests {
     fn a_gateway_holding_other_content_is_not_converged_whatever_its_version() {
         let mut m = Metrics::default();
         let t0 = Instant::now();
-        m.desired_v2("gw-a", Some(5), Some(5), 0xab, Some(t0));
+        m.desired_v2(true, "gw-a", Some(5), Some(5), 0xab, Some(t0));
         // The same version with other content (a lying or confused agent), a newer version
         // with other content, no digest at all: never converged.
         for st in [
@@ -603,20 +590,30 @@ mod tests {
     }
 
     #[test]
-    fn node_serials_still_converge_by_serial() {
+    fn a_worker_converges_by_digest_not_by_version() {
         let mut m = Metrics::default();
         let t0 = Instant::now();
-        m.published("w1", 5, 100, t0);
+        m.desired_v2(false, "w1", Some(5), Some(5), 0xab, Some(t0));
         assert!(!m.nodes["w1"].converged());
-        let st = sdwan_link::Status::online(Some(5), None, "0.1.0");
-        assert!(m.status(false, "w1", &st, t0).is_some());
+        // A v1 serial or the right version with other content is not converged.
+        let serial = sdwan_link::Status::online(Some(5), None, "0.1.0");
+        assert!(m.status(false, "w1", &serial, t0).is_none());
+        assert!(!m.nodes["w1"].converged());
+        assert!(m
+            .status(false, "w1", &v2_status(5, "00000000000000aa"), t0)
+            .is_none());
+        assert!(!m.nodes["w1"].converged());
+        assert!(m
+            .status(false, "w1", &v2_status(5, "00000000000000ab"), t0)
+            .is_some());
         assert!(m.nodes["w1"].converged());
+        assert!(m.render().contains("sdwan_node_converged{node=\"w1\"} 1\n"));
     }
 
     #[test]
     fn label_values_are_escaped() {
         let mut m = Metrics::default();
-        m.desired("a\"b", 1);
+        m.desired_v2(false, "a\"b", Some(1), Some(1), 1, None);
         assert!(m.render().contains("{node=\"a\\\"b\"} 1"));
     }
 }

@@ -44,8 +44,114 @@ use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 use sdwan_contract::v2::encode::{encode_notice, Delta, EncodeError, Snapshot};
+use sdwan_contract::v2::proxy::{self, ProxyDelta, ProxySnapshot};
 use sdwan_contract::v2::{Digest, Version, MAX_PARTS, TAIL_REFRESH_BYTES};
 use sdwan_link::Topics;
+
+/// The content of one kind of stream: a gateway's zone ([`Snapshot`], topics
+/// `P/gateways/ID/v2/...`) or a worker's proxy ([`ProxySnapshot`], topics
+/// `P/nodes/NODE/v2/...`). The [`Publisher`] is the same for both: versions, parts, tail,
+/// deltas, notices, resync and convergence do not depend on what the content is.
+pub trait Content: Clone + std::fmt::Debug {
+    /// What a stream is named after in logs and metrics: `"gateway"` or `"node"`.
+    const KIND: &'static str;
+    /// The stream's id (gateway id or node name).
+    fn id(&self) -> &str;
+    /// The version the content has.
+    fn version(&self) -> Version;
+    /// Gives the content `version`.
+    fn set_version(&mut self, version: Version);
+    /// The digest of the content (`docs/payload-v2.md`, "Digest").
+    fn digest(&self) -> Digest;
+    /// Whether the encoder accepts the content (limits, id rules).
+    fn check(&self) -> Result<(), EncodeError>;
+    /// The same content, whatever the versions.
+    fn same_content(&self, other: &Self) -> bool;
+    /// The snapshot parts.
+    fn encode_parts(&self) -> Result<Vec<Vec<u8>>, EncodeError>;
+    /// The encoded delta from `old` to `new` (`new`'s version and digest), or `None` when no
+    /// delta can carry the change (settings, slot count).
+    fn delta(old: &Self, new: &Self) -> Option<Result<Vec<u8>, EncodeError>>;
+    /// A notice of `version` with `digest` for stream `id`.
+    fn notice(id: &str, version: Version, digest: Digest) -> Result<Vec<u8>, EncodeError>;
+    /// The topic `leaf` (`part/K`, `tail`, `delta`) of stream `id`.
+    fn topic(topics: &Topics, id: &str, leaf: &str) -> String;
+}
+
+impl Content for Snapshot {
+    const KIND: &'static str = "gateway";
+    fn id(&self) -> &str {
+        &self.gateway
+    }
+    fn version(&self) -> Version {
+        self.version
+    }
+    fn set_version(&mut self, version: Version) {
+        self.version = version;
+    }
+    fn digest(&self) -> Digest {
+        Snapshot::digest(self)
+    }
+    fn check(&self) -> Result<(), EncodeError> {
+        Snapshot::check(self)
+    }
+    fn same_content(&self, b: &Self) -> bool {
+        self.gateway == b.gateway
+            && self.zone == b.zone
+            && self.nodes == b.nodes
+            && self.services == b.services
+    }
+    fn encode_parts(&self) -> Result<Vec<Vec<u8>>, EncodeError> {
+        self.encode()
+    }
+    fn delta(old: &Self, new: &Self) -> Option<Result<Vec<u8>, EncodeError>> {
+        Delta::between(old, new).map(|d| d.encode())
+    }
+    fn notice(id: &str, version: Version, digest: Digest) -> Result<Vec<u8>, EncodeError> {
+        encode_notice(id, version, digest)
+    }
+    fn topic(topics: &Topics, id: &str, leaf: &str) -> String {
+        topics.gateway_v2(id, leaf)
+    }
+}
+
+impl Content for ProxySnapshot {
+    const KIND: &'static str = "node";
+    fn id(&self) -> &str {
+        &self.node
+    }
+    fn version(&self) -> Version {
+        self.version
+    }
+    fn set_version(&mut self, version: Version) {
+        self.version = version;
+    }
+    fn digest(&self) -> Digest {
+        ProxySnapshot::digest(self)
+    }
+    fn check(&self) -> Result<(), EncodeError> {
+        ProxySnapshot::check(self)
+    }
+    fn same_content(&self, b: &Self) -> bool {
+        self.node == b.node
+            && self.proxy == b.proxy
+            && self.nodes == b.nodes
+            && self.services == b.services
+    }
+    fn encode_parts(&self) -> Result<Vec<Vec<u8>>, EncodeError> {
+        self.encode()
+    }
+    fn delta(old: &Self, new: &Self) -> Option<Result<Vec<u8>, EncodeError>> {
+        ProxyDelta::between(old, new).map(|d| d.encode())
+    }
+    fn notice(id: &str, version: Version, digest: Digest) -> Result<Vec<u8>, EncodeError> {
+        proxy::encode_notice(id, version, digest)
+    }
+    fn topic(topics: &Topics, id: &str, leaf: &str) -> String {
+        // `P/nodes/NODE/v2/LEAF` (`docs/payload-v2.md`, "Proxy payload v2").
+        format!("{}/nodes/{id}/v2/{leaf}", topics.prefix())
+    }
+}
 
 /// Timing and topics of a [`Publisher`].
 #[derive(Debug, Clone)]
@@ -117,9 +223,9 @@ pub struct AgentStatus {
 
 /// An input to [`Publisher::handle`].
 #[derive(Debug, Clone)]
-pub enum Input {
-    /// The desired content of a gateway (its `version` is ignored: the publisher picks it).
-    Desired(Box<Snapshot>),
+pub enum Input<C = Snapshot> {
+    /// The desired content of a stream (its `version` is ignored: the publisher picks it).
+    Desired(Box<C>),
     /// The gateway is no longer planned: stop following it (its retained topics stay).
     Forget(String),
     /// A gateway's status document; `None` for an empty or deleted one (agent gone).
@@ -281,13 +387,13 @@ pub struct Convergence {
 }
 
 /// See [`Convergence::converged`].
-fn converged(s: &Stream) -> bool {
+fn converged<C: Content>(s: &Stream<C>) -> bool {
     let (Some(d), Some(st)) = (s.desired_digest, s.status) else {
         return false;
     };
     st.digest == Some(d)
         && match (&s.current, st.held) {
-            (Some(c), Some(h)) => !c.version.is_newer_than(h),
+            (Some(c), Some(h)) => !c.version().is_newer_than(h),
             (Some(_), None) => false,
             (None, _) => true,
         }
@@ -302,8 +408,8 @@ pub struct Refused {
     pub error: EncodeError,
 }
 
-fn same_content(a: &Snapshot, b: &Snapshot) -> bool {
-    a.gateway == b.gateway && a.zone == b.zone && a.nodes == b.nodes && a.services == b.services
+fn same_content<C: Content>(a: &C, b: &C) -> bool {
+    a.same_content(b)
 }
 
 /// The phase of the publisher.
@@ -318,19 +424,19 @@ enum Phase {
 }
 
 /// One gateway's stream.
-#[derive(Debug, Default)]
-struct Stream {
+#[derive(Debug)]
+struct Stream<C> {
     /// Desired content not published yet (version meaningless) and its digest; once published
     /// it lives on as `current` only (a gateway's content is large: one copy fewer).
-    desired: Option<(Snapshot, Digest)>,
+    desired: Option<(C, Digest)>,
     /// The digest of the latest desired content (pending or published).
     desired_digest: Option<Digest>,
     /// What is published: the content at the current version.
-    current: Option<Snapshot>,
+    current: Option<C>,
     /// Its digest (kept with it: the digest reads every item).
     current_digest: Digest,
     /// The retained snapshot the tail starts from.
-    retained: Option<Snapshot>,
+    retained: Option<C>,
     /// Retained parts that may exist (`None`: unknown, after a start).
     retained_parts: Option<usize>,
     /// The agent's last status.
@@ -354,14 +460,38 @@ struct Stream {
     wake: Option<Instant>,
 }
 
-/// The publisher (see the module documentation).
+impl<C> Default for Stream<C> {
+    fn default() -> Self {
+        Stream {
+            desired: None,
+            desired_digest: None,
+            current: None,
+            current_digest: Digest(0),
+            retained: None,
+            retained_parts: None,
+            status: None,
+            last_flush: None,
+            held_since: None,
+            last_change: None,
+            published_at: None,
+            last_resync: None,
+            snapshot_at: None,
+            resyncs: 0,
+            foreign_since: None,
+            wake: None,
+        }
+    }
+}
+
+/// The publisher (see the module documentation): one per kind of stream, gateways' zones
+/// (`Publisher<Snapshot>`, the default) or workers' proxies (`Publisher<ProxySnapshot>`).
 #[derive(Debug)]
-pub struct Publisher {
+pub struct Publisher<C = Snapshot> {
     cfg: Config,
     topics: Topics,
     phase: Phase,
     connected: bool,
-    streams: HashMap<String, Stream>,
+    streams: HashMap<String, Stream<C>>,
     /// (wake, gateway), lazily deleted: an entry counts only while it equals the stream's
     /// `wake`.
     timers: BinaryHeap<Reverse<(Instant, String)>>,
@@ -370,13 +500,13 @@ pub struct Publisher {
     refused: Vec<Refused>,
 }
 
-impl Publisher {
+impl<C: Content> Publisher<C> {
     /// A publisher in standby (not leading, not connected).
     ///
     /// # Panics
     ///
     /// If `cfg.prefix` is not a valid topic prefix (`sdwan_link::Topics::new`).
-    pub fn new(cfg: Config) -> Publisher {
+    pub fn new(cfg: Config) -> Publisher<C> {
         let topics = Topics::new(&cfg.prefix).expect("Config::prefix: a valid topic prefix");
         Publisher {
             cfg,
@@ -412,7 +542,7 @@ impl Publisher {
             .get(gateway)?
             .current
             .as_ref()
-            .map(|s| s.version)
+            .map(|s| s.version())
     }
 
     /// A gateway's convergence (`None`: no desired content).
@@ -423,11 +553,11 @@ impl Publisher {
             .current
             .as_ref()
             .filter(|_| s.current_digest == *desired)
-            .map(|c| c.version);
+            .map(|c| c.version());
         Some(Convergence {
             desired: *desired,
             version,
-            published: s.current.as_ref().map(|c| c.version),
+            published: s.current.as_ref().map(|c| c.version()),
             reported: s.status,
             converged: converged(s),
         })
@@ -447,11 +577,11 @@ impl Publisher {
     }
 
     /// Handles one input at `now`; returns what to publish and when to be called again.
-    pub fn handle(&mut self, now: Now, input: Input) -> Outputs {
+    pub fn handle(&mut self, now: Now, input: Input<C>) -> Outputs {
         let mut out = Vec::new();
         match input {
             Input::Desired(snap) => {
-                let gw = snap.gateway.clone();
+                let gw = snap.id().to_string();
                 let digest = snap.digest();
                 let s = self.streams.entry(gw.clone()).or_default();
                 let known = match (&s.desired, &s.current) {
@@ -611,7 +741,7 @@ impl Publisher {
         self.reschedule(gw);
     }
 
-    fn flush_due_at(&self, s: &Stream) -> Option<Instant> {
+    fn flush_due_at(&self, s: &Stream<C>) -> Option<Instant> {
         let since = s.held_since?;
         let last = s.last_change.unwrap_or(since);
         let by_quiet = last + self.cfg.quiet;
@@ -652,7 +782,7 @@ impl Publisher {
         if live {
             at(self.flush_due_at(s));
             if let (Some(cur), Some(st)) = (&s.current, s.status) {
-                let lagging = st.held.is_none_or(|h| cur.version.is_newer_than(h));
+                let lagging = st.held.is_none_or(|h| cur.version().is_newer_than(h));
                 if st.online && (st.want_snapshot || lagging) {
                     let grace = s.published_at.map(|p| p + self.cfg.lag_grace);
                     let rate = s.last_resync.map(|r| r + self.cfg.resync_interval);
@@ -693,7 +823,7 @@ impl Publisher {
         let (Some(cur), Some(st)) = (s.current.as_ref(), s.status) else {
             return;
         };
-        let cur_version = cur.version;
+        let cur_version = cur.version();
         let cur_digest = s.current_digest;
         if let Some(held) = st.held {
             let foreign = held.is_newer_than(cur_version)
@@ -753,7 +883,7 @@ impl Publisher {
         };
         s.last_resync = Some(now.mono);
         s.resyncs += 1;
-        let (v, d) = (cur.version, s.current_digest);
+        let (v, d) = (cur.version(), s.current_digest);
         if snapshot {
             // The agent found no complete snapshot: the broker may have lost it.
             self.write_snapshot(now, gw, out);
@@ -765,7 +895,7 @@ impl Publisher {
             // broker lost them). The snapshot moves to the current version.
             self.write_snapshot(now, gw, out);
         }
-        if let Ok(bytes) = encode_notice(gw, v, d) {
+        if let Ok(bytes) = C::notice(gw, v, d) {
             out.push(self.publish(gw, Kind::Notice, "delta", bytes, false));
         }
     }
@@ -777,14 +907,14 @@ impl Publisher {
         &mut self,
         now: Now,
         gw: &str,
-        mut content: Snapshot,
+        mut content: C,
         version: Version,
         out: &mut Vec<Publish>,
     ) {
         let Some(s) = self.streams.get_mut(gw) else {
             return;
         };
-        content.version = version;
+        content.set_version(version);
         if s.desired
             .as_ref()
             .is_some_and(|(d, _)| same_content(d, &content))
@@ -796,11 +926,10 @@ impl Publisher {
         s.foreign_since = None;
         s.published_at = Some(now.mono);
         let tail = s.retained.as_ref().and_then(|r| {
-            if r.version == version {
+            if r.version() == version {
                 return Some(Vec::new());
             }
-            Delta::between(r, &content)?
-                .encode()
+            C::delta(r, &content)?
                 .ok()
                 .filter(|t| t.len() <= TAIL_REFRESH_BYTES)
         });
@@ -856,10 +985,10 @@ impl Publisher {
             s.current = Some(cur);
             return;
         }
-        let version = cur.version.next(now.wall_ms);
+        let version = cur.version().next(now.wall_ms);
         let mut next = want;
-        next.version = version;
-        let delta = Delta::between(&cur, &next).map(|d| d.encode());
+        next.set_version(version);
+        let delta = C::delta(&cur, &next);
         let Some(Ok(delta)) = delta else {
             // No delta carries it (settings, slot count) or it is too large: a snapshot.
             s.current = Some(next);
@@ -870,8 +999,8 @@ impl Publisher {
         let tail = s
             .retained
             .as_ref()
-            .and_then(|r| Delta::between(r, &next))
-            .and_then(|t| t.encode().ok())
+            .and_then(|r| C::delta(r, &next))
+            .and_then(|t| t.ok())
             .filter(|t| t.len() <= TAIL_REFRESH_BYTES);
         s.current = Some(next);
         s.current_digest = digest;
@@ -910,13 +1039,13 @@ impl Publisher {
         let Some(cur) = s.current.as_mut() else {
             return;
         };
-        cur.version = version;
+        cur.set_version(version);
         let digest = s.current_digest;
         s.published_at = Some(now.mono);
         s.foreign_since = None;
         self.egress.versions += 1;
         if self.write_snapshot(now, gw, out) {
-            if let Ok(bytes) = encode_notice(gw, version, digest) {
+            if let Ok(bytes) = C::notice(gw, version, digest) {
                 out.push(self.publish(gw, Kind::Notice, "delta", bytes, false));
             }
         }
@@ -931,7 +1060,7 @@ impl Publisher {
         let Some(cur) = s.current.clone() else {
             return false;
         };
-        let parts = match cur.encode() {
+        let parts = match cur.encode_parts() {
             Ok(p) => p,
             Err(error) => {
                 self.refused.push(Refused {
@@ -961,7 +1090,7 @@ impl Publisher {
         Publish {
             gateway: gw.to_string(),
             kind,
-            topic: self.topics.gateway_v2(gw, leaf),
+            topic: C::topic(&self.topics, gw, leaf),
             payload,
             retain,
             qos: Qos::AtLeastOnce,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sdwan_contract::v2::encode::{decode_owned, Message};
+use sdwan_contract::v2::proxy::ProxyMessage;
 use sdwan_discovery::leader::API_CALLS;
 use sdwan_fake_apiserver::FakeApiServer;
 use sdwan_testsupport::{free_port, ChildGuard};
@@ -116,6 +117,23 @@ fn assert_versions_monotonic(rec: &Recorder) {
     let mut by_version: BTreeMap<(String, u64), u64> = BTreeMap::new();
     for s in rec.seen.lock().unwrap().iter() {
         if !s.topic.contains("/v2/") || s.payload.is_empty() {
+            continue;
+        }
+        if s.topic.contains("/nodes/") {
+            // Workers' proxy streams: the same rule, keyed by node.
+            let (node, v, d) = match sdwan_contract::v2::proxy::decode(&s.payload).unwrap() {
+                ProxyMessage::Part(p) => (p.node, p.version, p.digest),
+                ProxyMessage::Delta(d) => (d.node, d.version, d.digest),
+                ProxyMessage::Notice {
+                    node,
+                    version,
+                    digest,
+                } => (node, version, digest),
+            };
+            let had = *by_version
+                .entry((format!("node {node}"), v.0))
+                .or_insert(d.0);
+            assert_eq!(had, d.0, "node {node}: version {} names two contents", v.0);
             continue;
         }
         let (gw, v, d) = match decode_owned(&s.payload).unwrap() {

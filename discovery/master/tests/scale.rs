@@ -217,3 +217,103 @@ fn publisher_memory_at_issue_11_scale() {
         (rss1 - rss0) / gateways as u64
     );
 }
+
+/// The workers' proxy publisher with issue 11's cluster (5,000 services x 500 workers, seed
+/// 1): every worker's proxy payload v2 content planned (`sdwan_plan::proxy_v2`) and handed
+/// to a `Publisher<ProxySnapshot>`; then one service's endpoints move and every worker's
+/// content is planned and handed over again, as the controller does. Prints times, bytes and
+/// RSS.
+/// `cargo nextest run -p sdwan-discovery --test scale --run-ignored only --no-capture
+/// proxy_publisher`
+#[test]
+#[ignore = "measurement, run by hand"]
+fn proxy_publisher_at_issue_11_scale() {
+    use sdwan_contract::v2::proxy::ProxySnapshot;
+    use sdwan_contract::v2::Version;
+    use sdwan_discovery::publish::{Config, Input, Now, Publisher};
+    use sdwan_plan::{Change, Planner, Snapshot, Topology};
+    use sdwan_testsupport::Rng;
+    use synthetic::{node, replicas, service, slice};
+
+    fn rss_kib() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    }
+    let (services, nodes) = (5000, 500);
+    let mut rng = Rng::new(1);
+    let mut snapshot = Snapshot::new();
+    for i in 0..nodes {
+        snapshot.apply_node(&node(i, rng.chance(5), true)).unwrap();
+    }
+    for s in 0..services {
+        let ns = format!("team-{:02}", s % 50);
+        let name = format!("svc-{s:05}");
+        let ports = 1 + usize::from(rng.chance(30));
+        snapshot
+            .apply_service(&service(&ns, &name, ports, s))
+            .unwrap();
+        let h = replicas(&mut rng, nodes);
+        snapshot.apply_slice(&slice(&ns, &name, &h)).unwrap();
+    }
+    let mut planner = Planner::new(snapshot, Topology::from_toml("").unwrap());
+    let rss0 = rss_kib();
+    let t0 = Instant::now();
+    let proxies = sdwan_plan::proxy_v2::proxies(planner.snapshot(), planner.plan());
+    let mut p: Publisher<ProxySnapshot> = Publisher::new(Config {
+        status_wait: Duration::ZERO,
+        ..Config::default()
+    });
+    let now = |s: u64| Now {
+        mono: Instant::now() + Duration::from_secs(s),
+        wall_ms: 1_764_694_800_000 + s * 1000,
+    };
+    p.handle(now(0), Input::Connected);
+    p.handle(now(0), Input::Lead);
+    let (mut bytes, mut largest, mut workers) = (0usize, 0usize, 0usize);
+    let names: Vec<String> = proxies.nodes().map(str::to_string).collect();
+    for n in &names {
+        let snap = proxies.snapshot(n, Version(0)).unwrap();
+        let out = p.handle(now(0), Input::Desired(Box::new(snap)));
+        bytes += out.publishes.iter().map(|x| x.payload.len()).sum::<usize>();
+        largest = largest.max(out.publishes.iter().map(|x| x.payload.len()).max().unwrap());
+        workers += 1;
+    }
+    let first = t0.elapsed();
+    let rss1 = rss_kib();
+    // One service's endpoints move (as the controller: the planner's changed nodes).
+    let t1 = Instant::now();
+    let changed = planner.update([Change::Slice(Box::new(slice(
+        "team-01",
+        "svc-00001",
+        &[7, 8],
+    )))]);
+    let proxies = sdwan_plan::proxy_v2::proxies(planner.snapshot(), planner.plan());
+    let before = p.egress();
+    for n in &changed.nodes {
+        if let Some(snap) = proxies.snapshot(n, Version(0)) {
+            p.handle(now(1), Input::Desired(Box::new(snap)));
+        }
+    }
+    let after = p.egress();
+    eprintln!(
+        "{services} services x {workers} workers: first publish planned and encoded in \
+         {first:?}: {bytes} bytes, largest message {largest}; RSS {} MiB before the \
+         publisher, {} MiB after ({} KiB per worker)",
+        rss0 / 1024,
+        rss1 / 1024,
+        (rss1 - rss0) / workers as u64
+    );
+    eprintln!(
+        "one service moved: {} workers changed, planned and handed over in {:?}: {} deltas, \
+         {} delta bytes, {} tail bytes, {} snapshot parts",
+        changed.nodes.len(),
+        t1.elapsed(),
+        after.deltas.messages - before.deltas.messages,
+        after.deltas.bytes - before.deltas.bytes,
+        after.tails.bytes - before.tails.bytes,
+        after.parts.messages - before.parts.messages
+    );
+}

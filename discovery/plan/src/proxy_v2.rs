@@ -99,6 +99,12 @@ impl Proxies {
         self.nodes.iter().map(|(n, _)| n.as_str())
     }
 
+    /// The node slots every worker's content has (a name while the node is a Ready worker):
+    /// when they change, every worker's content changes.
+    pub fn slots(&self) -> &[Option<String>] {
+        &self.slots
+    }
+
     /// Worker `node`'s content at `version`, or `None` when it has none (not a Ready worker).
     pub fn snapshot(&self, node: &str, version: Version) -> Option<ProxySnapshot> {
         let at = self
