@@ -25,14 +25,10 @@ pub const CONF_FILE: &str = "sdwan.conf";
 /// File name of the help page inside the proxy directory.
 pub const HELP_FILE: &str = "help.html";
 
-/// One DNS label: 1..=63 of `[a-z0-9-]`, not starting or ending with `-`.
+/// One DNS label: 1..=63 of `[a-z0-9-]`, not starting or ending with `-` (the contract's
+/// rule, [`sdwan_contract::v2::is_label`]).
 pub fn safe_label(label: &str) -> bool {
-    let b = label.as_bytes();
-    (1..=63).contains(&b.len())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
+    sdwan_contract::v2::is_label(label)
 }
 
 /// A dotted name of [`safe_label`]s.

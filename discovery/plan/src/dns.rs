@@ -6,13 +6,9 @@ pub const MAX_NAME_OCTETS: usize = 255;
 /// One DNS label as we emit them: 1..=63 characters of `a-z`, `0-9` and `-`, not starting or
 /// ending with `-`. (Kubernetes service and namespace names always are; node names may have
 /// dots or be longer.)
+/// The same rule as the contract's [`sdwan_contract::v2::is_label`], which both sides share.
 pub fn valid_label(label: &str) -> bool {
-    let b = label.as_bytes();
-    (1..=63).contains(&b.len())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
+    sdwan_contract::v2::is_label(label)
 }
 
 /// A dotted name of [`valid_label`]s.
