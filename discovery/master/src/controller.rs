@@ -907,8 +907,14 @@ impl Controller {
             return;
         }
         let plan = planner.plan();
-        let mut warnings: Vec<String> =
-            plan.warnings.iter().map(|w| format!("plan: {w}")).collect();
+        // v1 payload limits do not apply to what is published (payload v2 carries every
+        // record): a v1 truncation warning would only mislead.
+        let mut warnings: Vec<String> = plan
+            .warnings
+            .iter()
+            .filter(|w| !matches!(w, sdwan_plan::Warning::ZoneTruncated { .. }))
+            .map(|w| format!("plan: {w}"))
+            .collect();
         warnings.extend(zone_warnings(planner.topology(), planner.snapshot()));
         for text in warnings {
             warn_once(&mut self.logged_warnings, text);
