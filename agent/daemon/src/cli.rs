@@ -93,7 +93,7 @@ MQTT (zones pushed by sdwan-discovery):
   --state-dir DIR           keep the last good zone here and serve it at start
 
 Worker mode (proxy configuration sink beside nginx; no DNS; needs --broker, docs/proxy.md):
-  --node-id NODE            this worker's node name: payloads from PREFIX/nodes/NODE/proxy
+  --node-id NODE            this worker's node name: proxy content from PREFIX/nodes/NODE/v2/...
   --proxy-dir DIR           directory the files sdwan.conf and help.html are written to
   --check-cmd CMD           run with sh -c after writing, e.g. 'nginx -t'; on failure the
                             previous files are restored and nothing is reloaded

@@ -45,7 +45,7 @@ pub struct Config {
     pub topic_prefix: String,
     /// `state-dir`: where the last good zone is persisted.
     pub state_dir: Option<PathBuf>,
-    /// `node-id`: worker mode: this worker node's name (topic `P/nodes/NODE/proxy`).
+    /// `node-id`: worker mode: this worker node's name (topics `P/nodes/NODE/v2/...`, proxy payload v2).
     pub node_id: Option<String>,
     /// `proxy-dir`: worker mode: directory the proxy files are written to.
     pub proxy_dir: Option<PathBuf>,

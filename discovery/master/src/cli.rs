@@ -29,7 +29,7 @@ RUN OPTIONS:
   --metrics ADDR            serve /metrics, /healthz, /readyz on ADDR (e.g. 127.0.0.1:9100)
   --debounce MS             quiet time that ends a burst of events (default: 20)
   --max-delay MS            longest a burst may delay a publish (default: 100)
-  --retained-wait MS        longest to wait for retained payloads at start (default: 2000)
+  --retained-wait MS        longest to wait for the retained statuses at start (default: 2000)
   --leader-elect            elect one publishing replica through a coordination.k8s.io Lease
                             (default: on in a pod watching Kubernetes, else off)
   --no-leader-elect         publish without an election (a single replica)
