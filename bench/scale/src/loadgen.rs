@@ -9,7 +9,9 @@
 //! notice naming a version it does not hold), dropped once a whole snapshot is in. A session
 //! holds a version when all parts of a snapshot of it are in (then the retained tail moves it
 //! on when its base matches), or when a delta whose base it holds arrives.
-//! Gateways, payload v1: `P/gateways/ID/zone`. Workers: `P/nodes/NODE/proxy` (v1).
+//! Workers, proxy payload v2: the same on `P/nodes/NODE/v2/...`, each message decoded with
+//! `sdwan_contract::v2::proxy::decode`. With `--payload v1` (an older master): gateways on
+//! `P/gateways/ID/zone`, workers on `P/nodes/NODE/proxy`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -230,10 +232,12 @@ pub async fn start(connect: &Connect, gateways: &[String], workers: &[String]) -
                         }
                         let before = st.held;
                         let mut next = Next::Stay;
-                        if topics.v2 && !session.worker {
+                        if topics.v2 {
                             let leaf = p.topic.rsplit('/').next().unwrap_or_default();
                             let is_tail = leaf == "tail";
-                            match on_v2(&mut st, &p.payload, is_tail, &mut scratch) {
+                            let step = head(&p.payload, session.worker, &mut scratch)
+                                .map(|h| on_v2(&mut st, h, is_tail));
+                            match step {
                                 Ok(Next::Resync) if !st.snapshot_wanted => {
                                     st.snapshot_wanted = true;
                                     next = Next::Resync;
@@ -318,18 +322,17 @@ struct Topics {
 
 impl Topics {
     fn new(prefix: &str, name: &str, worker: bool, payload: Payload) -> Topics {
-        let v2 = payload == Payload::V2 && !worker;
-        let main = if worker {
-            format!("{prefix}/nodes/{name}/proxy")
-        } else if v2 {
-            format!("{prefix}/gateways/{name}/v2/delta")
-        } else {
-            format!("{prefix}/gateways/{name}/zone")
+        let v2 = payload == Payload::V2;
+        let group = if worker { "nodes" } else { "gateways" };
+        let main = match (v2, worker) {
+            (true, _) => format!("{prefix}/{group}/{name}/v2/delta"),
+            (false, true) => format!("{prefix}/nodes/{name}/proxy"),
+            (false, false) => format!("{prefix}/gateways/{name}/zone"),
         };
         Topics {
             main,
-            tail: format!("{prefix}/gateways/{name}/v2/tail"),
-            parts: format!("{prefix}/gateways/{name}/v2/part/+"),
+            tail: format!("{prefix}/{group}/{name}/v2/tail"),
+            parts: format!("{prefix}/{group}/{name}/v2/part/+"),
             status: if worker {
                 format!("{prefix}/nodes/{name}/status")
             } else {
@@ -397,24 +400,78 @@ fn newer(a: u64, b: u64) -> bool {
     Version(a).is_newer_than(Version(b))
 }
 
-/// One v2 message: the acceptance rules of docs/payload-v2.md as far as versions go (the
-/// content is decoded and checked, not stored).
-fn on_v2(st: &mut State, msg: &[u8], is_tail: bool, scratch: &mut Scratch) -> Result<Next, String> {
-    let env = decode(msg, scratch, &mut Nothing).map_err(|e| e.to_string())?;
-    let (version, digest) = (env.version.0, env.digest.0);
+/// What the version rules read of a v2 message, zone or proxy.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    kind: Kind,
+    version: u64,
+    digest: u64,
+    base: Option<u64>,
+    part: u8,
+    parts: u8,
+}
+
+/// Decodes (and so checks) one v2 message of a gateway's zone stream or, for a worker, of
+/// its proxy stream; the content is not stored.
+fn head(msg: &[u8], worker: bool, scratch: &mut Scratch) -> Result<Head, String> {
+    use sdwan_contract::v2::proxy::{self, ProxyMessage};
+    if !worker {
+        let env = decode(msg, scratch, &mut Nothing).map_err(|e| e.to_string())?;
+        return Ok(Head {
+            kind: env.kind,
+            version: env.version.0,
+            digest: env.digest.0,
+            base: env.base.map(|b| b.0),
+            part: env.part,
+            parts: env.parts,
+        });
+    }
+    Ok(match proxy::decode(msg).map_err(|e| e.to_string())? {
+        ProxyMessage::Part(p) => Head {
+            kind: Kind::Part,
+            version: p.version.0,
+            digest: p.digest.0,
+            base: None,
+            part: p.part,
+            parts: p.parts,
+        },
+        ProxyMessage::Delta(d) => Head {
+            kind: Kind::Delta,
+            version: d.version.0,
+            digest: d.digest.0,
+            base: Some(d.base.0),
+            part: 0,
+            parts: 0,
+        },
+        ProxyMessage::Notice {
+            version, digest, ..
+        } => Head {
+            kind: Kind::Notice,
+            version: version.0,
+            digest: digest.0,
+            base: None,
+            part: 0,
+            parts: 0,
+        },
+    })
+}
+
+/// One v2 message: the acceptance rules of docs/payload-v2.md as far as versions go.
+fn on_v2(st: &mut State, env: Head, is_tail: bool) -> Next {
+    let (version, digest) = (env.version, env.digest);
     match env.kind {
         Kind::Part => {
             if st.held.is_some_and(|(v, _)| !newer(version, v)) {
                 // Already held (or older): nothing to stage.
-                return Ok(if st.snapshot_wanted {
+                return if st.snapshot_wanted {
                     Next::Done
                 } else {
                     Next::Stay
-                });
+                };
             }
             match st.staging {
                 Some((v, _, _, _)) if v == version => {}
-                Some((v, _, _, _)) if newer(v, version) => return Ok(Next::Stay),
+                Some((v, _, _, _)) if newer(v, version) => return Next::Stay,
                 _ => st.staging = Some((version, digest, env.parts, 0)),
             }
             let s = st.staging.as_mut().unwrap();
@@ -428,30 +485,30 @@ fn on_v2(st: &mut State, msg: &[u8], is_tail: bool, scratch: &mut Scratch) -> Re
                     }
                 }
                 set_held(st, Some(held));
-                return Ok(Next::Done);
+                return Next::Done;
             }
-            Ok(Next::Stay)
+            Next::Stay
         }
         Kind::Delta => {
-            let base = env.base.map(|b| b.0).unwrap_or_default();
+            let base = env.base.unwrap_or_default();
             if is_tail {
                 st.tail = Some((base, version, digest));
             }
             match st.held {
-                None => Ok(Next::Stay),
+                None => Next::Stay,
                 Some((v, _)) if v == base => {
                     set_held(st, Some((version, digest)));
-                    Ok(Next::Stay)
+                    Next::Stay
                 }
-                Some((v, _)) if newer(version, v) && !is_tail => Ok(Next::Resync),
-                Some(_) => Ok(Next::Stay),
+                Some((v, _)) if newer(version, v) && !is_tail => Next::Resync,
+                Some(_) => Next::Stay,
             }
         }
         Kind::Notice => match st.held {
-            Some((v, d)) if v == version && d == digest => Ok(Next::Stay),
-            Some((v, _)) if newer(v, version) => Ok(Next::Stay),
-            _ if st.snapshot_wanted => Ok(Next::Stay),
-            _ => Ok(Next::Resync),
+            Some((v, d)) if v == version && d == digest => Next::Stay,
+            Some((v, _)) if newer(v, version) => Next::Stay,
+            _ if st.snapshot_wanted => Next::Stay,
+            _ => Next::Resync,
         },
     }
 }
@@ -482,7 +539,7 @@ mod tests {
     }
 
     fn feed(st: &mut State, msg: &[u8], tail: bool) -> Next {
-        on_v2(st, msg, tail, &mut Scratch::new()).unwrap()
+        on_v2(st, head(msg, false, &mut Scratch::new()).unwrap(), tail)
     }
 
     /// A session holds a version only once every part of its snapshot is in, then follows
