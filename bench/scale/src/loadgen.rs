@@ -542,6 +542,44 @@ mod tests {
         on_v2(st, head(msg, false, &mut Scratch::new()).unwrap(), tail)
     }
 
+    /// A worker session follows its proxy stream by the same rules: the documented proxy
+    /// part, delta and notice (docs/payload-v2.md, "Proxy payload v2 (workers)").
+    #[test]
+    fn worker_sessions_follow_the_proxy_stream() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/payload-v2.md"
+        ))
+        .unwrap();
+        let section = doc.split("## Proxy payload v2 (workers)").nth(1).unwrap();
+        let msgs: Vec<&str> = section
+            .split("```json")
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap())
+            .collect();
+        let [part, delta, notice] = msgs[..] else {
+            panic!("a part, a delta and a notice: {msgs:?}")
+        };
+        let mut scratch = Scratch::new();
+        let mut feed = |st: &mut State, m: &str, tail: bool| {
+            on_v2(st, head(m.as_bytes(), true, &mut scratch).unwrap(), tail)
+        };
+        let mut st = State::default();
+        // A delta before any snapshot is ignored.
+        assert!(matches!(feed(&mut st, delta, false), Next::Stay));
+        assert_eq!(st.held, None);
+        // The one part is the whole snapshot.
+        assert!(matches!(feed(&mut st, part, false), Next::Done));
+        assert_eq!(st.held.map(|h| h.0), Some(1_764_694_800_123));
+        // The delta on its base moves it on.
+        assert!(matches!(feed(&mut st, delta, false), Next::Stay));
+        assert_eq!(st.held.map(|h| h.0), Some(1_764_694_800_124));
+        // A notice of a newer version asks for the snapshot.
+        assert!(matches!(feed(&mut st, notice, false), Next::Resync));
+        // A zone message is not a proxy message.
+        assert!(head(part.as_bytes(), false, &mut scratch).is_err());
+    }
+
     /// A session holds a version only once every part of its snapshot is in, then follows
     /// deltas on exactly that base, and asks for a snapshot on a gap or a notice of other
     /// content: so the bench's "holds the change" is the agent's.
