@@ -4,7 +4,8 @@
 //! `serial` is the serial in use, `error` the last rejection or failure (null when the last
 //! payload was applied). An agent on payload v2 adds `"held":V,"digest":"16 hex"` (the
 //! version and content digest it serves) and, when it waits for a snapshot in vain,
-//! `"want":"snapshot"` (`docs/payload-v2.md`), after `error`. The last will is the same document with `"state":"offline"`.
+//! `"want":"snapshot"` (`docs/payload-v2.md`), after `error`; a gateway that probes its workers adds
+//! `"reach":{...}` ([`Reach`]) after those. The last will is the same document with `"state":"offline"`.
 //!
 //! [`Status::to_json`] is a hand-written emitter (no serde_json in the agent binary);
 //! [`Status::from_json`] parses with serde-json-core, behind the checked door
@@ -53,8 +54,55 @@ pub struct Status {
     /// master then republishes it). Emitted only when set.
     #[serde(default)]
     pub want: Option<String>,
+    /// Branch autonomy (issue 14): what the gateway's probes see of the workers it may answer
+    /// with. Emitted (after `want`) only when the agent probes.
+    #[serde(default)]
+    pub reach: Option<Reach>,
     /// Agent version (`CARGO_PKG_VERSION`).
     pub version: String,
+}
+
+/// The most worker names a status lists as down ([`Reach::down`]); more are counted in
+/// [`Reach::more`]. Keeps a gateway's status small (the master reads every status at start).
+pub const MAX_REACH_DOWN: usize = 32;
+
+/// A gateway's view of the workers it probes:
+/// `"reach":{"workers":500,"down":["w1","w7"],"more":0,"rtt_ms":[3,7,12]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Reach {
+    /// How many workers the agent probes.
+    pub workers: u32,
+    /// Node names of the workers it sees down (after hysteresis), ascending, at most
+    /// [`MAX_REACH_DOWN`].
+    pub down: Vec<String>,
+    /// How many more workers are down than `down` lists.
+    #[serde(default)]
+    pub more: u32,
+    /// The probes' round-trip time to the workers seen up, in milliseconds: `[p50, p90, max]`
+    /// over the workers' smoothed RTTs; `None` (emitted as `null`) when none is up.
+    #[serde(default)]
+    pub rtt_ms: Option<[u32; 3]>,
+}
+
+impl Reach {
+    /// Appends `,"reach":{...}`.
+    fn push_json(&self, s: &mut String) {
+        let _ = write!(s, ",\"reach\":{{\"workers\":{},\"down\":[", self.workers);
+        for (i, name) in self.down.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            push_json_string(s, name);
+        }
+        let _ = write!(s, "],\"more\":{},\"rtt_ms\":", self.more);
+        match self.rtt_ms {
+            Some([a, b, c]) => {
+                let _ = write!(s, "[{a},{b},{c}]");
+            }
+            None => s.push_str("null"),
+        }
+        s.push('}');
+    }
 }
 
 /// A status document that could not be parsed.
@@ -80,6 +128,7 @@ impl Status {
             held: None,
             digest: None,
             want: None,
+            reach: None,
             version: version.to_string(),
         }
     }
@@ -94,6 +143,7 @@ impl Status {
             held: None,
             digest: None,
             want: None,
+            reach: None,
             version: version.to_string(),
         }
     }
@@ -137,6 +187,9 @@ impl Status {
             s.push_str(",\"want\":");
             push_json_string(&mut s, w);
         }
+        if let Some(r) = &self.reach {
+            r.push_json(&mut s);
+        }
         if let Some(d) = &self.disconnect {
             s.push_str(",\"disconnect\":");
             push_json_string(&mut s, d);
@@ -168,6 +221,14 @@ impl Status {
         let mut scratch = vec![0u8; bytes.len()];
         let (status, _) = serde_json_core::from_slice_escaped::<Status>(bytes, &mut scratch)
             .map_err(|e| BadStatus(e.to_string()))?;
+        if let Some(r) = &status.reach {
+            if r.down.len() > MAX_REACH_DOWN {
+                return Err(BadStatus(format!(
+                    "reach.down lists {} workers, the limit is {MAX_REACH_DOWN}",
+                    r.down.len()
+                )));
+            }
+        }
         Ok(status)
     }
 }
@@ -207,6 +268,43 @@ mod tests {
             s.to_json(),
             r#"{"state":"offline","serial":null,"error":null,"version":"0.1.0"}"#
         );
+    }
+
+    #[test]
+    fn reach_is_emitted_after_want_and_round_trips() {
+        let mut s = Status::online(None, None, "0.1.0");
+        s.held = Some(5);
+        s.digest = Some("00000000000000ff".into());
+        s.reach = Some(Reach {
+            workers: 3,
+            down: vec!["w1".into(), "w\"7".into()],
+            more: 0,
+            rtt_ms: Some([3, 7, 12]),
+        });
+        let json = s.to_json();
+        assert_eq!(
+            json,
+            r#"{"state":"online","serial":null,"error":null,"held":5,"digest":"00000000000000ff","reach":{"workers":3,"down":["w1","w\"7"],"more":0,"rtt_ms":[3,7,12]},"version":"0.1.0"}"#
+        );
+        assert_eq!(Status::from_json(json.as_bytes()).unwrap(), s);
+        s.reach = Some(Reach {
+            workers: 0,
+            down: vec![],
+            more: 0,
+            rtt_ms: None,
+        });
+        assert_eq!(Status::from_json(s.to_json().as_bytes()).unwrap(), s);
+    }
+
+    #[test]
+    fn reach_listing_too_many_workers_is_refused() {
+        let names: Vec<String> = (0..=MAX_REACH_DOWN).map(|i| format!("\"w{i}\"")).collect();
+        let doc = format!(
+            r#"{{"state":"online","serial":null,"error":null,"reach":{{"workers":99,"down":[{}]}},"version":"0.1.0"}}"#,
+            names.join(",")
+        );
+        let e = Status::from_json(doc.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("reach.down lists 33 workers"), "{e}");
     }
 
     #[test]
