@@ -139,7 +139,8 @@ struct Base {
     local: Str<{ v2::MAX_LABEL }>,
     ttl: u32,
     service_ttl: u32,
-    nodes: Vec<SlotNode>,
+    /// Shared with the plan before while the same (compared by pointer first).
+    nodes: Arc<Vec<SlotNode>>,
     /// Shared with the plans before while a service stays the same, so that content built
     /// from two plans is compared by pointer first.
     services: Vec<Arc<BaseService>>,
@@ -368,7 +369,10 @@ fn build(snapshot: &Snapshot, topology: &Topology, prev: Option<&Zones>) -> Zone
         local: Str::new(&topology.local_label).unwrap_or_default(),
         ttl: topology.ttl,
         service_ttl: topology.service_ttl,
-        nodes,
+        nodes: match prev {
+            Some(p) if *p.base.nodes == nodes => p.base.nodes.clone(),
+            _ => Arc::new(nodes),
+        },
         services: intern(services, prev.map(|p| &p.base.services[..])),
     };
     let base = match prev {
@@ -628,7 +632,7 @@ impl Zones {
                 .base
                 .nodes
                 .iter()
-                .zip(&old.base.nodes)
+                .zip(old.base.nodes.iter())
                 .all(|(a, b)| a.name == b.name);
         if !same_slots || header(&self.base, cn) != header(&old.base, co) {
             return Delta::between(
@@ -846,8 +850,7 @@ impl Zone {
             return ch;
         }
         let same_class = Arc::ptr_eq(&va.class, &vb.class) || va.class == vb.class;
-        let same_nodes =
-            same_class && (Arc::ptr_eq(&va.base, &vb.base) || va.base.nodes == vb.base.nodes);
+        let same_nodes = same_class && Arc::ptr_eq(&va.base.nodes, &vb.base.nodes);
         if !same_nodes {
             for (k, (&(i, ti), &(j, tj))) in va.class.slots.iter().zip(&vb.class.slots).enumerate()
             {
