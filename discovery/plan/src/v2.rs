@@ -875,7 +875,7 @@ impl Zone {
                 ch.was.extend(x);
                 ch.is.extend(y);
             }
-            !(first && !ch.is_empty())
+            !first || ch.is_empty()
         });
         ch
     }
