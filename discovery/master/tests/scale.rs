@@ -179,7 +179,7 @@ fn mib(bytes: usize) -> String {
 
 /// The master's gateway and worker streams at issue 11's scale (plan-bench's synthetic
 /// cluster: 5,000 services x 500 workers, seed 1; `GATEWAYS` gateways, default 2,000, in 20
-/// zones), planned and published as the controller does: `v2::Zones` and
+/// zones, 30 % with a `near` list), planned and published as the controller does: `v2::Zones` and
 /// `proxy_v2::Proxies` planned (again with `next` from the plan before), every gateway's
 /// `Zone` and every worker's `WorkerProxy` handed to its `Publisher`. Prints the first
 /// publish (time, bytes, heap and RSS), then for three isolated changes (an endpoint moves,
@@ -224,12 +224,21 @@ fn master_streams_at_issue_11_scale() {
         snapshot.apply_slice(&slice(&ns, &name, &h)).unwrap();
         hosts.push(h);
     }
+    // As plan-bench: every gateway in a zone, 30 % with their own `near` list (655 slot
+    // orders among 2,000 gateways).
     let mut topo = String::new();
     for g in 0..gateways {
         topo.push_str(&format!(
             "[[gateway]]\nid = \"gw-{g:05}\"\nzone = \"zone-{:02}\"\n",
             rng.below(ZONES)
         ));
+        if rng.chance(30) {
+            topo.push_str(&format!(
+                "near = [\"worker{:04}\", \"worker{:04}\"]\n",
+                rng.below(nodes),
+                rng.below(nodes)
+            ));
+        }
     }
     let topology = Topology::from_toml(&topo).unwrap();
     let mut planner = Planner::new(snapshot, topology);
@@ -324,9 +333,12 @@ fn master_streams_at_issue_11_scale() {
         let (zb, pb) = (zp.egress(), pp.egress());
         let t = Instant::now();
         let changed = planner.update([change]);
+        let t_update = t.elapsed();
         let zones2 = zones.next(planner.snapshot(), planner.topology());
+        let t_zones = t.elapsed() - t_update;
         let proxies2 = proxies.next(planner.snapshot(), planner.plan());
         let plan_time = t.elapsed();
+        let t_proxies = plan_time - t_update - t_zones;
         let gw_changed: Vec<String> = zones2
             .changed_since(Some(&zones))
             .into_iter()
@@ -361,7 +373,9 @@ fn master_streams_at_issue_11_scale() {
         };
         let (zd, pd) = (d(zp.egress(), zb), d(pp.egress(), pb));
         eprintln!(
-            "{what}: {total:?} in all: planning {plan_time:?}, gateways' publisher {gw_time:?} \
+            "{what}: {total:?} in all: planning {plan_time:?} (Planner::update {t_update:?}, \
+             Zones::next {t_zones:?}, Proxies::next {t_proxies:?}), gateways' publisher \
+             {gw_time:?} \
              ({} gateways: {} deltas, {} delta bytes, {} tail bytes, {} snapshots), workers' \
              publisher {:?} ({} workers: {} deltas, {} delta bytes, {} tail bytes, {} \
              snapshots)",

@@ -379,7 +379,20 @@ fn build(snapshot: &Snapshot, topology: &Topology, prev: Option<&Zones>) -> Zone
         Some(p) if same_base(&p.base, &base) => p.base.clone(),
         _ => Arc::new(base),
     };
-    let views = classes.iter().map(|c| view(&base, c, prev)).collect();
+    // The services that changed since the plan before (not the same `Arc`), found once.
+    let mut changed: Vec<(Option<&BaseService>, Option<&BaseService>)> = Vec::new();
+    let mut old_views: HashMap<*const Class, &Arc<View>> = HashMap::new();
+    if let Some(p) = prev {
+        walk(&p.base.services, &base.services, true, |a, b| {
+            changed.push((a, b));
+            true
+        });
+        old_views = p.views.iter().map(|v| (Arc::as_ptr(&v.class), v)).collect();
+    }
+    let views = classes
+        .iter()
+        .map(|c| view(&base, c, old_views.get(&Arc::as_ptr(c)).copied(), &changed))
+        .collect();
     Zones {
         base,
         classes,
@@ -420,11 +433,15 @@ fn same_base(a: &Base, b: &Base) -> bool {
             .all(|(x, y)| Arc::ptr_eq(x, y))
 }
 
-/// The view of class `c` over `base`: the plan before's when both are the same, else a new
-/// one whose service hash sum follows from the plan before's and the services that changed
-/// (when the class's slot order is the same).
-fn view(base: &Arc<Base>, c: &Arc<Class>, prev: Option<&Zones>) -> Arc<View> {
-    let old = prev.and_then(|p| p.views.iter().find(|v| Arc::ptr_eq(&v.class, c)));
+/// The view of class `c` over `base`: `old`'s (the plan before's view of the same class)
+/// when the base is the same, else a new one whose item sums follow from `old`'s: the node
+/// slots' when the nodes are the same, the services' from the services that changed.
+fn view(
+    base: &Arc<Base>,
+    c: &Arc<Class>,
+    old: Option<&Arc<View>>,
+    changed: &[(Option<&BaseService>, Option<&BaseService>)],
+) -> Arc<View> {
     if let Some(o) = old {
         if Arc::ptr_eq(&o.base, base) {
             return o.clone();
@@ -435,19 +452,22 @@ fn view(base: &Arc<Base>, c: &Arc<Class>, prev: Option<&Zones>) -> Arc<View> {
         class: c.clone(),
         body: OnceLock::new(),
     };
-    if let Some(&(_, services)) = old.and_then(|o| o.body.get()) {
-        let o = old.unwrap_or_else(|| unreachable!());
+    if let Some((o, &(nodes, services))) = old.and_then(|o| Some((o, o.body.get()?))) {
         let mut sum = services;
-        walk(&o.base.services, &base.services, true, |a, b| {
+        for &(a, b) in changed {
             if let Some(s) = a.and_then(|a| item(&o.base, c, a)) {
                 sum = sum.wrapping_sub(service_hash(&s.as_ref()));
             }
             if let Some(s) = b.and_then(|b| item(base, c, b)) {
                 sum = sum.wrapping_add(service_hash(&s.as_ref()));
             }
-            true
-        });
-        let _ = v.body.set((nodes_sum(base, c), sum));
+        }
+        let nodes = if Arc::ptr_eq(&o.base.nodes, &base.nodes) {
+            nodes
+        } else {
+            nodes_sum(base, c)
+        };
+        let _ = v.body.set((nodes, sum));
     }
     Arc::new(v)
 }
@@ -455,11 +475,11 @@ fn view(base: &Arc<Base>, c: &Arc<Class>, prev: Option<&Zones>) -> Arc<View> {
 /// Walks two service lists (ascending by key) and calls `f(old, new)` for each key (`None`:
 /// not in that list), until `f` says `false`; with `skip_same`, not for entries that are the
 /// same `Arc` in both (their items are the same under one slot order).
-fn walk(
-    a: &[Arc<BaseService>],
-    b: &[Arc<BaseService>],
+fn walk<'a>(
+    a: &'a [Arc<BaseService>],
+    b: &'a [Arc<BaseService>],
     skip_same: bool,
-    mut f: impl FnMut(Option<&BaseService>, Option<&BaseService>) -> bool,
+    mut f: impl FnMut(Option<&'a BaseService>, Option<&'a BaseService>) -> bool,
 ) {
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
