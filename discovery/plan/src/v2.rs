@@ -389,9 +389,21 @@ fn build(snapshot: &Snapshot, topology: &Topology, prev: Option<&Zones>) -> Zone
         });
         old_views = p.views.iter().map(|v| (Arc::as_ptr(&v.class), v)).collect();
     }
+    // The node indices whose slot content changed (`None`: other nodes, or as many).
+    let changed_nodes: Option<Vec<u32>> = prev.and_then(|p| {
+        let (a, b) = (&p.base.nodes, &base.nodes);
+        (a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.name == y.name)).then(|| {
+            (0..a.len() as u32)
+                .filter(|&i| a[i as usize].addrs != b[i as usize].addrs)
+                .collect()
+        })
+    });
     let views = classes
         .iter()
-        .map(|c| view(&base, c, old_views.get(&Arc::as_ptr(c)).copied(), &changed))
+        .map(|c| {
+            let old = old_views.get(&Arc::as_ptr(c)).copied();
+            view(&base, c, old, &changed, changed_nodes.as_deref())
+        })
         .collect();
     Zones {
         base,
@@ -441,6 +453,7 @@ fn view(
     c: &Arc<Class>,
     old: Option<&Arc<View>>,
     changed: &[(Option<&BaseService>, Option<&BaseService>)],
+    changed_nodes: Option<&[u32]>,
 ) -> Arc<View> {
     if let Some(o) = old {
         if Arc::ptr_eq(&o.base, base) {
@@ -462,10 +475,19 @@ fn view(
                 sum = sum.wrapping_add(service_hash(&s.as_ref()));
             }
         }
-        let nodes = if Arc::ptr_eq(&o.base.nodes, &base.nodes) {
-            nodes
-        } else {
-            nodes_sum(base, c)
+        let nodes = match changed_nodes {
+            _ if Arc::ptr_eq(&o.base.nodes, &base.nodes) => nodes,
+            // The same nodes by name (so the same slots): swap the changed slots' hashes.
+            Some(changed) => changed.iter().fold(nodes, |sum, &i| {
+                let k = c.slot_of[i as usize];
+                if k == u16::MAX {
+                    return sum;
+                }
+                let tier = c.slots[usize::from(k)].1;
+                let hash = |b: &Base| wire_node(b, i, tier).map_or(0, |n| node_hash(k, &n));
+                sum.wrapping_sub(hash(&o.base)).wrapping_add(hash(base))
+            }),
+            None => nodes_sum(base, c),
         };
         let _ = v.body.set((nodes, sum));
     }
