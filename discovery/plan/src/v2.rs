@@ -685,6 +685,10 @@ impl Zones {
         // Same slots and slot order: a service's content here differs iff its base entry does.
         let (mut was, mut is) = (Vec::new(), Vec::new());
         walk(&old.base.services, &self.base.services, true, |a, b| {
+            if a.is_some() && a == b {
+                // The same service under the same slot order: the same item.
+                return true;
+            }
             was.extend(a.and_then(|a| item(&old.base, co, a)));
             is.extend(b.and_then(|b| item(&self.base, cn, b)));
             true
@@ -911,6 +915,9 @@ impl Zone {
             }
         }
         walk(&va.base.services, &vb.base.services, same_class, |x, y| {
+            if same_class && x.is_some() && x == y {
+                return true;
+            }
             let x = x.and_then(|x| item(&va.base, &va.class, x));
             let y = y.and_then(|y| item(&vb.base, &vb.class, y));
             if x != y {
