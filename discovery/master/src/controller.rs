@@ -824,8 +824,9 @@ impl Controller {
     }
 
     /// Hands the publisher the payload v2 content of every gateway whose content may have
-    /// changed since the last call (`Zones::changed_since`; the publisher compares the whole
-    /// content and publishes only a real change). Done in standby too: a replica taking over
+    /// changed since the last call (`Zones::changed_since`), as a shared `Zone` (the
+    /// publisher compares it with what it published by the services that are not the same
+    /// `Arc`, and publishes only a real change). Done in standby too: a replica taking over
     /// then has every gateway's content at hand.
     async fn plan_gateways(&mut self, burst: Instant) {
         let Some(planner) = self.planner.as_ref() else {
