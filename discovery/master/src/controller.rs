@@ -3,7 +3,7 @@
 //! [`Publisher`]: the controller feeds it each gateway's desired content when it changed,
 //! the agents' statuses, the connection, the leadership and its timer, and carries out the
 //! publishes it returns (retained or not, QoS 1). Workers get proxy payload v2 the same way,
-//! through a second [`Publisher`] over [`ProxySnapshot`] (`sdwan_plan::proxy_v2`). A start
+//! through a second [`Publisher`] over [`WorkerProxy`] (`sdwan_plan::proxy_v2`). A start
 //! or takeover reads the retained status documents (gateways' and workers'), never zones or
 //! proxies. Convergence compares content: a gateway or worker is converged when the digest it
 //! reports is the desired content's.
@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
-use sdwan_contract::v2::encode::Snapshot as Zone;
-use sdwan_contract::v2::proxy::ProxySnapshot;
 use sdwan_contract::v2::{Digest, Version};
 use sdwan_link::rumqttc::{self, AsyncClient, EventLoop, QoS, SubscribeFilter};
 use sdwan_link::{State, Status, TopicKind, Topics};
+use sdwan_plan::proxy_v2::{Proxies, WorkerProxy};
+use sdwan_plan::v2::Zone;
 use sdwan_plan::{Change, Planner, Snapshot, Topology};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
@@ -148,14 +148,14 @@ pub struct Controller {
     initial: BTreeMap<Resource, Vec<Change>>,
     /// Workers whose proxy content may have changed since the last plan.
     dirty_nodes: BTreeSet<String>,
-    /// The node slots of the last proxy plan: when they change, every worker is planned.
-    proxy_slots: Option<Vec<Option<String>>>,
+    /// The last proxy plan (its node slots: when they change, every worker is planned).
+    proxies: Option<Proxies>,
     /// The gateways' payload v2 publisher (pure; this controller does its I/O).
-    publisher: Publisher,
+    publisher: Publisher<Zone>,
     /// When the publisher asked to be called again.
     publisher_timer: Option<Instant>,
     /// The workers' proxy payload v2 publisher.
-    proxy_publisher: Publisher<ProxySnapshot>,
+    proxy_publisher: Publisher<WorkerProxy>,
     /// When the proxy publisher asked to be called again.
     proxy_timer: Option<Instant>,
     /// The gateways' content last handed to the publisher.
@@ -272,7 +272,7 @@ impl Controller {
             planner: None,
             initial: BTreeMap::new(),
             dirty_nodes: BTreeSet::new(),
-            proxy_slots: None,
+            proxies: None,
             publisher,
             publisher_timer: None,
             proxy_publisher,
@@ -357,8 +357,8 @@ impl Controller {
     /// to the workers' (connection and leadership events, ticks).
     async fn drive_both(
         &mut self,
-        gateways: impl FnOnce() -> Input,
-        nodes: impl FnOnce() -> Input<ProxySnapshot>,
+        gateways: impl FnOnce() -> Input<Zone>,
+        nodes: impl FnOnce() -> Input<WorkerProxy>,
     ) {
         self.drive(gateways(), None).await;
         self.drive(nodes(), None).await;
@@ -599,7 +599,7 @@ impl Controller {
                     };
                     self.drive(input, None).await;
                 } else {
-                    let input: Input<ProxySnapshot> = Input::Status {
+                    let input: Input<WorkerProxy> = Input::Status {
                         gateway: name,
                         status: None,
                     };
@@ -690,7 +690,7 @@ impl Controller {
             };
             self.drive(input, None).await;
         } else {
-            let input: Input<ProxySnapshot> = Input::Status {
+            let input: Input<WorkerProxy> = Input::Status {
                 gateway: name,
                 status: Some(st),
             };
@@ -824,14 +824,20 @@ impl Controller {
     }
 
     /// Hands the publisher the payload v2 content of every gateway whose content may have
-    /// changed since the last call (`Zones::changed_since`; the publisher compares the whole
-    /// content and publishes only a real change). Done in standby too: a replica taking over
+    /// changed since the last call (`Zones::changed_since`), as a shared `Zone` (the
+    /// publisher compares it with what it published by the services that are not the same
+    /// `Arc`, and publishes only a real change). Done in standby too: a replica taking over
     /// then has every gateway's content at hand.
     async fn plan_gateways(&mut self, burst: Instant) {
         let Some(planner) = self.planner.as_ref() else {
             return;
         };
-        let zones = sdwan_plan::v2::zones(planner.snapshot(), planner.topology());
+        // Planned from the plan before where there is one: unchanged services are shared
+        // with it (and with what the publisher keeps), so the publisher compares by pointer.
+        let zones = match &self.v2 {
+            Some(old) => old.next(planner.snapshot(), planner.topology()),
+            None => sdwan_plan::v2::zones(planner.snapshot(), planner.topology()),
+        };
         for w in zones.warnings() {
             warn_once(&mut self.logged_warnings, format!("plan: {w}"));
         }
@@ -841,8 +847,8 @@ impl Controller {
             .map(str::to_string)
             .collect();
         for gw in &changed {
-            if let Some(snap) = zones.snapshot(gw, Version(0)) {
-                self.drive(Input::Desired(Box::new(snap)), Some(burst))
+            if let Some(zone) = zones.zone(gw, Version(0)) {
+                self.drive(Input::Desired(Box::new(zone)), Some(burst))
                     .await;
             }
         }
@@ -857,25 +863,29 @@ impl Controller {
         let Some(planner) = self.planner.as_ref() else {
             return;
         };
-        let proxies = sdwan_plan::proxy_v2::proxies(planner.snapshot(), planner.plan());
+        // From the plan before where there is one: unchanged services are shared with it.
+        let proxies = match &self.proxies {
+            Some(old) => old.next(planner.snapshot(), planner.plan()),
+            None => sdwan_plan::proxy_v2::proxies(planner.snapshot(), planner.plan()),
+        };
         let mut dirty = std::mem::take(&mut self.dirty_nodes);
-        if self.proxy_slots.as_deref() != Some(proxies.slots()) {
+        if self.proxies.as_ref().map(Proxies::slots) != Some(proxies.slots()) {
             dirty.extend(proxies.nodes().map(str::to_string));
-            self.proxy_slots = Some(proxies.slots().to_vec());
         }
         for node in dirty {
-            match proxies.snapshot(&node, Version(0)) {
-                Some(snap) => {
-                    self.drive(Input::Desired(Box::new(snap)), Some(burst))
+            match proxies.proxy(&node, Version(0)) {
+                Some(proxy) => {
+                    self.drive(Input::Desired(Box::new(proxy)), Some(burst))
                         .await;
                 }
                 None => {
-                    let input: Input<ProxySnapshot> = Input::Forget(node.clone());
+                    let input: Input<WorkerProxy> = Input::Forget(node.clone());
                     self.drive(input, None).await;
                     self.metrics.lock().unwrap().forget(false, &node);
                 }
             }
         }
+        self.proxies = Some(proxies);
     }
 
     /// Versions published so far, gateways' and workers'.
@@ -1002,7 +1012,7 @@ impl Controller {
                     self.drive(Input::<Zone>::Tick, None).await;
                 }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(proxy_at.unwrap_or_else(Instant::now))), if proxy_at.is_some() => {
-                    let input: Input<ProxySnapshot> = Input::Tick;
+                    let input: Input<WorkerProxy> = Input::Tick;
                     self.drive(input, None).await;
                 }
                 _ = &mut shutdown => break,
@@ -1029,7 +1039,7 @@ impl Driven for Zone {
     }
 }
 
-impl Driven for ProxySnapshot {
+impl Driven for WorkerProxy {
     fn publisher(c: &mut Controller) -> &mut Publisher<Self> {
         &mut c.proxy_publisher
     }

@@ -47,6 +47,8 @@ use sdwan_contract::v2::encode::{encode_notice, Delta, EncodeError, Snapshot};
 use sdwan_contract::v2::proxy::{self, ProxyDelta, ProxySnapshot};
 use sdwan_contract::v2::{Digest, Version, MAX_PARTS, TAIL_REFRESH_BYTES};
 use sdwan_link::Topics;
+use sdwan_plan::proxy_v2::WorkerProxy;
+use sdwan_plan::v2::Zone;
 
 /// The content of one kind of stream: a gateway's zone ([`Snapshot`], topics
 /// `P/gateways/ID/v2/...`) or a worker's proxy ([`ProxySnapshot`], topics
@@ -115,6 +117,43 @@ impl Content for Snapshot {
     }
 }
 
+/// A gateway's zone as the planner shares it (`sdwan_plan::v2::Zone`: pointers into what
+/// the gateways of its class share): what the controller publishes. The same messages as
+/// [`Snapshot`]'s, without a whole copy of the content per gateway and version.
+impl Content for Zone {
+    const KIND: &'static str = "gateway";
+    fn id(&self) -> &str {
+        self.gateway()
+    }
+    fn version(&self) -> Version {
+        Zone::version(self)
+    }
+    fn set_version(&mut self, version: Version) {
+        Zone::set_version(self, version);
+    }
+    fn digest(&self) -> Digest {
+        Zone::digest(self)
+    }
+    fn check(&self) -> Result<(), EncodeError> {
+        Zone::check(self)
+    }
+    fn same_content(&self, b: &Self) -> bool {
+        Zone::same_content(self, b)
+    }
+    fn encode_parts(&self) -> Result<Vec<Vec<u8>>, EncodeError> {
+        self.snapshot().encode()
+    }
+    fn delta(old: &Self, new: &Self) -> Option<Result<Vec<u8>, EncodeError>> {
+        Zone::delta(old, new).map(|d| d.encode())
+    }
+    fn notice(id: &str, version: Version, digest: Digest) -> Result<Vec<u8>, EncodeError> {
+        encode_notice(id, version, digest)
+    }
+    fn topic(topics: &Topics, id: &str, leaf: &str) -> String {
+        topics.gateway_v2(id, leaf)
+    }
+}
+
 impl Content for ProxySnapshot {
     const KIND: &'static str = "node";
     fn id(&self) -> &str {
@@ -150,6 +189,42 @@ impl Content for ProxySnapshot {
     fn topic(topics: &Topics, id: &str, leaf: &str) -> String {
         // `P/nodes/NODE/v2/LEAF` (`docs/payload-v2.md`, "Proxy payload v2").
         format!("{}/nodes/{id}/v2/{leaf}", topics.prefix())
+    }
+}
+
+/// A worker's proxy as the planner shares it (`sdwan_plan::proxy_v2::WorkerProxy`): what
+/// the controller publishes. The same messages as [`ProxySnapshot`]'s.
+impl Content for WorkerProxy {
+    const KIND: &'static str = "node";
+    fn id(&self) -> &str {
+        self.node()
+    }
+    fn version(&self) -> Version {
+        WorkerProxy::version(self)
+    }
+    fn set_version(&mut self, version: Version) {
+        WorkerProxy::set_version(self, version);
+    }
+    fn digest(&self) -> Digest {
+        WorkerProxy::digest(self)
+    }
+    fn check(&self) -> Result<(), EncodeError> {
+        WorkerProxy::check(self)
+    }
+    fn same_content(&self, b: &Self) -> bool {
+        WorkerProxy::same_content(self, b)
+    }
+    fn encode_parts(&self) -> Result<Vec<Vec<u8>>, EncodeError> {
+        self.snapshot().encode()
+    }
+    fn delta(old: &Self, new: &Self) -> Option<Result<Vec<u8>, EncodeError>> {
+        WorkerProxy::delta(old, new).map(|d| d.encode())
+    }
+    fn notice(id: &str, version: Version, digest: Digest) -> Result<Vec<u8>, EncodeError> {
+        proxy::encode_notice(id, version, digest)
+    }
+    fn topic(topics: &Topics, id: &str, leaf: &str) -> String {
+        <ProxySnapshot as Content>::topic(topics, id, leaf)
     }
 }
 

@@ -1276,3 +1276,142 @@ fn statuses_of_gateways_without_content_are_bounded() {
     );
     assert_eq!(p.convergence("gw-real").unwrap().reported, Some(status));
 }
+
+#[path = "../../../bench/plan/synthetic.rs"]
+#[allow(dead_code)]
+mod synthetic;
+
+/// The controller's publishers keep the planner's shared forms (`sdwan_plan::v2::Zone`,
+/// `sdwan_plan::proxy_v2::WorkerProxy`, planned again with `next`); through a random run of
+/// cluster changes (endpoints moving, services added and losing their endpoints, workers
+/// going NotReady and back) they publish exactly the messages, in the same order, that the
+/// same publisher publishes from owned snapshots: the wire is unchanged.
+#[test]
+fn shared_content_publishes_the_same_messages_as_owned_snapshots() {
+    use sdwan_contract::v2::proxy::ProxySnapshot;
+    use sdwan_plan::proxy_v2::WorkerProxy;
+    use sdwan_plan::v2::Zone;
+    use sdwan_plan::{Change, Planner, Snapshot as Cluster, Topology};
+    use synthetic::{node, service, slice};
+
+    let nodes = 12;
+    let mut rng = Rng::new(20261203);
+    let mut cluster = Cluster::new();
+    for i in 0..nodes {
+        cluster.apply_node(&node(i, i % 3 == 0, true)).unwrap();
+    }
+    let svc = |s: usize| (format!("team-{}", s % 4), format!("svc-{s:03}"));
+    for s in 0..40 {
+        let (ns, name) = svc(s);
+        cluster
+            .apply_service(&service(&ns, &name, 1 + s % 2, s))
+            .unwrap();
+        cluster
+            .apply_slice(&slice(&ns, &name, &[s % nodes, (s * 7 + 3) % nodes]))
+            .unwrap();
+    }
+    let topology = Topology::from_toml(
+        "[[gateway]]\nid = \"gw-a\"\nzone = \"zone-01\"\n\
+         [[gateway]]\nid = \"gw-b\"\nzone = \"zone-02\"\nnear = [\"worker0007\"]\n\
+         [[gateway]]\nid = \"gw-c\"\nfamily = \"ipv6\"\n",
+    )
+    .unwrap();
+    let mut planner = Planner::new(cluster, topology);
+    let cfg = Config {
+        status_wait: Duration::ZERO,
+        ..Config::default()
+    };
+    let mut owned: Publisher<Snapshot> = Publisher::new(cfg.clone());
+    let mut shared: Publisher<Zone> = Publisher::new(cfg.clone());
+    let mut owned_p: Publisher<ProxySnapshot> = Publisher::new(cfg.clone());
+    let mut shared_p: Publisher<WorkerProxy> = Publisher::new(cfg);
+    let t0 = Instant::now();
+    let at = |ms: u64| Now {
+        mono: t0 + Duration::from_millis(ms),
+        wall_ms: 1_764_694_800_000 + ms,
+    };
+    fn start<C: sdwan_discovery::publish::Content>(p: &mut Publisher<C>, now: Now) {
+        p.handle(now, Input::Connected);
+        p.handle(now, Input::Lead);
+    }
+    start(&mut owned, at(0));
+    start(&mut shared, at(0));
+    start(&mut owned_p, at(0));
+    start(&mut shared_p, at(0));
+    let mut zones = sdwan_plan::v2::zones(planner.snapshot(), planner.topology());
+    let mut proxies = sdwan_plan::proxy_v2::proxies(planner.snapshot(), planner.plan());
+    let mut added = 40;
+    for step in 0..120u64 {
+        // Some steps within the quiet time of the one before: held, merged, sent by a tick.
+        let now = at(step * 500 + if step % 5 == 1 { 10 } else { 0 });
+        if step > 0 {
+            let change = match rng.below(5) {
+                0 | 1 => {
+                    let (ns, name) = svc(rng.below(added));
+                    let to = [rng.below(nodes), rng.below(nodes)];
+                    Change::Slice(Box::new(slice(&ns, &name, &to)))
+                }
+                2 => {
+                    let (ns, name) = svc(added);
+                    added += 1;
+                    Change::Service(Box::new(service(&ns, &name, 1, added)))
+                }
+                3 => {
+                    let (ns, name) = svc(rng.below(added));
+                    Change::Slice(Box::new(slice(&ns, &name, &[])))
+                }
+                _ => {
+                    let i = rng.below(nodes);
+                    Change::Node(Box::new(node(i, i % 3 == 0, rng.chance(50))))
+                }
+            };
+            planner.update([change]);
+            zones = zones.next(planner.snapshot(), planner.topology());
+            proxies = proxies.next(planner.snapshot(), planner.plan());
+        }
+        for gw in zones.gateways() {
+            let a = owned.handle(
+                now,
+                Input::Desired(Box::new(zones.snapshot(gw, Version(0)).unwrap())),
+            );
+            let b = shared.handle(
+                now,
+                Input::Desired(Box::new(zones.zone(gw, Version(0)).unwrap())),
+            );
+            assert_eq!(a.publishes, b.publishes, "{gw}, step {step}");
+            assert_eq!(a.timer, b.timer);
+        }
+        for i in 0..nodes {
+            let n = format!("worker{i:04}");
+            let (a, b) = match proxies.snapshot(&n, Version(0)) {
+                Some(s) => (
+                    owned_p.handle(now, Input::Desired(Box::new(s))),
+                    shared_p.handle(
+                        now,
+                        Input::Desired(Box::new(proxies.proxy(&n, Version(0)).unwrap())),
+                    ),
+                ),
+                None => (
+                    owned_p.handle(now, Input::Forget(n.clone())),
+                    shared_p.handle(now, Input::Forget(n.clone())),
+                ),
+            };
+            assert_eq!(a.publishes, b.publishes, "{n}, step {step}");
+        }
+        // What was held back goes out on the tick.
+        let tick = at(step * 500 + 400);
+        assert_eq!(
+            owned.handle(tick, Input::Tick).publishes,
+            shared.handle(tick, Input::Tick).publishes
+        );
+        assert_eq!(
+            owned_p.handle(tick, Input::Tick).publishes,
+            shared_p.handle(tick, Input::Tick).publishes
+        );
+    }
+    let (e, ep) = (shared.egress(), shared_p.egress());
+    assert!(
+        e.deltas.messages > 200 && ep.deltas.messages > 400,
+        "{e:?} {ep:?}"
+    );
+}

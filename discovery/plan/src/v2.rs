@@ -20,12 +20,13 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use sdwan_contract::v2::encode::{Delta, Service, Snapshot as WireSnapshot};
+use sdwan_contract::v2::digest::{header_hash, node_hash, service_hash};
+use sdwan_contract::v2::encode::{Delta, EncodeError, Service, Snapshot as WireSnapshot};
 use sdwan_contract::v2::{
-    self, is_node_name, is_port_label, Digest, Node, Port, Proto, Str, Tier, Version, ZoneHeader,
-    MAX_NODES, MAX_PORTS, MAX_SERVICES,
+    self, is_gateway_id, is_node_name, is_port_label, Digest, Node, Port, Proto, Str, Tier,
+    Version, ZoneHeader, MAX_NODES, MAX_PORTS, MAX_SERVICES,
 };
 
 use crate::plan::{plan_service, set_short, Worker};
@@ -138,12 +139,15 @@ struct Base {
     local: Str<{ v2::MAX_LABEL }>,
     ttl: u32,
     service_ttl: u32,
-    nodes: Vec<SlotNode>,
-    services: Vec<BaseService>,
+    /// Shared with the plan before while the same (compared by pointer first).
+    nodes: Arc<Vec<SlotNode>>,
+    /// Shared with the plans before while a service stays the same, so that content built
+    /// from two plans is compared by pointer first.
+    services: Vec<Arc<BaseService>>,
 }
 
 /// One slot order, shared by the gateways with the same `near` list, zone and policy.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct Class {
     family: v2::Family,
     /// (index into `Base::nodes`, tier), nearest first.
@@ -152,11 +156,56 @@ struct Class {
     slot_of: Vec<u16>,
 }
 
+/// What the gateways of one class share in one plan: the base, the slot order, and the sum
+/// of the item hashes of node slots and services (the digest without the header, computed
+/// once per class, or from the plan before and the services that changed).
+#[derive(Debug)]
+struct View {
+    base: Arc<Base>,
+    class: Arc<Class>,
+    /// (node slots, services) item hash sums.
+    body: OnceLock<(u64, u64)>,
+}
+
+impl View {
+    fn body(&self) -> (u64, u64) {
+        *self.body.get_or_init(|| {
+            let services = self
+                .base
+                .services
+                .iter()
+                .filter_map(|s| item(&self.base, &self.class, s))
+                .fold(0u64, |d, s| d.wrapping_add(service_hash(&s.as_ref())));
+            (nodes_sum(&self.base, &self.class), services)
+        })
+    }
+}
+
+fn nodes_sum(b: &Base, c: &Class) -> u64 {
+    c.slots
+        .iter()
+        .enumerate()
+        .filter_map(|(k, &(i, tier))| Some(node_hash(k as u16, &wire_node(b, i, tier)?)))
+        .fold(0u64, u64::wrapping_add)
+}
+
+fn wire_node(b: &Base, i: u32, tier: Tier) -> Option<Node> {
+    let n = &b.nodes[i as usize];
+    n.addrs.map(|(v4, v6)| Node {
+        name: Str::new(&n.name).unwrap_or_default(),
+        tier,
+        v4,
+        v6,
+    })
+}
+
 /// Payload v2 content of every gateway of a topology; see the module documentation.
 #[derive(Debug, Clone)]
 pub struct Zones {
     base: Arc<Base>,
     classes: Vec<Arc<Class>>,
+    /// Per class.
+    views: Vec<Arc<View>>,
     /// Gateway id -> class.
     gateways: BTreeMap<String, usize>,
     warnings: Vec<Warning>,
@@ -164,6 +213,10 @@ pub struct Zones {
 
 /// Plans payload v2 for every gateway of `topology` (pure: same inputs, same output).
 pub fn zones(snapshot: &Snapshot, topology: &Topology) -> Zones {
+    build(snapshot, topology, None)
+}
+
+fn build(snapshot: &Snapshot, topology: &Topology, prev: Option<&Zones>) -> Zones {
     let mut warnings = Vec::new();
     // Node slots: every node but the control plane, by name.
     let mut nodes = Vec::new();
@@ -299,24 +352,189 @@ pub fn zones(snapshot: &Snapshot, topology: &Topology) -> Zones {
         let next = classes.len();
         let c = *by_key.entry(key.clone()).or_insert(next);
         if c == next {
-            classes.push(Arc::new(class(&nodes, &key.0, key.1.as_deref(), key.2)));
+            let new = class(&nodes, &key.0, key.1.as_deref(), key.2);
+            // The same slot order as this gateway's class in the plan before: share it.
+            let old = prev.and_then(|p| Some(&p.classes[*p.gateways.get(&g.id)?]));
+            classes.push(match old {
+                Some(o) if **o == new => o.clone(),
+                _ => Arc::new(new),
+            });
         }
         gateways.insert(g.id.clone(), c);
     }
     warnings.sort();
     warnings.dedup();
+    let base = Base {
+        suffix: Str::new(&topology.suffix).unwrap_or_default(),
+        local: Str::new(&topology.local_label).unwrap_or_default(),
+        ttl: topology.ttl,
+        service_ttl: topology.service_ttl,
+        nodes: match prev {
+            Some(p) if *p.base.nodes == nodes => p.base.nodes.clone(),
+            _ => Arc::new(nodes),
+        },
+        services: intern(services, prev.map(|p| &p.base.services[..])),
+    };
+    let base = match prev {
+        Some(p) if same_base(&p.base, &base) => p.base.clone(),
+        _ => Arc::new(base),
+    };
+    // The services that changed since the plan before (not the same `Arc`), found once.
+    let mut changed: Vec<(Option<&BaseService>, Option<&BaseService>)> = Vec::new();
+    let mut old_views: HashMap<*const Class, &Arc<View>> = HashMap::new();
+    if let Some(p) = prev {
+        walk(&p.base.services, &base.services, true, |a, b| {
+            changed.push((a, b));
+            true
+        });
+        old_views = p.views.iter().map(|v| (Arc::as_ptr(&v.class), v)).collect();
+    }
+    // The node indices whose slot content changed (`None`: other nodes, or as many).
+    let changed_nodes: Option<Vec<u32>> = prev.and_then(|p| {
+        let (a, b) = (&p.base.nodes, &base.nodes);
+        (a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.name == y.name)).then(|| {
+            (0..a.len() as u32)
+                .filter(|&i| a[i as usize].addrs != b[i as usize].addrs)
+                .collect()
+        })
+    });
+    let views = classes
+        .iter()
+        .map(|c| {
+            let old = old_views.get(&Arc::as_ptr(c)).copied();
+            view(&base, c, old, &changed, changed_nodes.as_deref())
+        })
+        .collect();
     Zones {
-        base: Arc::new(Base {
-            suffix: Str::new(&topology.suffix).unwrap_or_default(),
-            local: Str::new(&topology.local_label).unwrap_or_default(),
-            ttl: topology.ttl,
-            service_ttl: topology.service_ttl,
-            nodes,
-            services,
-        }),
+        base,
         classes,
+        views,
         gateways,
         warnings,
+    }
+}
+
+/// Services as `Arc`s, the plan before's where a service is the same.
+fn intern(services: Vec<BaseService>, prev: Option<&[Arc<BaseService>]>) -> Vec<Arc<BaseService>> {
+    let prev = prev.unwrap_or_default();
+    let mut j = 0;
+    services
+        .into_iter()
+        .map(|s| {
+            while j < prev.len() && (&prev[j].ns, &prev[j].name) < (&s.ns, &s.name) {
+                j += 1;
+            }
+            match prev.get(j) {
+                Some(p) if **p == s => p.clone(),
+                _ => Arc::new(s),
+            }
+        })
+        .collect()
+}
+
+fn same_base(a: &Base, b: &Base) -> bool {
+    a.suffix == b.suffix
+        && a.local == b.local
+        && a.ttl == b.ttl
+        && a.service_ttl == b.service_ttl
+        && a.nodes == b.nodes
+        && a.services.len() == b.services.len()
+        && a.services
+            .iter()
+            .zip(&b.services)
+            .all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
+/// The view of class `c` over `base`: `old`'s (the plan before's view of the same class)
+/// when the base is the same, else a new one whose item sums follow from `old`'s: the node
+/// slots' when the nodes are the same, the services' from the services that changed.
+fn view(
+    base: &Arc<Base>,
+    c: &Arc<Class>,
+    old: Option<&Arc<View>>,
+    changed: &[(Option<&BaseService>, Option<&BaseService>)],
+    changed_nodes: Option<&[u32]>,
+) -> Arc<View> {
+    if let Some(o) = old {
+        if Arc::ptr_eq(&o.base, base) {
+            return o.clone();
+        }
+    }
+    let v = View {
+        base: base.clone(),
+        class: c.clone(),
+        body: OnceLock::new(),
+    };
+    if let Some((o, &(nodes, services))) = old.and_then(|o| Some((o, o.body.get()?))) {
+        let mut sum = services;
+        for &(a, b) in changed {
+            if let Some(s) = a.and_then(|a| item(&o.base, c, a)) {
+                sum = sum.wrapping_sub(service_hash(&s.as_ref()));
+            }
+            if let Some(s) = b.and_then(|b| item(base, c, b)) {
+                sum = sum.wrapping_add(service_hash(&s.as_ref()));
+            }
+        }
+        let nodes = match changed_nodes {
+            _ if Arc::ptr_eq(&o.base.nodes, &base.nodes) => nodes,
+            // The same nodes by name (so the same slots): swap the changed slots' hashes.
+            Some(changed) => changed.iter().fold(nodes, |sum, &i| {
+                let k = c.slot_of[i as usize];
+                if k == u16::MAX {
+                    return sum;
+                }
+                let tier = c.slots[usize::from(k)].1;
+                let hash = |b: &Base| wire_node(b, i, tier).map_or(0, |n| node_hash(k, &n));
+                sum.wrapping_sub(hash(&o.base)).wrapping_add(hash(base))
+            }),
+            None => nodes_sum(base, c),
+        };
+        let _ = v.body.set((nodes, sum));
+    }
+    Arc::new(v)
+}
+
+/// Walks two service lists (ascending by key) and calls `f(old, new)` for each key (`None`:
+/// not in that list), until `f` says `false`; with `skip_same`, not for entries that are the
+/// same `Arc` in both (their items are the same under one slot order).
+fn walk<'a>(
+    a: &'a [Arc<BaseService>],
+    b: &'a [Arc<BaseService>],
+    skip_same: bool,
+    mut f: impl FnMut(Option<&'a BaseService>, Option<&'a BaseService>) -> bool,
+) {
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let ord = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => {
+                if skip_same && Arc::ptr_eq(x, y) {
+                    i += 1;
+                    j += 1;
+                    continue;
+                }
+                (&x.ns, &x.name).cmp(&(&y.ns, &y.name))
+            }
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        let go = match ord {
+            Ordering::Less => {
+                i += 1;
+                f(Some(&a[i - 1]), None)
+            }
+            Ordering::Greater => {
+                j += 1;
+                f(None, Some(&b[j - 1]))
+            }
+            Ordering::Equal => {
+                i += 1;
+                j += 1;
+                f(Some(&a[i - 1]), Some(&b[j - 1]))
+            }
+        };
+        if !go {
+            return;
+        }
     }
 }
 
@@ -412,80 +630,26 @@ impl Zones {
     /// The payload v2 content of `gateway` at `version`, or `None` for a gateway the
     /// topology does not name. It passes `Snapshot::check` (the tests hold it to that).
     pub fn snapshot(&self, gateway: &str, version: Version) -> Option<WireSnapshot> {
-        let c = &self.classes[*self.gateways.get(gateway)?];
-        let services = self
-            .base
-            .services
-            .iter()
-            .filter_map(|s| self.service(c, s))
-            .collect();
-        Some(self.wire(c, gateway, version, services))
+        Some(self.zone(gateway, version)?.snapshot())
     }
 
-    fn header(&self, c: &Class) -> ZoneHeader {
-        let b = &*self.base;
-        ZoneHeader {
-            suffix: b.suffix,
-            local: b.local,
-            ttl: b.ttl,
-            service_ttl: b.service_ttl,
-            family: c.family,
-            nodes: c.slots.len() as u16,
-        }
-    }
-
-    fn wire(
-        &self,
-        c: &Class,
-        gateway: &str,
-        version: Version,
-        services: Vec<Service>,
-    ) -> WireSnapshot {
-        let b = &*self.base;
-        let nodes = c
-            .slots
-            .iter()
-            .map(|&(i, tier)| {
-                let n = &b.nodes[i as usize];
-                n.addrs.map(|(v4, v6)| Node {
-                    name: Str::new(&n.name).unwrap_or_default(),
-                    tier,
-                    v4,
-                    v6,
-                })
-            })
-            .collect();
-        WireSnapshot {
+    /// The same content as [`Zones::snapshot`], as a [`Zone`]: a few pointers into what the
+    /// gateways of its class share (the publisher keeps these, not whole snapshots).
+    pub fn zone(&self, gateway: &str, version: Version) -> Option<Zone> {
+        let c = *self.gateways.get(gateway)?;
+        Some(Zone {
             gateway: gateway.to_owned(),
             version,
-            zone: self.header(c),
-            nodes,
-            services,
-        }
+            view: self.views[c].clone(),
+        })
     }
 
-    /// A service as class `c` carries it (`None`: none of its hosts has a slot).
-    fn service(&self, c: &Class, s: &BaseService) -> Option<Service> {
-        let n = self.base.nodes.len();
-        let hosts: Vec<u16> = if c.slots.len() == n && s.hosts.len() == n {
-            (0..n as u16).collect()
-        } else {
-            let mut h: Vec<u16> = s
-                .hosts
-                .iter()
-                .map(|&i| c.slot_of[i as usize])
-                .filter(|&k| k != u16::MAX)
-                .collect();
-            h.sort_unstable();
-            h
-        };
-        (!hosts.is_empty()).then(|| Service {
-            ns: s.ns.clone(),
-            name: s.name.clone(),
-            short: s.short,
-            ports: s.ports.clone(),
-            hosts,
-        })
+    /// Plans again after a change: the same as [`zones`]`(snapshot, topology)`, but services
+    /// and slot orders that stayed the same are shared with `self` (so the publisher finds
+    /// what changed by pointer, and the content it keeps from both plans is stored once),
+    /// and each class's digest follows from `self`'s and the services that changed.
+    pub fn next(&self, snapshot: &Snapshot, topology: &Topology) -> Zones {
+        build(snapshot, topology, Some(self))
     }
 
     /// The delta for `gateway` from `old`'s content at `base` (whose digest is
@@ -510,49 +674,259 @@ impl Zones {
                 .base
                 .nodes
                 .iter()
-                .zip(&old.base.nodes)
+                .zip(old.base.nodes.iter())
                 .all(|(a, b)| a.name == b.name);
-        if !same_slots || self.header(cn) != old.header(co) {
+        if !same_slots || header(&self.base, cn) != header(&old.base, co) {
             return Delta::between(
                 &old.snapshot(gateway, base)?,
                 &self.snapshot(gateway, version)?,
             );
         }
         // Same slots and slot order: a service's content here differs iff its base entry does.
-        let (a, b) = (&old.base.services, &self.base.services);
-        let (mut i, mut j) = (0, 0);
         let (mut was, mut is) = (Vec::new(), Vec::new());
-        while i < a.len() || j < b.len() {
-            let ord = match (a.get(i), b.get(j)) {
-                (Some(x), Some(y)) => (&x.ns, &x.name).cmp(&(&y.ns, &y.name)),
-                (Some(_), None) => Ordering::Less,
-                _ => Ordering::Greater,
-            };
-            match ord {
-                Ordering::Less => {
-                    was.extend(old.service(co, &a[i]));
-                    i += 1;
-                }
-                Ordering::Greater => {
-                    is.extend(self.service(cn, &b[j]));
-                    j += 1;
-                }
-                Ordering::Equal => {
-                    if a[i] != b[j] {
-                        was.extend(old.service(co, &a[i]));
-                        is.extend(self.service(cn, &b[j]));
-                    }
-                    i += 1;
-                    j += 1;
-                }
+        walk(&old.base.services, &self.base.services, true, |a, b| {
+            if a.is_some() && a == b {
+                // The same service under the same slot order: the same item.
+                return true;
             }
-        }
-        let was = old.wire(co, gateway, base, was);
-        let is = self.wire(cn, gateway, version, is);
+            was.extend(a.and_then(|a| item(&old.base, co, a)));
+            is.extend(b.and_then(|b| item(&self.base, cn, b)));
+            true
+        });
+        let was = wire(&old.base, co, gateway, base, was);
+        let is = wire(&self.base, cn, gateway, version, is);
         let mut d = Delta::between(&was, &is)?;
         // The digest is a sum over items: swap the changed items' part.
         d.digest = base_digest.without(was.digest().0).with(is.digest().0);
         Some(d)
+    }
+}
+
+fn header(b: &Base, c: &Class) -> ZoneHeader {
+    ZoneHeader {
+        suffix: b.suffix,
+        local: b.local,
+        ttl: b.ttl,
+        service_ttl: b.service_ttl,
+        family: c.family,
+        nodes: c.slots.len() as u16,
+    }
+}
+
+fn wire(
+    b: &Base,
+    c: &Class,
+    gateway: &str,
+    version: Version,
+    services: Vec<Service>,
+) -> WireSnapshot {
+    WireSnapshot {
+        gateway: gateway.to_owned(),
+        version,
+        zone: header(b, c),
+        nodes: c
+            .slots
+            .iter()
+            .map(|&(i, tier)| wire_node(b, i, tier))
+            .collect(),
+        services,
+    }
+}
+
+/// A service as class `c` carries it (`None`: none of its hosts has a slot).
+fn item(b: &Base, c: &Class, s: &BaseService) -> Option<Service> {
+    let n = b.nodes.len();
+    let hosts: Vec<u16> = if c.slots.len() == n && s.hosts.len() == n {
+        (0..n as u16).collect()
+    } else {
+        let mut h: Vec<u16> = s
+            .hosts
+            .iter()
+            .map(|&i| c.slot_of[i as usize])
+            .filter(|&k| k != u16::MAX)
+            .collect();
+        h.sort_unstable();
+        h
+    };
+    (!hosts.is_empty()).then(|| Service {
+        ns: s.ns.clone(),
+        name: s.name.clone(),
+        short: s.short,
+        ports: s.ports.clone(),
+        hosts,
+    })
+}
+
+/// One gateway's payload v2 content ([`Zones::zone`]): the gateway id, a version and the
+/// class view it shares with the gateways of its class (base and slot order of one plan).
+/// Cloning it copies the id and two pointers. [`Zone::snapshot`] builds the whole
+/// `encode::Snapshot`; [`Zone::digest`] reads the class's item sum (computed once per class
+/// and plan); [`Zone::delta`] compares two zones by the services that are not the same
+/// `Arc` (plans made with [`Zones::next`] share the services that did not change).
+#[derive(Clone)]
+pub struct Zone {
+    gateway: String,
+    version: Version,
+    view: Arc<View>,
+}
+
+impl fmt::Debug for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Zone")
+            .field("gateway", &self.gateway)
+            .field("version", &self.version)
+            .field("services", &self.view.base.services.len())
+            .finish()
+    }
+}
+
+/// What differs between two zones' items (node slots and services).
+#[derive(Default)]
+struct Changes {
+    node_drop: Vec<u16>,
+    node_set: Vec<(u16, Node)>,
+    was: Vec<Service>,
+    is: Vec<Service>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        self.node_drop.is_empty()
+            && self.node_set.is_empty()
+            && self.was.is_empty()
+            && self.is.is_empty()
+    }
+}
+
+impl Zone {
+    /// The gateway id.
+    pub fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    /// The version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Gives the content `version`.
+    pub fn set_version(&mut self, version: Version) {
+        self.version = version;
+    }
+
+    /// The settings.
+    pub fn header(&self) -> ZoneHeader {
+        header(&self.view.base, &self.view.class)
+    }
+
+    /// The digest, as `snapshot().digest()` (without building the snapshot).
+    pub fn digest(&self) -> Digest {
+        let (nodes, services) = self.view.body();
+        Digest(nodes.wrapping_add(services)).with(header_hash(&self.gateway, &self.header()))
+    }
+
+    /// The whole content.
+    pub fn snapshot(&self) -> WireSnapshot {
+        let (b, c) = (&*self.view.base, &*self.view.class);
+        let services = b.services.iter().filter_map(|s| item(b, c, s)).collect();
+        wire(b, c, &self.gateway, self.version, services)
+    }
+
+    /// The checks of `Snapshot::check` that depend on more than the planner (which builds
+    /// node slots and services by the schema's rules): the gateway id and the settings.
+    pub fn check(&self) -> Result<(), EncodeError> {
+        if !is_gateway_id(&self.gateway) {
+            return Err(EncodeError::Invalid {
+                what: "gateway",
+                item: None,
+            });
+        }
+        self.header()
+            .check()
+            .map_err(|what| EncodeError::Invalid { what, item: None })
+    }
+
+    /// The same content (gateway, settings, node slots, services), whatever the versions.
+    pub fn same_content(&self, other: &Zone) -> bool {
+        if self.gateway != other.gateway {
+            return false;
+        }
+        if Arc::ptr_eq(&self.view, &other.view) {
+            return true;
+        }
+        self.header() == other.header()
+            && self.digest() == other.digest()
+            && Self::changes(self, other, true).is_empty()
+    }
+
+    /// The delta from `old` to `new`: the same as `Delta::between(&old.snapshot(),
+    /// &new.snapshot())`, from the items that differ.
+    pub fn delta(old: &Zone, new: &Zone) -> Option<Delta> {
+        if old.gateway != new.gateway
+            || old.header() != new.header()
+            || !new.version.is_newer_than(old.version)
+        {
+            return None;
+        }
+        let ch = Self::changes(old, new, false);
+        let h = new.header();
+        let part = |services| WireSnapshot {
+            gateway: new.gateway.clone(),
+            version: Version(0),
+            zone: h,
+            nodes: Vec::new(),
+            services,
+        };
+        let (mut was, mut is) = (part(ch.was), part(ch.is));
+        was.version = old.version;
+        is.version = new.version;
+        let mut d = Delta::between(&was, &is)?;
+        d.node_drop = ch.node_drop;
+        d.node_set = ch.node_set;
+        d.digest = new.digest();
+        Some(d)
+    }
+
+    /// The items of `b` that differ from `a`'s (same header assumed); with `first`, stops
+    /// at the first.
+    fn changes(a: &Zone, b: &Zone, first: bool) -> Changes {
+        let mut ch = Changes::default();
+        let (va, vb) = (&*a.view, &*b.view);
+        if Arc::ptr_eq(&a.view, &b.view) {
+            return ch;
+        }
+        let same_class = Arc::ptr_eq(&va.class, &vb.class) || va.class == vb.class;
+        let same_nodes = same_class && Arc::ptr_eq(&va.base.nodes, &vb.base.nodes);
+        if !same_nodes {
+            for (k, (&(i, ti), &(j, tj))) in va.class.slots.iter().zip(&vb.class.slots).enumerate()
+            {
+                let (x, y) = (&va.base.nodes[i as usize], &vb.base.nodes[j as usize]);
+                if ti == tj && x.name == y.name && x.addrs == y.addrs {
+                    continue;
+                }
+                match (wire_node(&va.base, i, ti), wire_node(&vb.base, j, tj)) {
+                    (Some(_), None) => ch.node_drop.push(k as u16),
+                    (x, Some(y)) if x != Some(y) => ch.node_set.push((k as u16, y)),
+                    _ => {}
+                }
+                if first && !ch.is_empty() {
+                    return ch;
+                }
+            }
+        }
+        walk(&va.base.services, &vb.base.services, same_class, |x, y| {
+            if same_class && x.is_some() && x == y {
+                return true;
+            }
+            let x = x.and_then(|x| item(&va.base, &va.class, x));
+            let y = y.and_then(|y| item(&vb.base, &vb.class, y));
+            if x != y {
+                ch.was.extend(x);
+                ch.is.extend(y);
+            }
+            !first || ch.is_empty()
+        });
+        ch
     }
 }
 

@@ -5,9 +5,14 @@
 //!
 //! `cargo nextest run -p sdwan-plan --test proxy_v2 --no-capture` prints the figures.
 
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::walk::random_change;
 use sdwan_contract::v2::proxy::{decode, ProxyDelta, ProxyMessage, ProxySnapshot};
 use sdwan_contract::v2::{Version, MAX_MESSAGE_BYTES};
-use sdwan_plan::{plan, proxy_v2, Snapshot, Topology};
+use sdwan_plan::{plan, proxy_v2, Change, Planner, Snapshot, Topology};
 use sdwan_testsupport::Rng;
 
 #[path = "../../../bench/plan/synthetic.rs"]
@@ -219,4 +224,66 @@ fn every_worker_at_5000_services_fits_in_messages_of_255_kib() {
     }
     println!("an endpoint moves: {changed} workers get a delta, {egress} bytes in all");
     assert!(egress < 500_000, "{egress} bytes");
+}
+
+/// The shared form the master's publisher keeps (`Proxies::proxy`, planned with
+/// `Proxies::next` from the plan before) is the same content as `Proxies::snapshot` through
+/// a random walk of cluster changes: snapshot, digest, comparison, and the delta from the
+/// plan before and from one up to 25 plans back (as from the retained snapshot) equal to
+/// `ProxyDelta::between` two whole snapshots.
+#[test]
+fn the_shared_form_is_the_same_content_through_a_random_walk() {
+    let topology = Topology::from_toml("").unwrap();
+    let (mut deltas, mut compared) = (0, 0);
+    for seed in [20261203, 5, 6] {
+        let mut rng = Rng::new(seed);
+        let mut planner = Planner::new(Snapshot::new(), topology.clone());
+        let mut version = Version(1);
+        let mut prev = proxy_v2::proxies(planner.snapshot(), planner.plan());
+        let mut kept: BTreeMap<String, proxy_v2::WorkerProxy> = BTreeMap::new();
+        for step in 0..300 {
+            let batch: Vec<Change> = (0..1 + rng.below(3))
+                .map(|_| random_change(&mut rng))
+                .collect();
+            let what = format!("seed {seed} step {step}: {batch:?}");
+            planner.update(batch);
+            let next = version.next(0);
+            let proxies = prev.next(planner.snapshot(), planner.plan());
+            let scratch = proxy_v2::proxies(planner.snapshot(), planner.plan());
+            for node in proxies.nodes() {
+                let new = proxies.snapshot(node, next).unwrap();
+                assert_eq!(Some(&new), scratch.snapshot(node, next).as_ref(), "{what}");
+                let nz = proxies.proxy(node, next).unwrap();
+                assert_eq!(nz.snapshot(), new, "{node} after {what}");
+                assert_eq!(nz.digest(), new.digest(), "{node} after {what}");
+                if let Some(oz) = prev.proxy(node, version) {
+                    let old = prev.snapshot(node, version).unwrap();
+                    let d = proxy_v2::WorkerProxy::delta(&oz, &nz);
+                    assert_eq!(d, ProxyDelta::between(&old, &new), "{node} after {what}");
+                    deltas += usize::from(d.is_some_and(|d| !d.is_empty()));
+                    let mut same = old.clone();
+                    same.version = next;
+                    assert_eq!(oz.same_content(&nz), same == new, "{node} after {what}");
+                }
+                if let Some(k) = kept.get(node) {
+                    let ks = k.snapshot();
+                    assert_eq!(
+                        proxy_v2::WorkerProxy::delta(k, &nz),
+                        ProxyDelta::between(&ks, &new),
+                        "{node}, kept, after {what}"
+                    );
+                    compared += 1;
+                }
+                if step % 25 == 0 || !kept.contains_key(node) {
+                    kept.insert(node.to_string(), nz);
+                }
+            }
+            prev = proxies;
+            version = next;
+        }
+    }
+    assert!(
+        deltas > 300 && compared > 2000,
+        "{deltas} deltas, {compared} compared"
+    );
 }

@@ -342,6 +342,9 @@ fn random_walk_expands_to_the_v1_zone_and_deltas_apply() {
         let mut planner = Planner::new(Snapshot::new(), topology.clone());
         let mut version = Version(1);
         let mut prev = pv2::zones(planner.snapshot(), &topology);
+        // A zone kept from an earlier plan per gateway (as the publisher keeps the retained
+        // snapshot), renewed every 25 steps.
+        let mut kept: BTreeMap<String, pv2::Zone> = BTreeMap::new();
         for step in 0..400 {
             let batch: Vec<Change> = (0..1 + rng.below(3))
                 .map(|_| random_change(&mut rng))
@@ -351,11 +354,45 @@ fn random_walk_expands_to_the_v1_zone_and_deltas_apply() {
             planner.update(batch);
             check_state(planner.snapshot(), &topology, &what);
             let next_version = version.next(0);
-            let zones = pv2::zones(planner.snapshot(), &topology);
+            // Planned again from the plan before (services shared where unchanged): the same
+            // content as planning from scratch.
+            let zones = prev.next(planner.snapshot(), &topology);
+            let scratch = pv2::zones(planner.snapshot(), &topology);
             let changed = zones.changed_since(Some(&prev));
             for gw in zones.gateways() {
                 let old = prev.snapshot(gw, version).unwrap();
                 let new = zones.snapshot(gw, next_version).unwrap();
+                assert_eq!(Some(&new), scratch.snapshot(gw, next_version).as_ref());
+                // The shared form: digest, delta and comparison without whole snapshots.
+                let (oz, nz) = (
+                    prev.zone(gw, version).unwrap(),
+                    zones.zone(gw, next_version).unwrap(),
+                );
+                assert_eq!(nz.digest(), new.digest(), "{gw} after {what}");
+                assert_eq!(
+                    pv2::Zone::delta(&oz, &nz),
+                    Delta::between(&old, &new),
+                    "Zone::delta: {gw} after {what}"
+                );
+                let same = {
+                    let mut o = old.clone();
+                    o.version = next_version;
+                    o == new
+                };
+                assert_eq!(oz.same_content(&nz), same, "{gw} after {what}");
+                let k = kept.entry(gw.to_string()).or_insert_with(|| oz.clone());
+                if k.version() != next_version {
+                    let ks = k.snapshot();
+                    assert_eq!(
+                        pv2::Zone::delta(k, &nz),
+                        Delta::between(&ks, &new),
+                        "Zone::delta from {} steps back: {gw} after {what}",
+                        step % 25
+                    );
+                }
+                if step % 25 == 0 {
+                    kept.insert(gw.to_string(), nz.clone());
+                }
                 // Zones::changed_since never misses a change (the master hands the publisher
                 // only those gateways).
                 if !changed.contains(&gw) {
