@@ -14,10 +14,11 @@
 //!   resync, persisted v2 zone ([`gateway::GatewayV2`]).
 //! - [`mqtt`]: MQTT mode: the connection thread (TLS via `sdwan-link`), subscriptions, status;
 //!   shared by both modes through [`mqtt::Sink`].
-//! - [`proxy`]: worker mode's files: written into `--proxy-dir`, checked, reloaded, rolled
-//!   back on failure ([`proxy::ProxyApplier`]); proxy payload v1's policy ([`proxy::decide`]).
-//! - [`worker`]: worker MQTT mode on proxy payload v2: the contract's follower, the
-//!   renderer, the persisted content ([`worker::WorkerV2`]).
+//! - `proxy` (cargo feature `worker`): worker mode's files: written into `--proxy-dir`,
+//!   checked, reloaded, rolled back on failure (`proxy::ProxyApplier`).
+//! - `worker` (cargo feature `worker`): worker MQTT mode on proxy payload v2: the contract's
+//!   follower, the renderer, the persisted content (`worker::WorkerV2`). The default build
+//!   (the gateway's) has neither; `cli` refuses worker settings there.
 //! - [`status`]: the status documents (online, last will).
 //! - [`tap`]: the smoltcp/TAP driver (`--tap`, cargo feature `smoltcp`): DNS through smoltcp's
 //!   own UDP/IP stack on a TAP device.
@@ -30,11 +31,13 @@ pub mod config;
 pub mod gateway;
 pub mod mqtt;
 pub mod persist;
+#[cfg(feature = "worker")]
 pub mod proxy;
 pub mod server;
 pub mod status;
 pub mod store;
 pub mod tap;
+#[cfg(feature = "worker")]
 pub mod worker;
 
 use std::fmt;
@@ -161,7 +164,10 @@ pub fn log_zone(source: &str, zone: &OwnedZone) {
 pub fn run(config: &Config) -> Result<(), Error> {
     info!("sdwan-agent {VERSION} starting");
     if config.worker_mode() {
+        #[cfg(feature = "worker")]
         return run_worker(config);
+        #[cfg(not(feature = "worker"))]
+        return Err(Error::Worker(cli::NO_WORKER.into()));
     }
     let store = Arc::new(ZoneStore::new());
     if let Some(path) = &config.zone_file {
@@ -241,6 +247,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
 /// Worker mode: no DNS; the MQTT thread follows the node's proxy payload v2 stream and puts
 /// the rendered files live in `--proxy-dir`.
 /// Returns only on an error.
+#[cfg(feature = "worker")]
 pub fn run_worker(config: &Config) -> Result<(), Error> {
     let bad = |s: &str| Err(Error::Worker(s.to_string()));
     let Some(node) = &config.node_id else {

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         }
     };
     let config = match command {
-        Command::Help => return print_out(cli::HELP),
+        Command::Help => return print_out(&cli::help()),
         Command::Version => {
             return print_out(&format!("sdwan-agent {}\n", sdwan_agent::VERSION));
         }
