@@ -81,8 +81,10 @@ mod logger {
 
         fn log(&self, record: &Record<'_>) {
             if self.enabled(record.metadata()) {
-                let mut err = std::io::stderr().lock();
-                let _ = writeln!(err, "[{:<5}] {}", record.level(), record.args());
+                // One write per line: stderr is unbuffered, and a reader (procd) must not see
+                // a line in pieces.
+                let line = format!("[{:<5}] {}\n", record.level(), record.args());
+                let _ = std::io::stderr().write_all(line.as_bytes());
             }
         }
 
