@@ -118,6 +118,30 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A duration in log messages with one decimal, `12.3`, in milliseconds or seconds (rounded
+/// down), written with integers: the agent formats no floats, so core's float formatting
+/// (~15 KB on mips) stays out of the binary (issue 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tenths(u128);
+
+impl Tenths {
+    /// `d` in milliseconds.
+    pub fn millis(d: std::time::Duration) -> Tenths {
+        Tenths(d.as_micros() / 100)
+    }
+
+    /// `d` in seconds.
+    pub fn secs(d: std::time::Duration) -> Tenths {
+        Tenths(d.as_millis() / 100)
+    }
+}
+
+impl fmt::Display for Tenths {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0 / 10, self.0 % 10)
+    }
+}
+
 /// Reads and validates a zone payload file. At most one byte more than a payload may hold is
 /// read, so a huge file (or `/dev/zero`) is refused as too large without filling the memory.
 pub fn load_zone_file(path: &Path) -> Result<OwnedZone, Error> {
@@ -294,4 +318,24 @@ pub fn run_worker(config: &Config) -> Result<(), Error> {
     let handle = link.spawn(sink).map_err(Error::Server)?;
     let _ = handle.join();
     Err(Error::Server(std::io::Error::other("MQTT thread stopped")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tenths;
+    use std::time::Duration;
+
+    #[test]
+    fn tenths_print_like_one_decimal_rounded_down() {
+        let cases = [
+            (Tenths::millis(Duration::from_micros(12_345)), "12.3"),
+            (Tenths::millis(Duration::from_micros(99)), "0.0"),
+            (Tenths::millis(Duration::from_millis(7)), "7.0"),
+            (Tenths::secs(Duration::from_millis(61_290)), "61.2"),
+            (Tenths::secs(Duration::ZERO), "0.0"),
+        ];
+        for (t, want) in cases {
+            assert_eq!(t.to_string(), want);
+        }
+    }
 }
