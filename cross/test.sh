@@ -6,7 +6,10 @@
 # and checks real `dig` answers over UDP and TCP: A, AAAA, SRV, SOA serial, a TTL over 65535,
 # NXDOMAIN. The values are picked so that a byte-order mistake changes them (big-endian mips
 # is in the default set on purpose). Then it serves examples/zone.json (when present) and
-# checks its local A record. Prints a table; exits non-zero on any failure.
+# checks its local A record. Issue 15: the gateway binary has no worker mode (its --help
+# shows no worker flag; --node-id is refused with exit 2 naming the sdwan-agent-worker
+# package), and a worker binary (sdwan-agent-worker, where cross/build.sh made one) has it.
+# Prints a table; exits non-zero on any failure.
 #
 # Environment: CARGO_TARGET_DIR (default <repo>/target; binaries in $CARGO_TARGET_DIR/cross).
 set -euo pipefail
@@ -95,12 +98,31 @@ check() { # check NAME GOT WANT
 # dig against the agent; extra args passed through.
 q() { dig @127.0.0.1 -p "$PORT" +time=2 +tries=2 "$@" 2>&1; }
 
-declare -A res_version res_dns res_detail
+# The worker-mode checks of one binary: gateway (no worker mode) or worker. Sets FAILS.
+check_builds() { # KIND RUN...
+    local kind=$1 out rc
+    shift
+    out=$("$@" --help 2>&1) || true
+    rc=0
+    out2=$("$@" --node-id w1 --proxy-dir /nonexistent-sdwan-proxy --broker mqtt://127.0.0.1:9 2>&1) || rc=$?
+    if [[ $kind == gateway ]]; then
+        check "gateway --help without --node-id" "$(grep -c -- '--node-id' <<<"$out")" "0" || true
+        check "gateway --node-id: exit" "$rc" "2" || true
+        check "gateway --node-id: says" "$(grep -c 'gateway build, without worker mode.*sdwan-agent-worker package' <<<"$out2")" "1" || true
+    else
+        check "worker --help has --node-id" "$(grep -c -- '^  --node-id' <<<"$out")" "1" || true
+        check "worker --node-id: exit" "$rc" "1" || true
+        check "worker --node-id: says" "$(grep -c 'worker mode: --proxy-dir /nonexistent-sdwan-proxy is not a directory' <<<"$out2")" "1" || true
+    fi
+}
+
+declare -A res_version res_dns res_detail res_builds
 overall=0
 for t in "${targets[@]}"; do
     bin=$OUT/$t/sdwan-agent
     res_version[$t]=FAIL
     res_dns[$t]=FAIL
+    res_builds[$t]=FAIL
     res_detail[$t]=
     if [[ ! -x $bin ]]; then
         res_detail[$t]="missing $bin (run cross/build.sh $t)"
@@ -118,6 +140,24 @@ for t in "${targets[@]}"; do
         res_detail[$t]="--version: $(echo "$ver" | head -n1 | cut -c1-80)"
         overall=1
         continue
+    fi
+
+    # Worker mode only in the worker build.
+    FAILS=()
+    check_builds gateway "${run[@]}"
+    nbuilds=gateway
+    worker=$OUT/$t/sdwan-agent-worker
+    if [[ -x $worker ]]; then
+        wrun=("$worker")
+        [[ -n $runner ]] && wrun=("$runner" "$worker")
+        check_builds worker "${wrun[@]}"
+        nbuilds="gateway+worker"
+    fi
+    if [[ ${#FAILS[@]} -eq 0 ]]; then
+        res_builds[$t]="ok ($nbuilds)"
+    else
+        res_detail[$t]=$(printf '%s; ' "${FAILS[@]}")
+        overall=1
     fi
 
     PORT=$(free_port)
@@ -180,15 +220,15 @@ for t in "${targets[@]}"; do
     if [[ ${#FAILS[@]} -eq 0 ]]; then
         res_dns[$t]="ok ($nchecks checks)"
     else
-        res_detail[$t]=$(printf '%s; ' "${FAILS[@]}")
+        res_detail[$t]+=$(printf '%s; ' "${FAILS[@]}")
         overall=1
     fi
 done
 
 echo
-printf '%-32s %-30s %-14s %s\n' target --version dig detail
+printf '%-32s %-30s %-22s %-14s %s\n' target --version "builds" dig detail
 for t in "${targets[@]}"; do
-    printf '%-32s %-30s %-14s %s\n' "$t" "${res_version[$t]}" "${res_dns[$t]}" "${res_detail[$t]}"
+    printf '%-32s %-30s %-22s %-14s %s\n' "$t" "${res_version[$t]}" "${res_builds[$t]}" "${res_dns[$t]}" "${res_detail[$t]}"
 done
 if [[ $overall != 0 ]]; then
     echo "cross/test.sh: FAILED (see the detail column)" >&2

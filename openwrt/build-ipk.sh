@@ -3,6 +3,11 @@
 #
 # Packs the cross/build.sh binaries into OpenWrt 24.10 (opkg) packages, without the SDK:
 #   $CARGO_TARGET_DIR/openwrt/sdwan-agent_<version>-r<release>_<arch>.ipk  (+ Packages, Packages.gz)
+#     the gateway package, holding the gateway build (cross/<target>/sdwan-agent: no worker mode)
+#   $CARGO_TARGET_DIR/openwrt/sdwan-agent-worker_<version>-r<release>_<arch>.ipk
+#     the worker package, for each target cross/build.sh made a worker build for (x86_64 and
+#     aarch64 by default): cross/<target>/sdwan-agent-worker as /usr/bin/sdwan-agent-worker,
+#     its config file and procd init script (openwrt/sdwan-agent-worker/files)
 # An .ipk is what OpenWrt's scripts/ipkg-build makes: a gzipped tar of ./debian-binary ("2.0"),
 # ./data.tar.gz (the files) and ./control.tar.gz (control, conffiles, postinst, prerm).
 # The files are the feed package's (openwrt/sdwan-agent/files), installed where its Makefile
@@ -16,6 +21,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PKG_DIR=$REPO/openwrt/sdwan-agent
 FILES=$PKG_DIR/files
+WORKER_FILES=$REPO/openwrt/sdwan-agent-worker/files
 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 BIN_DIR=$CARGO_TARGET_DIR/cross
 OUT=$CARGO_TARGET_DIR/openwrt
@@ -36,6 +42,7 @@ declare -A ARCH=(
 ORDER=(x86_64-unknown-linux-musl aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf
     mips-unknown-linux-musl mipsel-unknown-linux-musl)
 
+requested=("$@")
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=("${ORDER[@]}")
 for t in "${targets[@]}"; do
@@ -73,7 +80,7 @@ build_one() { # TARGET ARCH
     local t=$1 arch=$2
     local bin=$BIN_DIR/$t/sdwan-agent
     [[ -f $bin ]] || die "$bin is missing: run cross/build.sh $t first"
-    local w=$WORK/$arch
+    local w=$WORK/gateway-$arch
     rm -rf "$w"
     mkdir -p "$w/data" "$w/control" "$w/pkg"
 
@@ -132,12 +139,60 @@ EOF
     chmod 0644 "$c/control" "$c/conffiles"
     (cd "$c" && tgz "$w/pkg/control.tar.gz" .)
 
-    echo "2.0" >"$w/pkg/debian-binary"
     local ipk=$OUT/sdwan-agent_${pkg_version}_${arch}.ipk
+    pack "$w" "$ipk"
+    printf '%-32s %-26s %s\n' "$t" "$arch" "$ipk"
+}
+
+# The worker package: the worker build, a config file and an init script. The same control
+# scripts as the gateway package; no user (it runs as root: it writes nginx's directory and
+# reloads nginx), no uci-defaults.
+build_worker() { # TARGET ARCH
+    local t=$1 arch=$2
+    local bin=$BIN_DIR/$t/sdwan-agent-worker
+    local w=$WORK/worker-$arch
+    rm -rf "$w"
+    mkdir -p "$w/data" "$w/control" "$w/pkg"
+    local d=$w/data
+    install -d -m 0755 "$d/usr/bin" "$d/etc/init.d"
+    install -m 0755 "$bin" "$d/usr/bin/sdwan-agent-worker"
+    install -m 0600 "$WORKER_FILES/sdwan-agent-worker.conf" "$d/etc/sdwan-agent-worker.conf"
+    install -m 0755 "$WORKER_FILES/sdwan-agent-worker.init" "$d/etc/init.d/sdwan-agent-worker"
+    (cd "$d" && tgz "$w/pkg/data.tar.gz" .)
+    local installed_size
+    installed_size=$(gzip -dc "$w/pkg/data.tar.gz" | wc -c)
+    local c=$w/control
+    cat >"$c/control" <<EOF
+Package: sdwan-agent-worker
+Version: $pkg_version
+Source: feeds/sdwan/sdwan-agent
+SourceName: sdwan-agent-worker
+License: Apache-2.0
+Section: net
+SourceDateEpoch: $epoch
+Maintainer: sdwan-discovery maintainers
+Architecture: $arch
+Installed-Size: $installed_size
+Description:  sdwan-agent's worker mode (built with the worker feature): on a worker node,
+ follows the proxy content an sdwan-discovery master publishes over MQTT with TLS and
+ writes nginx's configuration and help page, checked and reloaded, rolled back on
+ failure. Static binary. Gateways install sdwan-agent instead.
+EOF
+    printf '/etc/sdwan-agent-worker.conf\n' >"$c/conffiles"
+    cp "$WORK/gateway-$arch/control/postinst" "$WORK/gateway-$arch/control/prerm" "$c/"
+    chmod 0644 "$c/control" "$c/conffiles"
+    (cd "$c" && tgz "$w/pkg/control.tar.gz" .)
+    pack "$w" "$OUT/sdwan-agent-worker_${pkg_version}_${arch}.ipk"
+    printf '%-32s %-26s %s\n' "$t" "$arch" "$OUT/sdwan-agent-worker_${pkg_version}_${arch}.ipk"
+}
+
+# pack WORKDIR IPK: the .ipk from WORKDIR/pkg, and its entry in the feed index.
+pack() {
+    local w=$1 ipk=$2 c=$1/control
+    echo "2.0" >"$w/pkg/debian-binary"
     (cd "$w/pkg" && tar --format=gnu --numeric-owner --owner=0 --group=0 --mtime="@$epoch" \
         -cf - ./debian-binary ./data.tar.gz ./control.tar.gz | gzip -9n >"$ipk.tmp")
     mv "$ipk.tmp" "$ipk"
-
     # Index entry for a local feed (src/gz ... in /etc/opkg/customfeeds.conf).
     {
         grep -v '^Description:\|^ ' "$c/control"
@@ -147,13 +202,23 @@ EOF
         sed -n '/^Description:/,$p' "$c/control"
         echo
     } >>"$WORK/Packages"
-    printf '%-32s %-26s %s\n' "$t" "$arch" "$ipk"
 }
 
 : >"$WORK/Packages"
 for t in "${targets[@]}"; do
     build_one "$t" "${ARCH[$t]}"
 done
+workers=0
+for t in "${targets[@]}"; do
+    if [[ -f $BIN_DIR/$t/sdwan-agent-worker ]]; then
+        build_worker "$t" "${ARCH[$t]}"
+        workers=$((workers + 1))
+    fi
+done
+# A full run (no target named) makes the worker packages too.
+if [[ ${#requested[@]} -eq 0 && $workers -eq 0 ]]; then
+    die "no worker build (cross/<target>/sdwan-agent-worker): run cross/build.sh, which makes them for x86_64 and aarch64"
+fi
 for pair in ${SDWAN_IPK_EXTRA_ARCH:-}; do
     t=${pair%%=*}
     arch=${pair#*=}

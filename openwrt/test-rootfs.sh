@@ -12,7 +12,11 @@
 #  5. the uci-defaults script run twice against a dhcp config (uci test double), then a real
 #     dnsmasq with the resulting server=/rebind-domain-ok= lines, stop-dns-rebind and DNSSEC
 #     validation on (as OpenWrt's `option dnssec 1` renders it): a private-range answer for
-#     the suffix must come through dnsmasq.
+#     the suffix must come through dnsmasq;
+#  6. the gateway package's agent refuses worker settings (exit 2), and the worker package
+#     (sdwan-agent-worker, where build-ipk.sh made one for the architecture) installs, its init
+#     script starts `sdwan-agent-worker --config ...` once node-id is set, and that binary has
+#     worker mode.
 # Needs root (chroot). Exits non-zero on any failure; cleans up its processes and files.
 set -euo pipefail
 
@@ -262,6 +266,39 @@ test_target() {
         fail "$t" "dnsmasq did not pass the agent's private answer through (rebind protection?)"
 
     kill "$agent_pid" 2>/dev/null || true
+
+    # Issue 15: the gateway package holds the gateway build, which has no worker mode.
+    local rc=0 out
+    out=$(chroot "$root" "${emu[@]}" /usr/bin/sdwan-agent --node-id w1 --proxy-dir /tmp 2>&1) || rc=$?
+    [[ $rc == 2 && $out == *"sdwan-agent-worker package"* ]] ||
+        fail "$t" "the gateway package's agent took worker settings (exit $rc: $out)"
+
+    # The worker package, where there is one for this architecture: its init script starts
+    # nothing until node-id is set, then the worker build with the config file; that binary
+    # has worker mode (it reads the file and refuses the missing proxy directory).
+    local wipk
+    wipk=$(ls "$IPK_DIR"/sdwan-agent-worker_*_"$arch".ipk 2>/dev/null | head -n1 || true)
+    [[ -n $wipk ]] || return 0
+    say "$t: $(basename "$wipk")"
+    local wunpack=$WORK/$arch/worker-ipk
+    mkdir -p "$wunpack/control"
+    (cd "$wunpack" && "$BUSYBOX" tar -xzf "$wipk" && "$BUSYBOX" tar -xzf control.tar.gz -C control)
+    grep -qx "Package: sdwan-agent-worker" "$wunpack/control/control" || fail "$t" "worker control names another package"
+    "$BUSYBOX" tar -xzf "$wunpack/data.tar.gz" -C "$root"
+    rm -rf "$root/tmp/procd/instance"
+    chroot "$root" /etc/init.d/sdwan-agent-worker start 2>"$WORK/$arch/worker.err" || fail "$t" "worker init start failed while not configured"
+    [[ ! -e $root/tmp/procd/instance ]] || fail "$t" "an unconfigured worker got a procd instance"
+    grep -q 'not configured' "$WORK/$arch/worker.err" || fail "$t" "no 'not configured' message"
+    printf 'node-id = w1\nproxy-dir = /etc/nginx/sdwan\nbroker = mqtt://127.0.0.1:9\n' >>"$root/etc/sdwan-agent-worker.conf"
+    chroot "$root" /etc/init.d/sdwan-agent-worker start || fail "$t" "worker init start failed"
+    local wcmd
+    wcmd=$(tr '\n' ' ' <"$inst/command" 2>/dev/null | sed 's/ $//')
+    [[ $wcmd == "/usr/bin/sdwan-agent-worker --config /etc/sdwan-agent-worker.conf" ]] ||
+        fail "$t" "worker command line is '$wcmd'"
+    rc=0
+    out=$(chroot "$root" "${emu[@]}" /usr/bin/sdwan-agent-worker --config /etc/sdwan-agent-worker.conf 2>&1) || rc=$?
+    [[ $rc == 1 && $out == *"worker mode: --proxy-dir /etc/nginx/sdwan is not a directory"* ]] ||
+        fail "$t" "the worker package's agent: exit $rc: $out"
 }
 
 for t in "${targets[@]}"; do

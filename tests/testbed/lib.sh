@@ -43,7 +43,7 @@ tb_need() {
         command -v "$t" >/dev/null || missing+=("$t")
     done
     for b in sdwan-agent sdwan-discovery sdwan-testbed; do
-        [ -x "$BIN/$b" ] || missing+=("$BIN/$b (cargo build -p sdwan-agent -p sdwan-discovery -p sdwan-testbed)")
+        [ -x "$BIN/$b" ] || missing+=("$BIN/$b (cargo build -p sdwan-agent -p sdwan-discovery -p sdwan-testbed --features sdwan-agent/worker)")
     done
     if [ ${#missing[@]} -gt 0 ]; then
         echo "testbed: missing: ${missing[*]} (Debian: iproute2 mosquitto bind9-dnsutils curl python3 nginx-light coreutils)" >&2
@@ -357,11 +357,12 @@ EOF
     done
 }
 
-# Worker mode of the agent (issue 5) is there when --node-id is accepted.
+# Worker mode of the agent (issue 5) is there when --node-id is accepted (a gateway build,
+# without the `worker` feature, refuses it: issue 15).
 worker_mode_available() {
     local out
     out=$(timeout 5 "$BIN/sdwan-agent" --node-id probe --proxy-dir /nonexistent-sdtb --gateway-id x 2>&1 </dev/null | head -5)
-    ! grep -qi "not implemented" <<<"$out"
+    ! grep -qi "not implemented\\|without worker mode" <<<"$out"
 }
 
 # answer HOST NAME [TYPE]: what the host's resolver says: sorted answers, or the rcode

@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigError, KEYS};
 pub enum Command {
     /// Run the agent with this configuration.
     Run(Box<Config>),
-    /// Print [`HELP`] and exit 0.
+    /// Print [`help`] and exit 0.
     Help,
     /// Print the version and exit 0.
     Version,
@@ -28,6 +28,9 @@ pub enum CliError {
     Syntax(String),
     /// A flag's value, or the config file, is bad.
     Config(ConfigError),
+    /// Worker-mode settings given to a build without the `worker` feature (the flags, then
+    /// [`NO_WORKER`]).
+    NoWorker(String),
 }
 
 impl fmt::Display for CliError {
@@ -35,6 +38,7 @@ impl fmt::Display for CliError {
         match self {
             CliError::Syntax(s) => write!(f, "{s} (see --help)"),
             CliError::Config(e) => e.fmt(f),
+            CliError::NoWorker(flags) => write!(f, "{flags}: {NO_WORKER}"),
         }
     }
 }
@@ -53,10 +57,15 @@ impl From<lexopt::Error> for CliError {
     }
 }
 
-/// `sdwan-agent --help`.
+/// Why a gateway build (without the `worker` cargo feature) refuses worker settings.
+pub const NO_WORKER: &str = "this sdwan-agent is a gateway build, without worker mode (cargo \
+feature `worker`); on a worker node install the sdwan-agent-worker package";
+
+/// `sdwan-agent --help` of a build with every feature; [`help`] leaves out the sections of
+/// features this build lacks.
 pub const HELP: &str = "\
-sdwan-agent: authoritative DNS for the SD-WAN service names on a branch gateway, or (worker
-mode) the applier of the reverse proxy configuration on a worker node.
+sdwan-agent: authoritative DNS for the SD-WAN service names on a branch gateway; in builds
+with worker mode, also the applier of the reverse proxy configuration on a worker node.
 
 Usage: sdwan-agent [--config FILE] [--listen ADDR]... [--zone-file FILE] [OPTIONS]
 
@@ -107,6 +116,49 @@ Other:
 
 Logging goes to stderr; set the level with RUST_LOG (default info), e.g. RUST_LOG=debug.
 ";
+
+/// `--help` of this build: [`help_for`] with this build's features.
+pub fn help() -> String {
+    help_for(cfg!(feature = "worker"), cfg!(feature = "smoltcp"))
+}
+
+/// [`HELP`] without the worker mode section (`worker` false: a line saying where worker mode
+/// is instead) and without the TAP section (`tap` false).
+pub fn help_for(worker: bool, tap: bool) -> String {
+    HELP.split("\n\n")
+        .filter_map(|section| {
+            if section.starts_with("Worker mode") && !worker {
+                Some(
+                    "Worker mode: not in this build (a gateway build); worker nodes run the\n\
+                      sdwan-agent-worker package.",
+                )
+            } else if section.starts_with("DNS through smoltcp") && !tap {
+                None
+            } else {
+                Some(section)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// The worker-mode settings given (as `--flag, --flag`), when this build has no worker mode
+/// (`worker_built` false): such a command line is refused ([`CliError::NoWorker`]).
+pub fn worker_settings_not_built(config: &Config, worker_built: bool) -> Option<String> {
+    if worker_built || !config.worker_mode() {
+        return None;
+    }
+    let given: Vec<&str> = [
+        ("--node-id", config.node_id.is_some()),
+        ("--proxy-dir", config.proxy_dir.is_some()),
+        ("--check-cmd", config.check_cmd.is_some()),
+        ("--reload-cmd", config.reload_cmd.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    Some(given.join(", "))
+}
 
 /// The MQTT settings that only a connection to a broker uses: given without `broker` they
 /// would be silently ignored. Worker-mode settings are checked by worker mode itself.
@@ -180,6 +232,9 @@ where
         config.set(&format!("--{key}"), key, value)?;
     }
     config.finish();
+    if let Some(flags) = worker_settings_not_built(&config, cfg!(feature = "worker")) {
+        return Err(CliError::NoWorker(flags));
+    }
     Ok(Command::Run(Box::new(config)))
 }
 
@@ -205,9 +260,11 @@ mod tests {
 
     #[test]
     fn every_key_is_a_flag_and_appears_in_help() {
+        let help = help_for(true, true);
+        assert_eq!(help, HELP, "a build with every feature shows all of HELP");
         for key in KEYS {
             assert!(
-                HELP.contains(&format!("--{key} ")),
+                help.contains(&format!("--{key} ")),
                 "--{key} missing in --help"
             );
         }
@@ -231,6 +288,56 @@ mod tests {
         assert_eq!(c.broker.as_deref(), Some("mqtts://broker:8883"));
         assert_eq!(c.topic_prefix, "sdwan/v1/prod");
         assert_eq!(c.check_cmd.as_deref(), Some("nginx -t"));
+    }
+
+    /// Issue 15: `--help` of a gateway build (no `worker`, no `smoltcp` feature) shows no
+    /// worker or TAP flag, and says where worker mode is.
+    #[test]
+    fn gateway_build_help_shows_only_what_it_has() {
+        let help = help_for(false, false);
+        for key in KEYS {
+            let worker_or_tap = ["node-id", "proxy-dir", "check-cmd", "reload-cmd"].contains(key)
+                || key.starts_with("tap");
+            assert_eq!(
+                help.contains(&format!("--{key} ")),
+                !worker_or_tap,
+                "--{key} in the gateway build's --help"
+            );
+        }
+        assert!(help.contains("Worker mode: not in this build"), "{help}");
+        assert!(help.contains("sdwan-agent-worker package"), "{help}");
+        assert!(
+            help.contains("\n\nOther:\n"),
+            "sections still apart: {help}"
+        );
+        let worker_only = help_for(true, false);
+        assert!(worker_only.contains("--node-id ") && !worker_only.contains("--tap "));
+    }
+
+    /// Issue 15: a gateway build refuses worker settings, naming them and the package to
+    /// install (main exits 2 on it); a worker build takes them.
+    #[test]
+    fn worker_settings_in_a_gateway_build_are_refused() {
+        let worker = run(&[
+            "--node-id",
+            "w1",
+            "--proxy-dir",
+            "/srv/p",
+            "--broker",
+            "mqtt://b",
+        ])
+        .unwrap();
+        let gateway = run(&["--gateway-id", "gw", "--broker", "mqtt://b"]).unwrap();
+        assert_eq!(worker_settings_not_built(&worker, true), None);
+        assert_eq!(worker_settings_not_built(&gateway, false), None);
+        let flags = worker_settings_not_built(&worker, false).unwrap();
+        assert_eq!(flags, "--node-id, --proxy-dir");
+        let text = CliError::NoWorker(flags).to_string();
+        assert!(
+            text.starts_with("--node-id, --proxy-dir: this sdwan-agent is a gateway build")
+                && text.contains("install the sdwan-agent-worker package"),
+            "{text}"
+        );
     }
 
     #[test]

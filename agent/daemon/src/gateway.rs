@@ -280,9 +280,9 @@ impl GatewayV2 {
         let saved = persist::save_v2(dir, zone);
         self.persisted_at = Some(now);
         debug!(
-            "persisted {} in {:.1} ms",
+            "persisted {} in {} ms",
             show(held),
-            t.elapsed().as_secs_f64() * 1e3
+            crate::Tenths::millis(t.elapsed())
         );
         if let Err(e) = saved {
             let msg = format!(
@@ -444,10 +444,10 @@ impl GatewayV2 {
             );
             return;
         }
-        let ms = (spent + t.elapsed()).as_secs_f64() * 1e3;
+        let ms = crate::Tenths::millis(spent + t.elapsed());
         match (result, with_tail_version(&snap, result)) {
             (Some(r), Some(_)) => info!(
-                "applied snapshot {} digest {} in {} parts and the tail {}->{}: now {} ({ms:.1} ms \
+                "applied snapshot {} digest {} in {} parts and the tail {}->{}: now {} ({ms} ms \
                  to decode, check and apply)",
                 snap.version.0,
                 snap.digest,
@@ -457,7 +457,7 @@ impl GatewayV2 {
                 show(Some(r))
             ),
             _ => info!(
-                "applied snapshot {} digest {} in {} parts ({ms:.1} ms to decode and check)",
+                "applied snapshot {} digest {} in {} parts ({ms} ms to decode and check)",
                 snap.version.0, snap.digest, env.parts
             ),
         }
@@ -549,11 +549,11 @@ impl GatewayV2 {
         let t = Instant::now();
         let mut spare = new_zone();
         let result = zone.apply_delta(&mut spare, &self.id, payload, &mut self.work);
-        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let ms = crate::Tenths::millis(t.elapsed());
         drop(served);
         match result {
             Ok(DeltaAction::Apply) => {
-                info!("applied {label} ({ms:.1} ms to apply and check)");
+                info!("applied {label} ({ms} ms to apply and check)");
                 self.install(spare, false, now);
             }
             Ok(DeltaAction::Replay) => {

@@ -14,10 +14,11 @@
 //!   resync, persisted v2 zone ([`gateway::GatewayV2`]).
 //! - [`mqtt`]: MQTT mode: the connection thread (TLS via `sdwan-link`), subscriptions, status;
 //!   shared by both modes through [`mqtt::Sink`].
-//! - [`proxy`]: worker mode's files: written into `--proxy-dir`, checked, reloaded, rolled
-//!   back on failure ([`proxy::ProxyApplier`]); proxy payload v1's policy ([`proxy::decide`]).
-//! - [`worker`]: worker MQTT mode on proxy payload v2: the contract's follower, the
-//!   renderer, the persisted content ([`worker::WorkerV2`]).
+//! - `proxy` (cargo feature `worker`): worker mode's files: written into `--proxy-dir`,
+//!   checked, reloaded, rolled back on failure (`proxy::ProxyApplier`).
+//! - `worker` (cargo feature `worker`): worker MQTT mode on proxy payload v2: the contract's
+//!   follower, the renderer, the persisted content (`worker::WorkerV2`). The default build
+//!   (the gateway's) has neither; `cli` refuses worker settings there.
 //! - [`status`]: the status documents (online, last will).
 //! - [`tap`]: the smoltcp/TAP driver (`--tap`, cargo feature `smoltcp`): DNS through smoltcp's
 //!   own UDP/IP stack on a TAP device.
@@ -30,11 +31,13 @@ pub mod config;
 pub mod gateway;
 pub mod mqtt;
 pub mod persist;
+#[cfg(feature = "worker")]
 pub mod proxy;
 pub mod server;
 pub mod status;
 pub mod store;
 pub mod tap;
+#[cfg(feature = "worker")]
 pub mod worker;
 
 use std::fmt;
@@ -115,6 +118,30 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A duration in log messages with one decimal, `12.3`, in milliseconds or seconds (rounded
+/// down), written with integers: the agent formats no floats, so core's float formatting
+/// (~15 KB on mips) stays out of the binary (issue 15).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tenths(u128);
+
+impl Tenths {
+    /// `d` in milliseconds.
+    pub fn millis(d: std::time::Duration) -> Tenths {
+        Tenths(d.as_micros() / 100)
+    }
+
+    /// `d` in seconds.
+    pub fn secs(d: std::time::Duration) -> Tenths {
+        Tenths(d.as_millis() / 100)
+    }
+}
+
+impl fmt::Display for Tenths {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0 / 10, self.0 % 10)
+    }
+}
+
 /// Reads and validates a zone payload file. At most one byte more than a payload may hold is
 /// read, so a huge file (or `/dev/zero`) is refused as too large without filling the memory.
 pub fn load_zone_file(path: &Path) -> Result<OwnedZone, Error> {
@@ -161,7 +188,10 @@ pub fn log_zone(source: &str, zone: &OwnedZone) {
 pub fn run(config: &Config) -> Result<(), Error> {
     info!("sdwan-agent {VERSION} starting");
     if config.worker_mode() {
+        #[cfg(feature = "worker")]
         return run_worker(config);
+        #[cfg(not(feature = "worker"))]
+        return Err(Error::Worker(cli::NO_WORKER.into()));
     }
     let store = Arc::new(ZoneStore::new());
     if let Some(path) = &config.zone_file {
@@ -241,6 +271,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
 /// Worker mode: no DNS; the MQTT thread follows the node's proxy payload v2 stream and puts
 /// the rendered files live in `--proxy-dir`.
 /// Returns only on an error.
+#[cfg(feature = "worker")]
 pub fn run_worker(config: &Config) -> Result<(), Error> {
     let bad = |s: &str| Err(Error::Worker(s.to_string()));
     let Some(node) = &config.node_id else {
@@ -287,4 +318,24 @@ pub fn run_worker(config: &Config) -> Result<(), Error> {
     let handle = link.spawn(sink).map_err(Error::Server)?;
     let _ = handle.join();
     Err(Error::Server(std::io::Error::other("MQTT thread stopped")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tenths;
+    use std::time::Duration;
+
+    #[test]
+    fn tenths_print_like_one_decimal_rounded_down() {
+        let cases = [
+            (Tenths::millis(Duration::from_micros(12_345)), "12.3"),
+            (Tenths::millis(Duration::from_micros(99)), "0.0"),
+            (Tenths::millis(Duration::from_millis(7)), "7.0"),
+            (Tenths::secs(Duration::from_millis(61_290)), "61.2"),
+            (Tenths::secs(Duration::ZERO), "0.0"),
+        ];
+        for (t, want) in cases {
+            assert_eq!(t.to_string(), want);
+        }
+    }
 }

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         }
     };
     let config = match command {
-        Command::Help => return print_out(cli::HELP),
+        Command::Help => return print_out(&cli::help()),
         Command::Version => {
             return print_out(&format!("sdwan-agent {}\n", sdwan_agent::VERSION));
         }
@@ -36,9 +36,7 @@ fn main() -> ExitCode {
         eprintln!("sdwan-agent: {why}");
         return ExitCode::from(1);
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
+    logger::init();
     match sdwan_agent::run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -58,6 +56,77 @@ fn print_out(text: &str) -> ExitCode {
         Err(e) => {
             eprintln!("sdwan-agent: cannot write to stdout: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// The logger: one line per record on stderr, `[LEVEL] message` (the level padded to five
+/// characters, as env_logger printed it with the target left out), at the level `RUST_LOG`
+/// names (default info). A few lines instead of env_logger and env_filter (issue 15):
+/// per-module directives (`warn,sdwan_agent::mqtt=debug`) set the most verbose level they
+/// name for every module.
+mod logger {
+    use std::io::Write as _;
+
+    use log::{LevelFilter, Log, Metadata, Record};
+
+    struct Stderr;
+
+    static LOGGER: Stderr = Stderr;
+
+    impl Log for Stderr {
+        fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+            metadata.level() <= log::max_level()
+        }
+
+        fn log(&self, record: &Record<'_>) {
+            if self.enabled(record.metadata()) {
+                // One write per line: stderr is unbuffered, and a reader (procd) must not see
+                // a line in pieces.
+                let line = format!("[{:<5}] {}\n", record.level(), record.args());
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
+
+        fn flush(&self) {}
+    }
+
+    /// The level of a `RUST_LOG` value: the most verbose level any directive names
+    /// (`debug`, `sdwan_agent=debug`, `warn,sdwan_agent::mqtt=debug` -> debug); info when it
+    /// is unset or names none.
+    pub fn level_of(spec: Option<&str>) -> LevelFilter {
+        spec.into_iter()
+            .flat_map(|s| s.split(','))
+            .filter_map(|d| d.rsplit('=').next()?.trim().parse::<LevelFilter>().ok())
+            .max()
+            .unwrap_or(LevelFilter::Info)
+    }
+
+    /// Installs the logger at `RUST_LOG`'s level.
+    pub fn init() {
+        log::set_max_level(level_of(std::env::var("RUST_LOG").ok().as_deref()));
+        let _ = log::set_logger(&LOGGER);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn rust_log_sets_the_most_verbose_level_it_names() {
+            let cases = [
+                (None, LevelFilter::Info),
+                (Some(""), LevelFilter::Info),
+                (Some("debug"), LevelFilter::Debug),
+                (Some("WARN"), LevelFilter::Warn),
+                (Some("off"), LevelFilter::Off),
+                (Some("sdwan_agent=trace"), LevelFilter::Trace),
+                (Some("warn,sdwan_agent::mqtt=debug"), LevelFilter::Debug),
+                (Some("nonsense"), LevelFilter::Info),
+            ];
+            for (spec, want) in cases {
+                assert_eq!(level_of(spec), want, "{spec:?}");
+            }
         }
     }
 }

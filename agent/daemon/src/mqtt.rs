@@ -320,9 +320,9 @@ impl Session {
     fn failed(&mut self, broker: &BrokerUrl, reason: &str, up: Option<Duration>, delay: Duration) {
         if self.connected {
             warn!(
-                "disconnected from {broker}: {reason} (connection was up {:.1} s; reconnecting in {:.1} s)",
-                up.unwrap_or_default().as_secs_f64(),
-                delay.as_secs_f64()
+                "disconnected from {broker}: {reason} (connection was up {} s; reconnecting in {} s)",
+                crate::Tenths::secs(up.unwrap_or_default()),
+                crate::Tenths::secs(delay)
             );
             self.connected = false;
             self.last_failure = Some(reason.to_string());

@@ -1,8 +1,7 @@
-//! Worker mode's files: the proxy directory (`docs/proxy.md`) and the policy of proxy payload
-//! v1 (`docs/payload-proxy.md`).
+//! Worker mode's files: the proxy directory (`docs/proxy.md`). Cargo feature `worker`.
 //!
-//! [`ProxyApplier::put_live`] is the file apply both payload versions share (the v2 driver,
-//! [`crate::worker`], hands it the files it rendered): write the new files atomically
+//! [`ProxyApplier::put_live`] is the file apply (the payload v2 driver, [`crate::worker`],
+//! hands it the files it rendered): write the new files atomically
 //! ([`crate::persist::write_atomic`]), run `--check-cmd`, then `--reload-cmd`; when either
 //! fails, the last known-good files are written back (nginx is not reloaded) and the error,
 //! with the command's stderr, goes into the status document. The known-good set (the files
@@ -10,14 +9,7 @@
 //! so it survives a crash in the middle of an apply: at start, [`ProxyApplier::new`] compares
 //! the live files with it and, when they differ, checks the live files and keeps them only if
 //! the check passes ([`ProxyApplier::recover`]).
-//!
-//! [`decide`] is proxy payload v1's pure policy (the master publishes v2; the hostile-input
-//! tests and the fuzz target still feed v1): the payload must be for this node and this directory,
-//! carrying exactly the known files ([`FILES`]) within the size limits, as UTF-8 text without
-//! NUL; its serial must be above the serial in use (the same serial again is a replay).
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::OpenOptionsExt;
@@ -29,8 +21,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use sdwan_contract::json;
-use serde::Deserialize;
 
 use crate::persist;
 
@@ -41,8 +31,6 @@ pub const FILES: [&str; 2] = ["sdwan.conf", "help.html"];
 /// running `--check-cmd` and `--reload-cmd`. A service on another node changes only the help
 /// page, so most payloads on a busy cluster cost a worker no reload.
 pub const SERVED_FROM_DISK: [&str; 1] = ["help.html"];
-/// Largest proxy payload accepted, in bytes.
-pub const MAX_PAYLOAD: usize = json::PROXY_V1.max_bytes;
 /// Largest single file accepted, in bytes.
 pub const MAX_FILE: usize = 4 * 1024 * 1024;
 /// Subdirectory of the proxy directory holding the last known-good [`FILES`] (a file missing
@@ -52,195 +40,6 @@ pub const KNOWN_GOOD_DIR: &str = ".sdwan-known-good";
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of a failing command's stderr goes into the error.
 const STDERR_KEPT: usize = 2000;
-
-/// A proxy payload, as far as the agent uses it. The data fields (`suffix`, `services`, ...)
-/// are for the master's other consumers and are not read here.
-#[derive(Debug, Deserialize)]
-struct Payload {
-    version: u32,
-    serial: u32,
-    node: String,
-    dir: String,
-    files: BTreeMap<String, String>,
-}
-
-/// A validated payload ready to be written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyFiles {
-    /// The payload's serial.
-    pub serial: u32,
-    /// File name (one of [`FILES`]) and contents.
-    pub files: Vec<(&'static str, String)>,
-}
-
-/// Why a proxy payload was not applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rejection {
-    /// Above [`MAX_PAYLOAD`] bytes.
-    TooLarge(usize),
-    /// Not JSON, or a field missing or of the wrong type (serde's message).
-    Invalid(String),
-    /// `version` is not 1.
-    Version(u32),
-    /// `serial` is 0.
-    ZeroSerial,
-    /// For another node.
-    WrongNode {
-        /// The payload's `node`.
-        got: String,
-        /// This agent's `--node-id`.
-        want: String,
-    },
-    /// Rendered for another directory than `--proxy-dir`.
-    WrongDir {
-        /// The payload's `dir`.
-        got: String,
-        /// This agent's `--proxy-dir`.
-        want: String,
-    },
-    /// A file name outside [`FILES`], or one of them missing.
-    Files(String),
-    /// A file above [`MAX_FILE`] bytes or containing NUL.
-    BadFile {
-        /// The file.
-        name: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The serial is below the one in use.
-    Stale {
-        /// The payload's serial.
-        got: u32,
-        /// The serial in use.
-        in_use: u32,
-    },
-}
-
-impl fmt::Display for Rejection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Rejection::TooLarge(n) => {
-                write!(f, "proxy payload of {n} bytes is above {MAX_PAYLOAD}")
-            }
-            Rejection::Invalid(e) => write!(f, "invalid proxy payload: {e}"),
-            Rejection::Version(v) => write!(f, "proxy payload version {v}, expected 1"),
-            Rejection::ZeroSerial => write!(f, "proxy payload serial 0, expected >= 1"),
-            Rejection::WrongNode { got, want } => {
-                write!(f, "proxy payload is for node {got:?}, this is {want:?}")
-            }
-            Rejection::WrongDir { got, want } => write!(
-                f,
-                "proxy payload was rendered for directory {got:?}, but --proxy-dir is {want:?} \
-                 (set [proxy] dir in the master's topology)"
-            ),
-            Rejection::Files(e) => write!(f, "proxy payload files: {e}"),
-            Rejection::BadFile { name, reason } => {
-                write!(f, "proxy payload file {name:?}: {reason}")
-            }
-            Rejection::Stale { got, in_use } => write!(
-                f,
-                "stale proxy payload: serial {got} is older than {in_use} in use"
-            ),
-        }
-    }
-}
-
-/// What to do with a payload.
-#[derive(Debug)]
-pub enum Decision {
-    /// Valid and newer: write, check, reload.
-    Apply(ProxyFiles),
-    /// The serial in use again: nothing to do.
-    Replay(u32),
-    /// Keep the current files; report this.
-    Reject(Rejection),
-}
-
-fn trim_dir(d: &str) -> &str {
-    match d.trim_end_matches('/') {
-        "" => "/",
-        d => d,
-    }
-}
-
-/// The policy, without effects.
-pub fn decide(payload: &[u8], node_id: &str, dir: &Path, in_use: Option<u32>) -> Decision {
-    let reject = Decision::Reject;
-    if payload.len() > MAX_PAYLOAD {
-        return reject(Rejection::TooLarge(payload.len()));
-    }
-    // The checked door (issue 12): RFC 8259 (so UTF-8 throughout, which serde_json does not
-    // check inside ignored fields), nesting within the schema's depth, before serde_json.
-    if let Err(e) = json::check(payload, json::PROXY_V1) {
-        return reject(Rejection::Invalid(match e.kind {
-            json::ErrorKind::TooDeep => format!(
-                "nested deeper than {} levels of arrays and objects at byte {}",
-                json::PROXY_V1.max_depth,
-                e.offset
-            ),
-            _ => format!("not JSON: {e}"),
-        }));
-    }
-    let p: Payload = match serde_json::from_slice(payload) {
-        Ok(p) => p,
-        Err(e) => return reject(Rejection::Invalid(e.to_string())),
-    };
-    if p.version != 1 {
-        return reject(Rejection::Version(p.version));
-    }
-    if p.serial == 0 {
-        return reject(Rejection::ZeroSerial);
-    }
-    if p.node != node_id {
-        return reject(Rejection::WrongNode {
-            got: p.node,
-            want: node_id.to_string(),
-        });
-    }
-    let want_dir = dir.to_string_lossy();
-    if trim_dir(&p.dir) != trim_dir(&want_dir) {
-        return reject(Rejection::WrongDir {
-            got: p.dir,
-            want: want_dir.into_owned(),
-        });
-    }
-    if let Some(extra) = p.files.keys().find(|k| !FILES.contains(&k.as_str())) {
-        return reject(Rejection::Files(format!(
-            "unknown file {extra:?} (known: {})",
-            FILES.join(", ")
-        )));
-    }
-    let mut files = Vec::new();
-    for name in FILES {
-        let Some(text) = p.files.get(name) else {
-            return reject(Rejection::Files(format!("{name:?} is missing")));
-        };
-        let bad = |reason: String| {
-            Decision::Reject(Rejection::BadFile {
-                name: name.to_string(),
-                reason,
-            })
-        };
-        if text.len() > MAX_FILE {
-            return bad(format!("{} bytes, above {MAX_FILE}", text.len()));
-        }
-        if text.contains('\0') {
-            return bad("contains a NUL character".into());
-        }
-        files.push((name, text.clone()));
-    }
-    match in_use {
-        Some(cur) if p.serial == cur => Decision::Replay(cur),
-        Some(cur) if p.serial < cur => Decision::Reject(Rejection::Stale {
-            got: p.serial,
-            in_use: cur,
-        }),
-        _ => Decision::Apply(ProxyFiles {
-            serial: p.serial,
-            files,
-        }),
-    }
-}
 
 /// Runs `cmd` with `sh -c`, stdin and stdout from/to /dev/null, in a process group of its own
 /// that is killed as a whole after `timeout` (the shell and whatever it started, e.g. a hung
@@ -575,128 +374,6 @@ impl ProxyApplier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn payload(node: &str, serial: u32, dir: &str, conf: &str) -> Vec<u8> {
-        payload_with_help(node, serial, dir, conf, "<!DOCTYPE html>")
-    }
-
-    fn payload_with_help(node: &str, serial: u32, dir: &str, conf: &str, help: &str) -> Vec<u8> {
-        serde_json::json!({
-            "version": 1, "serial": serial, "node": node, "suffix": "k8s.internal",
-            "local_label": "local", "services": [], "elsewhere": [], "dir": dir,
-            "files": {"sdwan.conf": conf, "help.html": help}
-        })
-        .to_string()
-        .into_bytes()
-    }
-
-    #[test]
-    fn policy() {
-        let dir = Path::new("/etc/nginx/sdwan");
-        let d = "/etc/nginx/sdwan";
-        let mut extra: serde_json::Value =
-            serde_json::from_slice(&payload("w1", 5, d, "")).unwrap();
-        extra["files"]["../../etc/passwd"] = "x".into();
-        let mut missing = extra.clone();
-        missing["files"] = serde_json::json!({"sdwan.conf": ""});
-        // (case, payload, serial in use, expected prefix)
-        let cases: Vec<(&str, Vec<u8>, Option<u32>, &str)> = vec![
-            ("first", payload("w1", 1, d, "x"), None, "apply 1"),
-            (
-                "newer, dir with slash",
-                payload("w1", 5, "/etc/nginx/sdwan/", "x"),
-                Some(4),
-                "apply 5",
-            ),
-            ("replay", payload("w1", 4, d, "x"), Some(4), "replay 4"),
-            (
-                "stale",
-                payload("w1", 3, d, "x"),
-                Some(4),
-                "reject stale proxy payload: serial 3",
-            ),
-            (
-                "other node",
-                payload("w2", 9, d, "x"),
-                None,
-                "reject proxy payload is for node \"w2\"",
-            ),
-            (
-                "other dir",
-                payload("w1", 9, "/srv/x", "x"),
-                None,
-                "reject proxy payload was rendered for directory \"/srv/x\"",
-            ),
-            (
-                "NUL",
-                payload("w1", 9, d, "a\0b"),
-                None,
-                "reject proxy payload file \"sdwan.conf\": contains a NUL",
-            ),
-            (
-                "unknown file",
-                extra.to_string().into_bytes(),
-                None,
-                "reject proxy payload files: unknown file \"../../etc/passwd\"",
-            ),
-            (
-                "missing file",
-                missing.to_string().into_bytes(),
-                None,
-                "reject proxy payload files: \"help.html\" is missing",
-            ),
-            (
-                "too large file",
-                payload("w1", 9, d, &"x".repeat(MAX_FILE + 1)),
-                None,
-                "reject proxy payload file \"sdwan.conf\": 4194305 bytes",
-            ),
-            (
-                "not JSON",
-                b"nope".to_vec(),
-                None,
-                "reject invalid proxy payload",
-            ),
-            (
-                "bad UTF-8",
-                b"{\"version\":1,\"x\":\"\xff\"}".to_vec(),
-                None,
-                "reject invalid proxy payload",
-            ),
-            (
-                "serial 0",
-                payload("w1", 0, d, "x"),
-                None,
-                "reject proxy payload serial 0",
-            ),
-            (
-                "version 2",
-                payload("w1", 1, d, "x").replace_version(),
-                None,
-                "reject proxy payload version 2",
-            ),
-        ];
-        for (case, p, in_use, want) in cases {
-            let got = match decide(&p, "w1", dir, in_use) {
-                Decision::Apply(f) => format!("apply {}", f.serial),
-                Decision::Replay(s) => format!("replay {s}"),
-                Decision::Reject(r) => format!("reject {r}"),
-            };
-            assert!(got.starts_with(want), "{case}: got {got:?}, want {want:?}");
-        }
-    }
-
-    trait ReplaceVersion {
-        fn replace_version(self) -> Vec<u8>;
-    }
-    impl ReplaceVersion for Vec<u8> {
-        fn replace_version(self) -> Vec<u8> {
-            String::from_utf8(self)
-                .unwrap()
-                .replace("\"version\":1", "\"version\":2")
-                .into_bytes()
-        }
-    }
 
     /// The two files, as a renderer hands them to [`ProxyApplier::put_live`].
     fn files(conf: &str, help: &str) -> Vec<(&'static str, String)> {

@@ -269,13 +269,13 @@ impl WorkerV2 {
             (sdwan_render::CONF_FILE, sdwan_render::render_conf(&content)),
             (sdwan_render::HELP_FILE, sdwan_render::render_help(&content)),
         ];
-        let rendered_ms = t.elapsed().as_secs_f64() * 1e3;
+        let rendered_ms = crate::Tenths::millis(t.elapsed());
         self.dirty = true;
         if self.applier.put_live(&files, &label).is_err() {
             return;
         }
         debug!(
-            "{label}: {} services, {} here, rendered in {rendered_ms:.1} ms",
+            "{label}: {} services, {} here, rendered in {rendered_ms} ms",
             content.services.len(),
             content.here().count()
         );

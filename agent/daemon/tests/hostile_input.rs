@@ -4,8 +4,7 @@
 //! QoS 1) they did so again at every restart, and DNS was down on that branch. Now the
 //! checked door refuses them: the real agent binary keeps answering (dig) with its previous
 //! zone, reports the error in its status, and comes back after a restart with the hostile
-//! payload still retained. `--zone-file` with such a file exits 1 with a clear message. The
-//! proxy payload door is checked here too (its policy is the pure `proxy::decide`).
+//! payload still retained. `--zone-file` with such a file exits 1 with a clear message.
 
 mod mqtt_common;
 
@@ -14,7 +13,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use mqtt_common::*;
-use sdwan_agent::proxy::{decide, Decision};
 use sdwan_link::State;
 use sdwan_testsupport::{dig, free_port, ChildGuard, TempDir};
 
@@ -190,57 +188,5 @@ fn deeply_nested_zone_file_exits_1_with_a_clear_message() {
         assert_eq!(code, Some(1), "{name}: exit code\n{stderr}");
         assert!(stderr.contains(&want), "{name}: want {want:?} in\n{stderr}");
         assert!(!stderr.contains("overflow"), "{name}\n{stderr}");
-    }
-}
-
-#[test]
-fn deeply_nested_proxy_payloads_are_refused_with_a_clear_error() {
-    let dir = Path::new("/etc/nginx/sdwan");
-    let good = |extra: &str| {
-        format!(
-            r#"{{"version":1,"serial":2,"node":"w1","dir":"/etc/nginx/sdwan"{extra},"files":{{"sdwan.conf":"","help.html":""}}}}"#
-        )
-    };
-    // (case, payload, expected text of the decision)
-    let cases: Vec<(&str, String, &str)> = vec![
-        ("valid", good(""), "apply 2"),
-        (
-            "the schema's depth in an ignored field",
-            good(r#","services":[{"ports":[{"port":80}]}]"#),
-            "apply 2",
-        ),
-        (
-            "an ignored field 8 deep",
-            good(&format!(",\"x\":{}", nested(7, false))),
-            "apply 2",
-        ),
-        (
-            "an ignored field 9 deep",
-            good(&format!(",\"x\":{}", nested(8, false))),
-            "reject invalid proxy payload: nested deeper than 8 levels of arrays and objects at byte 72",
-        ),
-        (
-            "an ignored field 1,000,000 deep",
-            good(&format!(",\"x\":{}", nested(1_000_000, true))),
-            "reject invalid proxy payload: nested deeper than 8 levels",
-        ),
-        (
-            "a raw control character in an ignored field",
-            good(",\"x\":\"a\u{7}b\""),
-            "reject invalid proxy payload: not JSON: raw control character in a string at byte 67",
-        ),
-        (
-            "a raw newline in a file",
-            good("").replace(r#""sdwan.conf":"""#, "\"sdwan.conf\":\"a\nb\""),
-            "reject invalid proxy payload: not JSON: raw control character in a string",
-        ),
-    ];
-    for (case, payload, want) in cases {
-        let got = match decide(payload.as_bytes(), "w1", dir, None) {
-            Decision::Apply(f) => format!("apply {}", f.serial),
-            Decision::Replay(s) => format!("replay {s}"),
-            Decision::Reject(r) => format!("reject {r}"),
-        };
-        assert!(got.starts_with(want), "{case}: got {got:?}, want {want:?}");
     }
 }

@@ -2,7 +2,8 @@
 //! mosquitto -> `sdwan-agent` in worker mode for w1 -> real nginx -> HTTP backends on the
 //! NodePorts. A service is reached through the worker that hosts it, moves
 //! with its endpoint, and the master's node metrics say converged by digest. Needs
-//! mosquitto and nginx, and the agent binary (`cargo build -p sdwan-agent`).
+//! mosquitto and nginx, and the agent binary with worker mode (`cargo build -p sdwan-agent
+//! --features worker`; `cargo nextest run --workspace` builds it so).
 
 mod common;
 

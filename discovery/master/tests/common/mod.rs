@@ -713,7 +713,7 @@ pub fn agent_bin() -> PathBuf {
     let bin = dir.join("sdwan-agent");
     assert!(
         bin.exists(),
-        "{} not found: build it with `cargo build -p sdwan-agent` (cargo nextest run --workspace does)",
+        "{} not found: build it with `cargo build -p sdwan-agent --features worker` (cargo nextest run --workspace does)",
         bin.display()
     );
     bin
