@@ -386,7 +386,8 @@ answer_within() {
 # 'sdwan_gateway_worker_down{gateway="g1",worker="w1"}'), or "absent".
 metric() {
     local line
-    line=$(nsx co curl -sS -m 2 http://127.0.0.1:9100/metrics 2>/dev/null | grep -F -- "$1 " | head -1)
+    line=$(nsx co curl -sS -m 2 http://127.0.0.1:9100/metrics 2>/dev/null |
+        awk -v p="$1 " 'index($0, p) == 1 {print; exit}')
     echo "${line:-absent}"
 }
 
