@@ -76,6 +76,7 @@ fn run(settings: Settings, store: &ZoneStore, view: &BranchView) {
     let mut reach_at = start;
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut warned = false;
+    let mut have_rtt = false;
     loop {
         let now = Instant::now();
         let t = now - start;
@@ -170,12 +171,14 @@ fn run(settings: Settings, store: &ZoneStore, view: &BranchView) {
         if let Some(l) = current {
             view.publish(l, &prober);
         }
-        if changed {
-            view.set_reach(prober.reach(&names), true);
+        // The summary: at once when the down set changed (or the first RTTs came in),
+        // else at most every REACH_EVERY for the RTTs.
+        let first_rtt = !have_rtt && prober.has_rtt();
+        if changed || first_rtt || now.saturating_duration_since(reach_at) >= REACH_EVERY {
+            let reach = prober.reach(&names);
+            have_rtt = reach.rtt_ms.is_some();
+            view.set_reach(reach, true);
             reach_at = now;
-        } else if now.saturating_duration_since(reach_at) >= REACH_EVERY {
-            reach_at = now;
-            view.set_reach(prober.reach(&names), true);
         }
         // Wait for a connect to end, a probe to be due, or the next check.
         let mut wake = next_check;

@@ -299,6 +299,11 @@ impl Prober {
         self.slots.get(usize::from(i)).map_or(0, |s| s.srtt_us)
     }
 
+    /// Whether some up worker has a measured RTT.
+    pub fn has_rtt(&self) -> bool {
+        self.slots.iter().any(|s| !s.down && s.srtt_us > 0)
+    }
+
     /// Number of slots probed.
     pub fn probed(&self) -> usize {
         self.slots.iter().filter(|s| s.target.is_some()).count()
