@@ -218,7 +218,13 @@ fn a_worker_whose_listener_closes_is_skipped_within_3_s_and_returns() {
     assert_eq!(srv_order(dns), ["w1", "w2", "w3", "w4"]);
 
     // (workers closed, what web.shop answers, SRV order, reach.down): each step as data.
-    let steps: &[(&[usize], &str, [&str; 4], &[&str])] = &[
+    type Step = (
+        &'static [usize],
+        &'static str,
+        [&'static str; 4],
+        &'static [&'static str],
+    );
+    let steps: &[Step] = &[
         (&[0], "127.0.0.3", ["w2", "w3", "w4", "w1"], &["w1"]),
         (
             &[0, 1],
