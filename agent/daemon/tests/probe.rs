@@ -347,3 +347,95 @@ fn stale_answers_after_the_broker_stops_and_probing_goes_on() {
     let d = dig(dns, &[WEB, "A", "+norecurse", "+noedns"]);
     assert!(d.answer[0].ttl <= 30);
 }
+
+/// The CPU the agent spends probing 500 workers (docs/benchmarks.md, "Probing cost"): 500
+/// listeners on 127.0.1.1..127.0.2.244, one zone of 500 workers, the agent's utime+stime
+/// from `/proc/PID/stat` over `PROBE_COST_SECS` (default 60) seconds, probing on and then
+/// `--probe off` for the baseline. Run by hand with the release build:
+/// `SDWAN_AGENT_BIN=target/release/sdwan-agent cargo nextest run -p sdwan-agent --test probe
+/// --run-ignored only --no-capture probing_cost`.
+#[test]
+#[ignore = "a 2-minute measurement, run by hand"]
+fn probing_cost_of_500_workers() {
+    let secs: u64 = std::env::var("PROBE_COST_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let addr = |i: usize| Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, (i % 250) as u8 + 1);
+    let first = TcpListener::bind((addr(0), 0)).unwrap();
+    let port = first.local_addr().unwrap().port();
+    let mut listeners = vec![first];
+    for i in 1..500 {
+        listeners.push(TcpListener::bind((addr(i), port)).unwrap());
+    }
+    let mut snap = zone(port);
+    snap.zone.nodes = 500;
+    snap.nodes = (0..500)
+        .map(|i| {
+            Some(Node {
+                name: Str::new(&format!("w{i}")).unwrap(),
+                tier: Tier::Other,
+                v4: Some(addr(i)),
+                v6: None,
+            })
+        })
+        .collect();
+    snap.services[0].hosts = (0..500).collect();
+    let bin = std::env::var_os("SDWAN_AGENT_BIN")
+        .map_or_else(|| env!("CARGO_BIN_EXE_sdwan-agent").into(), std::path::PathBuf::from);
+    let ticks = sysconf_ticks();
+    for flags in [&[][..], &["--probe", "off"][..]] {
+        let tmp = TempDir::new("probe-cost");
+        let pki = Pki::new(tmp.path());
+        let broker = pki.broker(tmp.path(), false);
+        let master = Master::connect(Master::tls_options(&pki, &broker));
+        let state = tmp.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let client = pki.ca.client("gw-a");
+        let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--listen")
+            .arg(dns.to_string())
+            .args(["--broker", &broker.url(), "--gateway-id", "gw-a"])
+            .args(["--topic-prefix", PREFIX, "--state-dir"])
+            .arg(&state)
+            .arg("--ca")
+            .arg(pki.ca.cert())
+            .arg("--cert")
+            .arg(&client.cert)
+            .arg("--key")
+            .arg(&client.key)
+            .args(flags);
+        let agent = ChildGuard::spawn("sdwan-agent gw-a", &mut cmd);
+        master.publish_snapshot(&snap);
+        wait_answer(dns, WEB, "127.0.1.1", SOON);
+        if flags.is_empty() {
+            master.wait_status("gw-a", "500 workers probed", |s| {
+                s.reach.as_ref().is_some_and(|r| r.workers == 500 && r.rtt_ms.is_some())
+            });
+        }
+        let pid = agent.id();
+        let cpu = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let f: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+            f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        };
+        let (c0, t0) = (cpu(), Instant::now());
+        // A measurement window, not a wait for a condition.
+        std::thread::sleep(Duration::from_secs(secs));
+        let (c1, t1) = (cpu(), t0.elapsed());
+        let used = (c1 - c0) as f64 / ticks as f64;
+        println!(
+            "flags {flags:?}: {used:.2} s CPU in {:.1} s = {:.2} % of one core",
+            t1.as_secs_f64(),
+            100.0 * used / t1.as_secs_f64()
+        );
+        drop(agent);
+    }
+    drop(listeners);
+}
+
+fn sysconf_ticks() -> u64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}

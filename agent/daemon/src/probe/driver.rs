@@ -174,7 +174,10 @@ fn run(settings: Settings, store: &ZoneStore, view: &BranchView) {
         // The summary: at once when the down set changed (or the first RTTs came in),
         // else at most every REACH_EVERY for the RTTs.
         let first_rtt = !have_rtt && prober.has_rtt();
-        if changed || first_rtt || now.saturating_duration_since(reach_at) >= REACH_EVERY {
+        if prober.probed() == 0 {
+            // Not probing: no `reach` in the status.
+            view.clear_reach();
+        } else if changed || first_rtt || now.saturating_duration_since(reach_at) >= REACH_EVERY {
             let reach = prober.reach(&names);
             have_rtt = reach.rtt_ms.is_some();
             view.set_reach(reach, true);

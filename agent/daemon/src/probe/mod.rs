@@ -496,6 +496,14 @@ impl BranchView {
         }
     }
 
+    /// No summary (nothing is probed); asks for a status if there was one.
+    pub fn clear_reach(&self) {
+        let mut r = self.reach.lock().unwrap_or_else(|e| e.into_inner());
+        if r.take().is_some() {
+            self.reach_dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// The status summary, if the prober made one.
     pub fn reach(&self) -> Option<Reach> {
         self.reach.lock().unwrap_or_else(|e| e.into_inner()).clone()
