@@ -138,6 +138,8 @@ struct Base {
     local: Str<{ v2::MAX_LABEL }>,
     ttl: u32,
     service_ttl: u32,
+    /// The workers' nginx port: the port gateways probe (issue 14).
+    probe: u16,
     nodes: Vec<SlotNode>,
     services: Vec<BaseService>,
 }
@@ -311,6 +313,7 @@ pub fn zones(snapshot: &Snapshot, topology: &Topology) -> Zones {
             local: Str::new(&topology.local_label).unwrap_or_default(),
             ttl: topology.ttl,
             service_ttl: topology.service_ttl,
+            probe: topology.proxy.listen_port,
             nodes,
             services,
         }),
@@ -431,6 +434,7 @@ impl Zones {
             service_ttl: b.service_ttl,
             family: c.family,
             nodes: c.slots.len() as u16,
+            probe: Some(b.probe).filter(|&p| p != 0),
         }
     }
 
