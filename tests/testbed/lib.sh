@@ -391,6 +391,10 @@ metric() {
     echo "${line:-absent}"
 }
 
+log_count() { # NAME TEXT: how many lines of process NAME's log contain TEXT
+    grep -cF -- "$2" "$W/log/$1.log"
+}
+
 # stale_view HOST NAME: what a validating client sees of the answer's staleness: "EDE N" (or
 # "no EDE") and "TTL <= 30" (or "TTL N", the largest).
 stale_view() {

@@ -177,6 +177,8 @@ branch_autonomy() {
         metric 'sdwan_gateway_worker_down{gateway="g1",worker="w1"}'
     expect_out "master: gateways that see w1 down" "sdwan_worker_down_gateways{worker=\"w1\"} 1" 5 \
         metric 'sdwan_worker_down_gateways{worker="w1"}'
+    expect_out "master log: the change, once" 1 5 \
+        log_count master 'gateway g1 sees worker "w1" down (1 of 3 workers)'
     restore_path g1 w1
     if t=$(answer_within h1 "local.$SUFFIX" $W1 10); then
         ok "h1: local.$SUFFIX -> $W1 ${t} ms after the path is back (limit 10 s)"
@@ -186,6 +188,8 @@ branch_autonomy() {
     expect_dns h1 "hello.default.$SUFFIX" $W1 1
     expect_out "master: g1 sees w1 up again" absent 10 \
         metric 'sdwan_gateway_worker_down{gateway="g1",worker="w1"}'
+    expect_out "master log: up again" 1 5 \
+        log_count master 'gateway g1 sees worker "w1" up again (0 of 3 workers down)'
 
     local secs=${LOSS_SECS:-60} deadline got changes=""
     echo "# 10 % loss each way on g1 <-> w1: no answer changes over $secs s (polled every 0.5 s)"
