@@ -9,10 +9,11 @@ say() { printf '[setup] %s\n' "$*"; }
 
 # --- Debian packages ---------------------------------------------------------------------------
 # binaries the tests run (ps: run-all.sh looks for processes a step left running): dig (bind9-dnsutils), kdig (knot-dnsutils), mosquitto(+clients),
-# nginx, dnsmasq, dnsperf, knotd (knot), nsd, qemu-*-static, busybox (static), openssl, ip, curl
+# nginx, dnsmasq, dnsperf, knotd (knot), nsd, qemu-*-static, busybox (static), openssl, ip, curl,
+# iptables (the testbed cuts one branch-to-worker path, issue 14)
 pkgs=(mosquitto mosquitto-clients nginx-light dnsmasq-base bind9-dnsutils knot-dnsutils dnsperf
       knot nsd qemu-user-static busybox-static musl-tools openssl iproute2 curl xz-utils
-      python3-venv procps)
+      python3-venv procps iptables)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

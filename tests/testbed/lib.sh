@@ -213,6 +213,14 @@ tcp_open() { # NS ADDR PORT
     nsx "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null
 }
 
+tcp_state() { # NS ADDR PORT: "open" when a connection succeeds within 1 s, else "closed"
+    if timeout 1 ip netns exec "$P-$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; then
+        echo open
+    else
+        echo closed
+    fi
+}
+
 start_broker() {
     local name=$1 ns addr
     case $name in central) ns=co addr=10.77.0.1 ;; region) ns=rg addr=10.77.0.2 ;; esac
@@ -307,12 +315,95 @@ start_master() {
 
 gw_broker() { case $1 in g1) echo 10.77.0.1 ;; *) echo 10.77.0.2 ;; esac; }
 
+# Branch autonomy (issue 14): the gateways probe their workers when the agent can. STALE_AFTER
+# (seconds without the broker before answers carry EDE 3) is short here; PROBE_PORT, when set,
+# overrides the port from the zone (the workers' nginx port; run.sh sets it to a NodePort when
+# there is no nginx).
+STALE_AFTER=${STALE_AFTER:-5}
+PROBE_PORT=${PROBE_PORT:-}
+
+# The agent probes its workers (issue 14) when it has the --probe-port flag.
+agent_probes() {
+    timeout 5 "$BIN/sdwan-agent" --help 2>&1 </dev/null | grep -q -- '--probe-port'
+}
+
 start_gateway() { # gI
-    local g=$1 c=$W/certs
+    local g=$1 c=$W/certs probe=()
     mkdir -p "$W/state-$g"
+    if agent_probes; then
+        probe=(--stale-after "$STALE_AFTER")
+        [ -n "$PROBE_PORT" ] && probe+=(--probe-port "$PROBE_PORT")
+    fi
     start "agent-$g" "$g" env RUST_LOG=info "$BIN/sdwan-agent" --listen "$(gw_lan "$g"):53" \
         --broker "mqtts://$(gw_broker "$g"):8883" --gateway-id "$g" --topic-prefix "$PREFIX_TOPIC" \
-        --ca "$c/ca.pem" --cert "$c/$g.pem" --key "$c/$g.key" --state-dir "$W/state-$g"
+        --ca "$c/ca.pem" --cert "$c/$g.pem" --key "$c/$g.key" --state-dir "$W/state-$g" "${probe[@]}"
+}
+
+# cut_path GW WORKER [LOSS]: in GW's namespace, drops the packets between the gateway (and the
+# hosts behind it) and WORKER's addresses (IPv4 and IPv6), both ways: all of them (a broken
+# tunnel: silent, no ICMP), or LOSS percent of them at random in each direction. Only that
+# path: the master, the brokers and the other gateways still reach the worker. One iptables
+# chain per worker (SDTB-CUT-wI), hooked into INPUT, OUTPUT and FORWARD; restore_path empties it.
+cut_path() {
+    local g=$1 w=$2 loss=${3:-} t cmd addr chain=SDTB-CUT-$2 hook m=()
+    [ -n "$loss" ] && m=(-m statistic --mode random --probability "$(awk "BEGIN {print $loss / 100}")")
+    restore_path "$g" "$w"
+    for t in "iptables=$(worker_ip "$w")" "ip6tables=$(worker_ip6 "$w")"; do
+        cmd=${t%%=*} addr=${t#*=}
+        nsx "$g" "$cmd" -N "$chain" 2>/dev/null
+        nsx "$g" "$cmd" -A "$chain" -d "$addr" "${m[@]}" -j DROP || return 1
+        nsx "$g" "$cmd" -A "$chain" -s "$addr" "${m[@]}" -j DROP || return 1
+        for hook in INPUT OUTPUT FORWARD; do
+            nsx "$g" "$cmd" -C "$hook" -j "$chain" 2>/dev/null || nsx "$g" "$cmd" -A "$hook" -j "$chain" || return 1
+        done
+    done
+}
+
+restore_path() { # GW WORKER
+    local cmd
+    for cmd in iptables ip6tables; do
+        nsx "$1" "$cmd" -F "SDTB-CUT-$2" 2>/dev/null
+    done
+    return 0
+}
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+# answer_within HOST NAME WANT SECS: polls (every 20 ms) until the host's resolver answers
+# WANT; prints the milliseconds it took, or "timeout (got X)" and fails.
+answer_within() {
+    local host=$1 name=$2 want=$3 secs=$4 got t0
+    t0=$(now_ms)
+    while :; do
+        got=$(answer "$host" "$name")
+        if [ "$got" = "$want" ]; then echo $(( $(now_ms) - t0 )); return 0; fi
+        if [ $(( $(now_ms) - t0 )) -gt $(( secs * 1000 )) ]; then echo "timeout (got $got)"; return 1; fi
+        sleep 0.02
+    done
+}
+
+# metric LINE_PREFIX: the master's /metrics line starting with LINE_PREFIX (e.g.
+# 'sdwan_gateway_worker_down{gateway="g1",worker="w1"}'), or "absent".
+metric() {
+    local line
+    line=$(nsx co curl -sS -m 2 http://127.0.0.1:9100/metrics 2>/dev/null |
+        awk -v p="$1 " 'index($0, p) == 1 {print; exit}')
+    echo "${line:-absent}"
+}
+
+log_count() { # NAME TEXT: how many lines of process NAME's log contain TEXT
+    grep -cF -- "$2" "$W/log/$1.log"
+}
+
+# stale_view HOST NAME: what a validating client sees of the answer's staleness: "EDE N" (or
+# "no EDE") and "TTL <= 30" (or "TTL N", the largest).
+stale_view() {
+    local out ede ttl
+    out=$(nsx "$1" dig +dnssec +tries=1 +time=1 "$2" A 2>&1)
+    ede=$(sed -n 's/.*EDE: \([0-9]*\).*/\1/p' <<<"$out" | head -1)
+    ttl=$(grep -v '^;' <<<"$out" | awk 'NF >= 5 && $4 == "A" {print $2}' | sort -n | tail -1)
+    if [ -n "$ede" ]; then printf 'EDE %s' "$ede"; else printf 'no EDE'; fi
+    if [ -n "$ttl" ] && [ "$ttl" -le 30 ]; then echo ", TTL <= 30"; else echo ", TTL ${ttl:-none}"; fi
 }
 
 # Backend HTTP services: one process per worker answering on every NodePort of the scenario.

@@ -49,6 +49,9 @@ add_service shop web 30081 w2 w3 || fatal "creating service web"
 start_backends hello=30080 web=30081 fresh=30082 late=30083 || fatal "backends"
 PROXY=0
 if worker_mode_available; then PROXY=1; start_proxies; fi
+# The gateways probe the workers' nginx port (from the zone); without nginx, a NodePort that
+# answers on every worker.
+[ $PROXY = 1 ] || PROBE_PORT=30080
 start_master
 for g in g1 g2 g3; do start_gateway "$g"; done
 
@@ -151,5 +154,84 @@ expect_dns h2 "after-master.default.$SUFFIX" $W3 5
 del_service default after-master || notok "deleting after-master"
 expect_dns h2 "after-master.default.$SUFFIX" NXDOMAIN 20
 expect_dns h1 "after-master.default.$SUFFIX" NXDOMAIN
+
+# Branch autonomy (issue 14): g1 loses its path to w1 only; w1 stays Ready in the API and
+# reachable from the central office and the other branches.
+branch_autonomy() {
+    local t
+    echo "# branch autonomy: the path g1 -> w1 is cut (w1 stays Ready, reachable from elsewhere)"
+    expect_dns h1 "local.$SUFFIX" $W1 || return
+    cut_path g1 w1 || { notok "cutting g1 -> w1 (iptables in $P-g1)"; return; }
+    if t=$(answer_within h1 "local.$SUFFIX" $W2 3); then
+        ok "h1: local.$SUFFIX -> $W2 ${t} ms after the cut (limit 3 s)"
+    else
+        notok "h1: local.$SUFFIX: want $W2 within 3 s of the cut: $t"
+    fi
+    expect_dns h1 "hello.default.$SUFFIX" $W2 1
+    expect_dns h1 "web.shop.$SUFFIX" $W2 1
+    expect_out "co: w1:30080 from the central office" open 2 tcp_state co $W1 30080
+    expect_out "g2: w1:30080 from branch g2" open 2 tcp_state g2 $W1 30080
+    expect_out "g1: w1:30080 from branch g1 (cut)" closed 2 tcp_state g1 $W1 30080
+    expect_out "master: g1 sees w1 down" \
+        "sdwan_gateway_worker_down{gateway=\"g1\",worker=\"w1\"} 1" 10 \
+        metric 'sdwan_gateway_worker_down{gateway="g1",worker="w1"}'
+    expect_out "master: gateways that see w1 down" "sdwan_worker_down_gateways{worker=\"w1\"} 1" 5 \
+        metric 'sdwan_worker_down_gateways{worker="w1"}'
+    expect_out "master log: the change, once" 1 5 \
+        log_count master 'gateway g1 sees worker "w1" down (1 of 3 workers)'
+    restore_path g1 w1
+    if t=$(answer_within h1 "local.$SUFFIX" $W1 10); then
+        ok "h1: local.$SUFFIX -> $W1 ${t} ms after the path is back (limit 10 s)"
+    else
+        notok "h1: local.$SUFFIX: want $W1 within 10 s of the restore: $t"
+    fi
+    expect_dns h1 "hello.default.$SUFFIX" $W1 1
+    expect_out "master: g1 sees w1 up again" absent 10 \
+        metric 'sdwan_gateway_worker_down{gateway="g1",worker="w1"}'
+    expect_out "master log: up again" 1 5 \
+        log_count master 'gateway g1 sees worker "w1" up again (0 of 3 workers down)'
+
+    local secs=${LOSS_SECS:-60} deadline got changes=""
+    echo "# 10 % loss each way on g1 <-> w1: no answer changes over $secs s (polled every 0.5 s)"
+    cut_path g1 w1 10 || { notok "10 % loss on g1 <-> w1"; return; }
+    deadline=$(( $(now_ms) + secs * 1000 ))
+    while [ "$(now_ms)" -lt "$deadline" ]; do
+        got=$(answer h1 "local.$SUFFIX")
+        [ "$got" = $W1 ] || changes+=" $got@$(( secs - (deadline - $(now_ms)) / 1000 ))s"
+        sleep 0.5
+    done
+    restore_path g1 w1
+    if [ -z "$changes" ]; then
+        ok "h1: local.$SUFFIX stayed $W1 for $secs s under 10 % loss"
+    else
+        notok "h1: local.$SUFFIX flapped under 10 % loss:$(head -c 300 <<<"$changes")"
+    fi
+
+    echo "# no master, no brokers: g1 still fails over, and says its answers are stale"
+    expect_dns h1 "web.shop.$SUFFIX" $W2 || return
+    stop master
+    stop mosquitto-region
+    stop mosquitto-central
+    expect_out "h1: web.shop.$SUFFIX right after the brokers stopped" "no EDE, TTL <= 30" 1 \
+        stale_view h1 "web.shop.$SUFFIX"
+    cut_path g1 w2 || { notok "cutting g1 -> w2"; return; }
+    if t=$(answer_within h1 "web.shop.$SUFFIX" $W3 3); then
+        ok "h1: web.shop.$SUFFIX -> $W3 ${t} ms after the cut, without master and brokers (limit 3 s)"
+    else
+        notok "h1: web.shop.$SUFFIX: want $W3 within 3 s of the cut: $t"
+    fi
+    expect_out "h1: web.shop.$SUFFIX after --stale-after $STALE_AFTER s without the broker" \
+        "EDE 3, TTL <= 30" $((STALE_AFTER + 5)) stale_view h1 "web.shop.$SUFFIX"
+    expect_dns h1 "local.$SUFFIX" $W1 1
+    restore_path g1 w2
+}
+
+if ! agent_probes; then
+    skip "branch autonomy (issue 14): sdwan-agent has no --probe-port flag (gateway probing not in this build)"
+elif ! command -v iptables >/dev/null || ! command -v ip6tables >/dev/null; then
+    skip "branch autonomy (issue 14): iptables missing (Debian: iptables), the path cannot be cut"
+else
+    branch_autonomy
+fi
 
 summary

@@ -130,6 +130,7 @@ fn gen_snapshot(c: &mut Choices) -> Snapshot {
             service_ttl: 10,
             family: [Family::Dual, Family::Ipv4, Family::Ipv6][c.below(3)],
             nodes: slots as u16,
+            probe: None,
         },
         nodes,
         services: Vec::new(),

@@ -31,7 +31,7 @@
 //!   belong to); SRV targets are written uncompressed (RFC 2782).
 
 use crate::payload::rel_to_key;
-use crate::v2zone::{Health, ZoneV2};
+use crate::v2zone::{Health, ZoneV2, EDE_NETWORK_ERROR, EDE_STALE, STALE_TTL};
 use crate::wire::{self, flags, parse_opt, rcode, Error, Opt, Packet, Question, Writer};
 use crate::zone::{rtype, Entry, Found, Zone};
 
@@ -71,9 +71,11 @@ pub fn answer<S: AsRef<[u8]>>(
 
 /// Answers `query` from the v2 zone `zone` into `out`: the same rules as [`answer`], the
 /// names and the address policy of `docs/planning.md` ("The zone of a gateway"), SRV sets
-/// whole. `health` marks the node slots the agent found unreachable: a name answers its
-/// nearest candidate that is not down, or its nearest when all are (fail open). A zone
-/// that holds nothing is no zone (REFUSED).
+/// whole. `health` is the branch's view (issue 14, [`Health`]): a name answers its nearest
+/// candidate that is not down (RTT may reorder within a tier), or its nearest when all are
+/// (fail open) unless it fails closed (SERVFAIL, EDE 23); SRV sets list the down targets
+/// last; stale answers carry EDE 3 and TTLs of at most 30 s. A zone that holds nothing is
+/// no zone (REFUSED).
 pub fn answer_v2<H: AsRef<[u8]> + AsMut<[u8]>>(
     zone: Option<&ZoneV2<H>>,
     query: &[u8],
@@ -93,6 +95,10 @@ trait Source {
     /// Writes the answer for the relative labels `rel` (wire form, the client's case) and
     /// returns the rcode.
     fn respond(&self, r: &mut Response<'_>, rel: &[u8], qtype: u16, origin_at: usize) -> u16;
+    /// The Extended DNS Error every answer from this zone carries (with EDNS).
+    fn ede(&self) -> Option<u16> {
+        None
+    }
 }
 
 impl<S: AsRef<[u8]>> Source for Zone<S> {
@@ -139,6 +145,7 @@ fn answer_in<Z: Source>(
         ar: 0,
         opt: None,
         ext_rcode: 0,
+        ede: None,
     };
     r.header(pkt.id())?;
 
@@ -185,6 +192,7 @@ fn answer_in<Z: Source>(
     let Some(zone) = zone else {
         return r.finish_error(rcode::REFUSED, Some(&q));
     };
+    r.ede = zone.ede();
     if q.qclass != CLASS_IN || q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
         return r.finish_error(rcode::REFUSED, Some(&q));
     }
@@ -195,7 +203,7 @@ fn answer_in<Z: Source>(
     // Leave room for the OPT record at the end.
     let full_limit = r.w.limit();
     if r.opt.is_some() {
-        r.w.set_limit(full_limit.saturating_sub(OPT_LEN));
+        r.w.set_limit(full_limit.saturating_sub(r.opt_len()));
     }
     r.question(&q)?;
     let origin_at = wire::field::HEADER_END + k;
@@ -258,9 +266,16 @@ struct Response<'a> {
     ar: u16,
     opt: Option<Opt>,
     ext_rcode: u8,
+    /// An Extended DNS Error (RFC 8914) for our OPT record.
+    ede: Option<u16>,
 }
 
 impl Response<'_> {
+    /// Bytes our OPT record takes.
+    fn opt_len(&self) -> usize {
+        OPT_LEN + if self.ede.is_some() { 6 } else { 0 }
+    }
+
     fn header(&mut self, id: u16) -> Result<(), Error> {
         self.w.u16(id)?;
         self.w.put(&[0; 10])
@@ -277,7 +292,7 @@ impl Response<'_> {
         if let Some(q) = q {
             let full = self.w.limit();
             if self.opt.is_some() {
-                self.w.set_limit(full.saturating_sub(OPT_LEN));
+                self.w.set_limit(full.saturating_sub(self.opt_len()));
             }
             self.question(q)?;
             self.w.set_limit(full);
@@ -292,7 +307,16 @@ impl Response<'_> {
             self.w.u16(EDNS_UDP_SIZE)?;
             self.w
                 .put(&[self.ext_rcode, 0, if o.dnssec_ok { 0x80 } else { 0 }, 0])?;
-            self.w.u16(0)?;
+            match self.ede {
+                Some(code) => {
+                    // RFC 8914: option 15, INFO-CODE, no EXTRA-TEXT.
+                    self.w.u16(6)?;
+                    self.w.u16(15)?;
+                    self.w.u16(2)?;
+                    self.w.u16(code)?;
+                }
+                None => self.w.u16(0)?,
+            }
             self.ar += 1;
         }
         let qd = if self.w.len() > wire::field::HEADER_END {
@@ -638,6 +662,17 @@ struct V2<'a, H> {
     health: Health<'a>,
 }
 
+/// The node a name answers with, or that every candidate is down and the policy is to fail
+/// closed.
+fn usable(slot: Option<u16>, health: Health<'_>, ttl: u32) -> Option<Name2<'static>> {
+    let s = slot?;
+    Some(if health.fail_closed() && health.is_down(s) {
+        Name2::AllDown
+    } else {
+        Name2::Node(s, ttl)
+    })
+}
+
 /// What a v2 name is.
 enum Name2<'a> {
     Apex,
@@ -648,30 +683,42 @@ enum Name2<'a> {
     /// The SRV set of a service's port: (service, port index).
     Srv(crate::v2zone::ServiceView<'a>, usize),
     NxDomain,
+    /// Every candidate is down and the agent fails closed.
+    AllDown,
 }
 
 impl<H: AsRef<[u8]> + AsMut<[u8]>> V2<'_, H> {
+    /// A TTL as answered: capped at [`STALE_TTL`] while stale (RFC 8767).
+    fn ttl(&self, ttl: u32) -> u32 {
+        if self.health.stale() {
+            ttl.min(STALE_TTL)
+        } else {
+            ttl
+        }
+    }
+
     /// Finds what the lower-case relative `labels` (innermost first) name.
     fn name<'b>(&'b self, labels: &[&[u8]]) -> Name2<'b> {
         let z = self.zone;
         let Some(h) = z.header() else {
             return Name2::NxDomain;
         };
-        let (ttl, sttl) = (h.ttl, h.service_ttl);
+        let (ttl, sttl) = (self.ttl(h.ttl), self.ttl(h.service_ttl));
+        let health = self.health;
         match *labels {
             [] => Name2::Apex,
             [l] => {
                 if l == h.local.as_str().as_bytes() {
-                    if let Some(s) = z.pick_local(self.health) {
-                        return Name2::Node(s, ttl);
+                    if let Some(n) = usable(z.pick_local(health), health, ttl) {
+                        return n;
                     }
                 }
                 if let Some(s) = z.lookup_node(l) {
                     return Name2::Node(s, ttl);
                 }
                 if let Some(svc) = z.lookup_short(l) {
-                    if let Some(s) = z.pick(svc.hosts(), self.health) {
-                        return Name2::Node(s, sttl);
+                    if let Some(n) = usable(z.pick(svc.hosts(), health), health, sttl) {
+                        return n;
                     }
                 }
                 if z.namespace_answers(l) {
@@ -682,11 +729,8 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> V2<'_, H> {
             [name, ns] => {
                 let pick = z
                     .lookup_service(ns, name)
-                    .and_then(|svc| z.pick(svc.hosts(), self.health));
-                match pick {
-                    Some(s) => Name2::Node(s, sttl),
-                    None => Name2::NxDomain,
-                }
+                    .and_then(|svc| z.pick(svc.hosts(), health));
+                usable(pick, health, sttl).unwrap_or(Name2::NxDomain)
             }
             [proto, name, ns] => {
                 let has = z.lookup_service(ns, name).is_some_and(|svc| {
@@ -728,11 +772,18 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> Source for V2<'_, H> {
         self.zone.origin_wire()
     }
 
+    fn ede(&self) -> Option<u16> {
+        self.health.stale().then_some(EDE_STALE)
+    }
+
     fn respond(&self, r: &mut Response<'_>, rel: &[u8], qtype: u16, origin_at: usize) -> u16 {
         let Some(h) = self.zone.header() else {
             return rcode::REFUSED;
         };
-        let (ttl, serial) = (h.ttl, self.zone.held().map_or(0, |x| x.version.0 as u32));
+        let (ttl, serial) = (
+            self.ttl(h.ttl),
+            self.zone.held().map_or(0, |x| x.version.0 as u32),
+        );
         // Lower-case labels, innermost first; at most 4 name anything.
         let mut buf = [0u8; 256];
         let mut bounds = [(0usize, 0usize); 5];
@@ -777,6 +828,10 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> Source for V2<'_, H> {
         let owner_at = wire::field::HEADER_END;
         match name {
             Name2::NxDomain => negative(r, rcode::NXDOMAIN),
+            Name2::AllDown => {
+                r.ede = Some(EDE_NETWORK_ERROR);
+                rcode::SERVFAIL
+            }
             Name2::EmptyNonTerminal => negative(r, rcode::NOERROR),
             Name2::Apex => {
                 let res = match qtype {
@@ -814,7 +869,20 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> Source for V2<'_, H> {
                 if qtype != rtype::SRV && qtype != rtype::ANY {
                     return negative(r, rcode::NOERROR);
                 }
-                r.srv_set(self.zone, &svc, port, h.service_ttl, h.family, owner_at);
+                let all_down = svc
+                    .hosts()
+                    .filter(|&s| {
+                        self.zone
+                            .node(s)
+                            .is_some_and(|n| n.named() && n.candidate())
+                    })
+                    .all(|s| self.health.is_down(s));
+                if all_down && self.health.fail_closed() {
+                    r.ede = Some(EDE_NETWORK_ERROR);
+                    return rcode::SERVFAIL;
+                }
+                let ttls = (self.ttl(h.service_ttl), ttl);
+                r.srv_set(self.zone, &svc, port, ttls, h.family, owner_at, self.health);
                 rcode::NOERROR
             }
         }
@@ -843,25 +911,33 @@ impl Response<'_> {
     }
 
     /// A service port's whole SRV set (every named candidate host, nearest first, priority
-    /// its rank), all or nothing (TC), then the targets' addresses in the additional
-    /// section, as many whole RRsets as fit.
+    /// its rank; the targets `health` marks down come last, after the up ones, still in
+    /// nearness order, so priority is the position in the set), all or nothing (TC), then
+    /// the targets' addresses in the additional section, as many whole RRsets as fit.
+    /// `ttls`: the SRV records' and the addresses'.
+    #[allow(clippy::too_many_arguments)]
     fn srv_set<H: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
         zone: &ZoneV2<H>,
         svc: &crate::v2zone::ServiceView<'_>,
         port: usize,
-        ttl: u32,
+        ttls: (u32, u32),
         family: Family,
         owner_at: usize,
+        health: Health<'_>,
     ) {
         let Some(p) = svc.ports().nth(port) else {
             return;
         };
+        let (ttl, addr_ttl) = ttls;
         let origin = zone.origin_wire();
         let targets = || {
-            svc.hosts()
-                .filter_map(|s| zone.node(s))
-                .filter(|n| n.named() && n.candidate())
+            [false, true].into_iter().flat_map(move |down| {
+                svc.hosts()
+                    .filter(move |&s| health.is_down(s) == down)
+                    .filter_map(|s| zone.node(s))
+                    .filter(|n| n.named() && n.candidate())
+            })
         };
         let before = self.w.len();
         let mut count = 0u16;
@@ -897,21 +973,17 @@ impl Response<'_> {
             let v4 = n.v4.filter(|_| family != Family::Ipv6);
             let v6 = n.v6.filter(|_| family != Family::Ipv4);
             if let Some(a) = v4 {
-                if self.rr(target_at, rtype::A, zone_ttl(zone), &a).is_err() {
+                if self.rr(target_at, rtype::A, addr_ttl, &a).is_err() {
                     return;
                 }
                 self.ar += 1;
             }
             if let Some(a) = v6 {
-                if self.rr(target_at, rtype::AAAA, zone_ttl(zone), &a).is_err() {
+                if self.rr(target_at, rtype::AAAA, addr_ttl, &a).is_err() {
                     return;
                 }
                 self.ar += 1;
             }
         }
     }
-}
-
-fn zone_ttl<H: AsRef<[u8]> + AsMut<[u8]>>(zone: &ZoneV2<H>) -> u32 {
-    zone.header().map_or(0, |h| h.ttl)
 }

@@ -33,6 +33,7 @@
 //! - the status reports [`ZoneV2::held`] (version and digest).
 
 use core::net::{Ipv4Addr, Ipv6Addr};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use sdwan_contract::v2::accept::{self, AssemblyError, DeltaAction, Held, PartAction, PartSet};
 use sdwan_contract::v2::decode::{self, Envelope, Scratch, Visitor};
@@ -564,18 +565,41 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
     }
 
     /// The node a name answers from among `candidates` (nearest first): the first present
-    /// candidate that `health` does not mark down; when all are down, the first present
-    /// candidate (fail open).
+    /// candidate that `health` does not mark down (with RTT order: the one of least RTT
+    /// among the up candidates of that candidate's tier, `near` nodes being each a tier of
+    /// their own); when all are down, the first present candidate (fail open; the caller
+    /// sees it is down and may fail closed).
     pub fn pick(
         &self,
         candidates: impl Iterator<Item = u16> + Clone,
         health: Health<'_>,
     ) -> Option<u16> {
         let usable = |&s: &u16| self.node(s).is_some_and(|n| n.candidate());
-        candidates
-            .clone()
-            .filter(usable)
-            .find(|&s| !health.is_down(s))
+        let mut best: Option<(u16, Tier, u32)> = None;
+        for s in candidates.clone().filter(usable) {
+            if health.is_down(s) {
+                continue;
+            }
+            let tier = self.node(s).map_or(Tier::Other, |n| n.tier);
+            match best {
+                None => {
+                    best = Some((s, tier, health.rtt(s)));
+                    if !health.rtt_order() || tier == Tier::Near {
+                        break;
+                    }
+                }
+                Some((_, t, r)) => {
+                    if tier != t {
+                        break;
+                    }
+                    let rs = health.rtt(s);
+                    if rs < r {
+                        best = Some((s, tier, rs));
+                    }
+                }
+            }
+        }
+        best.map(|b| b.0)
             .or_else(|| candidates.clone().find(usable))
     }
 
@@ -749,30 +773,100 @@ fn load<'a>(
     })
 }
 
-/// Which node slots the agent found unreachable (issue 14): bit `i % 64` of word `i / 64`
-/// set means slot `i` is down. The answer path skips down candidates, and fails open (answers
-/// the nearest candidate anyway) when every candidate of a name is down. Slots are those of
+/// The branch's view of the workers (issue 14), read by the answer path without a lock:
+/// which node slots the agent found unreachable (bit `i % 32` of word `i / 32` set means slot
+/// `i` is down; 32-bit words because some targets, 32-bit MIPS, have no 64-bit atomics), the
+/// probes' smoothed RTT per slot (microseconds, 0 = not measured) when RTT may reorder
+/// candidates, and the answer policy: fail closed, stale (the control plane is gone).
+///
+/// The answer path skips down candidates, and fails open (answers the nearest candidate
+/// anyway) when every candidate of a name is down, unless `fail_closed`. Slots are those of
 /// the zone held: a new snapshot may renumber them, so the prober's bitmap goes with a zone.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Health<'a> {
-    down: &'a [u64],
+    down: &'a [AtomicU32],
+    rtt_us: &'a [AtomicU32],
+    fail_closed: bool,
+    stale: bool,
 }
 
-impl<'a> Health<'a> {
-    /// Every node reachable.
-    pub const ALL_UP: Health<'static> = Health { down: &[] };
+/// The EDNS Extended DNS Error (RFC 8914) of answers given while stale: 3, "Stale Answer".
+pub const EDE_STALE: u16 = 3;
+/// The Extended DNS Error of a fail-closed SERVFAIL: 23, "Network Error" (every candidate
+/// the name may answer is unreachable from this branch).
+pub const EDE_NETWORK_ERROR: u16 = 23;
+/// The TTL cap of stale answers (RFC 8767 suggests 30 s).
+pub const STALE_TTL: u32 = 30;
 
-    /// A bitmap of down slots (`MAX_NODES / 64` words cover every slot; fewer words mean
+impl<'a> Health<'a> {
+    /// Every node reachable, answers as planned.
+    pub const ALL_UP: Health<'static> = Health {
+        down: &[],
+        rtt_us: &[],
+        fail_closed: false,
+        stale: false,
+    };
+
+    /// A bitmap of down slots (`MAX_NODES / 32` words cover every slot; fewer words mean
     /// the slots beyond are up).
-    pub fn new(down: &'a [u64]) -> Health<'a> {
-        Health { down }
+    pub fn new(down: &'a [AtomicU32]) -> Health<'a> {
+        Health {
+            down,
+            ..Health::ALL_UP
+        }
+    }
+
+    /// Measured RTTs (microseconds per slot, 0 = unknown) reorder candidates within a tier
+    /// (`zone`, `other`; each `near` node is a rank of its own), never across tiers.
+    pub fn with_rtt(self, rtt_us: &'a [AtomicU32]) -> Health<'a> {
+        Health { rtt_us, ..self }
+    }
+
+    /// When every candidate of a name is down: SERVFAIL with EDE 23 instead of the nearest.
+    pub fn with_fail_closed(self, on: bool) -> Health<'a> {
+        Health {
+            fail_closed: on,
+            ..self
+        }
+    }
+
+    /// Answers are stale: EDE 3 on answers to queries with EDNS, TTLs capped at
+    /// [`STALE_TTL`].
+    pub fn with_stale(self, on: bool) -> Health<'a> {
+        Health { stale: on, ..self }
     }
 
     /// Whether `slot` is marked down.
     pub fn is_down(&self, slot: u16) -> bool {
         self.down
-            .get(usize::from(slot) / 64)
-            .is_some_and(|w| w >> (slot % 64) & 1 == 1)
+            .get(usize::from(slot) / 32)
+            .is_some_and(|w| w.load(Ordering::Relaxed) >> (slot % 32) & 1 == 1)
+    }
+
+    /// The RTT rank of `slot` (smaller is nearer); `u32::MAX` when not measured.
+    fn rtt(&self, slot: u16) -> u32 {
+        match self.rtt_us.get(usize::from(slot)) {
+            Some(r) => match r.load(Ordering::Relaxed) {
+                0 => u32::MAX,
+                v => v,
+            },
+            None => u32::MAX,
+        }
+    }
+
+    /// Whether RTT reorders candidates.
+    pub fn rtt_order(&self) -> bool {
+        !self.rtt_us.is_empty()
+    }
+
+    /// Whether a name whose candidates are all down gets SERVFAIL.
+    pub fn fail_closed(&self) -> bool {
+        self.fail_closed
+    }
+
+    /// Whether answers are stale.
+    pub fn stale(&self) -> bool {
+        self.stale
     }
 }
 

@@ -9,6 +9,7 @@ mod common;
 mod v2_common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::AtomicU32;
 
 use hickory_proto::op::Message;
 use sdwan_agent_core::v2zone::{PartStatus, Staging, Work, ZoneError};
@@ -61,6 +62,7 @@ fn small(family: Family) -> Snapshot {
             service_ttl: 10,
             family,
             nodes: 6,
+            probe: None,
         },
         nodes: vec![
             node("worker-1", Tier::Near, Some("192.168.200.1"), None),
@@ -311,7 +313,7 @@ fn answers_ipv6() {
 /// answered anyway (fail open). SRV sets are not filtered.
 #[test]
 fn health_skips_down_nodes_and_fails_open() {
-    let slot0 = [1u64];
+    let slot0 = [AtomicU32::new(1)];
     run(
         Family::Dual,
         &[
@@ -336,7 +338,7 @@ fn health_skips_down_nodes_and_fails_open() {
         ],
         Health::new(&slot0),
     );
-    let all = [0b11_1111u64];
+    let all = [AtomicU32::new(0b11_1111)];
     run(
         Family::Dual,
         &[
@@ -355,7 +357,7 @@ fn health_skips_down_nodes_and_fails_open() {
         ],
         Health::new(&all),
     );
-    let web_first_two = [0b110u64];
+    let web_first_two = [AtomicU32::new(0b110)];
     run(
         Family::Dual,
         &[(
@@ -366,6 +368,124 @@ fn health_skips_down_nodes_and_fails_open() {
         )],
         Health::new(&web_first_two),
     );
+}
+
+/// Issue 14, the branch's view as data: (slots down, RTT per slot in µs or none, fail
+/// closed, cases). SRV sets list down targets last (priority = position); with every
+/// candidate down a name fails open, or closed (SERVFAIL) on request; RTT reorders within a
+/// tier only.
+#[test]
+fn branch_view_reorders_skips_and_fails_closed() {
+    type Row = (u32, Option<[u32; 6]>, bool, &'static [Case]);
+    let rows: &[Row] = &[
+        (0b10, None, false, &[
+            ("_http._tcp.web.shop", "SRV", "NoError", &[
+                "AN _http._tcp.web.shop.k8s.internal. 10 IN SRV 0 0 30081 worker-5.k8s.internal.",
+                "AN _http._tcp.web.shop.k8s.internal. 10 IN SRV 1 0 30081 worker-2.k8s.internal.",
+                "AR worker-5.k8s.internal. 30 IN AAAA fd00::5",
+                "AR worker-2.k8s.internal. 30 IN A 192.168.200.2",
+                "AR worker-2.k8s.internal. 30 IN AAAA fd00::2",
+            ]),
+            ("web.shop", "AAAA", "NoError", &["AN web.shop.k8s.internal. 10 IN AAAA fd00::3"]),
+        ]),
+        // Fail open: every host of hello-world down, the nearest answers.
+        (0b11, None, false, &[
+            ("hello-world.default", "A", "NoError", &["AN hello-world.default.k8s.internal. 10 IN A 192.168.200.1"]),
+            ("_http._tcp.hello-world.default", "SRV", "NoError", &[
+                "AN _http._tcp.hello-world.default.k8s.internal. 10 IN SRV 0 0 30080 worker-1.k8s.internal.",
+                "AN _http._tcp.hello-world.default.k8s.internal. 10 IN SRV 1 0 30080 worker-2.k8s.internal.",
+                "AR worker-1.k8s.internal. 30 IN A 192.168.200.1",
+                "AR worker-2.k8s.internal. 30 IN A 192.168.200.2",
+                "AR worker-2.k8s.internal. 30 IN AAAA fd00::2",
+            ]),
+        ]),
+        // Fail closed: the same names are SERVFAIL; names with an up candidate answer it.
+        (0b11, None, true, &[
+            ("hello-world.default", "A", "ServFail", &[]),
+            ("hello-world", "A", "ServFail", &[]),
+            ("_http._tcp.hello-world.default", "SRV", "ServFail", &[]),
+            ("web.shop", "A", "NoError", &["AN web.shop.k8s.internal. 10 IN A 192.168.200.3"]),
+            ("local", "A", "NoError", &["AN local.k8s.internal. 30 IN A 192.168.200.3"]),
+            ("worker-1", "A", "NoError", &["AN worker-1.k8s.internal. 30 IN A 192.168.200.1"]),
+        ]),
+        // RTT order: within the `other` tier worker-5 (slot 4) is nearer than slot 2 ...
+        (0b10, Some([0, 0, 9_000, 0, 2_000, 0]), false, &[
+            ("web.shop", "AAAA", "NoError", &["AN web.shop.k8s.internal. 10 IN AAAA fd00::5"]),
+        ]),
+        // ... but never ahead of an up node of a nearer tier, nor of a `near` node.
+        (0, Some([50_000, 40_000, 9_000, 0, 2_000, 1_000]), false, &[
+            ("web.shop", "AAAA", "NoError", &["AN web.shop.k8s.internal. 10 IN AAAA fd00::2"]),
+            ("local", "A", "NoError", &["AN local.k8s.internal. 30 IN A 192.168.200.1"]),
+        ]),
+        // Not measured ranks last within the tier.
+        (0b10, Some([0, 0, 0, 0, 2_000, 0]), false, &[
+            ("web.shop", "AAAA", "NoError", &["AN web.shop.k8s.internal. 10 IN AAAA fd00::5"]),
+        ]),
+    ];
+    for (down, rtt, closed, cases) in rows {
+        let down = [AtomicU32::new(*down)];
+        let rtt: Vec<AtomicU32> = rtt.iter().flatten().map(|&r| AtomicU32::new(r)).collect();
+        let h = Health::new(&down).with_fail_closed(*closed);
+        let h = if rtt.is_empty() { h } else { h.with_rtt(&rtt) };
+        run(Family::Dual, cases, h);
+    }
+}
+
+/// Issue 14: without the control plane the agent serves the zone it has, marked stale:
+/// EDE 3 (RFC 8914) in answers to queries with EDNS, TTLs capped at 30 s (RFC 8767), never
+/// SERVFAIL for that alone. A fail-closed SERVFAIL carries EDE 23.
+#[test]
+fn stale_answers_carry_ede_3_and_ttls_of_at_most_30_s() {
+    let mut s = small(Family::Dual);
+    s.zone.ttl = 600;
+    s.zone.service_ttl = 300;
+    let z = load(&s);
+    let ede = |code: u16| [0, 15, 0, 2, (code >> 8) as u8, code as u8];
+    let mut out = vec![0u8; 4096];
+    for (stale, name, ttl) in [
+        (true, "hello-world.default.k8s.internal", 30),
+        (true, "local.k8s.internal", 30),
+        (false, "hello-world.default.k8s.internal", 300),
+        (false, "local.k8s.internal", 600),
+    ] {
+        let h = Health::ALL_UP.with_stale(stale);
+        for edns in [true, false] {
+            let q = query(name, "A", edns);
+            let n = answer_v2(Some(&*z), &q, &mut out, Transport::Udp, h).unwrap();
+            let m = Message::from_vec(&out[..n]).unwrap();
+            assert_eq!(
+                m.metadata.response_code,
+                hickory_proto::op::ResponseCode::NoError
+            );
+            assert_eq!(m.answers[0].ttl, ttl, "{name} stale {stale}");
+            let has_ede = out[..n].ends_with(&ede(3));
+            assert_eq!(has_ede, stale && edns, "{name} stale {stale} edns {edns}");
+        }
+    }
+    // NXDOMAIN while stale: the SOA's TTL is capped too, and EDE 3 is there.
+    let q = query("nope.default.k8s.internal", "A", true);
+    let n = answer_v2(
+        Some(&*z),
+        &q,
+        &mut out,
+        Transport::Udp,
+        Health::ALL_UP.with_stale(true),
+    )
+    .unwrap();
+    let m = Message::from_vec(&out[..n]).unwrap();
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NXDomain
+    );
+    assert!(m.authorities[0].ttl <= 30);
+    assert!(out[..n].ends_with(&ede(3)));
+    // Fail closed: SERVFAIL with EDE 23.
+    let down = [AtomicU32::new(0b11)];
+    let h = Health::new(&down).with_fail_closed(true);
+    let q = query("hello-world.default.k8s.internal", "A", true);
+    let n = answer_v2(Some(&*z), &q, &mut out, Transport::Udp, h).unwrap();
+    assert!(out[..n].ends_with(&ede(23)));
+    common::check_raw(&out[..n], None).unwrap();
 }
 
 /// The v1 payload the planner makes for `small(Dual)` (docs/planning.md, "The zone of a
@@ -864,7 +984,7 @@ fn torn_parts_are_refused_and_the_old_zone_stays() {
 #[test]
 fn answer_v2_does_not_allocate() {
     let z = load(&small(Family::Dual));
-    let down = [1u64];
+    let down = [AtomicU32::new(1)];
     let names = [
         ("local.k8s.internal", "A"),
         ("_http._tcp.web.shop.k8s.internal", "SRV"),

@@ -101,6 +101,19 @@ MQTT (zones pushed by sdwan-discovery):
   --topic-prefix PREFIX     topic prefix (default sdwan/v1/default)
   --state-dir DIR           keep the last good zone here and serve it at start
 
+Branch autonomy (gateway; docs/agent.md, section Probing):
+  --probe on|off            probe the workers the zone may answer with (default on): TCP
+                            connects every 0.8-1 s, a worker is down after 10 failures in a
+                            row (failover within 3 s) and up after 3 successes; answers
+                            skip down workers
+  --probe-port N            port probed on every worker (default: the zone's probe port, the
+                            workers' nginx port; without either, nothing is probed)
+  --fail-closed             a name whose candidates are all down answers SERVFAIL with EDE 23
+                            (default: fail open, the nearest candidate as planned)
+  --rtt-order               the probes' RTT reorders candidates within one tier of the plan
+  --stale-after SECS        with no broker this long, answers carry EDE 3 (Stale Answer) and
+                            TTLs of at most 30 s; 0 = never (default 300)
+
 Worker mode (proxy configuration sink beside nginx; no DNS; needs --broker, docs/proxy.md):
   --node-id NODE            this worker's node name: proxy content from PREFIX/nodes/NODE/v2/...
   --proxy-dir DIR           directory the files sdwan.conf and help.html are written to
@@ -215,7 +228,14 @@ where
                 let Some(key) = KEYS.iter().find(|k| **k == name) else {
                     return Err(arg.unexpected().into());
                 };
-                let value = parser.value()?.string()?;
+                let value = if crate::config::SWITCHES.contains(key) {
+                    match parser.optional_value() {
+                        Some(v) => v.string()?,
+                        None => "true".to_string(),
+                    }
+                } else {
+                    parser.value()?.string()?
+                };
                 flags.push((key, value));
             }
             _ => return Err(arg.unexpected().into()),
@@ -282,8 +302,16 @@ mod tests {
             "sdwan/v1/prod",
             "--check-cmd",
             "nginx -t",
+            "--fail-closed",
+            "--rtt-order=false",
+            "--probe-port",
+            "8080",
+            "--stale-after",
+            "0",
         ])
         .unwrap();
+        assert!(c.fail_closed && !c.rtt_order);
+        assert_eq!((c.probe_port, c.stale_after), (Some(8080), None));
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.broker.as_deref(), Some("mqtts://broker:8883"));
         assert_eq!(c.topic_prefix, "sdwan/v1/prod");
@@ -384,6 +412,9 @@ mod tests {
                 &["--config", "/nonexistent/agent.conf"],
                 "cannot read config file",
             ),
+            (&["--probe", "maybe"], "--probe: bad value 'maybe'"),
+            (&["--probe-port", "0"], "--probe-port: bad value '0'"),
+            (&["--fail-closed=yes"], "--fail-closed: bad value 'yes'"),
         ];
         for (args, want) in cases {
             let err = run(args).unwrap_err();

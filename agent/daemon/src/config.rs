@@ -16,6 +16,8 @@ pub const DEFAULT_TOPIC_PREFIX: &str = "sdwan/v1/default";
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on concurrent TCP connections, over all listen addresses.
 pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 64;
+/// Default `stale-after`: answers are marked stale after this long without the broker.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(300);
 /// Largest config file read, in bytes: a config file has a few dozen lines; a bigger one
 /// (or `/dev/zero`) is refused before it is read into memory.
 pub const MAX_CONFIG_BYTES: u64 = 64 * 1024;
@@ -62,7 +64,20 @@ pub struct Config {
     pub tcp_max_connections: usize,
     /// `tap`, `tap-address`, `tap-gateway`, `tap-port`: the smoltcp/TAP driver.
     pub tap: crate::tap::TapSettings,
+    /// `probe`: probe the workers (issue 14; `off` disables).
+    pub probe: bool,
+    /// `probe-port`: the port probed on every worker instead of the zone's `probe` field.
+    pub probe_port: Option<u16>,
+    /// `fail-closed`: a name whose candidates are all down gets SERVFAIL (EDE 23).
+    pub fail_closed: bool,
+    /// `rtt-order`: the probes' RTT reorders candidates within a tier.
+    pub rtt_order: bool,
+    /// `stale-after`: answers are stale after this long without the broker (`None`: never).
+    pub stale_after: Option<Duration>,
 }
+
+/// Keys that are switches on the command line: `--fail-closed` alone means `true`.
+pub const SWITCHES: &[&str] = &["fail-closed", "rtt-order"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -86,6 +101,11 @@ impl Default for Config {
             tcp_idle_timeout: DEFAULT_TCP_IDLE_TIMEOUT,
             tcp_max_connections: DEFAULT_TCP_MAX_CONNECTIONS,
             tap: Default::default(),
+            probe: true,
+            probe_port: None,
+            fail_closed: false,
+            rtt_order: false,
+            stale_after: Some(DEFAULT_STALE_AFTER),
         }
     }
 }
@@ -114,6 +134,11 @@ pub const KEYS: &[&str] = &[
     "tap-address",
     "tap-gateway",
     "tap-port",
+    "probe",
+    "probe-port",
+    "fail-closed",
+    "rtt-order",
+    "stale-after",
 ];
 
 /// A bad setting, in a config file or on the command line.
@@ -248,6 +273,42 @@ impl Config {
                     .filter(|n| (1..=10_000).contains(n))
                     .ok_or_else(|| bad("expected a number, 1 to 10000"))?;
             }
+            "probe" => {
+                self.probe = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("expected on or off")),
+                }
+            }
+            "probe-port" => {
+                self.probe_port = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|&p| p > 0)
+                        .ok_or_else(|| bad("expected a port, 1 to 65535"))?,
+                )
+            }
+            "fail-closed" | "rtt-order" => {
+                let on = match value {
+                    "true" | "on" => true,
+                    "false" | "off" => false,
+                    _ => return Err(bad("expected true or false")),
+                };
+                if key == "fail-closed" {
+                    self.fail_closed = on;
+                } else {
+                    self.rtt_order = on;
+                }
+            }
+            "stale-after" => {
+                let secs: u64 = value
+                    .parse()
+                    .ok()
+                    .filter(|s| *s <= 30 * 86_400)
+                    .ok_or_else(|| bad("expected whole seconds, 0 (never) to 2592000"))?;
+                self.stale_after = (secs > 0).then(|| Duration::from_secs(secs));
+            }
             "tap" | "tap-address" | "tap-gateway" | "tap-port" => {
                 self.tap.set(key, value).map_err(|r| bad(&r))?
             }
@@ -314,6 +375,17 @@ impl Config {
             self.listen
                 .push(DEFAULT_LISTEN.parse().expect("valid default"));
         }
+    }
+
+    /// The prober's settings (issue 14): `None` in worker mode or with `probe = off`.
+    /// Answers go stale only for an agent with a broker.
+    pub fn probe_settings(&self) -> Option<crate::probe::driver::Settings> {
+        use crate::probe::driver::{PortChoice, Settings};
+        (self.probe && !self.worker_mode()).then(|| Settings {
+            port: self.probe_port.map_or(PortChoice::Zone, PortChoice::Fixed),
+            params: crate::probe::Params::default(),
+            stale_after: self.stale_after.filter(|_| self.broker.is_some()),
+        })
     }
 
     /// True when any worker-mode (proxy sink) setting is given.

@@ -133,6 +133,11 @@ pub struct GatewayV2 {
     want: bool,
     /// The status document changed.
     dirty: bool,
+    /// The branch view of a probing gateway (issue 14): `reach` in the status, the broker
+    /// seen for stale answers.
+    view: Option<Arc<crate::probe::BranchView>>,
+    /// The broker connection is up.
+    link_up: bool,
 }
 
 impl std::fmt::Debug for GatewayV2 {
@@ -181,7 +186,14 @@ impl GatewayV2 {
             last_error: None,
             want: false,
             dirty: false,
+            view: None,
+            link_up: false,
         }
+    }
+
+    /// Reports the branch view in the status (`reach`) and the broker's presence to it.
+    pub fn set_view(&mut self, view: Option<Arc<crate::probe::BranchView>>) {
+        self.view = view;
     }
 
     /// What is served (version and digest), if a v2 zone is.
@@ -613,6 +625,10 @@ impl crate::mqtt::Sink for GatewayV2 {
     }
 
     fn connected(&mut self, now: Instant) {
+        self.link_up = true;
+        if let Some(v) = &self.view {
+            v.broker_seen();
+        }
         // Clean session: the retained snapshot comes again; the wait for it starts now.
         // After a reconnect, deltas published while the session was down are lost: read
         // the retained snapshot and tail again (parts of the held version are replays).
@@ -621,6 +637,10 @@ impl crate::mqtt::Sink for GatewayV2 {
             None => self.start_resync(None, "the broker connection was re-established", now),
         }
         self.seen = None;
+    }
+
+    fn disconnected(&mut self) {
+        self.link_up = false;
     }
 
     fn handle(&mut self, topic: &str, payload: &[u8], now: Instant) -> bool {
@@ -642,6 +662,16 @@ impl crate::mqtt::Sink for GatewayV2 {
     }
 
     fn tick(&mut self, now: Instant) -> bool {
+        if let Some(v) = &self.view {
+            // Ticks come about once a second, and only while connected (and once more when
+            // the connection drops): a status for `reach` at most once a second.
+            if self.link_up {
+                v.broker_seen();
+            }
+            if v.take_reach_dirty() {
+                self.dirty = true;
+            }
+        }
         if self.persist_due
             && self
                 .persisted_at
@@ -672,6 +702,7 @@ impl crate::mqtt::Sink for GatewayV2 {
         if self.want {
             s.want = Some("snapshot".into());
         }
+        s.reach = self.view.as_ref().and_then(|v| v.reach());
         s
     }
 }
@@ -694,6 +725,7 @@ mod tests {
                 service_ttl: 10,
                 family: Family::Dual,
                 nodes: 1,
+                probe: None,
             },
             nodes: vec![Some(Node {
                 name: Str::new("worker-1").unwrap(),

@@ -19,6 +19,8 @@
 //! - `worker` (cargo feature `worker`): worker MQTT mode on proxy payload v2: the contract's
 //!   follower, the renderer, the persisted content (`worker::WorkerV2`). The default build
 //!   (the gateway's) has neither; `cli` refuses worker settings there.
+//! - [`probe`]: branch autonomy (issue 14): the probe state machine, its thread, the
+//!   branch view the answers read (down workers, RTT, fail closed, stale).
 //! - [`status`]: the status documents (online, last will).
 //! - [`tap`]: the smoltcp/TAP driver (`--tap`, cargo feature `smoltcp`): DNS through smoltcp's
 //!   own UDP/IP stack on a TAP device.
@@ -31,6 +33,7 @@ pub mod config;
 pub mod gateway;
 pub mod mqtt;
 pub mod persist;
+pub mod probe;
 #[cfg(feature = "worker")]
 pub mod proxy;
 pub mod server;
@@ -193,7 +196,16 @@ pub fn run(config: &Config) -> Result<(), Error> {
         #[cfg(not(feature = "worker"))]
         return Err(Error::Worker(cli::NO_WORKER.into()));
     }
-    let store = Arc::new(ZoneStore::new());
+    let view = config.probe_settings().map(|s| {
+        (
+            s,
+            Arc::new(probe::BranchView::new(config.fail_closed, config.rtt_order)),
+        )
+    });
+    let store = Arc::new(match &view {
+        Some((_, v)) => ZoneStore::with_view(v.clone()),
+        None => ZoneStore::new(),
+    });
     if let Some(path) = &config.zone_file {
         let zone = load_zone_file(path)?;
         log_zone(&path.display().to_string(), &zone);
@@ -247,15 +259,19 @@ pub fn run(config: &Config) -> Result<(), Error> {
         max_connections: config.tcp_max_connections,
     };
     let running = server::spawn(bound, store.clone(), limits).map_err(Error::Server)?;
+    if let Some((settings, v)) = &view {
+        probe::driver::spawn(*settings, store.clone(), v.clone()).map_err(Error::Server)?;
+    }
     if let Some(link) = link {
         let id = config.gateway_id.as_deref().unwrap_or_default();
-        let sink = gateway::GatewayV2::new(
+        let mut sink = gateway::GatewayV2::new(
             id,
             link.topics(),
             config.state_dir.clone(),
             store.clone(),
             std::time::Instant::now(),
         );
+        sink.set_view(view.as_ref().map(|(_, v)| v.clone()));
         link.spawn(sink).map_err(Error::Server)?;
     }
     match tap {

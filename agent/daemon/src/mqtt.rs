@@ -107,6 +107,8 @@ pub trait Sink: Send + 'static {
     fn subscriptions(&self) -> Vec<String>;
     /// A connection is up (subscriptions are about to be made again: clean session).
     fn connected(&mut self, _now: Instant) {}
+    /// The connection is down (a connect failed or the connection dropped).
+    fn disconnected(&mut self) {}
     /// Handles one message; true when the status document must be published.
     fn handle(&mut self, topic: &str, payload: &[u8], now: Instant) -> bool;
     /// Called about once a second; true when the status document must be published.
@@ -259,6 +261,7 @@ impl Link {
                 Ok(_) => {}
                 Err(reason) => {
                     // What is due (a debounced write) is done before waiting.
+                    sink.disconnected();
                     sink.tick(Instant::now());
                     let (delay, up) = backoff.disconnected(Instant::now());
                     session.failed(&self.broker, &reason, up, delay);

@@ -431,6 +431,7 @@ mod tests {
                 service_ttl: 10,
                 family: Family::Dual,
                 nodes: 300,
+                probe: None,
             },
             nodes: (0..300u16)
                 .map(|i| {

@@ -17,6 +17,8 @@ use sdwan_agent_core::{
 };
 use sdwan_contract::v2::accept::Held;
 
+use crate::probe::BranchView;
+
 /// A compiled v1 zone held on the heap, as the daemon keeps it.
 pub type OwnedZone = Zone<Vec<u8>>;
 
@@ -28,23 +30,28 @@ pub type OwnedZoneV2 = ZoneV2<Box<[u8]>>;
 pub enum Served {
     /// A v1 zone (`--zone-file`, or the v1 state file).
     V1(OwnedZone),
-    /// A whole, checked v2 zone (boxed: its tables are ~150 KiB).
-    V2(Box<OwnedZoneV2>),
+    /// A whole, checked v2 zone (boxed: its tables are ~150 KiB), with the branch view of
+    /// a probing gateway and the zone's layout (`probe::layout`) when there is one.
+    V2(Box<OwnedZoneV2>, Option<(Arc<BranchView>, u64)>),
 }
 
 impl Served {
     /// The v2 zone, if this is one.
     pub fn v2(&self) -> Option<&OwnedZoneV2> {
         match self {
-            Served::V2(z) => Some(z),
+            Served::V2(z, _) => Some(z),
             Served::V1(_) => None,
         }
     }
 
-    /// Which node slots are down (issue 14's prober will keep a bitmap per zone; until then
-    /// every node is up).
+    /// The branch's view for this zone (issue 14): which node slots are down, RTTs, fail
+    /// closed, stale; every node up when the agent does not probe.
+    #[inline]
     pub fn health(&self) -> Health<'_> {
-        Health::ALL_UP
+        match self {
+            Served::V2(_, Some((view, layout))) => view.health(*layout),
+            _ => Health::ALL_UP,
+        }
     }
 }
 
@@ -61,7 +68,7 @@ pub fn answer(
     transport: Transport,
 ) -> Result<usize, wire::Error> {
     match zone {
-        Some(s @ Served::V2(z)) => {
+        Some(s @ Served::V2(z, _)) => {
             sdwan_agent_core::answer_v2(Some(&**z), query, out, transport, s.health())
         }
         Some(Served::V1(z)) => sdwan_agent_core::answer(Some(z), query, out, transport),
@@ -73,12 +80,27 @@ pub fn answer(
 #[derive(Debug, Default)]
 pub struct ZoneStore {
     zone: ArcSwapOption<Served>,
+    /// The branch view v2 zones are answered with (a probing gateway, issue 14).
+    view: Option<Arc<BranchView>>,
 }
 
 impl ZoneStore {
     /// An empty store: every query is REFUSED until a zone is swapped in.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose v2 zones are answered with `view` (issue 14).
+    pub fn with_view(view: Arc<BranchView>) -> Self {
+        ZoneStore {
+            zone: ArcSwapOption::default(),
+            view: Some(view),
+        }
+    }
+
+    /// The branch view, if the agent probes.
+    pub fn view(&self) -> Option<&Arc<BranchView>> {
+        self.view.as_ref()
     }
 
     /// The zone in use right now. Cheap, lock-free, no allocation; hold it only while answering.
@@ -100,7 +122,11 @@ impl ZoneStore {
 
     /// Replaces the zone in use by a whole v2 zone, returning the previous one.
     pub fn swap_v2(&self, zone: Box<OwnedZoneV2>) -> Option<Arc<Served>> {
-        self.zone.swap(Some(Arc::new(Served::V2(zone))))
+        let view = self
+            .view
+            .as_ref()
+            .map(|v| (v.clone(), crate::probe::layout(&zone)));
+        self.zone.swap(Some(Arc::new(Served::V2(zone, view))))
     }
 
     /// Serial of the v1 zone in use, or `None` when there is none (or a v2 zone is in use).

@@ -82,6 +82,7 @@ fn v2_store() -> Arc<ZoneStore> {
             service_ttl: 10,
             family: Family::Dual,
             nodes: 2,
+            probe: None,
         },
         nodes: vec![node("worker-1", 1), node("worker-2", 2)],
         services: vec![Service {
@@ -101,7 +102,25 @@ fn v2_store() -> Arc<ZoneStore> {
     assert!(done, "snapshot whole");
     let mut zone = Box::new(sdwan_agent::store::OwnedZoneV2::new(Box::default()));
     assert!(staging.swap_into(&mut zone));
-    let store = ZoneStore::new();
+    // Issue 14: answered with a branch view: worker-1 down, RTT order, stale answers.
+    use sdwan_agent::probe::{layout, targets, BranchView, Input, Params, Prober};
+    let view = Arc::new(BranchView::new(false, true));
+    let mut prober = Prober::new(Params::default(), 1);
+    let (t, _) = targets(&zone, 80);
+    let mut out = Vec::new();
+    prober.handle(Duration::ZERO, Input::Zone(t.clone()), &mut out);
+    for _ in 0..Params::default().down_after {
+        let target = t[0].unwrap();
+        prober.handle(
+            Duration::ZERO,
+            Input::Result { target, rtt: None },
+            &mut out,
+        );
+    }
+    assert!(prober.is_down(0));
+    view.publish(layout(&zone), &prober);
+    assert!(view.update_stale(Some(Duration::ZERO)));
+    let store = ZoneStore::with_view(view);
     store.swap_v2(zone);
     Arc::new(store)
 }

@@ -582,6 +582,21 @@ impl Controller {
             .await;
     }
 
+    /// Gateway `name`'s view of the workers (issue 14) into the metrics; logs what changed.
+    fn note_reach(&mut self, name: &str, reach: Option<&sdwan_link::status::Reach>) {
+        self.note_workers();
+        let lines = self.metrics.lock().unwrap().reach.status(name, reach);
+        lines.iter().for_each(|l| log::info!("{l}"));
+    }
+
+    /// The cluster's node names into the reach metrics (which names may be labels).
+    fn note_workers(&self) {
+        if let Some(p) = &self.planner {
+            let mut m = self.metrics.lock().unwrap();
+            m.reach.set_workers(p.snapshot().nodes().keys());
+        }
+    }
+
     async fn on_status(&mut self, topic: &str, payload: &[u8]) {
         let (gateway, name) = match self.topics.parse(topic) {
             Some(TopicKind::GatewayStatus(id)) => (true, id.to_string()),
@@ -593,6 +608,7 @@ impl Controller {
             if known {
                 // The agent's status was deleted: it holds nothing we know of.
                 if gateway {
+                    self.note_reach(&name, None);
                     let input: Input<Zone> = Input::Status {
                         gateway: name,
                         status: None,
@@ -629,6 +645,9 @@ impl Controller {
             }
         };
         self.refused_status.remove(topic);
+        if gateway {
+            self.note_reach(&name, status.reach.as_ref());
+        }
         let (before, latency, c) = {
             let mut m = self.metrics.lock().unwrap();
             let before = if gateway {
@@ -906,6 +925,7 @@ impl Controller {
     }
 
     async fn flush_burst(&mut self, start: Instant) {
+        self.note_workers();
         self.plan_gateways(start).await;
         self.plan_proxies(start).await;
         let Some(planner) = self.planner.as_ref() else {

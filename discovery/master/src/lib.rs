@@ -11,6 +11,7 @@
 //!   (gateways by content digest).
 //! - [`publish`]: the payload v2 publisher, a pure state machine.
 //! - [`metrics`]: convergence state, Prometheus text on `/metrics`, `/healthz`, `/readyz`.
+//! - [`reach`]: the gateways' view of the workers (issue 14), as metrics and log lines.
 //! - [`leader`]: leader election through a coordination.k8s.io Lease (one replica publishes),
 //!   and [`leader::API_CALLS`], every Kubernetes API call the master makes.
 //! - [`broker`]: the embedded rumqttd broker used when no `--broker` is given.
@@ -26,6 +27,7 @@ pub mod leader;
 pub mod metrics;
 pub mod offline;
 pub mod publish;
+pub mod reach;
 pub mod watch;
 
 use std::future::Future;

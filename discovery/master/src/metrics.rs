@@ -157,6 +157,8 @@ pub struct Metrics {
     pub leader: bool,
     /// All watched resources were listed once (the cache is warm).
     pub synced: bool,
+    /// The gateways' view of the workers (issue 14: the reachability matrix).
+    pub reach: crate::reach::ReachView,
 }
 
 fn esc(s: &str) -> String {
@@ -410,6 +412,7 @@ impl Metrics {
             "publish of new content to its agent reporting it in use (gateways: by digest)",
             &mut o,
         );
+        self.reach.render(&mut o);
         o
     }
 }

@@ -126,6 +126,7 @@ impl Cluster {
                 service_ttl: 10,
                 family: Family::Dual,
                 nodes: self.nodes.len() as u16,
+                probe: None,
             },
             nodes: self
                 .nodes

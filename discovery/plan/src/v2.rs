@@ -139,6 +139,8 @@ struct Base {
     local: Str<{ v2::MAX_LABEL }>,
     ttl: u32,
     service_ttl: u32,
+    /// The workers' nginx port: the port gateways probe (issue 14).
+    probe: u16,
     /// Shared with the plan before while the same (compared by pointer first).
     nodes: Arc<Vec<SlotNode>>,
     /// Shared with the plans before while a service stays the same, so that content built
@@ -369,6 +371,7 @@ fn build(snapshot: &Snapshot, topology: &Topology, prev: Option<&Zones>) -> Zone
         local: Str::new(&topology.local_label).unwrap_or_default(),
         ttl: topology.ttl,
         service_ttl: topology.service_ttl,
+        probe: topology.proxy.listen_port,
         nodes: match prev {
             Some(p) if *p.base.nodes == nodes => p.base.nodes.clone(),
             _ => Arc::new(nodes),
@@ -437,6 +440,7 @@ fn same_base(a: &Base, b: &Base) -> bool {
         && a.local == b.local
         && a.ttl == b.ttl
         && a.service_ttl == b.service_ttl
+        && a.probe == b.probe
         && a.nodes == b.nodes
         && a.services.len() == b.services.len()
         && a.services
@@ -710,6 +714,7 @@ fn header(b: &Base, c: &Class) -> ZoneHeader {
         service_ttl: b.service_ttl,
         family: c.family,
         nodes: c.slots.len() as u16,
+        probe: Some(b.probe).filter(|&p| p != 0),
     }
 }
 

@@ -505,6 +505,7 @@ pub fn decode_checked(
                 service_ttl: 0,
                 family: Family::Dual,
                 nodes: 0,
+                probe: None,
             });
             // Nodes: consecutive slots from first_node, tiers never going back.
             let mut r = field(F_NODES).ok_or(missing(F_NODES))?;
@@ -670,7 +671,15 @@ fn ttl(r: &mut Reader<'_>, what: &'static str) -> Result<u32, Error> {
 }
 
 fn zone_header(r: &mut Reader<'_>) -> Result<ZoneHeader, Error> {
-    const NAMES: [&str; 6] = ["suffix", "local", "ttl", "service_ttl", "family", "nodes"];
+    const NAMES: [&str; 7] = [
+        "suffix",
+        "local",
+        "ttl",
+        "service_ttl",
+        "family",
+        "nodes",
+        "probe",
+    ];
     let start = r.pos;
     let mut z = ZoneHeader {
         suffix: Str::EMPTY,
@@ -679,6 +688,7 @@ fn zone_header(r: &mut Reader<'_>) -> Result<ZoneHeader, Error> {
         service_ttl: 0,
         family: Family::Dual,
         nodes: 0,
+        probe: None,
     };
     let mut buf = [0u8; MAX_SUFFIX + 1];
     let seen = fields(r, "zone", &NAMES, |i, r| {
@@ -702,7 +712,14 @@ fn zone_header(r: &mut Reader<'_>) -> Result<ZoneHeader, Error> {
                 let s = r.string(&mut buf, "family").map_err(e)?;
                 z.family = Family::parse(s).ok_or(invalid("family", at))?;
             }
-            _ => z.nodes = r.uint("nodes", MAX_NODES as u64).map_err(e)? as u16,
+            5 => z.nodes = r.uint("nodes", MAX_NODES as u64).map_err(e)? as u16,
+            _ => {
+                let p = r.uint("probe", u64::from(u16::MAX)).map_err(e)? as u16;
+                z.probe = Some(p).filter(|&p| p != 0);
+                if z.probe.is_none() {
+                    return Err(invalid("probe", at));
+                }
+            }
         }
         Ok(())
     })?;

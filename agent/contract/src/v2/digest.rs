@@ -107,6 +107,10 @@ pub fn header_hash(gateway: &str, h: &ZoneHeader) -> u64 {
     x.bytes(&h.service_ttl.to_be_bytes());
     x.bytes(&[h.family.code()]);
     x.bytes(&h.nodes.to_be_bytes());
+    // Only when present, so that digests of zones without it are those of before.
+    if let Some(p) = h.probe {
+        x.bytes(&p.to_be_bytes());
+    }
     x.finish()
 }
 
@@ -158,6 +162,7 @@ mod tests {
             service_ttl: 10,
             family: Family::Dual,
             nodes: 3,
+            probe: None,
         }
     }
 
@@ -230,6 +235,9 @@ mod tests {
         assert_ne!(service_hash(&s), base, "length prefixes keep fields apart");
         let mut h = header();
         h.family = Family::Ipv4;
+        assert_ne!(header_hash("g", &h), header_hash("g", &header()));
+        let mut h = header();
+        h.probe = Some(80);
         assert_ne!(header_hash("g", &h), header_hash("g", &header()));
         let mut n = node();
         n.v6 = None;

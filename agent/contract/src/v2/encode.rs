@@ -306,7 +306,7 @@ impl Snapshot {
             "{{\"schema\":{SCHEMA},\"kind\":\"part\",\"gateway\":\"{}\",\"version\":{},\
              \"digest\":\"{digest}\",\"part\":{part},\"parts\":{parts},\
              \"zone\":{{\"suffix\":\"{}\",\"local\":\"{}\",\"ttl\":{},\"service_ttl\":{},\
-             \"family\":\"{}\",\"nodes\":{}}},\"first_node\":{first},\"nodes\":[",
+             \"family\":\"{}\",\"nodes\":{}",
             self.gateway,
             self.version,
             z.suffix,
@@ -316,6 +316,10 @@ impl Snapshot {
             z.family.as_str(),
             z.nodes
         );
+        if let Some(p) = z.probe {
+            let _ = write!(s, ",\"probe\":{p}");
+        }
+        let _ = write!(s, "}},\"first_node\":{first},\"nodes\":[");
         s
     }
 
@@ -879,5 +883,6 @@ fn unreachable_zone() -> ZoneHeader {
         service_ttl: 0,
         family: super::Family::Dual,
         nodes: 0,
+        probe: None,
     }
 }

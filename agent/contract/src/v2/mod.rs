@@ -370,6 +370,9 @@ pub struct ZoneHeader {
     pub family: Family,
     /// Number of node slots.
     pub nodes: u16,
+    /// The TCP port the gateway probes on each worker to see whether its branch reaches it
+    /// (the workers' nginx port, issue 14); `None`: no default probe port.
+    pub probe: Option<u16>,
 }
 
 impl ZoneHeader {
@@ -389,6 +392,9 @@ impl ZoneHeader {
         }
         if self.nodes as usize > MAX_NODES {
             return Err("nodes");
+        }
+        if self.probe == Some(0) {
+            return Err("probe");
         }
         Ok(())
     }
@@ -532,6 +538,7 @@ mod tests {
             service_ttl: 10,
             family: Family::Dual,
             nodes: 1,
+            probe: None,
         };
         let node = |name: &str| Node {
             name: Str::new(name).unwrap(),

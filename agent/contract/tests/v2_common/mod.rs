@@ -153,6 +153,7 @@ pub fn snapshot(seed: u64) -> Snapshot {
             service_ttl: 10,
             family: Family::Dual,
             nodes: slots as u16,
+            probe: None,
         },
         nodes,
         services,

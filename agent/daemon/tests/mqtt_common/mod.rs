@@ -98,6 +98,7 @@ pub fn snapshot_v2(gateway: &str, version: u64, serial: u32) -> Snapshot {
             service_ttl: 10,
             family: Family::Dual,
             nodes: 1,
+            probe: None,
         },
         nodes: vec![Some(Node {
             name: Str::new("worker-1").unwrap(),

@@ -227,6 +227,27 @@ const CASES: &[(&str, &str, &str, &str, Option<ErrorKind>)] = &[
         Some(K::OutOfRange("nodes")),
     ),
     (
+        "probe port (issue 14)",
+        PART,
+        r#""nodes":3}"#,
+        r#""nodes":3,"probe":80}"#,
+        None,
+    ),
+    (
+        "probe port 0",
+        PART,
+        r#""nodes":3}"#,
+        r#""nodes":3,"probe":0}"#,
+        Some(K::Invalid("probe")),
+    ),
+    (
+        "probe port above 65535",
+        PART,
+        r#""nodes":3}"#,
+        r#""nodes":3,"probe":65536}"#,
+        Some(K::OutOfRange("probe")),
+    ),
+    (
         "suffix upper case",
         PART,
         "k8s.internal",

@@ -1,0 +1,524 @@
+//! Branch autonomy (issue 14): which workers this gateway's branch can reach.
+//!
+//! - [`Prober`]: the pure state machine (no I/O, time passed in, seeded jitter): per node
+//!   slot a schedule, the hysteresis (down after [`Params::down_after`] failures in a row, up
+//!   after [`Params::up_after`] successes), a smoothed RTT; it asks for probes to start
+//!   ([`Output::Start`]) within a bound of connects in flight, and keeps the down bitmap.
+//! - [`BranchView`]: what the answer path and the status read, shared without a lock per
+//!   query: the down bitmap and RTTs as `AtomicU32` words (32-bit MIPS has no 64-bit
+//!   atomics), the zone layout they belong to, the answer policy (fail closed, RTT order,
+//!   stale), the `reach` summary for the status.
+//! - [`driver`]: the thread that runs it: non-blocking TCP connects with a timeout, all in
+//!   one `poll(2)` loop (no thread per worker).
+//!
+//! Defaults and why (`docs/agent.md`, "Probing"): an up worker is probed every 0.8-1.0 s;
+//! a failure is confirmed by further connects every 100 ms (they overlap: a blackholed
+//! connect costs the whole 400 ms timeout) and the worker is down after 10 failures in a
+//! row, so a cut is seen within 1.0 + 0.4 + 9 x 0.1 + 0.4 = 2.7 s. At 10 % packet loss a
+//! connect fails with p = 1 - 0.9^2 = 0.19 (SYN or SYN-ACK lost; the timeout is shorter
+//! than the 1 s SYN retransmit); 10 failures in a row then happen once in ~190 days of one
+//! worker (p^9 per failed routine probe, one routine probe a second).
+
+pub mod driver;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sdwan_agent_core::{Health, ZoneV2};
+use sdwan_contract::v2::{Family, MAX_NODES};
+use sdwan_link::status::{Reach, MAX_REACH_DOWN};
+
+/// Words of the down bitmap (one bit per node slot).
+pub const WORDS: usize = MAX_NODES / 32;
+
+/// The probing settings (see the module documentation for the defaults' reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// An up (or down) worker is probed every `interval` times 0.8..=1.0 (jitter).
+    pub interval: Duration,
+    /// Spacing of the confirming probes after a failure (or of a down worker's successes).
+    pub confirm: Duration,
+    /// A connect not established within this is a failure.
+    pub timeout: Duration,
+    /// Failures in a row that make a worker down.
+    pub down_after: u8,
+    /// Successes in a row that make a down worker up.
+    pub up_after: u8,
+    /// Connects in flight at most, over all workers.
+    pub max_in_flight: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            interval: Duration::from_secs(1),
+            confirm: Duration::from_millis(100),
+            timeout: Duration::from_millis(400),
+            down_after: 10,
+            up_after: 3,
+            max_in_flight: 32,
+        }
+    }
+}
+
+/// One node slot's state.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    target: Option<SocketAddr>,
+    down: bool,
+    /// Failures (while up) or successes (while down) in a row.
+    streak: u8,
+    /// When the next probe is due.
+    next: Duration,
+    /// Smoothed RTT in microseconds (0: not measured).
+    srtt_us: u32,
+}
+
+const EMPTY: Slot = Slot {
+    target: None,
+    down: false,
+    streak: 0,
+    next: Duration::ZERO,
+    srtt_us: 0,
+};
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Time passed: start what is due.
+    Tick,
+    /// A probe of `target` ended: `Some(rtt)` connected, `None` failed (refused, timeout).
+    Result {
+        /// The address probed.
+        target: SocketAddr,
+        /// The connect time, or `None`.
+        rtt: Option<Duration>,
+    },
+    /// The zone changed: the probe target of each node slot (`None`: not probed). State
+    /// follows a target to its new slot.
+    Zone(Vec<Option<SocketAddr>>),
+}
+
+/// What to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Start a connect to `target` (node slot `slot`).
+    Start {
+        /// The node slot.
+        slot: u16,
+        /// The address and port.
+        target: SocketAddr,
+    },
+    /// Slot `slot` is now down.
+    Down(u16),
+    /// Slot `slot` is up again.
+    Up(u16),
+}
+
+/// The probing state machine (see the module documentation).
+#[derive(Debug)]
+pub struct Prober {
+    params: Params,
+    slots: Vec<Slot>,
+    by_target: HashMap<SocketAddr, u16>,
+    in_flight: usize,
+    rng: u64,
+    down: [u32; WORDS],
+}
+
+impl Prober {
+    /// A prober with no targets; `seed` drives the jitter.
+    pub fn new(params: Params, seed: u64) -> Prober {
+        Prober {
+            params,
+            slots: Vec::new(),
+            by_target: HashMap::new(),
+            in_flight: 0,
+            rng: seed | 1,
+            down: [0; WORDS],
+        }
+    }
+
+    /// The settings.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// xorshift64*: a fraction in 0..1.
+    fn unit(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn jittered(&mut self) -> Duration {
+        self.params.interval.mul_f64(0.8 + 0.2 * self.unit())
+    }
+
+    /// Handles `input` at `now` (time since any fixed start), appending what to do to `out`.
+    pub fn handle(&mut self, now: Duration, input: Input, out: &mut Vec<Output>) {
+        match input {
+            Input::Tick => {}
+            Input::Result { target, rtt } => {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                if let Some(&i) = self.by_target.get(&target) {
+                    self.result(i, now, rtt, out);
+                }
+            }
+            Input::Zone(targets) => self.zone(now, targets),
+        }
+        self.start_due(now, out);
+    }
+
+    fn result(&mut self, i: u16, now: Duration, rtt: Option<Duration>, out: &mut Vec<Output>) {
+        let p = self.params;
+        let s = &mut self.slots[usize::from(i)];
+        match (rtt, s.down) {
+            (Some(r), _) => {
+                let us = r.as_micros().clamp(1, u128::from(u32::MAX)) as u32;
+                // RFC 6298's smoothing: 7/8 old + 1/8 new.
+                s.srtt_us = if s.srtt_us == 0 {
+                    us
+                } else {
+                    ((u64::from(s.srtt_us) * 7 + u64::from(us)) / 8) as u32
+                };
+                if s.down {
+                    s.streak += 1;
+                    if s.streak >= p.up_after {
+                        s.down = false;
+                        s.streak = 0;
+                        self.down[usize::from(i) / 32] &= !(1 << (i % 32));
+                        out.push(Output::Up(i));
+                    } else {
+                        s.next = s.next.min(now + p.confirm);
+                    }
+                } else {
+                    s.streak = 0;
+                }
+            }
+            (None, true) => s.streak = 0,
+            (None, false) => {
+                s.streak += 1;
+                if s.streak >= p.down_after {
+                    s.down = true;
+                    s.streak = 0;
+                    s.srtt_us = 0;
+                    self.down[usize::from(i) / 32] |= 1 << (i % 32);
+                    out.push(Output::Down(i));
+                } else {
+                    s.next = s.next.min(now + p.confirm);
+                }
+            }
+        }
+    }
+
+    fn zone(&mut self, now: Duration, targets: Vec<Option<SocketAddr>>) {
+        let old = std::mem::take(&mut self.slots);
+        let n = targets.len().clamp(1, usize::MAX) as u32;
+        let mut slots = Vec::with_capacity(targets.len());
+        self.by_target.clear();
+        self.down = [0; WORDS];
+        for (i, t) in targets.into_iter().enumerate().take(MAX_NODES) {
+            let kept = t
+                .and_then(|t| old.iter().find(|s| s.target == Some(t)))
+                .copied();
+            let slot = match (kept, t) {
+                (Some(s), _) => s,
+                (None, Some(t)) => Slot {
+                    target: Some(t),
+                    // Spread evenly over the interval.
+                    next: now + self.params.interval * i as u32 / n,
+                    ..EMPTY
+                },
+                (None, None) => EMPTY,
+            };
+            if let Some(t) = slot.target {
+                self.by_target.insert(t, i as u16);
+            }
+            if slot.down {
+                self.down[i / 32] |= 1 << (i % 32);
+            }
+            slots.push(slot);
+        }
+        self.slots = slots;
+    }
+
+    /// Starts due probes, earliest first, while fewer than `max_in_flight` are out.
+    fn start_due(&mut self, now: Duration, out: &mut Vec<Output>) {
+        while self.in_flight < self.params.max_in_flight {
+            let due = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.target.is_some() && s.next <= now)
+                .min_by_key(|(_, s)| s.next)
+                .map(|(i, _)| i);
+            let Some(i) = due else { break };
+            let suspect = self.slots[i].streak > 0;
+            let next = if suspect {
+                now + self.params.confirm
+            } else {
+                now + self.jittered()
+            };
+            let s = &mut self.slots[i];
+            s.next = next;
+            self.in_flight += 1;
+            out.push(Output::Start {
+                slot: i as u16,
+                target: s.target.expect("filtered"),
+            });
+        }
+    }
+
+    /// When the next probe is due (or `None` with nothing to probe); with the bound
+    /// reached, the next result comes first.
+    pub fn next_due(&self) -> Option<Duration> {
+        self.slots
+            .iter()
+            .filter(|s| s.target.is_some())
+            .map(|s| s.next)
+            .min()
+    }
+
+    /// The down bitmap.
+    pub fn down_words(&self) -> &[u32; WORDS] {
+        &self.down
+    }
+
+    /// Whether slot `i` is down.
+    pub fn is_down(&self, i: u16) -> bool {
+        self.slots.get(usize::from(i)).is_some_and(|s| s.down)
+    }
+
+    /// The smoothed RTT of slot `i` in microseconds (0: not measured or down).
+    pub fn srtt_us(&self, i: u16) -> u32 {
+        self.slots.get(usize::from(i)).map_or(0, |s| s.srtt_us)
+    }
+
+    /// Whether some up worker has a measured RTT.
+    pub fn has_rtt(&self) -> bool {
+        self.slots.iter().any(|s| !s.down && s.srtt_us > 0)
+    }
+
+    /// Number of slots probed.
+    pub fn probed(&self) -> usize {
+        self.slots.iter().filter(|s| s.target.is_some()).count()
+    }
+
+    /// Connects in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The status summary: `names[i]` is slot `i`'s node name.
+    pub fn reach(&self, names: &[String]) -> Reach {
+        let mut down: Vec<String> = Vec::new();
+        let mut rtts: Vec<u32> = Vec::new();
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.target.is_none() {
+                continue;
+            }
+            if s.down {
+                down.push(names.get(i).cloned().unwrap_or_default());
+            } else if s.srtt_us > 0 {
+                rtts.push(s.srtt_us);
+            }
+        }
+        down.sort();
+        let more = down.len().saturating_sub(MAX_REACH_DOWN) as u32;
+        down.truncate(MAX_REACH_DOWN);
+        rtts.sort_unstable();
+        let ms = |us: u32| us.div_ceil(1000);
+        let at = |q: usize| rtts[(rtts.len() - 1) * q / 100];
+        Reach {
+            workers: self.probed() as u32,
+            down,
+            more,
+            rtt_ms: (!rtts.is_empty()).then(|| [ms(at(50)), ms(at(90)), ms(at(100))]),
+        }
+    }
+}
+
+/// The probe target of each slot of `zone`: the node's address in the family the gateway
+/// answers first (IPv4 unless the policy is `ipv6`, else the other one) and `port`.
+pub fn targets<H: AsRef<[u8]> + AsMut<[u8]>>(
+    zone: &ZoneV2<H>,
+    port: u16,
+) -> (Vec<Option<SocketAddr>>, Vec<String>) {
+    let family = zone.header().map_or(Family::Dual, |h| h.family);
+    let mut t = Vec::new();
+    let mut names = Vec::new();
+    for slot in 0..zone.slot_count() as u16 {
+        let node = zone.node(slot).filter(|n| n.candidate());
+        let addr = node.and_then(|n| {
+            let v4 = n.v4.map(|a| SocketAddr::from((a, port)));
+            let v6 = n.v6.map(|a| SocketAddr::from((a, port)));
+            match family {
+                Family::Ipv6 => v6,
+                Family::Ipv4 => v4,
+                Family::Dual => v4.or(v6),
+            }
+        });
+        t.push(addr);
+        names.push(node.map_or_else(String::new, |n| {
+            String::from_utf8_lossy(n.name).into_owned()
+        }));
+    }
+    (t, names)
+}
+
+/// A fingerprint of `zone`'s node slots (slot, addresses): the down bitmap of one layout
+/// means nothing for another. Deltas that change no node keep it.
+pub fn layout<H: AsRef<[u8]> + AsMut<[u8]>>(zone: &ZoneV2<H>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    for slot in 0..zone.slot_count() as u16 {
+        eat(&slot.to_be_bytes());
+        if let Some(n) = zone.node(slot) {
+            eat(&n.v4.unwrap_or_default());
+            eat(&n.v6.unwrap_or_default());
+            eat(&[u8::from(n.candidate())]);
+        }
+    }
+    // 0 means "no layout yet".
+    h.max(1)
+}
+
+/// What the answer path and the status read of the prober (see the module documentation).
+#[derive(Debug)]
+pub struct BranchView {
+    down: [AtomicU32; WORDS],
+    rtt_us: Box<[AtomicU32]>,
+    /// The [`layout`] the bitmap belongs to; 0 while it is being rewritten.
+    layout: AtomicU64,
+    fail_closed: bool,
+    rtt_order: bool,
+    stale: AtomicBool,
+    /// Milliseconds since `start` when the broker was last seen connected.
+    broker_seen_ms: AtomicU64,
+    start: std::time::Instant,
+    reach: Mutex<Option<Reach>>,
+    reach_dirty: AtomicBool,
+}
+
+impl BranchView {
+    /// An empty view: nothing down, not stale.
+    pub fn new(fail_closed: bool, rtt_order: bool) -> BranchView {
+        BranchView {
+            down: std::array::from_fn(|_| AtomicU32::new(0)),
+            rtt_us: (0..MAX_NODES).map(|_| AtomicU32::new(0)).collect(),
+            layout: AtomicU64::new(0),
+            fail_closed,
+            rtt_order,
+            stale: AtomicBool::new(false),
+            broker_seen_ms: AtomicU64::new(0),
+            start: std::time::Instant::now(),
+            reach: Mutex::new(None),
+            reach_dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// The health the answer path uses for a zone of `layout`: the bitmap when it belongs
+    /// to that layout, else every node up (a zone just swapped in, for the moment the
+    /// prober takes to see it). No allocation, no lock.
+    #[inline]
+    pub fn health(&self, layout: u64) -> Health<'_> {
+        let h = if self.layout.load(Ordering::Acquire) == layout {
+            let h = Health::new(&self.down);
+            if self.rtt_order {
+                h.with_rtt(&self.rtt_us)
+            } else {
+                h
+            }
+        } else {
+            Health::ALL_UP
+        };
+        h.with_fail_closed(self.fail_closed)
+            .with_stale(self.stale.load(Ordering::Relaxed))
+    }
+
+    /// Publishes the prober's bitmap and RTTs for a zone of `layout`.
+    pub fn publish(&self, layout: u64, p: &Prober) {
+        if self.layout.load(Ordering::Relaxed) != layout {
+            self.layout.store(0, Ordering::Release);
+        }
+        for (w, &v) in self.down.iter().zip(p.down_words()) {
+            w.store(v, Ordering::Relaxed);
+        }
+        if self.rtt_order {
+            for (i, r) in self.rtt_us.iter().enumerate() {
+                r.store(p.srtt_us(i as u16), Ordering::Relaxed);
+            }
+        }
+        self.layout.store(layout, Ordering::Release);
+    }
+
+    /// The broker connection is up now.
+    pub fn broker_seen(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.broker_seen_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Marks answers stale when the broker was last seen more than `after` ago (`None`:
+    /// never stale); returns whether they are.
+    pub fn update_stale(&self, after: Option<Duration>) -> bool {
+        let seen = Duration::from_millis(self.broker_seen_ms.load(Ordering::Relaxed));
+        let stale = after.is_some_and(|a| self.start.elapsed().saturating_sub(seen) > a);
+        if self.stale.swap(stale, Ordering::Relaxed) != stale {
+            if stale {
+                log::warn!(
+                    "no broker for more than {} s: answers are marked stale (EDE 3, TTL <= 30 s)",
+                    after.unwrap_or_default().as_secs()
+                );
+            } else {
+                log::info!("broker back: answers are no longer stale");
+            }
+        }
+        stale
+    }
+
+    /// Sets the status summary; `urgent` (the down set changed) asks for a status now.
+    pub fn set_reach(&self, reach: Reach, urgent: bool) {
+        let mut r = self.reach.lock().unwrap_or_else(|e| e.into_inner());
+        if r.as_ref() != Some(&reach) {
+            *r = Some(reach);
+            if urgent {
+                self.reach_dirty.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// No summary (nothing is probed); asks for a status if there was one.
+    pub fn clear_reach(&self) {
+        let mut r = self.reach.lock().unwrap_or_else(|e| e.into_inner());
+        if r.take().is_some() {
+            self.reach_dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The status summary, if the prober made one.
+    pub fn reach(&self) -> Option<Reach> {
+        self.reach.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether a status is due for `reach` (and clears the request).
+    pub fn take_reach_dirty(&self) -> bool {
+        self.reach_dirty.swap(false, Ordering::Relaxed)
+    }
+
+    /// Asks for a status for the summary (the periodic RTT update).
+    pub fn mark_reach_dirty(&self) {
+        self.reach_dirty.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests;

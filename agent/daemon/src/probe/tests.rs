@@ -1,0 +1,269 @@
+//! The prober on virtual time: a simulated network of workers whose paths can be cut or
+//! lose packets, with seeded randomness (deterministic).
+
+use super::*;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+const RTT: Duration = Duration::from_millis(20);
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, (i / 250) as u8, (i % 250) as u8 + 1], 80))
+}
+
+/// The network: per worker, the path is cut from `cut` on (until `restore`); every connect
+/// fails with probability `loss`.
+struct Net {
+    workers: usize,
+    cut: Option<(usize, Duration, Duration)>,
+    loss: f64,
+    rng: u64,
+}
+
+impl Net {
+    fn unit(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// When the result of a connect to worker `w` started at `t` arrives, and whether it
+    /// connected.
+    fn connect(&mut self, w: usize, t: Duration, timeout: Duration) -> (Duration, bool) {
+        let cut = self
+            .cut
+            .is_some_and(|(c, from, to)| c == w && t + RTT > from && t < to);
+        if cut || self.unit() < self.loss {
+            (t + timeout, false)
+        } else {
+            (t + RTT, true)
+        }
+    }
+}
+
+/// Runs the prober against `net` until `end`; returns each Down/Up with its time and the
+/// most connects seen in flight.
+fn simulate(net: &mut Net, seed: u64, end: Duration) -> (Vec<(Duration, Output)>, usize) {
+    let mut p = Prober::new(Params::default(), seed);
+    let timeout = p.params().timeout;
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    let mut pending: BinaryHeap<Reverse<(Duration, usize, bool)>> = BinaryHeap::new();
+    let mut peak = 0;
+    let targets = (0..net.workers).map(|i| Some(addr(i))).collect();
+    p.handle(Duration::ZERO, Input::Zone(targets), &mut out);
+    let mut now = Duration::ZERO;
+    loop {
+        for o in out.drain(..) {
+            match o {
+                Output::Start { slot, .. } => {
+                    let (at, ok) = net.connect(usize::from(slot), now, timeout);
+                    pending.push(Reverse((at, usize::from(slot), ok)));
+                }
+                other => events.push((now, other)),
+            }
+        }
+        peak = peak.max(p.in_flight());
+        let next_result = pending.peek().map(|r| r.0 .0);
+        let next = match (next_result, p.next_due()) {
+            (Some(a), Some(b)) if p.in_flight() < p.params().max_in_flight => a.min(b),
+            (Some(a), _) => a,
+            (None, b) => b.expect("something to probe"),
+        };
+        if next > end {
+            break;
+        }
+        now = next.max(now);
+        if next_result == Some(now) {
+            let Reverse((_, w, ok)) = pending.pop().unwrap();
+            let rtt = ok.then_some(RTT);
+            p.handle(
+                now,
+                Input::Result {
+                    target: addr(w),
+                    rtt,
+                },
+                &mut out,
+            );
+        } else {
+            p.handle(now, Input::Tick, &mut out);
+        }
+    }
+    (events, peak)
+}
+
+/// A cut at any phase of the probe schedule is seen within 3 s (worst case over 100
+/// phases spread over two probe intervals), and the worker is back within 2 s of the path
+/// coming back.
+#[test]
+fn a_cut_path_is_marked_down_within_3_s_at_any_phase() {
+    let mut worst = Duration::ZERO;
+    let mut worst_up = Duration::ZERO;
+    for phase in 0..100u32 {
+        let from = Duration::from_secs(20) + Duration::from_millis(20) * phase;
+        let to = from + Duration::from_secs(10);
+        let mut net = Net {
+            workers: 20,
+            cut: Some((7, from, to)),
+            loss: 0.0,
+            rng: 9,
+        };
+        let (events, _) = simulate(&mut net, u64::from(phase) + 1, to + Duration::from_secs(5));
+        let down: Vec<_> = events.iter().filter(|e| e.1 == Output::Down(7)).collect();
+        assert_eq!(down.len(), 1, "phase {phase}: {events:?}");
+        assert!(events
+            .iter()
+            .all(|e| matches!(e.1, Output::Down(7) | Output::Up(7))));
+        worst = worst.max(down[0].0 - from);
+        let up = events
+            .iter()
+            .find(|e| e.1 == Output::Up(7))
+            .expect("back up");
+        worst_up = worst_up.max(up.0 - to);
+    }
+    println!("worst failover {worst:?}, worst return {worst_up:?}");
+    assert!(worst <= Duration::from_secs(3), "failover took {worst:?}");
+    assert!(
+        worst_up <= Duration::from_secs(2),
+        "return took {worst_up:?}"
+    );
+}
+
+/// 500 workers, one of them blackholed: at most 32 connects in flight, and the cut is still
+/// seen within 3 s.
+#[test]
+fn five_hundred_workers_stay_within_the_socket_bound() {
+    let from = Duration::from_millis(10_333);
+    let mut net = Net {
+        workers: 500,
+        cut: Some((321, from, Duration::from_secs(3600))),
+        loss: 0.0,
+        rng: 5,
+    };
+    let (events, peak) = simulate(&mut net, 77, Duration::from_secs(16));
+    assert!(peak <= 32, "{peak} connects in flight");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1, Output::Down(321));
+    assert!(
+        events[0].0 - from <= Duration::from_secs(3),
+        "{:?}",
+        events[0].0 - from
+    );
+}
+
+/// At 10 % packet loss a connect fails with p = 0.19 (SYN or SYN-ACK lost): 1,000 simulated
+/// minutes of 10 workers give no down transition.
+#[test]
+fn ten_percent_packet_loss_for_1000_minutes_does_not_flap() {
+    let mut net = Net {
+        workers: 10,
+        cut: None,
+        loss: 1.0 - 0.9 * 0.9,
+        rng: 0x5eed,
+    };
+    let (events, _) = simulate(&mut net, 3, Duration::from_secs(1000 * 60));
+    assert!(
+        events.is_empty(),
+        "{} flaps: {:?}",
+        events.len(),
+        &events[..events.len().min(5)]
+    );
+}
+
+/// Probes of many workers are spread evenly over the interval, not sent in a burst.
+#[test]
+fn first_probes_are_spread_over_the_interval() {
+    let mut p = Prober::new(Params::default(), 1);
+    let mut out = Vec::new();
+    let targets = (0..500).map(|i| Some(addr(i))).collect();
+    p.handle(Duration::ZERO, Input::Zone(targets), &mut out);
+    assert_eq!(out.len(), 1, "only slot 0 is due at once");
+    out.clear();
+    // Slots 1..=30 are due by 60 ms (2 ms apart), fewer than the 32 connects allowed.
+    p.handle(Duration::from_millis(60), Input::Tick, &mut out);
+    assert!(
+        (29..=31).contains(&out.len()),
+        "{} started in the first 60 ms",
+        out.len()
+    );
+}
+
+/// A new zone that renumbers the slots keeps each worker's state with its address; a new
+/// worker starts up.
+#[test]
+fn zone_change_keeps_state_by_address() {
+    let mut p = Prober::new(Params::default(), 1);
+    let mut out = Vec::new();
+    p.handle(
+        Duration::ZERO,
+        Input::Zone(vec![Some(addr(0)), Some(addr(1))]),
+        &mut out,
+    );
+    for k in 0..10 {
+        p.handle(
+            Duration::from_millis(k),
+            Input::Result {
+                target: addr(1),
+                rtt: None,
+            },
+            &mut out,
+        );
+    }
+    assert!(out.contains(&Output::Down(1)));
+    assert_eq!(p.down_words()[0], 0b10);
+    p.handle(
+        Duration::from_secs(1),
+        Input::Zone(vec![Some(addr(1)), None, Some(addr(2))]),
+        &mut out,
+    );
+    assert!(p.is_down(0) && !p.is_down(1) && !p.is_down(2));
+    assert_eq!(p.down_words()[0], 0b1);
+    let names = ["w1".to_string(), String::new(), "w2".to_string()];
+    let r = p.reach(&names);
+    assert_eq!((r.workers, r.down, r.more), (2, vec!["w1".to_string()], 0));
+}
+
+/// The status summary: RTT percentiles over the up workers, names of the down ones capped
+/// at 32 with the rest counted.
+#[test]
+fn reach_summary_caps_the_names() {
+    let mut p = Prober::new(Params::default(), 1);
+    let mut out = Vec::new();
+    let n = 40;
+    p.handle(
+        Duration::ZERO,
+        Input::Zone((0..n + 3).map(|i| Some(addr(i))).collect()),
+        &mut out,
+    );
+    for w in 0..n {
+        for _ in 0..10 {
+            p.handle(
+                Duration::ZERO,
+                Input::Result {
+                    target: addr(w),
+                    rtt: None,
+                },
+                &mut out,
+            );
+        }
+    }
+    for (w, ms) in [(n, 3), (n + 1, 7), (n + 2, 12)] {
+        let rtt = Some(Duration::from_millis(ms));
+        p.handle(
+            Duration::ZERO,
+            Input::Result {
+                target: addr(w),
+                rtt,
+            },
+            &mut out,
+        );
+    }
+    let names: Vec<String> = (0..n + 3).map(|i| format!("w{i:02}")).collect();
+    let r = p.reach(&names);
+    assert_eq!(r.workers, 43);
+    assert_eq!(r.down.len(), 32);
+    assert_eq!(r.more, 8);
+    assert_eq!(r.down[0], "w00");
+    assert_eq!(r.rtt_ms, Some([7, 7, 12]));
+}
