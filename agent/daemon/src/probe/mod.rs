@@ -21,9 +21,8 @@
 
 pub mod driver;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -123,7 +122,8 @@ pub enum Output {
 pub struct Prober {
     params: Params,
     slots: Vec<Slot>,
-    by_target: HashMap<SocketAddr, u16>,
+    /// Probe target -> node slot, sorted by target (a sorted `Vec`: smaller code than a map).
+    by_target: Vec<(SocketAddr, u16)>,
     in_flight: usize,
     rng: u64,
     down: [u32; WORDS],
@@ -135,7 +135,7 @@ impl Prober {
         Prober {
             params,
             slots: Vec::new(),
-            by_target: HashMap::new(),
+            by_target: Vec::new(),
             in_flight: 0,
             rng: seed | 1,
             down: [0; WORDS],
@@ -165,7 +165,7 @@ impl Prober {
             Input::Tick => {}
             Input::Result { target, rtt } => {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                if let Some(&i) = self.by_target.get(&target) {
+                if let Some(i) = self.slot_of(&target) {
                     self.result(i, now, rtt, out);
                 }
             }
@@ -220,12 +220,16 @@ impl Prober {
         let old = std::mem::take(&mut self.slots);
         let n = targets.len().clamp(1, usize::MAX) as u32;
         let mut slots = Vec::with_capacity(targets.len());
-        self.by_target.clear();
+        let old_by_target = std::mem::take(&mut self.by_target);
+        let old_slot = |t: &SocketAddr| {
+            old_by_target
+                .binary_search_by_key(t, |&(a, _)| a)
+                .ok()
+                .map(|k| old[old_by_target[k].1 as usize])
+        };
         self.down = [0; WORDS];
         for (i, t) in targets.into_iter().enumerate().take(MAX_NODES) {
-            let kept = t
-                .and_then(|t| old.iter().find(|s| s.target == Some(t)))
-                .copied();
+            let kept = t.and_then(|t| old_slot(&t));
             let slot = match (kept, t) {
                 (Some(s), _) => s,
                 (None, Some(t)) => Slot {
@@ -237,7 +241,7 @@ impl Prober {
                 (None, None) => EMPTY,
             };
             if let Some(t) = slot.target {
-                self.by_target.insert(t, i as u16);
+                self.by_target.push((t, i as u16));
             }
             if slot.down {
                 self.down[i / 32] |= 1 << (i % 32);
@@ -245,6 +249,19 @@ impl Prober {
             slots.push(slot);
         }
         self.slots = slots;
+        self.by_target.sort_unstable_by_key(|&(a, _)| a);
+        // A target named by two slots (two nodes with one address) is looked up in one of
+        // them, as a map would: results of the shared address update that slot.
+        self.by_target.dedup_by_key(|&mut (a, _)| a);
+    }
+
+    /// The node slot probing `target`.
+    fn slot_of(&self, target: &SocketAddr) -> Option<u16> {
+        let k = self
+            .by_target
+            .binary_search_by_key(target, |&(a, _)| a)
+            .ok()?;
+        Some(self.by_target[k].1)
     }
 
     /// Starts due probes, earliest first, while fewer than `max_in_flight` are out.
@@ -392,18 +409,25 @@ pub fn layout<H: AsRef<[u8]> + AsMut<[u8]>>(zone: &ZoneV2<H>) -> u64 {
     h.max(1)
 }
 
+/// A [`layout`] in 32 bits, never 0 (0 means "none").
+fn fold(layout: u64) -> u32 {
+    ((layout ^ (layout >> 32)) as u32).max(1)
+}
+
 /// What the answer path and the status read of the prober (see the module documentation).
 #[derive(Debug)]
 pub struct BranchView {
     down: [AtomicU32; WORDS],
     rtt_us: Box<[AtomicU32]>,
-    /// The [`layout`] the bitmap belongs to; 0 while it is being rewritten.
-    layout: AtomicU64,
+    /// The [`layout`] the bitmap belongs to, folded to 32 bits ([`fold`]: 32-bit MIPS has no
+    /// 64-bit atomics); 0 while it is being rewritten.
+    layout: AtomicU32,
     fail_closed: bool,
     rtt_order: bool,
     stale: AtomicBool,
-    /// Milliseconds since `start` when the broker was last seen connected.
-    broker_seen_ms: AtomicU64,
+    /// Tenths of a second since `start` when the broker was last seen connected (32 bits:
+    /// 13 years; 32-bit MIPS has no 64-bit atomics).
+    broker_seen_ds: AtomicU32,
     start: std::time::Instant,
     reach: Mutex<Option<Reach>>,
     reach_dirty: AtomicBool,
@@ -415,11 +439,11 @@ impl BranchView {
         BranchView {
             down: std::array::from_fn(|_| AtomicU32::new(0)),
             rtt_us: (0..MAX_NODES).map(|_| AtomicU32::new(0)).collect(),
-            layout: AtomicU64::new(0),
+            layout: AtomicU32::new(0),
             fail_closed,
             rtt_order,
             stale: AtomicBool::new(false),
-            broker_seen_ms: AtomicU64::new(0),
+            broker_seen_ds: AtomicU32::new(0),
             start: std::time::Instant::now(),
             reach: Mutex::new(None),
             reach_dirty: AtomicBool::new(false),
@@ -431,7 +455,7 @@ impl BranchView {
     /// prober takes to see it). No allocation, no lock.
     #[inline]
     pub fn health(&self, layout: u64) -> Health<'_> {
-        let h = if self.layout.load(Ordering::Acquire) == layout {
+        let h = if self.layout.load(Ordering::Acquire) == fold(layout) {
             let h = Health::new(&self.down);
             if self.rtt_order {
                 h.with_rtt(&self.rtt_us)
@@ -447,6 +471,7 @@ impl BranchView {
 
     /// Publishes the prober's bitmap and RTTs for a zone of `layout`.
     pub fn publish(&self, layout: u64, p: &Prober) {
+        let layout = fold(layout);
         if self.layout.load(Ordering::Relaxed) != layout {
             self.layout.store(0, Ordering::Release);
         }
@@ -463,14 +488,15 @@ impl BranchView {
 
     /// The broker connection is up now.
     pub fn broker_seen(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.broker_seen_ms.store(ms, Ordering::Relaxed);
+        let ds = (self.start.elapsed().as_millis() / 100).min(u128::from(u32::MAX)) as u32;
+        self.broker_seen_ds.store(ds, Ordering::Relaxed);
     }
 
     /// Marks answers stale when the broker was last seen more than `after` ago (`None`:
     /// never stale); returns whether they are.
     pub fn update_stale(&self, after: Option<Duration>) -> bool {
-        let seen = Duration::from_millis(self.broker_seen_ms.load(Ordering::Relaxed));
+        let seen =
+            Duration::from_millis(u64::from(self.broker_seen_ds.load(Ordering::Relaxed)) * 100);
         let stale = after.is_some_and(|a| self.start.elapsed().saturating_sub(seen) > a);
         if self.stale.swap(stale, Ordering::Relaxed) != stale {
             if stale {
