@@ -7,64 +7,23 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use sdwan_discovery::metrics::SharedMetrics;
-use sdwan_fake_apiserver::FakeApiServer;
-use sdwan_testsupport::mosquitto::{Mosquitto, MosquittoConfig};
-use sdwan_testsupport::{dig, free_port, require_tool, ChildGuard, TempDir};
+use sdwan_testsupport::{dig, free_port, require_tool, ChildGuard};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sdwan-discovery");
 
-struct Rig {
-    api: FakeApiServer,
-    dir: TempDir,
-    broker: Mosquitto,
+/// [`Rig`] for tests that ask real agents with dig.
+async fn rig(name: &str) -> Rig {
+    require_tool("dig");
+    Rig::start(name).await
 }
 
 impl Rig {
-    /// mosquitto without persistence (a restart loses every retained message), the fake API
-    /// server with w1 (zone a), w2 (zone b) and default/web on w1, and [`TOPOLOGY`].
-    async fn start(name: &str) -> Rig {
-        require_tool("mosquitto");
-        require_tool("dig");
-        let dir = TempDir::new(name);
-        let broker = Mosquitto::start(
-            dir.path(),
-            &MosquittoConfig {
-                tls: None,
-                acl: None,
-                persistence: false,
-                max_packet_size: None,
-            },
-        );
-        let api = FakeApiServer::start().await.unwrap();
-        api.apply(node("w1", "192.0.2.1", "a", true));
-        api.apply(node("w2", "192.0.2.2", "b", true));
-        api.apply(service("default", "web", 30080));
-        api.apply(slice("default", "web", &["w1"]));
-        write_file(dir.path(), "kubeconfig", &api.kubeconfig_yaml());
-        write_file(dir.path(), "topology.toml", TOPOLOGY);
-        Rig { api, dir, broker }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.broker.port()))
-    }
-
-    fn args(&self, extra: &[&str]) -> Vec<String> {
-        args(
-            &self.dir.join("kubeconfig"),
-            &self.dir.join("topology.toml"),
-            &format!("mqtt://{}", self.addr()),
-            extra,
-        )
-    }
-
     /// `sdwan-agent --gateway-id GW` with the state directory `state-GW-RUN` (new: empty).
     fn agent(&self, gw: &str, run: usize) -> (ChildGuard, SocketAddr) {
         let state = self.dir.join(format!("state-{gw}-{run}"));
@@ -122,7 +81,7 @@ async fn wait_converged(m: &SharedMetrics, gateways: &[&str], timeout: Duration,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_agents_converge_again_after_a_broker_restart_without_retained_state() {
-    let mut rig = Rig::start("agents-v2-broker").await;
+    let mut rig = rig("agents-v2-broker").await;
     let m = Master::start(&rig.args(&[])).await;
     let (_a, dns_a) = rig.agent("gw-a", 1);
     let (b, dns_b) = rig.agent("gw-b", 1);
@@ -177,35 +136,6 @@ async fn real_agents_converge_again_after_a_broker_restart_without_retained_stat
     m.stop().await;
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-async fn wait_metrics(addr: SocketAddr, what: &str, cond: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
-            .await
-            .unwrap();
-        if cond(&text) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn all_converged(text: &str) -> bool {
     ["gw-a", "gw-b"]
         .iter()
@@ -214,7 +144,7 @@ fn all_converged(text: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_agents_get_the_change_after_the_master_is_killed_and_restarted() {
-    let rig = Rig::start("agents-v2-kill9").await;
+    let rig = rig("agents-v2-kill9").await;
     let (_a, dns_a) = rig.agent("gw-a", 1);
     let (_b, dns_b) = rig.agent("gw-b", 1);
     let spawn = |run: usize| {
@@ -282,7 +212,7 @@ async fn real_agents_get_the_change_after_the_master_is_killed_and_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_masters_at_once_never_move_a_real_agent_back() {
-    let rig = Rig::start("agents-v2-two").await;
+    let rig = rig("agents-v2-two").await;
     let rec = Recorder::start(Recorder::plain(rig.addr(), "rec-agents-two")).await;
     let (_a, dns_a) = rig.agent("gw-a", 1);
     let (_b, dns_b) = rig.agent("gw-b", 1);

@@ -12,8 +12,6 @@ use std::time::Duration;
 
 use common::*;
 use sdwan_fake_apiserver::FakeApiServer;
-use sdwan_link::rumqttc::{self, AsyncClient, QoS};
-use sdwan_link::{BrokerUrl, LinkOptions};
 use sdwan_testsupport::mosquitto::{Mosquitto, MosquittoConfig};
 use sdwan_testsupport::{wait_for, ChildGuard, TempDir};
 
@@ -25,31 +23,6 @@ fn deep_status(depth: usize) -> Vec<u8> {
         "]".repeat(depth)
     )
     .into_bytes()
-}
-
-/// Publishes `payload` retained on `topic` as MQTT user `user` and waits until the broker
-/// acknowledged it.
-async fn publish_as(broker: &str, user: &str, topic: &str, payload: Vec<u8>) {
-    let mut link = LinkOptions::new(BrokerUrl::parse_quiet(broker).unwrap(), user);
-    link.username = Some(user.to_string());
-    link.clean_session = true;
-    let (client, mut el) = AsyncClient::new(link.mqtt_options().unwrap(), 8);
-    client
-        .publish(topic, QoS::AtLeastOnce, true, payload)
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
-                el.poll().await.expect("publisher connection")
-            {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("PUBACK within 10 s");
-    let _ = client.disconnect().await;
 }
 
 fn start_master(args: &[String]) -> ChildGuard {

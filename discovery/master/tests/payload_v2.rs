@@ -7,63 +7,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use sdwan_discovery::metrics::SharedMetrics;
-use sdwan_fake_apiserver::FakeApiServer;
-use sdwan_testsupport::mosquitto::{Mosquitto, MosquittoConfig};
-use sdwan_testsupport::{free_port, require_tool, ChildGuard, TempDir};
+use sdwan_testsupport::{free_port, ChildGuard};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sdwan-discovery");
-
-struct Rig {
-    api: FakeApiServer,
-    dir: TempDir,
-    broker: Mosquitto,
-}
-
-impl Rig {
-    /// mosquitto without persistence (a restart loses every retained message), the fake API
-    /// server with w1 (zone a), w2 (zone b) and default/web on w1, and [`TOPOLOGY`].
-    async fn start(name: &str) -> Rig {
-        require_tool("mosquitto");
-        let dir = TempDir::new(name);
-        let broker = Mosquitto::start(
-            dir.path(),
-            &MosquittoConfig {
-                tls: None,
-                acl: None,
-                persistence: false,
-                max_packet_size: None,
-            },
-        );
-        let api = FakeApiServer::start().await.unwrap();
-        api.apply(node("w1", "192.0.2.1", "a", true));
-        api.apply(node("w2", "192.0.2.2", "b", true));
-        api.apply(service("default", "web", 30080));
-        api.apply(slice("default", "web", &["w1"]));
-        write_file(dir.path(), "kubeconfig", &api.kubeconfig_yaml());
-        write_file(dir.path(), "topology.toml", TOPOLOGY);
-        Rig { api, dir, broker }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.broker.port()))
-    }
-
-    fn args(&self, extra: &[&str]) -> Vec<String> {
-        args(
-            &self.dir.join("kubeconfig"),
-            &self.dir.join("topology.toml"),
-            &format!("mqtt://{}", self.addr()),
-            extra,
-        )
-    }
-}
 
 /// Waits until each agent serves the content the master desires for it, and the master's
 /// metrics say so (converged, by digest).
@@ -115,21 +67,6 @@ async fn broker_restarted_without_its_retained_state_agents_converge_again() {
     m.stop().await;
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// The master binary with `--metrics` on a free port.
 fn spawn_master(rig: &Rig, run: usize) -> (ChildGuard, SocketAddr) {
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -140,21 +77,6 @@ fn spawn_master(rig: &Rig, run: usize) -> (ChildGuard, SocketAddr) {
         ChildGuard::spawn(&format!("sdwan-discovery run {run}"), &mut cmd),
         metrics,
     )
-}
-
-/// Waits until `/metrics` says every gateway converged; returns the text.
-async fn wait_metrics(addr: SocketAddr, what: &str, cond: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
-            .await
-            .unwrap();
-        if cond(&text) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn all_converged(text: &str) -> bool {

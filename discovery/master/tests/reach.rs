@@ -7,66 +7,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use sdwan_fake_apiserver::FakeApiServer;
-use sdwan_link::rumqttc::{self, AsyncClient, QoS};
-use sdwan_link::{BrokerUrl, LinkOptions};
 use sdwan_testsupport::mosquitto::{Mosquitto, MosquittoConfig};
 use sdwan_testsupport::{free_port, require_tool, wait_for, ChildGuard, TempDir};
-
-/// Publishes `payload` retained on `topic` as MQTT user `user`; waits for the broker's PUBACK.
-async fn publish_as(broker: &str, user: &str, topic: &str, payload: String) {
-    let mut link = LinkOptions::new(BrokerUrl::parse_quiet(broker).unwrap(), user);
-    link.username = Some(user.to_string());
-    link.clean_session = true;
-    let (client, mut el) = AsyncClient::new(link.mqtt_options().unwrap(), 8);
-    client
-        .publish(topic, QoS::AtLeastOnce, true, payload)
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
-                el.poll().await.expect("publisher connection")
-            {
-                break;
-            }
-        }
-    })
-    .await
-    .expect("PUBACK within 10 s");
-    let _ = client.disconnect().await;
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-/// Polls `/metrics` until `cond` holds (20 s); returns the text.
-async fn wait_metrics(addr: SocketAddr, what: &str, cond: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
-            .await
-            .unwrap();
-        if cond(&text) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "timed out: {what}\n{text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn status(down: &[&str], more: u32) -> String {
     let names: Vec<String> = down.iter().map(|n| format!("\"{n}\"")).collect();

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ use sdwan_discovery::metrics::SharedMetrics;
 use sdwan_fake_apiserver::FakeApiServer;
 use sdwan_link::rumqttc::{self, AsyncClient, QoS};
 use sdwan_link::{BrokerUrl, LinkOptions};
+use sdwan_testsupport::mosquitto::{Mosquitto, MosquittoConfig};
 use sdwan_testsupport::TempDir;
 use serde_json::{json, Value};
 
@@ -762,4 +765,110 @@ impl Setup {
             extra,
         )
     }
+}
+
+/// mosquitto without TLS, ACL or persistence (a restart loses every retained message), the
+/// fake API server with w1 (zone a), w2 (zone b) and default/web on w1, and [`TOPOLOGY`] with
+/// a kubeconfig in a temp dir: the set-up of the tests that run the master binary.
+pub struct Rig {
+    pub api: FakeApiServer,
+    pub dir: TempDir,
+    pub broker: Mosquitto,
+}
+
+impl Rig {
+    /// Starts the broker and the API server (needs mosquitto).
+    pub async fn start(name: &str) -> Rig {
+        sdwan_testsupport::require_tool("mosquitto");
+        let dir = TempDir::new(name);
+        let broker = Mosquitto::start(
+            dir.path(),
+            &MosquittoConfig {
+                tls: None,
+                acl: None,
+                persistence: false,
+                max_packet_size: None,
+            },
+        );
+        let api = FakeApiServer::start().await.unwrap();
+        api.apply(node("w1", "192.0.2.1", "a", true));
+        api.apply(node("w2", "192.0.2.2", "b", true));
+        api.apply(service("default", "web", 30080));
+        api.apply(slice("default", "web", &["w1"]));
+        write_file(dir.path(), "kubeconfig", &api.kubeconfig_yaml());
+        write_file(dir.path(), "topology.toml", TOPOLOGY);
+        Rig { api, dir, broker }
+    }
+
+    /// The broker's address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.broker.port()))
+    }
+
+    /// The master's arguments for this rig, then `extra`.
+    pub fn args(&self, extra: &[&str]) -> Vec<String> {
+        args(
+            &self.dir.join("kubeconfig"),
+            &self.dir.join("topology.toml"),
+            &format!("mqtt://{}", self.addr()),
+            extra,
+        )
+    }
+}
+
+/// `GET path` over HTTP/1.0; the whole response, or "" when nothing listens yet.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The value of the sample `name` (with its labels) in a `/metrics` text.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Polls `/metrics` at `addr` until `cond` holds (20 s); returns the text.
+pub async fn wait_metrics(addr: SocketAddr, what: &str, cond: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = tokio::task::spawn_blocking(move || http_get(addr, "/metrics"))
+            .await
+            .unwrap();
+        if cond(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "timed out: {what}\n{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Publishes `payload` retained on `topic` as MQTT user `user` (as that gateway or the
+/// master would) and waits until the broker acknowledged it.
+pub async fn publish_as(broker: &str, user: &str, topic: &str, payload: impl Into<Vec<u8>>) {
+    let mut link = LinkOptions::new(BrokerUrl::parse_quiet(broker).unwrap(), user);
+    link.username = Some(user.to_string());
+    link.clean_session = true;
+    let (client, mut el) = AsyncClient::new(link.mqtt_options().unwrap(), 8);
+    client
+        .publish(topic, QoS::AtLeastOnce, true, payload.into())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
+                el.poll().await.expect("publisher connection")
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("PUBACK within 10 s");
+    let _ = client.disconnect().await;
 }
