@@ -351,9 +351,10 @@ fn stale_answers_after_the_broker_stops_and_probing_goes_on() {
 /// The CPU the agent spends probing 500 workers (docs/benchmarks.md, "Probing cost"): 500
 /// listeners on 127.0.1.1..127.0.2.244, one zone of 500 workers, the agent's utime+stime
 /// from `/proc/PID/stat` over `PROBE_COST_SECS` (default 60) seconds, probing on and then
-/// `--probe off` for the baseline. Run by hand with the release build:
-/// `SDWAN_AGENT_BIN=target/release/sdwan-agent cargo nextest run -p sdwan-agent --test probe
-/// --run-ignored only --no-capture probing_cost`.
+/// `--probe off` for the baseline. Run by hand with the release build (cargo test: the two
+/// windows outlast nextest's slow-test limit):
+/// `cargo build --release -p sdwan-agent && SDWAN_AGENT_BIN=$CARGO_TARGET_DIR/release/sdwan-agent
+/// cargo test -p sdwan-agent --test probe -- --ignored --nocapture probing_cost`.
 #[test]
 #[ignore = "a 2-minute measurement, run by hand"]
 fn probing_cost_of_500_workers() {
@@ -381,8 +382,10 @@ fn probing_cost_of_500_workers() {
         })
         .collect();
     snap.services[0].hosts = (0..500).collect();
-    let bin = std::env::var_os("SDWAN_AGENT_BIN")
-        .map_or_else(|| env!("CARGO_BIN_EXE_sdwan-agent").into(), std::path::PathBuf::from);
+    let bin = std::env::var_os("SDWAN_AGENT_BIN").map_or_else(
+        || env!("CARGO_BIN_EXE_sdwan-agent").into(),
+        std::path::PathBuf::from,
+    );
     let ticks = sysconf_ticks();
     for flags in [&[][..], &["--probe", "off"][..]] {
         let tmp = TempDir::new("probe-cost");
@@ -411,13 +414,20 @@ fn probing_cost_of_500_workers() {
         wait_answer(dns, WEB, "127.0.1.1", SOON);
         if flags.is_empty() {
             master.wait_status("gw-a", "500 workers probed", |s| {
-                s.reach.as_ref().is_some_and(|r| r.workers == 500 && r.rtt_ms.is_some())
+                s.reach
+                    .as_ref()
+                    .is_some_and(|r| r.workers == 500 && r.rtt_ms.is_some())
             });
         }
         let pid = agent.id();
         let cpu = || {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-            let f: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+            let f: Vec<&str> = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .collect();
             f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
         };
         let (c0, t0) = (cpu(), Instant::now());
