@@ -118,7 +118,7 @@ fn v2_store() -> Arc<ZoneStore> {
         );
     }
     assert!(prober.is_down(0));
-    view.publish(layout(&zone), &prober);
+    view.publish(layout(&zone), &prober, true);
     assert!(view.update_stale(Some(Duration::ZERO)));
     let store = ZoneStore::with_view(view);
     store.swap_v2(zone);

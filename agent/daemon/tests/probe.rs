@@ -351,9 +351,10 @@ fn stale_answers_after_the_broker_stops_and_probing_goes_on() {
 /// The CPU the agent spends probing 500 workers (docs/benchmarks.md, "Probing cost"): 500
 /// listeners on 127.0.1.1..127.0.2.244, one zone of 500 workers, the agent's utime+stime
 /// from `/proc/PID/stat` over `PROBE_COST_SECS` (default 60) seconds, probing on and then
-/// `--probe off` for the baseline. Run by hand with the release build:
-/// `SDWAN_AGENT_BIN=target/release/sdwan-agent cargo nextest run -p sdwan-agent --test probe
-/// --run-ignored only --no-capture probing_cost`.
+/// `--probe off` for the baseline. Run by hand with the release build (cargo test: the two
+/// windows outlast nextest's slow-test limit):
+/// `cargo build --release -p sdwan-agent && SDWAN_AGENT_BIN=$CARGO_TARGET_DIR/release/sdwan-agent
+/// cargo test -p sdwan-agent --test probe -- --ignored --nocapture probing_cost`.
 #[test]
 #[ignore = "a 2-minute measurement, run by hand"]
 fn probing_cost_of_500_workers() {

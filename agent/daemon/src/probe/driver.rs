@@ -22,6 +22,9 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(50);
 /// How often the RTT summary of the status may change without a worker going down or up.
 pub const REACH_EVERY: Duration = Duration::from_secs(60);
 
+/// The least wait for due probes: they start in batches (at most this late).
+pub const SLACK: Duration = Duration::from_millis(10);
+
 /// Where the probe port comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortChoice {
@@ -77,6 +80,7 @@ fn run(settings: Settings, store: &ZoneStore, view: &BranchView) {
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut warned = false;
     let mut have_rtt = false;
+    let mut rtt_at = start;
     loop {
         let now = Instant::now();
         let t = now - start;
@@ -169,7 +173,14 @@ fn run(settings: Settings, store: &ZoneStore, view: &BranchView) {
             }
         }
         if let Some(l) = current {
-            view.publish(l, &prober);
+            // The bitmap when it changed, the RTTs (for --rtt-order) at most once a second.
+            let rtt = changed || now.saturating_duration_since(rtt_at) >= Duration::from_secs(1);
+            if changed || rtt {
+                view.publish(l, &prober, rtt);
+            }
+            if rtt {
+                rtt_at = now;
+            }
         }
         // The summary: at once when the down set changed (or the first RTTs came in),
         // else at most every REACH_EVERY for the RTTs.
@@ -185,8 +196,10 @@ fn run(settings: Settings, store: &ZoneStore, view: &BranchView) {
         }
         // Wait for a connect to end, a probe to be due, or the next check.
         let mut wake = next_check;
+        // Due probes are started in batches at most every SLACK (fewer wake-ups; with the
+        // connect bound reached, no spinning until a result frees a socket).
         if let Some(d) = prober.next_due() {
-            wake = wake.min(start + d);
+            wake = wake.min((start + d).max(now + SLACK));
         }
         for f in &flights {
             wake = wake.min(f.started + timeout);

@@ -469,8 +469,8 @@ impl BranchView {
             .with_stale(self.stale.load(Ordering::Relaxed))
     }
 
-    /// Publishes the prober's bitmap and RTTs for a zone of `layout`.
-    pub fn publish(&self, layout: u64, p: &Prober) {
+    /// Publishes the prober's bitmap for a zone of `layout`, and its RTTs when `rtt`.
+    pub fn publish(&self, layout: u64, p: &Prober, rtt: bool) {
         let layout = fold(layout);
         if self.layout.load(Ordering::Relaxed) != layout {
             self.layout.store(0, Ordering::Release);
@@ -478,7 +478,7 @@ impl BranchView {
         for (w, &v) in self.down.iter().zip(p.down_words()) {
             w.store(v, Ordering::Relaxed);
         }
-        if self.rtt_order {
+        if self.rtt_order && rtt {
             for (i, r) in self.rtt_us.iter().enumerate() {
                 r.store(p.srtt_us(i as u16), Ordering::Relaxed);
             }
