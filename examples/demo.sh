@@ -52,8 +52,10 @@ trap cleanup EXIT INT TERM
 pids+=($!)
 # The agent keeps the last zone it applied here (and refuses a directory it cannot write).
 mkdir -p "$work/state"
+# --probe off: the example cluster's workers (192.168.200.x) do not exist here; on a real
+# gateway the agent probes them and skips those its branch cannot reach (docs/agent.md).
 "$bin/sdwan-agent" --listen "$dns" --broker "mqtt://$broker" --gateway-id "$gateway" \
-    --state-dir "$work/state" >"$work/agent.log" 2>&1 &
+    --state-dir "$work/state" --probe off >"$work/agent.log" 2>&1 &
 pids+=($!)
 
 # Wait (with a deadline) until the agent answers from the zone the master published.

@@ -731,6 +731,9 @@ async fn run(a: Args) {
                     id.clone(),
                     "--topic-prefix".into(),
                     PREFIX.into(),
+                    // The synthetic cluster's workers are not on loopback: no probes to them.
+                    "--probe".into(),
+                    "off".into(),
                 ];
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 blocking(|| Agent::start(&agent_bin, &args))

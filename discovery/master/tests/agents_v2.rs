@@ -33,6 +33,8 @@ impl Rig {
         cmd.env("RUST_LOG", "info")
             .args(["--broker", &format!("mqtt://{}", self.addr())])
             .args(["--gateway-id", gw, "--topic-prefix", PREFIX])
+            // The cluster's workers (192.0.2.x) are not on loopback: no probes to them.
+            .args(["--probe", "off"])
             .args(["--listen", &dns.to_string()])
             .arg("--state-dir")
             .arg(&state);

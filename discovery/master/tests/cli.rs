@@ -156,6 +156,9 @@ fn run_cluster_file_with_embedded_broker_feeds_an_agent() {
         &format!("mqtt://127.0.0.1:{mqtt}"),
         "--gateway-id",
         "gw-espoo",
+        // The example cluster's workers are not on loopback: no probes to them.
+        "--probe",
+        "off",
     ])
     .args(["--listen", &dns.to_string()]);
     let _agent = ChildGuard::spawn("sdwan-agent gw-espoo", &mut cmd);

@@ -120,6 +120,8 @@ async fn cluster_changes_reach_dig_through_mosquitto_tls_and_two_agents() {
                 &broker_url,
             ])
             .args(["--gateway-id", gw, "--topic-prefix", PREFIX])
+            // The cluster's workers are not on loopback: no probes to them.
+            .args(["--probe", "off"])
             .arg("--ca")
             .arg(ca.cert())
             .arg("--cert")

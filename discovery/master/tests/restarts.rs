@@ -58,6 +58,8 @@ fn start_agent(broker: SocketAddr, dir: &TempDir, run: usize) -> (ChildGuard, So
     cmd.env("RUST_LOG", "info")
         .args(["--broker", &format!("mqtt://{broker}")])
         .args(["--gateway-id", "gw-a", "--topic-prefix", PREFIX])
+        // The cluster's workers are not on loopback: no probes to them.
+        .args(["--probe", "off"])
         .args(["--listen", &dns.to_string()])
         .arg("--state-dir")
         .arg(&state);
