@@ -11,9 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use sdwan_fake_apiserver::FakeApiServer;
-use sdwan_testsupport::mosquitto::{Mosquitto, MosquittoConfig};
-use sdwan_testsupport::{wait_for, ChildGuard, TempDir};
+use sdwan_testsupport::mosquitto::MosquittoConfig;
+use sdwan_testsupport::{wait_for, ChildGuard};
 
 /// A status document with an unknown field nested `depth` arrays deep.
 fn deep_status(depth: usize) -> Vec<u8> {
@@ -37,21 +36,14 @@ fn a(s: &Zone, name: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_retained_status_does_not_take_the_master_down_nor_flood_its_log() {
-    let api = FakeApiServer::start().await.unwrap();
-    api.apply(node("w1", "192.0.2.1", "a", true));
-    api.apply(node("w2", "192.0.2.2", "b", true));
-    api.apply(service("default", "web", 30080));
-    api.apply(slice("default", "web", &["w1"]));
-    let dir = TempDir::new("hostile-status");
-    write_file(dir.path(), "kubeconfig", &api.kubeconfig_yaml());
-    write_file(dir.path(), "topology.toml", TOPOLOGY);
-    let broker = Mosquitto::start(
-        dir.path(),
+    let Rig { api, dir, broker } = Rig::start_with(
+        "hostile-status",
         &MosquittoConfig {
             acl: Some(MosquittoConfig::design_acl(PREFIX)),
             ..Default::default()
         },
-    );
+    )
+    .await;
     let url = broker.url();
     let mut rec_link = Recorder::plain(
         format!("127.0.0.1:{}", broker.port()).parse().unwrap(),

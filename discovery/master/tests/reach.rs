@@ -12,9 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use sdwan_fake_apiserver::FakeApiServer;
-use sdwan_testsupport::mosquitto::{Mosquitto, MosquittoConfig};
-use sdwan_testsupport::{free_port, require_tool, wait_for, ChildGuard, TempDir};
+use sdwan_testsupport::mosquitto::MosquittoConfig;
+use sdwan_testsupport::{free_port, wait_for, ChildGuard};
 
 fn status(down: &[&str], more: u32) -> String {
     let names: Vec<String> = down.iter().map(|n| format!("\"{n}\"")).collect();
@@ -26,22 +25,19 @@ fn status(down: &[&str], more: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_reach_becomes_the_matrix_on_metrics_and_one_log_line_per_change() {
-    require_tool("mosquitto");
-    let api = FakeApiServer::start().await.unwrap();
-    api.apply(node("w1", "192.0.2.1", "a", true));
-    api.apply(node("w2", "192.0.2.2", "b", true));
-    api.apply(service("default", "web", 30080));
-    api.apply(slice("default", "web", &["w1"]));
-    let dir = TempDir::new("reach-metrics");
-    write_file(dir.path(), "kubeconfig", &api.kubeconfig_yaml());
-    write_file(dir.path(), "topology.toml", TOPOLOGY);
-    let broker = Mosquitto::start(
-        dir.path(),
+    // The API server lives as long as `_api`.
+    let Rig {
+        api: _api,
+        dir,
+        broker,
+    } = Rig::start_with(
+        "reach-metrics",
         &MosquittoConfig {
             acl: Some(MosquittoConfig::design_acl(PREFIX)),
             ..Default::default()
         },
-    );
+    )
+    .await;
     let url = broker.url();
     let maddr = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sdwan-discovery"));

@@ -81,22 +81,7 @@ fn build(snapshot: &Snapshot, plan: &Plan, prev: Option<&Proxies>) -> Proxies {
         slots,
         slot_of,
         nodes,
-        shared: Shared {
-            base: Arc::new(SharedBase {
-                header: ProxyHeader {
-                    suffix: String::new(),
-                    local: String::new(),
-                    listen_port: 0,
-                    upstream_host: String::new(),
-                    dir: String::new(),
-                    ipv6: false,
-                    nodes: 0,
-                },
-                slots: Vec::new(),
-                services: Vec::new(),
-            }),
-            workers: Vec::new(),
-        },
+        shared: Shared::empty(),
     };
     p.shared = shared(snapshot, plan, &p, prev);
     p
@@ -288,6 +273,28 @@ struct SharedBase {
     services: Vec<Arc<SharedService>>,
 }
 
+impl Shared {
+    /// No workers, no services (a cluster without nodes).
+    fn empty() -> Shared {
+        Shared {
+            base: Arc::new(SharedBase {
+                header: ProxyHeader {
+                    suffix: String::new(),
+                    local: String::new(),
+                    listen_port: 0,
+                    upstream_host: String::new(),
+                    dir: String::new(),
+                    ipv6: false,
+                    nodes: 0,
+                },
+                slots: Vec::new(),
+                services: Vec::new(),
+            }),
+            workers: Vec::new(),
+        }
+    }
+}
+
 /// A worker with content in the shared form.
 #[derive(Debug, Clone)]
 struct SharedWorker {
@@ -323,22 +330,7 @@ fn host_ids(workers: &[crate::content::Worker], slot_of: &HashMap<String, u16>) 
 
 fn shared(snapshot: &Snapshot, plan: &Plan, proxies: &Proxies, prev: Option<&Proxies>) -> Shared {
     let Some((_, any)) = plan.nodes.iter().next() else {
-        return Shared {
-            base: Arc::new(SharedBase {
-                header: ProxyHeader {
-                    suffix: String::new(),
-                    local: String::new(),
-                    listen_port: 0,
-                    upstream_host: String::new(),
-                    dir: String::new(),
-                    ipv6: false,
-                    nodes: 0,
-                },
-                slots: Vec::new(),
-                services: Vec::new(),
-            }),
-            workers: Vec::new(),
-        };
+        return Shared::empty();
     };
     let _ = snapshot;
     let cluster = &any.cluster;

@@ -779,17 +779,23 @@ pub struct Rig {
 impl Rig {
     /// Starts the broker and the API server (needs mosquitto).
     pub async fn start(name: &str) -> Rig {
-        sdwan_testsupport::require_tool("mosquitto");
-        let dir = TempDir::new(name);
-        let broker = Mosquitto::start(
-            dir.path(),
+        Rig::start_with(
+            name,
             &MosquittoConfig {
                 tls: None,
                 acl: None,
                 persistence: false,
                 max_packet_size: None,
             },
-        );
+        )
+        .await
+    }
+
+    /// The same with the broker configured as `config` says (e.g. the design's ACL).
+    pub async fn start_with(name: &str, config: &MosquittoConfig) -> Rig {
+        sdwan_testsupport::require_tool("mosquitto");
+        let dir = TempDir::new(name);
+        let broker = Mosquitto::start(dir.path(), config);
         let api = FakeApiServer::start().await.unwrap();
         api.apply(node("w1", "192.0.2.1", "a", true));
         api.apply(node("w2", "192.0.2.2", "b", true));
