@@ -10,7 +10,8 @@
 //!   `P/nodes/NODE/v2/delta` always, `v2/tail` and `v2/part/+` while it resyncs; status on
 //!   `P/nodes/NODE/status`, client id = node id.
 //!
-//! Connection set-up (URL, TLS with server verification, files) is `sdwan_link`'s; this module
+//! Connection set-up (URL, TLS with server verification, files) and the blocking client
+//! (`sdwan_link::client`) are `sdwan_link`'s; this module
 //! is the loop. [`Link::prepare`] reads every file at start-up, so configuration mistakes stop
 //! the agent at once; [`Link::spawn`] starts the thread. Reconnects wait a capped exponential
 //! backoff with jitter that starts over only after a connection stayed up
@@ -26,10 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use sdwan_link::rumqttc::{
-    Client, ConnectReturnCode, Event, LastWill, MqttOptions, Packet, QoS, RecvTimeoutError,
-    SubscribeFilter, SubscribeReasonCode,
-};
+use sdwan_link::client::{Client, Incoming, Settings};
 use sdwan_link::{Backoff, BrokerUrl, LinkError, LinkOptions, Status, Topics};
 
 use crate::config::Config;
@@ -89,7 +87,7 @@ pub fn valid_gateway_id(id: &str) -> bool {
 /// A prepared connection: options built, files read, not connected yet.
 #[derive(Debug)]
 pub struct Link {
-    options: MqttOptions,
+    settings: Settings,
     broker: BrokerUrl,
     /// Client id: the gateway id or the node id.
     id: String,
@@ -148,15 +146,10 @@ impl Link {
         link.password_file = config.password_file.clone();
         // Clean session: see the module documentation.
         link.clean_session = true;
-        let mut options = link.mqtt_options()?;
-        options.set_last_will(LastWill::new(
-            status_topic.clone(),
-            status::last_will(),
-            QoS::AtLeastOnce,
-            true,
-        ));
+        let settings =
+            link.client_settings(Some((status_topic.clone(), status::last_will().into())))?;
         Ok(Some(Link {
-            options,
+            settings,
             broker,
             id,
             topics,
@@ -178,13 +171,9 @@ impl Link {
 
     fn run<S: Sink>(self, mut sink: S) {
         let status_topic = self.status_topic.clone();
-        let (client, mut connection) = Client::new(self.options.clone(), 64);
-        connection
-            .eventloop
-            .set_network_options(sdwan_link::options::network_options());
+        let mut client = Client::new(self.settings);
         let mut backoff = Backoff::with_seed(seed());
         let mut session = Session::default();
-        let max_packet = self.options.max_packet_size();
         // What the broker was asked to deliver on this connection.
         let mut subscribed: Vec<String> = Vec::new();
         let mut next_tick = Instant::now() + TICK;
@@ -195,76 +184,66 @@ impl Link {
             sink.subscriptions().join(", ")
         );
         loop {
-            let now = Instant::now();
-            if now >= next_tick {
-                next_tick = now + TICK;
-                if sink.tick(now) && session.connected {
-                    publish_status(&client, &status_topic, &sink, &session);
+            let event = if client.is_connected() {
+                let now = Instant::now();
+                if now >= next_tick {
+                    next_tick = now + TICK;
+                    if sink.tick(now) {
+                        publish_status(&mut client, &status_topic, &sink, &session);
+                    }
                 }
-            }
-            // Ticks only while connected: a connection attempt (a TLS handshake on a slow
-            // router) is never cut short by a timeout.
-            let polled = if session.connected {
-                connection.recv_timeout(next_tick.saturating_duration_since(now))
+                client.poll(next_tick.saturating_duration_since(now))
             } else {
-                connection
-                    .recv()
-                    .map_err(|_| RecvTimeoutError::Disconnected)
-            };
-            let event = match polled {
-                Ok(Ok(ev)) => Ok(ev),
-                Ok(Err(e)) => Err(sdwan_link::options::describe_error(&e, max_packet)),
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(e) => Err(format!("{e:?}")),
+                // A connection attempt (a TLS handshake on a slow router) is never cut short
+                // by a tick; it has its own time limit.
+                match client.connect() {
+                    Ok(session_present) => {
+                        info!(
+                            "connected to {} (session present: {session_present})",
+                            self.broker
+                        );
+                        session.connected();
+                        backoff.connected(Instant::now());
+                        sink.connected(Instant::now());
+                        next_tick = Instant::now() + TICK;
+                        // The status first: it must reach the broker even when what the
+                        // subscription brings breaks the connection (an over-size retained
+                        // message), since it says why the previous connection dropped.
+                        publish_status(&mut client, &status_topic, &sink, &session);
+                        // Subscribe on every connect (clean session).
+                        subscribed.clear();
+                        sync_subscriptions(&mut client, &sink, &mut subscribed);
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
             };
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    if ack.code != ConnectReturnCode::Success {
-                        continue; // reported as an error by the next poll
-                    }
-                    info!(
-                        "connected to {} (session present: {})",
-                        self.broker, ack.session_present
-                    );
-                    session.connected();
-                    backoff.connected(Instant::now());
-                    sink.connected(Instant::now());
-                    // The status first: it must reach the broker even when what the
-                    // subscription brings breaks the connection (an over-size retained
-                    // message), since it says why the previous connection dropped.
-                    publish_status(&client, &status_topic, &sink, &session);
-                    // Subscribe on every connect (clean session).
-                    subscribed.clear();
-                    sync_subscriptions(&client, &sink, &mut subscribed);
-                }
-                Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    if ack
-                        .return_codes
-                        .iter()
-                        .any(|c| matches!(c, SubscribeReasonCode::Failure))
-                    {
+                Ok(None) => {}
+                Ok(Some(Incoming::SubAck { refused })) => {
+                    if refused {
                         warn!(
                             "broker refused a subscription to {} (check its ACL)",
                             subscribed.join(", ")
                         );
                     }
                 }
-                Ok(Event::Incoming(Packet::UnsubAck(_))) => {
+                Ok(Some(Incoming::UnsubAck)) => {
                     info!("unsubscription confirmed by the broker");
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
+                Ok(Some(Incoming::Publish(p))) => {
                     if sink.handle(&p.topic, &p.payload, Instant::now()) {
-                        publish_status(&client, &status_topic, &sink, &session);
+                        publish_status(&mut client, &status_topic, &sink, &session);
                     }
-                    sync_subscriptions(&client, &sink, &mut subscribed);
+                    sync_subscriptions(&mut client, &sink, &mut subscribed);
                 }
-                Ok(_) => {}
                 Err(reason) => {
+                    client.close();
                     // What is due (a debounced write) is done before waiting.
                     sink.disconnected();
                     sink.tick(Instant::now());
                     let (delay, up) = backoff.disconnected(Instant::now());
-                    session.failed(&self.broker, &reason, up, delay);
+                    session.failed(&self.broker, &reason.to_string(), up, delay);
                     thread::sleep(delay);
                 }
             }
@@ -278,7 +257,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// Subscribes to the topics `sink` wants that are not subscribed yet (in one SUBSCRIBE, in
 /// the sink's order: the broker sends retained messages in that order), and unsubscribes
 /// from those it no longer wants.
-fn sync_subscriptions<S: Sink>(client: &Client, sink: &S, subscribed: &mut Vec<String>) {
+fn sync_subscriptions<S: Sink>(client: &mut Client, sink: &S, subscribed: &mut Vec<String>) {
     let wanted = sink.subscriptions();
     let new: Vec<String> = wanted
         .iter()
@@ -287,18 +266,11 @@ fn sync_subscriptions<S: Sink>(client: &Client, sink: &S, subscribed: &mut Vec<S
         .collect();
     for gone in subscribed.iter().filter(|t| !wanted.contains(t)) {
         debug!("unsubscribing from {gone}");
-        if let Err(e) = client.try_unsubscribe(gone.clone()) {
-            warn!("cannot queue unsubscription from {gone}: {e}");
-        }
+        client.unsubscribe(gone);
     }
     if !new.is_empty() {
         debug!("subscribing to {}", new.join(", "));
-        let filters = new
-            .iter()
-            .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
-        if let Err(e) = client.try_subscribe_many(filters) {
-            warn!("cannot queue subscription to {}: {e}", new.join(", "));
-        }
+        client.subscribe(&new);
     }
     *subscribed = wanted;
 }
@@ -339,13 +311,12 @@ impl Session {
     }
 }
 
-fn publish_status<S: Sink>(client: &Client, topic: &str, sink: &S, session: &Session) {
+/// Publishes the retained status document (a write error shows at the next poll).
+fn publish_status<S: Sink>(client: &mut Client, topic: &str, sink: &S, session: &Session) {
     let mut doc = sink.status();
     doc.disconnect = session.last_drop.clone();
     let doc = status::online_doc(doc);
-    if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, true, doc) {
-        warn!("cannot queue status on {topic}: {e}");
-    }
+    client.publish(topic, doc.as_bytes(), true);
 }
 
 /// Jitter seed: differs between agents and restarts.

@@ -10,7 +10,6 @@ use std::time::Duration;
 use mqtt_common::*;
 use sdwan_contract::v2::encode::Snapshot;
 use sdwan_contract::v2::Version;
-use sdwan_link::rumqttc::{Client, Event, Packet};
 use sdwan_link::{BrokerUrl, LinkOptions, State};
 use sdwan_testsupport::certs::CertFiles;
 use sdwan_testsupport::mosquitto::{BrokerTls, Mosquitto, MosquittoConfig};
@@ -156,12 +155,9 @@ fn server_certificate_and_host_name_are_always_verified() {
         o.ca = Some(ca.to_path_buf());
         o.cert = Some(pki.master.cert.clone());
         o.key = Some(pki.master.key.clone());
-        let (_client, mut conn) = Client::new(o.mqtt_options().unwrap(), 4);
-        match conn.recv().unwrap() {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => Ok(()),
-            Ok(other) => Err(format!("unexpected {other:?}")),
-            Err(e) => Err(e.to_string()),
-        }
+        // The agent's own client (sdwan_link::client), as the agent connects.
+        let mut client = sdwan_link::client::Client::new(o.client_settings(None).unwrap());
+        client.connect().map(|_| ()).map_err(|e| e.to_string())
     };
     connect(&broker, pki.ca.cert()).expect("the right CA and name connect");
     let e = connect(&broker, pki.foreign.cert()).unwrap_err();
@@ -572,4 +568,58 @@ fn oversize_retained_payload_backs_off_and_names_the_reason() {
         reason.contains("over this client's limit") && reason.contains("max_packet_size"),
         "{reason}"
     );
+}
+
+/// The agent's blocking client (`sdwan_link::client`) keeps an idle connection up with
+/// PINGREQs (mosquitto drops a client that sends nothing for 1.5 keepalive intervals) and
+/// still receives what is published to it afterwards.
+#[test]
+fn the_agents_client_keeps_an_idle_connection_alive() {
+    let tmp = TempDir::new("mqtt-keepalive");
+    let pki = Pki::new(tmp.path());
+    let broker = pki.broker(tmp.path(), false);
+    let master = Master::connect(Master::tls_options(&pki, &broker));
+    let gw = pki.ca.client("gw-a");
+    let mut o = LinkOptions::new(BrokerUrl::parse(&broker.url()).unwrap(), "gw-a");
+    o.ca = Some(pki.ca.cert().to_path_buf());
+    o.cert = Some(gw.cert.clone());
+    o.key = Some(gw.key.clone());
+    o.keep_alive = Duration::from_secs(1);
+    let mut client = sdwan_link::client::Client::new(o.client_settings(None).unwrap());
+    client.connect().expect("connects");
+    let topic = sdwan_link::Topics::new(PREFIX)
+        .unwrap()
+        .gateway_v2("gw-a", "delta");
+    client.subscribe(std::slice::from_ref(&topic));
+    let t0 = std::time::Instant::now();
+    loop {
+        match client.poll(Duration::from_millis(200)) {
+            Ok(Some(sdwan_link::client::Incoming::SubAck { refused })) => {
+                assert!(!refused, "the design ACL lets gw-a read its own topics");
+                break;
+            }
+            Ok(_) => assert!(t0.elapsed() < SOON, "no SUBACK within {SOON:?}"),
+            Err(e) => panic!("connection failed before the SUBACK: {e}"),
+        }
+    }
+    // Idle for four keepalive intervals: only PINGREQs go out.
+    let idle = std::time::Instant::now();
+    while idle.elapsed() < Duration::from_secs(4) {
+        if let Err(e) = client.poll(Duration::from_millis(300)) {
+            panic!("idle connection dropped after {:?}: {e}", idle.elapsed());
+        }
+    }
+    master.publish_v2("gw-a", "delta", b"after the idle time".to_vec());
+    let t0 = std::time::Instant::now();
+    loop {
+        match client.poll(Duration::from_millis(200)) {
+            Ok(Some(sdwan_link::client::Incoming::Publish(p))) => {
+                assert_eq!(p.topic, topic);
+                assert_eq!(&p.payload[..], b"after the idle time");
+                break;
+            }
+            Ok(_) => assert!(t0.elapsed() < SOON, "the message did not come"),
+            Err(e) => panic!("connection failed: {e}"),
+        }
+    }
 }

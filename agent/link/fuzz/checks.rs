@@ -6,6 +6,8 @@
 // Each fuzz target uses one of these.
 #![allow(dead_code)]
 
+use bytes::BytesMut;
+use sdwan_link::client::read_packet;
 use sdwan_link::topics::check_segment;
 use sdwan_link::{BrokerUrl, Status, TopicKind, Topics};
 
@@ -100,6 +102,52 @@ pub fn status(data: &[u8]) {
                 assert!(e.to_string().contains("the limit is 16384"), "{e}")
             }
             Err(e) => panic!("emitted {json:?} is refused: {e}"),
+        }
+    }
+}
+
+/// MQTT packets from the broker, through the client's one door (`client::read_packet`, a
+/// 1,000-byte limit so that both sides of it are reached). Must never panic; reading the
+/// bytes in one buffer and reading them as they arrive one byte at a time give the same
+/// packets and end the same way (an error, or bytes left waiting for more); a packet over the
+/// limit is refused from its header.
+pub fn mqtt_packet(data: &[u8]) {
+    const MAX: usize = 1000;
+    // All at once.
+    let mut whole = BytesMut::from(data);
+    let mut at_once = Vec::new();
+    let end_at_once = loop {
+        match read_packet(&mut whole, MAX) {
+            Ok(Some(p)) => at_once.push(p),
+            Ok(None) => break Ok(whole.len()),
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    // One byte at a time.
+    let mut buf = BytesMut::new();
+    let mut trickled = Vec::new();
+    let mut end_trickled = Ok(0);
+    'feed: for b in data {
+        buf.extend_from_slice(&[*b]);
+        loop {
+            match read_packet(&mut buf, MAX) {
+                Ok(Some(p)) => trickled.push(p),
+                Ok(None) => break,
+                Err(e) => {
+                    end_trickled = Err(e.to_string());
+                    break 'feed;
+                }
+            }
+        }
+    }
+    if end_trickled.is_ok() {
+        end_trickled = Ok(buf.len());
+    }
+    assert_eq!(at_once, trickled);
+    assert_eq!(end_at_once, end_trickled);
+    if let Err(e) = &end_at_once {
+        if e.contains("over this client's limit") {
+            assert!(e.contains(&format!("limit of {MAX} bytes")), "{e}");
         }
     }
 }

@@ -8,8 +8,11 @@
 //! - [`tls`]: rustls [`rustls::ClientConfig`] from CA / client certificate / key PEM files
 //!   (ring crypto provider; no switch to skip server verification exists).
 //! - [`options`]: [`LinkOptions`], everything a connection needs, turned into
-//!   [`rumqttc::MqttOptions`] for the sync `Client` (agent) or the `AsyncClient` (master, tokio);
+//!   [`client::Settings`] for the agent's [`client::Client`], or [`rumqttc::MqttOptions`] for
+//!   rumqttc's `AsyncClient` (master, tokio) and sync `Client` (tests);
 //!   `LinkOptions::{sync_client, async_client}` also set `TCP_NODELAY` on the event loop.
+//! - [`client`]: the agent's blocking MQTT client ([`client::Client`]: one connection driven
+//!   by the thread that owns it, rumqttc's packet codec, rustls by hand; no runtime).
 //! - [`topics`]: [`Topics`], the four topic builders under a prefix, and topic parsing.
 //! - [`backoff`]: [`Backoff`], capped exponential reconnect delay with seeded jitter.
 //! - [`status`]: [`Status`], the retained status document agents publish.
@@ -19,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod client;
 pub mod error;
 pub mod options;
 pub mod status;

@@ -1,6 +1,6 @@
-//! [`LinkOptions`]: everything an MQTT connection needs, and the [`rumqttc::MqttOptions`] made
-//! from it. The same options serve rumqttc's sync `Client` (agent) and its tokio `AsyncClient`
-//! (master).
+//! [`LinkOptions`]: everything an MQTT connection needs, and what each client is made from:
+//! [`client::Settings`] for the agent's blocking client, [`rumqttc::MqttOptions`] for rumqttc's
+//! tokio `AsyncClient` (master) and its sync `Client` (tests).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use rumqttc::{
     StateError, TlsConfiguration, Transport,
 };
 
-use crate::{tls, BrokerUrl, LinkError, Scheme};
+use crate::{client, tls, BrokerUrl, LinkError, Scheme};
 
 /// Largest MQTT packet accepted or sent by default: a 1 MiB payload (the payload limit) plus
 /// room for topic and headers, so oversized payloads reach the agent's validation and are
@@ -48,6 +48,9 @@ pub struct LinkOptions {
     pub max_packet: usize,
 }
 
+/// Limit on connecting (TCP, TLS handshake, CONNACK), both clients.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Socket options for the event loop: `TCP_NODELAY` (zone payloads and status documents are
 /// small writes that must not wait for Nagle's algorithm and delayed ACKs, which cost tens of
 /// milliseconds per message) and a 10 s connection timeout. rumqttc keeps these on the event
@@ -56,7 +59,7 @@ pub struct LinkOptions {
 pub fn network_options() -> NetworkOptions {
     let mut n = NetworkOptions::new();
     n.set_tcp_nodelay(true);
-    n.set_connection_timeout(10);
+    n.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
     n
 }
 
@@ -151,17 +154,53 @@ impl LinkOptions {
         Ok((client, connection))
     }
 
-    /// rumqttc options: transport (TLS with [`LinkOptions::tls_config`] or TCP), credentials,
-    /// keepalive, session, packet size. Reads the TLS and password files now, so every file
-    /// problem shows at start-up. Add a last will with `set_last_will` before connecting.
-    pub fn mqtt_options(&self) -> Result<MqttOptions, LinkError> {
+    /// The client id, checked: 1..=64 characters.
+    fn checked_client_id(&self) -> Result<&str, LinkError> {
         if self.client_id.is_empty() || self.client_id.chars().count() > 64 {
             return Err(LinkError::BadClientId {
                 client_id: self.client_id.clone(),
             });
         }
+        Ok(&self.client_id)
+    }
+
+    /// Username and password, checked (a password file needs a username).
+    fn login(&self) -> Result<Option<(String, String)>, LinkError> {
+        match (&self.username, self.password()?) {
+            (Some(u), p) => Ok(Some((u.clone(), p.unwrap_or_default()))),
+            (None, Some(_)) => Err(LinkError::PasswordWithoutUsername),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Settings for the agent's blocking [`client::Client`]: the same transport, credentials,
+    /// keepalive, session and packet size as [`LinkOptions::mqtt_options`], with `will` (topic,
+    /// payload) as the retained QoS 1 last will. Reads the TLS and password files now.
+    pub fn client_settings(
+        &self,
+        will: Option<(String, Vec<u8>)>,
+    ) -> Result<client::Settings, LinkError> {
+        let client_id = self.checked_client_id()?.to_string();
+        Ok(client::Settings {
+            host: self.broker.host.clone(),
+            port: self.broker.port,
+            tls: self.tls_config()?.map(Arc::new),
+            client_id,
+            keep_alive: self.keep_alive.max(Duration::from_secs(1)),
+            clean_session: self.clean_session,
+            login: self.login()?,
+            will,
+            max_packet: self.max_packet,
+            connect_timeout: CONNECT_TIMEOUT,
+        })
+    }
+
+    /// rumqttc options: transport (TLS with [`LinkOptions::tls_config`] or TCP), credentials,
+    /// keepalive, session, packet size. Reads the TLS and password files now, so every file
+    /// problem shows at start-up. Add a last will with `set_last_will` before connecting.
+    pub fn mqtt_options(&self) -> Result<MqttOptions, LinkError> {
         let mut o = MqttOptions::new(
-            self.client_id.clone(),
+            self.checked_client_id()?.to_string(),
             self.broker.host.clone(),
             self.broker.port,
         );
@@ -173,12 +212,8 @@ impl LinkOptions {
                 Arc::new(cfg),
             )));
         }
-        match (&self.username, self.password()?) {
-            (Some(u), p) => {
-                o.set_credentials(u.clone(), p.unwrap_or_default());
-            }
-            (None, Some(_)) => return Err(LinkError::PasswordWithoutUsername),
-            (None, None) => {}
+        if let Some((u, p)) = self.login()? {
+            o.set_credentials(u, p);
         }
         Ok(o)
     }

@@ -12,6 +12,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("broker_url", checks::broker_url),
     ("topics", checks::topics),
     ("status", checks::status),
+    ("mqtt_packet", checks::mqtt_packet),
 ];
 
 #[test]
