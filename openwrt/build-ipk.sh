@@ -7,7 +7,7 @@
 #   $CARGO_TARGET_DIR/openwrt/sdwan-agent-worker_<version>-r<release>_<arch>.ipk
 #     the worker package, for each target cross/build.sh made a worker build for (x86_64 and
 #     aarch64 by default): cross/<target>/sdwan-agent-worker as /usr/bin/sdwan-agent-worker,
-#     its config file and procd init script (openwrt/sdwan-agent-worker/files)
+#     its config file and procd init script (openwrt/sdwan-agent/files/sdwan-agent-worker.*)
 # An .ipk is what OpenWrt's scripts/ipkg-build makes: a gzipped tar of ./debian-binary ("2.0"),
 # ./data.tar.gz (the files) and ./control.tar.gz (control, conffiles, postinst, prerm).
 # The files are the feed package's (openwrt/sdwan-agent/files), installed where its Makefile
@@ -21,7 +21,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PKG_DIR=$REPO/openwrt/sdwan-agent
 FILES=$PKG_DIR/files
-WORKER_FILES=$REPO/openwrt/sdwan-agent-worker/files
+WORKER_FILES=$REPO/openwrt/sdwan-agent/files
 CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 BIN_DIR=$CARGO_TARGET_DIR/cross
 OUT=$CARGO_TARGET_DIR/openwrt
