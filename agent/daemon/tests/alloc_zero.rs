@@ -104,7 +104,7 @@ fn v2_store() -> Arc<ZoneStore> {
     assert!(staging.swap_into(&mut zone));
     // Issue 14: answered with a branch view: worker-1 down, RTT order, stale answers.
     use sdwan_agent::probe::{layout, targets, BranchView, Input, Params, Prober};
-    let view = Arc::new(BranchView::new(false, true));
+    let view = Arc::new(BranchView::new(false, true, false));
     let mut prober = Prober::new(Params::default(), 1);
     let (t, _) = targets(&zone, 80);
     let mut out = Vec::new();
