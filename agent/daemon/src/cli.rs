@@ -316,13 +316,13 @@ mod tests {
         assert!(c.fail_closed && !c.rtt_order);
         assert_eq!((c.probe_port, c.stale_after), (Some(8080), None));
         assert!(!c.probe_services);
-        let c = run(&["--probe-port", "8080", "--probe-port", "service"]).unwrap();
-        let port = c.probe_settings().map(|s| s.port);
-        assert_eq!(port, Some(crate::probe::driver::PortChoice::Services));
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.broker.as_deref(), Some("mqtts://broker:8883"));
         assert_eq!(c.topic_prefix, "sdwan/v1/prod");
         assert_eq!(c.check_cmd.as_deref(), Some("nginx -t"));
+        let c = run(&["--probe-port", "8080", "--probe-port", "service"]).unwrap();
+        let port = c.probe_settings().map(|s| s.port);
+        assert_eq!(port, Some(crate::probe::driver::PortChoice::Services));
     }
 
     /// Issue 15: `--help` of a gateway build (no `worker`, no `smoltcp` feature) shows no

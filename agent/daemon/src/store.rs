@@ -45,6 +45,15 @@ impl Served {
         }
     }
 
+    /// The layouts computed when the zone was swapped in (`probe::layout`,
+    /// `probe::service_layout` or 0), for a store with a branch view.
+    pub fn layouts(&self) -> Option<(u64, u64)> {
+        match self {
+            Served::V2(_, Some((_, layout, svc))) => Some((*layout, *svc)),
+            _ => None,
+        }
+    }
+
     /// The branch's view for this zone (issue 14): which node slots are down, RTTs, fail
     /// closed, stale; every node up when the agent does not probe.
     #[inline]

@@ -100,7 +100,14 @@ fn run(settings: Settings, store: &ZoneStore, view: &BranchView) {
             view.update_stale(settings.stale_after);
             let served = store.load_full();
             let zone = served.as_deref().and_then(|s| s.v2());
-            let l = zone.map(|z| (layout(z), if services { service_layout(z) } else { 0 }));
+            // The layouts the store computed at the swap (no hashing of the zone every
+            // CHECK_EVERY); computed here for a store without a view.
+            let l = zone.map(|z| {
+                served
+                    .as_deref()
+                    .and_then(|s| s.layouts())
+                    .unwrap_or_else(|| (layout(z), if services { service_layout(z) } else { 0 }))
+            });
             if l != current {
                 current = l;
                 let port = match settings.port {
