@@ -326,6 +326,7 @@ fn per_service_probing_moves_only_the_service_whose_port_closes() {
 
     web.close(0);
     let took = wait_answer(dns, WEB, "127.0.0.3", Duration::from_secs(5));
+    println!("web failover after its listener closed on w1: {took:?}");
     assert!(took <= Duration::from_secs(3), "failover took {took:?}");
     master.wait_status("gw-a", "reach.down = [w1]", |s| {
         s.reach.as_ref().is_some_and(|r| r.down == ["w1"])
