@@ -289,7 +289,6 @@ fn reach_summary_caps_the_names() {
 /// A zone of two workers (127.0.0.1, 127.0.0.2) both hosting `a` (NodePort 30001), `b`
 /// (30002, after a UDP port) and `u` (UDP only).
 fn two_service_zone() -> Box<crate::store::OwnedZoneV2> {
-    use sdwan_agent_core::v2zone::{PartStatus, Staging, Work};
     use sdwan_contract::v2::encode::{Service, Snapshot};
     use sdwan_contract::v2::{Node, Port, Str, Tier, Version, ZoneHeader};
     let node = |name: &str, last: u8| {
@@ -307,7 +306,7 @@ fn two_service_zone() -> Box<crate::store::OwnedZoneV2> {
         ports: ports.iter().map(|p| Port::parse(p).unwrap()).collect(),
         hosts: vec![0, 1],
     };
-    let snap = Snapshot {
+    load(Snapshot {
         gateway: "gw-a".into(),
         version: Version(1),
         zone: ZoneHeader {
@@ -325,7 +324,12 @@ fn two_service_zone() -> Box<crate::store::OwnedZoneV2> {
             service("b", &["_dns._udp:30053", "_http._tcp:30002"]),
             service("u", &["_dns._udp:30054"]),
         ],
-    };
+    })
+}
+
+/// A zone through the agent's door.
+fn load(snap: sdwan_contract::v2::encode::Snapshot) -> Box<crate::store::OwnedZoneV2> {
+    use sdwan_agent_core::v2zone::{PartStatus, Staging, Work};
     let mut staging = Box::new(Staging::new(crate::gateway::heap()));
     let mut work = Box::new(Work::new());
     let mut done = false;
@@ -359,6 +363,60 @@ fn service_targets_take_the_first_tcp_port_of_each_service() {
         (&[0, NO_BASE, NO_BASE][..], 1)
     );
     assert_eq!(capped.targets.len(), 2);
+}
+
+/// A zone of 5,000 services on 3 of 20 workers each (15,000 pairs) stays within the bound:
+/// at most 512 pairs and targets, whole services in order, the rest counted.
+#[test]
+fn five_thousand_services_stay_within_the_pair_bound() {
+    use sdwan_contract::v2::encode::{Service, Snapshot};
+    use sdwan_contract::v2::{Node, Port, Str, Tier, Version, ZoneHeader};
+    let nodes = (0..20u8)
+        .map(|i| {
+            Some(Node {
+                name: Str::new(&format!("w{i}")).unwrap(),
+                tier: Tier::Other,
+                v4: Some([127, 0, 1, i + 1].into()),
+                v6: None,
+            })
+        })
+        .collect();
+    let services = (0..5000u16)
+        .map(|i| Service {
+            ns: "default".into(),
+            name: format!("s{i:04}"),
+            short: false,
+            ports: vec![Port::parse(&format!("_http._tcp:{}", 20000 + i)).unwrap()],
+            hosts: {
+                // Hosts in slot order (the plan's order).
+                let mut h: Vec<u16> = (0..3).map(|k| (i + k) % 20).collect();
+                h.sort_unstable();
+                h
+            },
+        })
+        .collect();
+    let z = load(Snapshot {
+        gateway: "gw-a".into(),
+        version: Version(1),
+        zone: ZoneHeader {
+            suffix: Str::new("k8s.internal").unwrap(),
+            local: Str::new("local").unwrap(),
+            ttl: 30,
+            service_ttl: 10,
+            family: Family::Ipv4,
+            nodes: 20,
+            probe: None,
+        },
+        nodes,
+        services,
+    });
+    let st = service_targets(&z, MAX_PAIRS);
+    assert_eq!(st.pair_target.len(), 510);
+    assert_eq!(st.targets.len(), 510);
+    assert_eq!(st.bases.len(), 5000);
+    assert_eq!(st.bases[169], 507);
+    assert!(st.bases[170..].iter().all(|&b| b == NO_BASE));
+    assert_eq!(st.over_cap, 5000 - 170);
 }
 
 /// Issue 14, per-service probing: service `a`'s port stops answering on w1 while w1's
