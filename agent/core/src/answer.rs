@@ -664,9 +664,9 @@ struct V2<'a, H> {
 
 /// The node a name answers with, or that every candidate is down and the policy is to fail
 /// closed.
-fn usable(slot: Option<u16>, health: Health<'_>, ttl: u32) -> Option<Name2<'static>> {
-    let s = slot?;
-    Some(if health.fail_closed() && health.is_down(s) {
+fn usable(pick: Option<(u16, bool)>, health: Health<'_>, ttl: u32) -> Option<Name2<'static>> {
+    let (s, down) = pick?;
+    Some(if health.fail_closed() && down {
         Name2::AllDown
     } else {
         Name2::Node(s, ttl)
@@ -717,6 +717,7 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> V2<'_, H> {
                     return Name2::Node(s, ttl);
                 }
                 if let Some(svc) = z.lookup_short(l) {
+                    let health = health.for_service(svc.index());
                     if let Some(n) = usable(z.pick(svc.hosts(), health), health, sttl) {
                         return n;
                     }
@@ -729,7 +730,7 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> V2<'_, H> {
             [name, ns] => {
                 let pick = z
                     .lookup_service(ns, name)
-                    .and_then(|svc| z.pick(svc.hosts(), health));
+                    .and_then(|svc| z.pick(svc.hosts(), health.for_service(svc.index())));
                 usable(pick, health, sttl).unwrap_or(Name2::NxDomain)
             }
             [proto, name, ns] => {
@@ -869,20 +870,22 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> Source for V2<'_, H> {
                 if qtype != rtype::SRV && qtype != rtype::ANY {
                     return negative(r, rcode::NOERROR);
                 }
+                let health = self.health.for_service(svc.index());
                 let all_down = svc
                     .hosts()
-                    .filter(|&s| {
+                    .enumerate()
+                    .filter(|&(_, s)| {
                         self.zone
                             .node(s)
                             .is_some_and(|n| n.named() && n.candidate())
                     })
-                    .all(|s| self.health.is_down(s));
-                if all_down && self.health.fail_closed() {
+                    .all(|(k, s)| health.is_down_at(k, s));
+                if all_down && health.fail_closed() {
                     r.ede = Some(EDE_NETWORK_ERROR);
                     return rcode::SERVFAIL;
                 }
                 let ttls = (self.ttl(h.service_ttl), ttl);
-                r.srv_set(self.zone, &svc, port, ttls, h.family, owner_at, self.health);
+                r.srv_set(self.zone, &svc, port, ttls, h.family, owner_at, health);
                 rcode::NOERROR
             }
         }
@@ -911,7 +914,7 @@ impl Response<'_> {
     }
 
     /// A service port's whole SRV set (every named candidate host, nearest first, priority
-    /// its rank; the targets `health` marks down come last, after the up ones, still in
+    /// its rank; the targets `health` (selected for `svc`) marks down come last, after the up ones, still in
     /// nearness order, so priority is the position in the set), all or nothing (TC), then
     /// the targets' addresses in the additional section, as many whole RRsets as fit.
     /// `ttls`: the SRV records' and the addresses'.
@@ -934,8 +937,9 @@ impl Response<'_> {
         let targets = || {
             [false, true].into_iter().flat_map(move |down| {
                 svc.hosts()
-                    .filter(move |&s| health.is_down(s) == down)
-                    .filter_map(|s| zone.node(s))
+                    .enumerate()
+                    .filter(move |&(k, s)| health.is_down_at(k, s) == down)
+                    .filter_map(|(_, s)| zone.node(s))
                     .filter(|n| n.named() && n.candidate())
             })
         };

@@ -29,5 +29,5 @@ pub mod zone;
 
 pub use answer::{answer, answer_v2, Transport};
 pub use payload::{compile, compiled_size_bound, PayloadError};
-pub use v2zone::{Health, ZoneV2};
+pub use v2zone::{Health, ZoneV2, NO_BASE};
 pub use zone::Zone;

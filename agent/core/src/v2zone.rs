@@ -33,7 +33,7 @@
 //! - the status reports [`ZoneV2::held`] (version and digest).
 
 use core::net::{Ipv4Addr, Ipv6Addr};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
 use sdwan_contract::v2::accept::{self, AssemblyError, DeltaAction, Held, PartAction, PartSet};
 use sdwan_contract::v2::decode::{self, Envelope, Scratch, Visitor};
@@ -218,6 +218,8 @@ impl NodeView<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceView<'a> {
     pub(crate) flags: u8,
+    /// Position in the (`ns`, `name`) order ([`ZoneV2::service`]); `u32::MAX` when unknown.
+    pub(crate) index: u32,
     /// Namespace.
     pub ns: &'a [u8],
     /// Name.
@@ -261,6 +263,10 @@ impl<'a> ServiceView<'a> {
     /// Number of hosts.
     pub fn host_count(&self) -> usize {
         self.hosts.len() / 2
+    }
+    /// Position in the (`ns`, `name`) order of the zone it came from.
+    pub fn index(&self) -> usize {
+        self.index as usize
     }
     /// The ports, in order.
     pub fn ports(&self) -> PortIter<'a> {
@@ -336,6 +342,7 @@ fn parse_service(b: &[u8]) -> Option<(ServiceView<'_>, usize)> {
     Some((
         ServiceView {
             flags,
+            index: u32::MAX,
             ns,
             name,
             port_count,
@@ -513,7 +520,9 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
 
     /// The `i`th service in (`ns`, `name`) order.
     pub fn service(&self, i: usize) -> Option<ServiceView<'_>> {
-        self.service_at(*self.svc[..self.meta.services].get(i)?)
+        let mut s = self.service_at(*self.svc[..self.meta.services].get(i)?)?;
+        s.index = i as u32;
+        Some(s)
     }
 
     /// Index of service (`ns`, `name`) in the sorted index, or where it would go.
@@ -553,7 +562,8 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
                     .cmp(name)
             })
             .ok()?;
-        self.service_at(self.short[i])
+        let s = self.service_at(self.short[i])?;
+        self.service(self.find_service(s.ns, s.name).ok()?)
     }
 
     /// The slot of the node whose `<node>` name is `name` (named and a candidate).
@@ -568,16 +578,17 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
     /// candidate that `health` does not mark down (with RTT order: the one of least RTT
     /// among the up candidates of that candidate's tier, `near` nodes being each a tier of
     /// their own); when all are down, the first present candidate (fail open; the caller
-    /// sees it is down and may fail closed).
+    /// may fail closed). With it, whether it is down. A candidate's position in
+    /// `candidates` selects its per-service bit ([`Health::for_service`]).
     pub fn pick(
         &self,
         candidates: impl Iterator<Item = u16> + Clone,
         health: Health<'_>,
-    ) -> Option<u16> {
-        let usable = |&s: &u16| self.node(s).is_some_and(|n| n.candidate());
+    ) -> Option<(u16, bool)> {
+        let usable = |&(_, s): &(usize, u16)| self.node(s).is_some_and(|n| n.candidate());
         let mut best: Option<(u16, Tier, u32)> = None;
-        for s in candidates.clone().filter(usable) {
-            if health.is_down(s) {
+        for (k, s) in candidates.clone().enumerate().filter(usable) {
+            if health.is_down_at(k, s) {
                 continue;
             }
             let tier = self.node(s).map_or(Tier::Other, |n| n.tier);
@@ -599,12 +610,17 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
                 }
             }
         }
-        best.map(|b| b.0)
-            .or_else(|| candidates.clone().find(usable))
+        best.map(|b| (b.0, false)).or_else(|| {
+            candidates
+                .clone()
+                .enumerate()
+                .find(usable)
+                .map(|(_, s)| (s, true))
+        })
     }
 
     /// The node `local` answers from.
-    pub fn pick_local(&self, health: Health<'_>) -> Option<u16> {
+    pub fn pick_local(&self, health: Health<'_>) -> Option<(u16, bool)> {
         self.pick(0..self.slot_count() as u16, health)
     }
 
@@ -782,13 +798,25 @@ fn load<'a>(
 /// The answer path skips down candidates, and fails open (answers the nearest candidate
 /// anyway) when every candidate of a name is down, unless `fail_closed`. Slots are those of
 /// the zone held: a new snapshot may renumber them, so the prober's bitmap goes with a zone.
+///
+/// Per-service probing (`--probe-port service`) adds a second bitmap, one bit per (service,
+/// candidate) pair: service `i`'s candidate at position `k` of its hosts is bit
+/// `bases[i] + k` ([`NO_BASE`]: the service is not probed); [`Health::for_service`] selects a
+/// service for the picks that follow. Both are precomputed when a zone is swapped in.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Health<'a> {
     down: &'a [AtomicU32],
     rtt_us: &'a [AtomicU32],
+    pairs: &'a [AtomicU32],
+    bases: &'a [AtomicU16],
+    /// The selected service's first pair bit; [`NO_BASE`] (or no `pairs`): none.
+    base: u16,
     fail_closed: bool,
     stale: bool,
 }
+
+/// A service whose (service, candidate) pairs have no bits: it is not probed on its own.
+pub const NO_BASE: u16 = u16::MAX;
 
 /// The EDNS Extended DNS Error (RFC 8914) of answers given while stale: 3, "Stale Answer".
 pub const EDE_STALE: u16 = 3;
@@ -803,6 +831,9 @@ impl<'a> Health<'a> {
     pub const ALL_UP: Health<'static> = Health {
         down: &[],
         rtt_us: &[],
+        pairs: &[],
+        bases: &[],
+        base: NO_BASE,
         fail_closed: false,
         stale: false,
     };
@@ -820,6 +851,26 @@ impl<'a> Health<'a> {
     /// (`zone`, `other`; each `near` node is a rank of its own), never across tiers.
     pub fn with_rtt(self, rtt_us: &'a [AtomicU32]) -> Health<'a> {
         Health { rtt_us, ..self }
+    }
+
+    /// Per-service down bits: `pairs` (a bit per (service, candidate) pair) and `bases` (the
+    /// first bit of each service, by index; [`NO_BASE`]: not probed).
+    pub fn with_services(self, pairs: &'a [AtomicU32], bases: &'a [AtomicU16]) -> Health<'a> {
+        Health {
+            pairs,
+            bases,
+            ..self
+        }
+    }
+
+    /// This health for the candidates of service `index` ([`ServiceView::index`]): their
+    /// per-service bits count too ([`Health::is_down_at`]).
+    pub fn for_service(self, index: usize) -> Health<'a> {
+        let base = self
+            .bases
+            .get(index)
+            .map_or(NO_BASE, |b| b.load(Ordering::Relaxed));
+        Health { base, ..self }
     }
 
     /// When every candidate of a name is down: SERVFAIL with EDE 23 instead of the nearest.
@@ -841,6 +892,18 @@ impl<'a> Health<'a> {
         self.down
             .get(usize::from(slot) / 32)
             .is_some_and(|w| w.load(Ordering::Relaxed) >> (slot % 32) & 1 == 1)
+    }
+
+    /// Whether candidate `slot`, at position `k` of the selected service's hosts, is down:
+    /// the node is, or the service's pair bit is ([`Health::for_service`]).
+    pub fn is_down_at(&self, k: usize, slot: u16) -> bool {
+        let bit = usize::from(self.base) + k;
+        self.is_down(slot)
+            || (self.base != NO_BASE
+                && self
+                    .pairs
+                    .get(bit / 32)
+                    .is_some_and(|w| w.load(Ordering::Relaxed) >> (bit % 32) & 1 == 1))
     }
 
     /// The RTT rank of `slot` (smaller is nearer); `u32::MAX` when not measured.

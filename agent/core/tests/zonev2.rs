@@ -9,11 +9,11 @@ mod common;
 mod v2_common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU16, AtomicU32};
 
 use hickory_proto::op::Message;
 use sdwan_agent_core::v2zone::{PartStatus, Staging, Work, ZoneError};
-use sdwan_agent_core::{answer, answer_v2, Health, Transport, ZoneV2};
+use sdwan_agent_core::{answer, answer_v2, Health, Transport, ZoneV2, NO_BASE};
 use sdwan_contract::v2::accept::{DeltaAction, PartAction};
 use sdwan_contract::v2::encode::{Delta, Service, Snapshot};
 use sdwan_contract::v2::{Family, Node, Port, Str, Tier, Version, ZoneHeader};
@@ -367,6 +367,120 @@ fn health_skips_down_nodes_and_fails_open() {
             &["AN web.shop.k8s.internal. 10 IN AAAA fd00::5"],
         )],
         Health::new(&web_first_two),
+    );
+}
+
+/// Issue 14, per-service probing: a (service, candidate) pair's down bit moves that
+/// service's names and SRV sets away from the candidate, while other services and the node's
+/// own names keep it; fail closed counts the pair bits; a service without a base (not
+/// probed) follows the node bits only.
+#[test]
+fn per_service_bits_move_only_that_service() {
+    // Services by index: 0 default/hello-world (hosts 0, 1), 1 default/v6only (4),
+    // 2 shop/far (2), 3 shop/gone, 4 shop/web (1, 2, 4). Pair bits: hello-world 0-1,
+    // web 2-4; the others are not probed.
+    let bases = [0, NO_BASE, NO_BASE, NO_BASE, 2].map(AtomicU16::new);
+    // hello-world on worker-1 (bit 0) and web on worker-2 (bit 2) are down.
+    let pairs = [AtomicU32::new(0b101)];
+    let none = [AtomicU32::new(0)];
+    let h = Health::new(&none).with_services(&pairs, &bases);
+    run(
+        Family::Dual,
+        &[
+            ("hello-world.default", "A", "NoError", &["AN hello-world.default.k8s.internal. 10 IN A 192.168.200.2"]),
+            ("hello-world", "A", "NoError", &["AN hello-world.k8s.internal. 10 IN A 192.168.200.2"]),
+            // worker-1 itself, and `local`, are not down.
+            ("local", "A", "NoError", &["AN local.k8s.internal. 30 IN A 192.168.200.1"]),
+            ("worker-1", "A", "NoError", &["AN worker-1.k8s.internal. 30 IN A 192.168.200.1"]),
+            // web skips worker-2 (last in its SRV set); hello-world's SRV set has worker-1 last.
+            ("web.shop", "A", "NoError", &["AN web.shop.k8s.internal. 10 IN A 192.168.200.3"]),
+            ("web.shop", "AAAA", "NoError", &["AN web.shop.k8s.internal. 10 IN AAAA fd00::3"]),
+            ("_http._tcp.web.shop", "SRV", "NoError", &[
+                "AN _http._tcp.web.shop.k8s.internal. 10 IN SRV 0 0 30081 worker-5.k8s.internal.",
+                "AN _http._tcp.web.shop.k8s.internal. 10 IN SRV 1 0 30081 worker-2.k8s.internal.",
+                "AR worker-5.k8s.internal. 30 IN AAAA fd00::5",
+                "AR worker-2.k8s.internal. 30 IN A 192.168.200.2",
+                "AR worker-2.k8s.internal. 30 IN AAAA fd00::2",
+            ]),
+            ("_http._tcp.hello-world.default", "SRV", "NoError", &[
+                "AN _http._tcp.hello-world.default.k8s.internal. 10 IN SRV 0 0 30080 worker-2.k8s.internal.",
+                "AN _http._tcp.hello-world.default.k8s.internal. 10 IN SRV 1 0 30080 worker-1.k8s.internal.",
+                "AR worker-2.k8s.internal. 30 IN A 192.168.200.2",
+                "AR worker-2.k8s.internal. 30 IN AAAA fd00::2",
+                "AR worker-1.k8s.internal. 30 IN A 192.168.200.1",
+            ]),
+        ],
+        h,
+    );
+    // A down node still counts for every service; an unprobed service (far) follows it.
+    let node2 = [AtomicU32::new(0b100)];
+    run(
+        Family::Dual,
+        &[
+            (
+                "far.shop",
+                "A",
+                "NoError",
+                &["AN far.shop.k8s.internal. 10 IN A 192.168.200.3"],
+            ),
+            (
+                "hello-world.default",
+                "A",
+                "NoError",
+                &["AN hello-world.default.k8s.internal. 10 IN A 192.168.200.2"],
+            ),
+            (
+                "web.shop",
+                "AAAA",
+                "NoError",
+                &["AN web.shop.k8s.internal. 10 IN AAAA fd00::5"],
+            ),
+        ],
+        Health::new(&node2).with_services(&pairs, &bases),
+    );
+    // Every candidate of hello-world down for it: fail closed gives SERVFAIL, fail open
+    // the nearest; web (one pair up) answers.
+    let both = [AtomicU32::new(0b11)];
+    let h = Health::new(&none).with_services(&both, &bases);
+    run(
+        Family::Dual,
+        &[
+            (
+                "hello-world.default",
+                "A",
+                "NoError",
+                &["AN hello-world.default.k8s.internal. 10 IN A 192.168.200.1"],
+            ),
+            (
+                "web.shop",
+                "A",
+                "NoError",
+                &["AN web.shop.k8s.internal. 10 IN A 192.168.200.2"],
+            ),
+        ],
+        h,
+    );
+    let z = load(&small(Family::Dual));
+    let closed = h.with_fail_closed(true);
+    let (m, _) = ask(&z, "hello-world.default.k8s.internal", "A", closed);
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::ServFail
+    );
+    let (m, _) = ask(
+        &z,
+        "_http._tcp.hello-world.default.k8s.internal",
+        "SRV",
+        closed,
+    );
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::ServFail
+    );
+    let (m, _) = ask(&z, "web.shop.k8s.internal", "A", closed);
+    assert_eq!(
+        m.metadata.response_code,
+        hickory_proto::op::ResponseCode::NoError
     );
 }
 
@@ -985,6 +1099,11 @@ fn torn_parts_are_refused_and_the_old_zone_stays() {
 fn answer_v2_does_not_allocate() {
     let z = load(&small(Family::Dual));
     let down = [AtomicU32::new(1)];
+    let (pairs, bases) = (
+        [AtomicU32::new(0b101)],
+        [0, NO_BASE, NO_BASE, NO_BASE, 2].map(AtomicU16::new),
+    );
+    let by_service = Health::new(&down).with_services(&pairs, &bases);
     let names = [
         ("local.k8s.internal", "A"),
         ("_http._tcp.web.shop.k8s.internal", "SRV"),
@@ -1001,7 +1120,7 @@ fn answer_v2_does_not_allocate() {
     count_this_thread(true);
     for _ in 0..1000 {
         for q in &queries {
-            for h in [Health::ALL_UP, Health::new(&down)] {
+            for h in [Health::ALL_UP, Health::new(&down), by_service] {
                 total += answer_v2(Some(&*z), q, &mut out, Transport::Udp, h).unwrap_or(0);
                 total += answer_v2(Some(&*z), q, &mut out, Transport::Tcp, h).unwrap_or(0);
             }

@@ -106,8 +106,11 @@ Branch autonomy (gateway; docs/agent.md, section Probing):
                             connects every 0.8-1 s, a worker is down after 10 failures in a
                             row (failover within 3 s) and up after 3 successes; answers
                             skip down workers
-  --probe-port N            port probed on every worker (default: the zone's probe port, the
-                            workers' nginx port; without either, nothing is probed)
+  --probe-port N|service    port probed on every worker (default: the zone's probe port, the
+                            workers' nginx port; without either, nothing is probed);
+                            service: each service's NodePort (first TCP port) on each of
+                            its workers, at most 512 pairs; answers skip a worker for the
+                            services whose port it does not answer
   --fail-closed             a name whose candidates are all down answers SERVFAIL with EDE 23
                             (default: fail open, the nearest candidate as planned)
   --rtt-order               the probes' RTT reorders candidates within one tier of the plan
@@ -312,10 +315,14 @@ mod tests {
         .unwrap();
         assert!(c.fail_closed && !c.rtt_order);
         assert_eq!((c.probe_port, c.stale_after), (Some(8080), None));
+        assert!(!c.probe_services);
         assert_eq!(c.listen.len(), 2);
         assert_eq!(c.broker.as_deref(), Some("mqtts://broker:8883"));
         assert_eq!(c.topic_prefix, "sdwan/v1/prod");
         assert_eq!(c.check_cmd.as_deref(), Some("nginx -t"));
+        let c = run(&["--probe-port", "8080", "--probe-port", "service"]).unwrap();
+        let port = c.probe_settings().map(|s| s.port);
+        assert_eq!(port, Some(crate::probe::driver::PortChoice::Services));
     }
 
     /// Issue 15: `--help` of a gateway build (no `worker`, no `smoltcp` feature) shows no

@@ -68,6 +68,8 @@ pub struct Config {
     pub probe: bool,
     /// `probe-port`: the port probed on every worker instead of the zone's `probe` field.
     pub probe_port: Option<u16>,
+    /// `probe-port = service`: each service's NodePort on each of its candidates instead.
+    pub probe_services: bool,
     /// `fail-closed`: a name whose candidates are all down gets SERVFAIL (EDE 23).
     pub fail_closed: bool,
     /// `rtt-order`: the probes' RTT reorders candidates within a tier.
@@ -103,6 +105,7 @@ impl Default for Config {
             tap: Default::default(),
             probe: true,
             probe_port: None,
+            probe_services: false,
             fail_closed: false,
             rtt_order: false,
             stale_after: Some(DEFAULT_STALE_AFTER),
@@ -281,13 +284,17 @@ impl Config {
                 }
             }
             "probe-port" => {
-                self.probe_port = Some(
-                    value
-                        .parse()
-                        .ok()
-                        .filter(|&p| p > 0)
-                        .ok_or_else(|| bad("expected a port, 1 to 65535"))?,
-                )
+                self.probe_services = value == "service";
+                self.probe_port = match value {
+                    "service" => None,
+                    _ => Some(
+                        value
+                            .parse()
+                            .ok()
+                            .filter(|&p| p > 0)
+                            .ok_or_else(|| bad("expected a port, 1 to 65535, or service"))?,
+                    ),
+                }
             }
             "fail-closed" | "rtt-order" => {
                 let on = match value {
@@ -382,7 +389,11 @@ impl Config {
     pub fn probe_settings(&self) -> Option<crate::probe::driver::Settings> {
         use crate::probe::driver::{PortChoice, Settings};
         (self.probe && !self.worker_mode()).then(|| Settings {
-            port: self.probe_port.map_or(PortChoice::Zone, PortChoice::Fixed),
+            port: match self.probe_port {
+                _ if self.probe_services => PortChoice::Services,
+                Some(p) => PortChoice::Fixed(p),
+                None => PortChoice::Zone,
+            },
             params: crate::probe::Params::default(),
             stale_after: self.stale_after.filter(|_| self.broker.is_some()),
         })

@@ -199,7 +199,11 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let view = config.probe_settings().map(|s| {
         (
             s,
-            Arc::new(probe::BranchView::new(config.fail_closed, config.rtt_order)),
+            Arc::new(probe::BranchView::new(
+                config.fail_closed,
+                config.rtt_order,
+                s.port == probe::driver::PortChoice::Services,
+            )),
         )
     });
     let store = Arc::new(match &view {

@@ -31,8 +31,9 @@ pub enum Served {
     /// A v1 zone (`--zone-file`, or the v1 state file).
     V1(OwnedZone),
     /// A whole, checked v2 zone (boxed: its tables are ~150 KiB), with the branch view of
-    /// a probing gateway and the zone's layout (`probe::layout`) when there is one.
-    V2(Box<OwnedZoneV2>, Option<(Arc<BranchView>, u64)>),
+    /// a probing gateway and the zone's layouts (`probe::layout`, and `probe::service_layout`
+    /// with per-service probing, else 0) when there is one.
+    V2(Box<OwnedZoneV2>, Option<(Arc<BranchView>, u64, u64)>),
 }
 
 impl Served {
@@ -44,12 +45,21 @@ impl Served {
         }
     }
 
+    /// The layouts computed when the zone was swapped in (`probe::layout`,
+    /// `probe::service_layout` or 0), for a store with a branch view.
+    pub fn layouts(&self) -> Option<(u64, u64)> {
+        match self {
+            Served::V2(_, Some((_, layout, svc))) => Some((*layout, *svc)),
+            _ => None,
+        }
+    }
+
     /// The branch's view for this zone (issue 14): which node slots are down, RTTs, fail
     /// closed, stale; every node up when the agent does not probe.
     #[inline]
     pub fn health(&self) -> Health<'_> {
         match self {
-            Served::V2(_, Some((view, layout))) => view.health(*layout),
+            Served::V2(_, Some((view, layout, svc))) => view.health(*layout, *svc),
             _ => Health::ALL_UP,
         }
     }
@@ -122,10 +132,14 @@ impl ZoneStore {
 
     /// Replaces the zone in use by a whole v2 zone, returning the previous one.
     pub fn swap_v2(&self, zone: Box<OwnedZoneV2>) -> Option<Arc<Served>> {
-        let view = self
-            .view
-            .as_ref()
-            .map(|v| (v.clone(), crate::probe::layout(&zone)));
+        let view = self.view.as_ref().map(|v| {
+            let svc = if v.services() {
+                crate::probe::service_layout(&zone)
+            } else {
+                0
+            };
+            (v.clone(), crate::probe::layout(&zone), svc)
+        });
         self.zone.swap(Some(Arc::new(Served::V2(zone, view))))
     }
 

@@ -48,6 +48,16 @@ fn udp_server_allocates_nothing_per_query_on_a_v2_zone() {
 }
 
 #[test]
+fn udp_server_allocates_nothing_per_query_with_per_service_probing() {
+    udp_allocates_nothing(v2_store_probing_services());
+}
+
+#[test]
+fn tcp_connection_allocates_nothing_per_query_with_per_service_probing() {
+    tcp_allocates_nothing(v2_store_probing_services());
+}
+
+#[test]
 fn tcp_connection_allocates_nothing_per_query() {
     tcp_allocates_nothing(example_store());
 }
@@ -61,6 +71,16 @@ fn tcp_connection_allocates_nothing_per_query_on_a_v2_zone() {
 /// with `_http._tcp`, `local`, a node), built from the master's encoding through the
 /// agent's door (`Staging`).
 fn v2_store() -> Arc<ZoneStore> {
+    v2_store_with(false)
+}
+
+/// [`v2_store`] answered with per-service bits (`--probe-port service`): hello-world's
+/// NodePort on worker-1 down.
+fn v2_store_probing_services() -> Arc<ZoneStore> {
+    v2_store_with(true)
+}
+
+fn v2_store_with(services: bool) -> Arc<ZoneStore> {
     use sdwan_agent_core::v2zone::{PartStatus, Staging, Work};
     use sdwan_contract::v2::encode::{Service, Snapshot};
     use sdwan_contract::v2::{Family, Node, Port, Str, Tier, Version, ZoneHeader};
@@ -103,10 +123,16 @@ fn v2_store() -> Arc<ZoneStore> {
     let mut zone = Box::new(sdwan_agent::store::OwnedZoneV2::new(Box::default()));
     assert!(staging.swap_into(&mut zone));
     // Issue 14: answered with a branch view: worker-1 down, RTT order, stale answers.
-    use sdwan_agent::probe::{layout, targets, BranchView, Input, Params, Prober};
-    let view = Arc::new(BranchView::new(false, true));
+    use sdwan_agent::probe::{layout, service_layout, service_targets, targets, MAX_PAIRS};
+    use sdwan_agent::probe::{BranchView, Input, Params, Prober};
+    let view = Arc::new(BranchView::new(false, true, services));
     let mut prober = Prober::new(Params::default(), 1);
-    let (t, _) = targets(&zone, 80);
+    let st = service_targets(&zone, MAX_PAIRS);
+    let t = if services {
+        st.targets.clone()
+    } else {
+        targets(&zone, 80).0
+    };
     let mut out = Vec::new();
     prober.handle(Duration::ZERO, Input::Zone(t.clone()), &mut out);
     for _ in 0..Params::default().down_after {
@@ -118,7 +144,13 @@ fn v2_store() -> Arc<ZoneStore> {
         );
     }
     assert!(prober.is_down(0));
-    view.publish(layout(&zone), &prober, true);
+    if services {
+        let (l, sl) = (layout(&zone), service_layout(&zone));
+        view.publish_services(l, sl, &prober, &st, true);
+        assert!(view.health(l, sl).for_service(0).is_down_at(0, 0));
+    } else {
+        view.publish(layout(&zone), &prober, true);
+    }
     assert!(view.update_stale(Some(Duration::ZERO)));
     let store = ZoneStore::with_view(view);
     store.swap_v2(zone);

@@ -185,7 +185,12 @@ fn wait_answer(dns: SocketAddr, name: &str, want: &str, within: Duration) -> Dur
 
 /// The SRV targets of `_http._tcp.web.shop` in answer order (priority order).
 fn srv_order(dns: SocketAddr) -> Vec<String> {
-    let d = dig(dns, &[SRV, "SRV", "+norecurse"]);
+    srv_order_of(dns, SRV)
+}
+
+/// The SRV targets of `name` in priority order.
+fn srv_order_of(dns: SocketAddr, name: &str) -> Vec<String> {
+    let d = dig(dns, &[name, "SRV", "+norecurse"]);
     let mut rr: Vec<(u32, String)> = d
         .answer
         .iter()
@@ -284,6 +289,66 @@ fn a_worker_whose_listener_closes_is_skipped_within_3_s_and_returns() {
         .agent
         .stderr()
         .contains("worker w1 unreachable from this branch"));
+}
+
+/// `--probe-port service`: `web.shop` and `api.shop` on the four workers, each NodePort a
+/// listener per worker address. Closing `web`'s listener on w1 moves `web` to w2 within
+/// 3 s (SRV: w1 last) while `api` stays on w1, as does `local` (w1 still answers a port);
+/// with `api`'s port closed too, w1 is down as a whole; `web` returns within 10 s of its
+/// listener reopening.
+#[test]
+fn per_service_probing_moves_only_the_service_whose_port_closes() {
+    let tmp = TempDir::new("probe-services");
+    let pki = Pki::new(tmp.path());
+    let broker = pki.broker(tmp.path(), false);
+    let master = Master::connect(Master::tls_options(&pki, &broker));
+    let (mut web, mut api) = (Workers::new(), Workers::new());
+    let state = tmp.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let (agent, dns) = spawn_agent(&pki, &broker, &state, &["--probe-port", "service"]);
+    let mut snap = zone(1);
+    snap.zone.probe = None;
+    snap.services[0].ports = vec![Port::parse(&format!("_http._tcp:{}", web.port)).unwrap()];
+    let mut api_svc = snap.services[0].clone();
+    api_svc.name = "api".into();
+    api_svc.ports = vec![Port::parse(&format!("_http._tcp:{}", api.port)).unwrap()];
+    snap.services.insert(0, api_svc);
+    master.publish_snapshot(&snap);
+    const API: &str = "api.shop.k8s.internal";
+    const API_SRV: &str = "_http._tcp.api.shop.k8s.internal";
+    const LOCAL: &str = "local.k8s.internal";
+    wait_answer(dns, WEB, "127.0.0.2", SOON);
+    master.wait_status("gw-a", "reach of 4 workers, none down", |s| {
+        s.reach
+            .as_ref()
+            .is_some_and(|r| r.workers == 4 && r.down.is_empty() && r.rtt_ms.is_some())
+    });
+
+    web.close(0);
+    let took = wait_answer(dns, WEB, "127.0.0.3", Duration::from_secs(5));
+    println!("web failover after its listener closed on w1: {took:?}");
+    assert!(took <= Duration::from_secs(3), "failover took {took:?}");
+    master.wait_status("gw-a", "reach.down = [w1]", |s| {
+        s.reach.as_ref().is_some_and(|r| r.down == ["w1"])
+    });
+    assert_eq!(a_of(dns, API), ["127.0.0.2"]);
+    assert_eq!(a_of(dns, LOCAL), ["127.0.0.2"]);
+    assert_eq!(srv_order(dns), ["w2", "w3", "w4", "w1"]);
+    assert_eq!(srv_order_of(dns, API_SRV), ["w1", "w2", "w3", "w4"]);
+
+    // Both ports of w1 closed: w1 is down as a whole, `local` moves too.
+    api.close(0);
+    wait_answer(dns, API, "127.0.0.3", Duration::from_secs(5));
+    wait_answer(dns, LOCAL, "127.0.0.3", Duration::from_secs(5));
+    assert_eq!(a_of(dns, WEB), ["127.0.0.3"]);
+
+    web.reopen(0);
+    let took = wait_answer(dns, WEB, "127.0.0.2", Duration::from_secs(10));
+    assert!(took <= Duration::from_secs(10));
+    assert_eq!(a_of(dns, API), ["127.0.0.3"]);
+    let log = agent.stderr();
+    let line = format!("worker w1 port {} (shop/web) unreachable", web.port);
+    assert!(log.contains(&line), "{log}");
 }
 
 /// `--fail-closed`: with every candidate down, SERVFAIL with EDE 23 (Network Error);

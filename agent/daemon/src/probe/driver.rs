@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::{layout, targets, BranchView, Input, Output, Params, Prober};
+use super::{
+    layout, service_layout, service_targets, targets, BranchView, Input, Output, Params, Prober,
+    ServiceTargets, MAX_PAIRS,
+};
 use crate::store::ZoneStore;
 
 /// How often the zone in the store and the broker's absence are looked at.
@@ -32,6 +35,9 @@ pub enum PortChoice {
     Zone,
     /// `--probe-port N`.
     Fixed(u16),
+    /// `--probe-port service`: each service's NodePort on each of its candidates
+    /// ([`service_targets`]).
+    Services,
 }
 
 /// The driver's settings.
@@ -74,13 +80,17 @@ fn run(settings: Settings, store: &ZoneStore, view: &BranchView) {
     let mut flights: Vec<Flight> = Vec::new();
     let mut out = Vec::new();
     let mut names: Vec<String> = Vec::new();
-    let mut current: Option<u64> = None;
+    let mut current: Option<(u64, u64)> = None;
     let mut next_check = start;
     let mut reach_at = start;
     let mut fds: Vec<libc::pollfd> = Vec::new();
     let mut warned = false;
+    let mut capped = false;
     let mut have_rtt = false;
     let mut rtt_at = start;
+    let services = settings.port == PortChoice::Services;
+    // Per-service probing: the prober's slots are these targets; log lines name them.
+    let mut st = ServiceTargets::default();
     loop {
         let now = Instant::now();
         let t = now - start;
@@ -90,21 +100,43 @@ fn run(settings: Settings, store: &ZoneStore, view: &BranchView) {
             view.update_stale(settings.stale_after);
             let served = store.load_full();
             let zone = served.as_deref().and_then(|s| s.v2());
-            let l = zone.map(layout);
+            // The layouts the store computed at the swap (no hashing of the zone every
+            // CHECK_EVERY); computed here for a store without a view.
+            let l = zone.map(|z| {
+                served
+                    .as_deref()
+                    .and_then(|s| s.layouts())
+                    .unwrap_or_else(|| (layout(z), if services { service_layout(z) } else { 0 }))
+            });
             if l != current {
                 current = l;
                 let port = match settings.port {
                     PortChoice::Fixed(p) => Some(p),
                     PortChoice::Zone => zone.and_then(|z| z.header()).and_then(|h| h.probe),
+                    PortChoice::Services => None,
                 };
                 let (t_list, n_list) = match (zone, port) {
+                    (Some(z), _) if services => {
+                        st = service_targets(z, MAX_PAIRS);
+                        if st.over_cap > 0 && !capped {
+                            capped = true;
+                            warn!(
+                                "{} services not probed on their NodePort: more than {MAX_PAIRS} (service, worker) pairs; their answers follow whole-worker state only",
+                                st.over_cap
+                            );
+                        }
+                        (st.targets.clone(), st.names.clone())
+                    }
                     (Some(z), Some(p)) => targets(z, p),
                     _ => (Vec::new(), Vec::new()),
                 };
                 let probed = t_list.iter().flatten().count();
                 match port {
+                    _ if services && probed > 0 => {
+                        info!("probing {probed} (worker, service NodePort) targets")
+                    }
                     Some(p) if probed > 0 => info!("probing {probed} workers on port {p}"),
-                    None if zone.is_some() && !warned => {
+                    None if zone.is_some() && !warned && !services => {
                         warned = true;
                         warn!("not probing: the zone has no probe port (see --probe-port)")
                     }
@@ -158,12 +190,12 @@ fn run(settings: Settings, store: &ZoneStore, view: &BranchView) {
                     },
                     Output::Down(slot) => {
                         changed = true;
-                        let name = names.get(usize::from(slot)).map_or("", String::as_str);
+                        let name = label(&st, &names, slot);
                         warn!("worker {name} unreachable from this branch: answers skip it");
                     }
                     Output::Up(slot) => {
                         changed = true;
-                        let name = names.get(usize::from(slot)).map_or("", String::as_str);
+                        let name = label(&st, &names, slot);
                         info!("worker {name} reachable again");
                     }
                 }
@@ -172,10 +204,12 @@ fn run(settings: Settings, store: &ZoneStore, view: &BranchView) {
                 prober.handle(t, Input::Result { target, rtt: None }, &mut out);
             }
         }
-        if let Some(l) = current {
+        if let Some((l, sl)) = current {
             // The bitmap when it changed, the RTTs (for --rtt-order) at most once a second.
             let rtt = changed || now.saturating_duration_since(rtt_at) >= Duration::from_secs(1);
-            if changed || rtt {
+            if services && (changed || rtt) {
+                view.publish_services(l, sl, &prober, &st, rtt);
+            } else if changed || rtt {
                 view.publish(l, &prober, rtt);
             }
             if rtt {
@@ -222,6 +256,15 @@ fn run(settings: Settings, store: &ZoneStore, view: &BranchView) {
             fds.iter_mut().for_each(|p| p.revents = 0);
         }
     }
+}
+
+/// How the log names slot `slot`: the target's label with per-service probing, else the
+/// worker's name.
+fn label<'a>(st: &'a ServiceTargets, names: &'a [String], slot: u16) -> &'a str {
+    st.labels
+        .get(usize::from(slot))
+        .or_else(|| names.get(usize::from(slot)))
+        .map_or("", String::as_str)
 }
 
 /// A non-blocking connect to `target`, under way.

@@ -22,12 +22,13 @@
 pub mod driver;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use sdwan_agent_core::{Health, ZoneV2};
-use sdwan_contract::v2::{Family, MAX_NODES};
+use sdwan_agent_core::v2zone::NodeView;
+use sdwan_agent_core::{Health, ZoneV2, NO_BASE};
+use sdwan_contract::v2::{Family, Proto, MAX_NODES, MAX_SERVICES};
 use sdwan_link::status::{Reach, MAX_REACH_DOWN};
 
 /// Words of the down bitmap (one bit per node slot).
@@ -332,27 +333,35 @@ impl Prober {
     }
 
     /// The status summary: `names[i]` is slot `i`'s node name.
+    /// Several slots may name one worker (per-service probing): `workers` counts workers,
+    /// `down` lists each worker with a down slot once; the RTTs are the slots'.
     pub fn reach(&self, names: &[String]) -> Reach {
         let mut down: Vec<String> = Vec::new();
         let mut rtts: Vec<u32> = Vec::new();
+        let mut workers: Vec<&str> = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
             if s.target.is_none() {
                 continue;
             }
+            let name = names.get(i).map_or("", String::as_str);
+            workers.push(name);
             if s.down {
-                down.push(names.get(i).cloned().unwrap_or_default());
+                down.push(name.to_owned());
             } else if s.srtt_us > 0 {
                 rtts.push(s.srtt_us);
             }
         }
+        workers.sort_unstable();
+        workers.dedup();
         down.sort();
+        down.dedup();
         let more = down.len().saturating_sub(MAX_REACH_DOWN) as u32;
         down.truncate(MAX_REACH_DOWN);
         rtts.sort_unstable();
         let ms = |us: u32| us.div_ceil(1000);
         let at = |q: usize| rtts[(rtts.len() - 1) * q / 100];
         Reach {
-            workers: self.probed() as u32,
+            workers: workers.len() as u32,
             down,
             more,
             rtt_ms: (!rtts.is_empty()).then(|| [ms(at(50)), ms(at(90)), ms(at(100))]),
@@ -360,32 +369,139 @@ impl Prober {
     }
 }
 
-/// The probe target of each slot of `zone`: the node's address in the family the gateway
-/// answers first (IPv4 unless the policy is `ipv6`, else the other one) and `port`.
+/// The address of `node` probed on `port`: in the family the gateway answers first (IPv4
+/// unless the policy is `ipv6`, else the other one).
+fn address(node: &NodeView<'_>, family: Family, port: u16) -> Option<SocketAddr> {
+    let v4 = node.v4.map(|a| SocketAddr::from((a, port)));
+    let v6 = node.v6.map(|a| SocketAddr::from((a, port)));
+    match family {
+        Family::Ipv6 => v6,
+        Family::Ipv4 => v4,
+        Family::Dual => v4.or(v6),
+    }
+}
+
+fn family<H: AsRef<[u8]> + AsMut<[u8]>>(zone: &ZoneV2<H>) -> Family {
+    zone.header().map_or(Family::Dual, |h| h.family)
+}
+
+/// The probe target of each slot of `zone`: the node's [`address`] on `port`.
 pub fn targets<H: AsRef<[u8]> + AsMut<[u8]>>(
     zone: &ZoneV2<H>,
     port: u16,
 ) -> (Vec<Option<SocketAddr>>, Vec<String>) {
-    let family = zone.header().map_or(Family::Dual, |h| h.family);
+    let family = family(zone);
     let mut t = Vec::new();
     let mut names = Vec::new();
     for slot in 0..zone.slot_count() as u16 {
         let node = zone.node(slot).filter(|n| n.candidate());
-        let addr = node.and_then(|n| {
-            let v4 = n.v4.map(|a| SocketAddr::from((a, port)));
-            let v6 = n.v6.map(|a| SocketAddr::from((a, port)));
-            match family {
-                Family::Ipv6 => v6,
-                Family::Ipv4 => v4,
-                Family::Dual => v4.or(v6),
-            }
-        });
-        t.push(addr);
+        t.push(node.and_then(|n| address(&n, family, port)));
         names.push(node.map_or_else(String::new, |n| {
             String::from_utf8_lossy(n.name).into_owned()
         }));
     }
     (t, names)
+}
+
+/// Per-service probing (`--probe-port service`): at most this many (service, candidate)
+/// pairs, and so at most this many probe targets. Services are taken in (namespace, name)
+/// order while their pairs fit; the rest are not probed on their own (their answers follow
+/// the node state only).
+pub const MAX_PAIRS: usize = 512;
+
+/// No target for a pair (the host is not a present candidate).
+const NO_TARGET: u16 = u16::MAX;
+
+/// What per-service probing derives from a zone: the prober's targets, and how the answer
+/// path's per-service bits map onto them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ServiceTargets {
+    /// The prober's targets: (worker address, the service's NodePort), each once.
+    pub targets: Vec<Option<SocketAddr>>,
+    /// The worker (node slot) of each target.
+    pub node: Vec<u16>,
+    /// The worker's name of each target (the status lists workers).
+    pub names: Vec<String>,
+    /// `worker port NodePort (ns/name)` of each target, for the log.
+    pub labels: Vec<String>,
+    /// The first pair bit of each service, by index ([`NO_BASE`]: not probed).
+    pub bases: Vec<u16>,
+    /// The target of each pair bit ([`NO_TARGET`]: none).
+    pub pair_target: Vec<u16>,
+    /// Services with a TCP port left unprobed by [`MAX_PAIRS`].
+    pub over_cap: usize,
+}
+
+/// The per-service targets of `zone`, at most `cap` pairs: for each service with a TCP
+/// port, its first TCP port's NodePort on each of its candidate hosts.
+pub fn service_targets<H: AsRef<[u8]> + AsMut<[u8]>>(
+    zone: &ZoneV2<H>,
+    cap: usize,
+) -> ServiceTargets {
+    let family = family(zone);
+    let mut st = ServiceTargets::default();
+    for i in 0..zone.service_count() {
+        let Some(svc) = zone.service(i) else { break };
+        let port = svc.ports().find(|p| p.proto == Proto::Tcp);
+        let Some(port) = port.filter(|_| st.over_cap == 0) else {
+            st.over_cap += usize::from(port.is_some());
+            st.bases.push(NO_BASE);
+            continue;
+        };
+        if st.pair_target.len() + svc.host_count() > cap.min(usize::from(NO_BASE)) {
+            st.over_cap += 1;
+            st.bases.push(NO_BASE);
+            continue;
+        }
+        st.bases.push(st.pair_target.len() as u16);
+        for slot in svc.hosts() {
+            let node = zone.node(slot).filter(|n| n.candidate());
+            let Some((n, a)) = node.and_then(|n| Some((n, address(&n, family, port.node_port)?)))
+            else {
+                st.pair_target.push(NO_TARGET);
+                continue;
+            };
+            let t = match st.targets.iter().position(|&t| t == Some(a)) {
+                Some(t) => t,
+                None => {
+                    let name = String::from_utf8_lossy(n.name).into_owned();
+                    st.labels.push(format!(
+                        "{name} port {} ({}/{})",
+                        port.node_port,
+                        String::from_utf8_lossy(svc.ns),
+                        String::from_utf8_lossy(svc.name)
+                    ));
+                    st.targets.push(Some(a));
+                    st.node.push(slot);
+                    st.names.push(name);
+                    st.targets.len() - 1
+                }
+            };
+            st.pair_target.push(t as u16);
+        }
+    }
+    st
+}
+
+/// The node bitmap of per-service probing: a worker is down when it has targets and all of
+/// them are down (unreachable as a whole); its RTT is the least of its up targets'.
+fn node_state(p: &Prober, st: &ServiceTargets) -> ([u32; WORDS], Vec<u32>) {
+    let mut any_up = [0u32; WORDS];
+    let mut any = [0u32; WORDS];
+    let mut rtt = vec![0u32; MAX_NODES];
+    for (t, &n) in st.node.iter().enumerate() {
+        let (w, b) = (usize::from(n) / 32, 1 << (n % 32));
+        any[w] |= b;
+        if !p.is_down(t as u16) {
+            any_up[w] |= b;
+            let r = p.srtt_us(t as u16);
+            let e = &mut rtt[usize::from(n)];
+            if r > 0 && (*e == 0 || r < *e) {
+                *e = r;
+            }
+        }
+    }
+    (std::array::from_fn(|w| any[w] & !any_up[w]), rtt)
 }
 
 /// A fingerprint of `zone`'s node slots (slot, addresses): the down bitmap of one layout
@@ -409,6 +525,32 @@ pub fn layout<H: AsRef<[u8]> + AsMut<[u8]>>(zone: &ZoneV2<H>) -> u64 {
     h.max(1)
 }
 
+/// A fingerprint of what per-service bits mean: [`layout`] and, per service in index
+/// order, its name, ports and hosts. Deltas that change no service keep it.
+pub fn service_layout<H: AsRef<[u8]> + AsMut<[u8]>>(zone: &ZoneV2<H>) -> u64 {
+    let mut h = layout(zone);
+    let mut eat = |b: &[u8]| {
+        for &x in b {
+            h = (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    for svc in (0..zone.service_count()).map_while(|i| zone.service(i)) {
+        eat(&[svc.ns.len() as u8]);
+        eat(svc.ns);
+        eat(&[svc.name.len() as u8]);
+        eat(svc.name);
+        for p in svc.ports() {
+            eat(&p.node_port.to_be_bytes());
+            eat(&[u8::from(p.proto == Proto::Tcp)]);
+        }
+        eat(&(svc.host_count() as u16).to_be_bytes());
+        for s in svc.hosts() {
+            eat(&s.to_be_bytes());
+        }
+    }
+    h.max(1)
+}
+
 /// A [`layout`] in 32 bits, never 0 (0 means "none").
 fn fold(layout: u64) -> u32 {
     ((layout ^ (layout >> 32)) as u32).max(1)
@@ -422,6 +564,11 @@ pub struct BranchView {
     /// The [`layout`] the bitmap belongs to, folded to 32 bits ([`fold`]: 32-bit MIPS has no
     /// 64-bit atomics); 0 while it is being rewritten.
     layout: AtomicU32,
+    /// Per-service probing: a bit per (service, candidate) pair, the first bit of each
+    /// service (empty without it), and the [`service_layout`] they belong to, folded.
+    pairs: [AtomicU32; MAX_PAIRS / 32],
+    bases: Box<[AtomicU16]>,
+    service_layout: AtomicU32,
     fail_closed: bool,
     rtt_order: bool,
     stale: AtomicBool,
@@ -434,12 +581,16 @@ pub struct BranchView {
 }
 
 impl BranchView {
-    /// An empty view: nothing down, not stale.
-    pub fn new(fail_closed: bool, rtt_order: bool) -> BranchView {
+    /// An empty view: nothing down, not stale; `services`: per-service probing.
+    pub fn new(fail_closed: bool, rtt_order: bool, services: bool) -> BranchView {
+        let bases = if services { MAX_SERVICES } else { 0 };
         BranchView {
             down: std::array::from_fn(|_| AtomicU32::new(0)),
             rtt_us: (0..MAX_NODES).map(|_| AtomicU32::new(0)).collect(),
             layout: AtomicU32::new(0),
+            pairs: std::array::from_fn(|_| AtomicU32::new(0)),
+            bases: (0..bases).map(|_| AtomicU16::new(NO_BASE)).collect(),
+            service_layout: AtomicU32::new(0),
             fail_closed,
             rtt_order,
             stale: AtomicBool::new(false),
@@ -450,12 +601,18 @@ impl BranchView {
         }
     }
 
-    /// The health the answer path uses for a zone of `layout`: the bitmap when it belongs
-    /// to that layout, else every node up (a zone just swapped in, for the moment the
-    /// prober takes to see it). No allocation, no lock.
+    /// Whether the view carries per-service bits (`--probe-port service`).
+    pub fn services(&self) -> bool {
+        !self.bases.is_empty()
+    }
+
+    /// The health the answer path uses for a zone of `layout` and [`service_layout`] `svc`
+    /// (0 without per-service probing): the bitmaps that belong to them, else every node
+    /// (and pair) up (a zone just swapped in, for the moment the prober takes to see it).
+    /// No allocation, no lock.
     #[inline]
-    pub fn health(&self, layout: u64) -> Health<'_> {
-        let h = if self.layout.load(Ordering::Acquire) == fold(layout) {
+    pub fn health(&self, layout: u64, svc: u64) -> Health<'_> {
+        let mut h = if self.layout.load(Ordering::Acquire) == fold(layout) {
             let h = Health::new(&self.down);
             if self.rtt_order {
                 h.with_rtt(&self.rtt_us)
@@ -465,25 +622,73 @@ impl BranchView {
         } else {
             Health::ALL_UP
         };
+        if self.services() && self.service_layout.load(Ordering::Acquire) == fold(svc) {
+            h = h.with_services(&self.pairs, &self.bases);
+        }
         h.with_fail_closed(self.fail_closed)
             .with_stale(self.stale.load(Ordering::Relaxed))
     }
 
     /// Publishes the prober's bitmap for a zone of `layout`, and its RTTs when `rtt`.
     pub fn publish(&self, layout: u64, p: &Prober, rtt: bool) {
+        let rtts = (self.rtt_order && rtt).then(|| (0..MAX_NODES as u16).map(|i| p.srtt_us(i)));
+        self.publish_nodes(layout, p.down_words(), rtts);
+    }
+
+    fn publish_nodes(
+        &self,
+        layout: u64,
+        down: &[u32; WORDS],
+        rtts: Option<impl Iterator<Item = u32>>,
+    ) {
         let layout = fold(layout);
         if self.layout.load(Ordering::Relaxed) != layout {
             self.layout.store(0, Ordering::Release);
         }
-        for (w, &v) in self.down.iter().zip(p.down_words()) {
+        for (w, &v) in self.down.iter().zip(down) {
             w.store(v, Ordering::Relaxed);
         }
-        if self.rtt_order && rtt {
-            for (i, r) in self.rtt_us.iter().enumerate() {
-                r.store(p.srtt_us(i as u16), Ordering::Relaxed);
+        if let Some(rtts) = rtts.filter(|_| self.rtt_order) {
+            for (r, v) in self.rtt_us.iter().zip(rtts) {
+                r.store(v, Ordering::Relaxed);
             }
         }
         self.layout.store(layout, Ordering::Release);
+    }
+
+    /// Per-service probing: publishes the pair bits of the prober (whose slots are
+    /// `st`'s targets) for a zone of [`service_layout`] `svc` and the node bitmap derived
+    /// from them (a worker is down when all its targets are), its RTTs when `rtt`.
+    pub fn publish_services(
+        &self,
+        layout: u64,
+        svc: u64,
+        p: &Prober,
+        st: &ServiceTargets,
+        rtt: bool,
+    ) {
+        let svc = fold(svc);
+        if self.service_layout.load(Ordering::Relaxed) != svc {
+            self.service_layout.store(0, Ordering::Release);
+            for (i, b) in self.bases.iter().enumerate() {
+                b.store(
+                    st.bases.get(i).copied().unwrap_or(NO_BASE),
+                    Ordering::Relaxed,
+                );
+            }
+        }
+        let mut pairs = [0u32; MAX_PAIRS / 32];
+        for (k, &t) in st.pair_target.iter().enumerate().take(MAX_PAIRS) {
+            if t != NO_TARGET && p.is_down(t) {
+                pairs[k / 32] |= 1 << (k % 32);
+            }
+        }
+        for (w, v) in self.pairs.iter().zip(pairs) {
+            w.store(v, Ordering::Relaxed);
+        }
+        self.service_layout.store(svc, Ordering::Release);
+        let (down, rtts) = node_state(p, st);
+        self.publish_nodes(layout, &down, rtt.then(|| rtts.into_iter()));
     }
 
     /// The broker connection is up now.

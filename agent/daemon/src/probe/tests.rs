@@ -2,6 +2,7 @@
 //! lose packets, with seeded randomness (deterministic).
 
 use super::*;
+use sdwan_agent_core::NO_BASE;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -45,14 +46,31 @@ impl Net {
 /// Runs the prober against `net` until `end`; returns each Down/Up with its time and the
 /// most connects seen in flight.
 fn simulate(net: &mut Net, seed: u64, end: Duration) -> (Vec<(Duration, Output)>, usize) {
+    let targets = (0..net.workers).map(addr).collect();
+    let (events, peak, _) = simulate_on(net, seed, end, targets);
+    (events, peak)
+}
+
+/// [`simulate`] on given targets (`net`'s workers are their indexes); also returns the
+/// prober as it is at `end`.
+fn simulate_on(
+    net: &mut Net,
+    seed: u64,
+    end: Duration,
+    targets: Vec<SocketAddr>,
+) -> (Vec<(Duration, Output)>, usize, Prober) {
     let mut p = Prober::new(Params::default(), seed);
     let timeout = p.params().timeout;
     let mut out = Vec::new();
     let mut events = Vec::new();
     let mut pending: BinaryHeap<Reverse<(Duration, usize, bool)>> = BinaryHeap::new();
     let mut peak = 0;
-    let targets = (0..net.workers).map(|i| Some(addr(i))).collect();
-    p.handle(Duration::ZERO, Input::Zone(targets), &mut out);
+    let addrs = targets.clone();
+    p.handle(
+        Duration::ZERO,
+        Input::Zone(targets.into_iter().map(Some).collect()),
+        &mut out,
+    );
     let mut now = Duration::ZERO;
     loop {
         for o in out.drain(..) {
@@ -81,7 +99,7 @@ fn simulate(net: &mut Net, seed: u64, end: Duration) -> (Vec<(Duration, Output)>
             p.handle(
                 now,
                 Input::Result {
-                    target: addr(w),
+                    target: addrs[w],
                     rtt,
                 },
                 &mut out,
@@ -90,7 +108,7 @@ fn simulate(net: &mut Net, seed: u64, end: Duration) -> (Vec<(Duration, Output)>
             p.handle(now, Input::Tick, &mut out);
         }
     }
-    (events, peak)
+    (events, peak, p)
 }
 
 /// A cut at any phase of the probe schedule is seen within 3 s (worst case over 100
@@ -266,4 +284,209 @@ fn reach_summary_caps_the_names() {
     assert_eq!(r.more, 8);
     assert_eq!(r.down[0], "w00");
     assert_eq!(r.rtt_ms, Some([7, 7, 12]));
+}
+
+/// A zone of two workers (127.0.0.1, 127.0.0.2) both hosting `a` (NodePort 30001), `b`
+/// (30002, after a UDP port) and `u` (UDP only).
+fn two_service_zone() -> Box<crate::store::OwnedZoneV2> {
+    use sdwan_contract::v2::encode::{Service, Snapshot};
+    use sdwan_contract::v2::{Node, Port, Str, Tier, Version, ZoneHeader};
+    let node = |name: &str, last: u8| {
+        Some(Node {
+            name: Str::new(name).unwrap(),
+            tier: Tier::Near,
+            v4: Some([127, 0, 0, last].into()),
+            v6: None,
+        })
+    };
+    let service = |name: &str, ports: &[&str]| Service {
+        ns: "default".into(),
+        name: name.into(),
+        short: true,
+        ports: ports.iter().map(|p| Port::parse(p).unwrap()).collect(),
+        hosts: vec![0, 1],
+    };
+    load(Snapshot {
+        gateway: "gw-a".into(),
+        version: Version(1),
+        zone: ZoneHeader {
+            suffix: Str::new("k8s.internal").unwrap(),
+            local: Str::new("local").unwrap(),
+            ttl: 30,
+            service_ttl: 10,
+            family: Family::Dual,
+            nodes: 2,
+            probe: None,
+        },
+        nodes: vec![node("w1", 1), node("w2", 2)],
+        services: vec![
+            service("a", &["_http._tcp:30001"]),
+            service("b", &["_dns._udp:30053", "_http._tcp:30002"]),
+            service("u", &["_dns._udp:30054"]),
+        ],
+    })
+}
+
+/// A zone through the agent's door.
+fn load(snap: sdwan_contract::v2::encode::Snapshot) -> Box<crate::store::OwnedZoneV2> {
+    use sdwan_agent_core::v2zone::{PartStatus, Staging, Work};
+    let mut staging = Box::new(Staging::new(crate::gateway::heap()));
+    let mut work = Box::new(Work::new());
+    let mut done = false;
+    for p in snap.encode().unwrap() {
+        done = staging.part("gw-a", None, &p, &mut work).unwrap() == PartStatus::Complete;
+    }
+    assert!(done);
+    let mut zone = Box::new(crate::store::OwnedZoneV2::new(Box::default()));
+    assert!(staging.swap_into(&mut zone));
+    zone
+}
+
+/// Per-service targets: each service's first TCP port on each candidate, each (address,
+/// port) once; a UDP-only service is not probed; the cap leaves whole services out.
+#[test]
+fn service_targets_take_the_first_tcp_port_of_each_service() {
+    let z = two_service_zone();
+    let st = service_targets(&z, MAX_PAIRS);
+    let t = |last: u8, port: u16| Some(SocketAddr::from(([127, 0, 0, last], port)));
+    assert_eq!(
+        st.targets,
+        [t(1, 30001), t(2, 30001), t(1, 30002), t(2, 30002)]
+    );
+    assert_eq!(st.bases, [0, 2, NO_BASE]);
+    assert_eq!(st.pair_target, [0, 1, 2, 3]);
+    assert_eq!((st.node.as_slice(), st.over_cap), (&[0, 1, 0, 1][..], 0));
+    assert_eq!(st.labels[2], "w1 port 30002 (default/b)");
+    let capped = service_targets(&z, 3);
+    assert_eq!(
+        (capped.bases.as_slice(), capped.over_cap),
+        (&[0, NO_BASE, NO_BASE][..], 1)
+    );
+    assert_eq!(capped.targets.len(), 2);
+}
+
+/// A zone of 5,000 services on 3 of 20 workers each (15,000 pairs) stays within the bound:
+/// at most 512 pairs and targets, whole services in order, the rest counted.
+#[test]
+fn five_thousand_services_stay_within_the_pair_bound() {
+    use sdwan_contract::v2::encode::{Service, Snapshot};
+    use sdwan_contract::v2::{Node, Port, Str, Tier, Version, ZoneHeader};
+    let nodes = (0..20u8)
+        .map(|i| {
+            Some(Node {
+                name: Str::new(&format!("w{i}")).unwrap(),
+                tier: Tier::Other,
+                v4: Some([127, 0, 1, i + 1].into()),
+                v6: None,
+            })
+        })
+        .collect();
+    let services = (0..5000u16)
+        .map(|i| Service {
+            ns: "default".into(),
+            name: format!("s{i:04}"),
+            short: false,
+            ports: vec![Port::parse(&format!("_http._tcp:{}", 20000 + i)).unwrap()],
+            hosts: {
+                // Hosts in slot order (the plan's order).
+                let mut h: Vec<u16> = (0..3).map(|k| (i + k) % 20).collect();
+                h.sort_unstable();
+                h
+            },
+        })
+        .collect();
+    let z = load(Snapshot {
+        gateway: "gw-a".into(),
+        version: Version(1),
+        zone: ZoneHeader {
+            suffix: Str::new("k8s.internal").unwrap(),
+            local: Str::new("local").unwrap(),
+            ttl: 30,
+            service_ttl: 10,
+            family: Family::Ipv4,
+            nodes: 20,
+            probe: None,
+        },
+        nodes,
+        services,
+    });
+    let st = service_targets(&z, MAX_PAIRS);
+    assert_eq!(st.pair_target.len(), 510);
+    assert_eq!(st.targets.len(), 510);
+    assert_eq!(st.bases.len(), 5000);
+    assert_eq!(st.bases[169], 507);
+    assert!(st.bases[170..].iter().all(|&b| b == NO_BASE));
+    assert_eq!(st.over_cap, 5000 - 170);
+}
+
+/// Issue 14, per-service probing: service `a`'s port stops answering on w1 while w1's
+/// port of `b` answers: `a`'s pair on w1 is down within 3 s (hysteresis as for workers),
+/// `b` keeps w1, w1 as a whole is not down; `a` returns within 2 s of the port answering.
+#[test]
+fn a_closed_service_port_moves_only_that_service() {
+    let z = two_service_zone();
+    let st = service_targets(&z, MAX_PAIRS);
+    let targets: Vec<SocketAddr> = st.targets.iter().flatten().copied().collect();
+    let from = Duration::from_secs(20);
+    let to = Duration::from_secs(30);
+    let mut net = Net {
+        workers: targets.len(),
+        cut: Some((0, from, to)),
+        loss: 0.0,
+        rng: 5,
+    };
+    let (events, _, p) = simulate_on(&mut net, 3, from + Duration::from_secs(5), targets.clone());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1, Output::Down(0));
+    assert!(events[0].0 - from <= Duration::from_secs(3), "{events:?}");
+    let view = BranchView::new(false, false, true);
+    let (l, sl) = (layout(&z), service_layout(&z));
+    view.publish_services(l, sl, &p, &st, true);
+    let h = view.health(l, sl);
+    let (a, b) = (h.for_service(0), h.for_service(1));
+    assert!(a.is_down_at(0, 0) && !a.is_down_at(1, 1));
+    assert!(!b.is_down_at(0, 0) && !h.is_down(0));
+    // A zone whose services changed: no per-service bits until the prober publishes.
+    assert!(!view.health(l, sl ^ 1).for_service(0).is_down_at(0, 0));
+    let r = p.reach(&st.names);
+    assert_eq!((r.workers, r.down), (2, vec!["w1".to_string()]));
+    // The same run on: the port answers again at `to`.
+    let mut net = Net {
+        workers: targets.len(),
+        cut: Some((0, from, to)),
+        loss: 0.0,
+        rng: 5,
+    };
+    let (events, _, _) = simulate_on(&mut net, 3, to + Duration::from_secs(5), targets);
+    let up = events
+        .iter()
+        .find(|e| e.1 == Output::Up(0))
+        .expect("back up");
+    assert!(up.0 - to <= Duration::from_secs(2), "{events:?}");
+}
+
+/// A worker none of whose probed ports answers is down as a whole (its `local` and
+/// `<node>` names skip it too).
+#[test]
+fn a_worker_with_every_port_down_is_down() {
+    let z = two_service_zone();
+    let st = service_targets(&z, MAX_PAIRS);
+    let mut p = Prober::new(Params::default(), 1);
+    let mut out = Vec::new();
+    p.handle(Duration::ZERO, Input::Zone(st.targets.clone()), &mut out);
+    let fail = |p: &mut Prober, out: &mut Vec<Output>, target: SocketAddr| {
+        for _ in 0..Params::default().down_after {
+            p.handle(Duration::ZERO, Input::Result { target, rtt: None }, out);
+        }
+    };
+    let view = BranchView::new(false, false, true);
+    let (l, sl) = (layout(&z), service_layout(&z));
+    fail(&mut p, &mut out, st.targets[0].unwrap());
+    view.publish_services(l, sl, &p, &st, false);
+    assert!(!view.health(l, sl).is_down(0));
+    fail(&mut p, &mut out, st.targets[2].unwrap());
+    view.publish_services(l, sl, &p, &st, false);
+    let h = view.health(l, sl);
+    assert!(h.is_down(0) && !h.is_down(1));
+    assert!(h.for_service(1).is_down_at(0, 0));
 }
