@@ -954,13 +954,13 @@ impl Controller {
         m.ready = true;
     }
 
-    fn flush_at(&self) -> Option<tokio::time::Instant> {
-        let start = self.burst_start?;
-        if self.burst_now {
-            return Some(tokio::time::Instant::from_std(start));
-        }
-        let at = (self.last_event + self.timing.debounce).min(start + self.timing.max_delay);
-        Some(tokio::time::Instant::from_std(at))
+    fn flush_at(&self) -> Option<FlushAt> {
+        flush_at(
+            self.burst_start,
+            self.burst_now,
+            self.last_event,
+            &self.timing,
+        )
     }
 
     /// Runs until `shutdown` resolves or the sources end. `shutdown` is only seen between
@@ -988,7 +988,17 @@ impl Controller {
         tokio::pin!(shutdown);
         let mut leadership = self.leadership.clone();
         loop {
-            let flush_at = self.flush_at();
+            let flush_at = match self.flush_at() {
+                // Planned here, not through a timer: tokio rounds a timer's deadline up to
+                // its next millisecond tick, so even a deadline already past would cost an
+                // isolated change up to ~2 ms (measured in the testbed, docs/benchmarks.md).
+                Some(FlushAt::Now) => {
+                    self.flush().await;
+                    continue;
+                }
+                Some(FlushAt::At(at)) => Some(tokio::time::Instant::from_std(at)),
+                None => None,
+            };
             let publisher_at = self.publisher_timer;
             let proxy_at = self.proxy_timer;
             let lease_end = if self.leading {
@@ -1044,6 +1054,33 @@ impl Controller {
     }
 }
 
+/// When the current burst is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlushAt {
+    /// At once: an isolated change, or the one follow-up of an at-once plan that published
+    /// nothing.
+    Now,
+    /// When no event came for `debounce`, at the latest `max_delay` after the burst's first.
+    At(Instant),
+}
+
+/// When the burst that began at `burst_start` (if any) is planned: at once when `burst_now`,
+/// else `debounce` after the last event, never later than `max_delay` after its first.
+fn flush_at(
+    burst_start: Option<Instant>,
+    burst_now: bool,
+    last_event: Instant,
+    timing: &Timing,
+) -> Option<FlushAt> {
+    let start = burst_start?;
+    if burst_now {
+        return Some(FlushAt::Now);
+    }
+    Some(FlushAt::At(
+        (last_event + timing.debounce).min(start + timing.max_delay),
+    ))
+}
+
 /// A kind of stream this controller drives: which of its publishers and timers is its.
 trait Driven: Content {
     fn publisher(c: &mut Controller) -> &mut Publisher<Self>;
@@ -1093,4 +1130,51 @@ fn apply_all(snap: &mut Snapshot, list: Vec<Change>) -> Vec<sdwan_plan::InputErr
         }
     }
     errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> Timing {
+        Timing {
+            debounce: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            retained_wait: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn no_burst_no_flush() {
+        assert_eq!(flush_at(None, true, Instant::now(), &timing()), None);
+        assert_eq!(flush_at(None, false, Instant::now(), &timing()), None);
+    }
+
+    #[test]
+    fn an_at_once_burst_is_flushed_now_not_at_an_instant() {
+        // Issue 11, item 9: not through a timer (tokio rounds deadlines up to its next
+        // millisecond tick).
+        let t = Instant::now();
+        assert_eq!(flush_at(Some(t), true, t, &timing()), Some(FlushAt::Now));
+        let later = t + Duration::from_millis(5);
+        assert_eq!(
+            flush_at(Some(t), true, later, &timing()),
+            Some(FlushAt::Now)
+        );
+    }
+
+    #[test]
+    fn a_burst_waits_for_quiet_bounded_by_max_delay() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            flush_at(Some(t), false, t + ms(5), &timing()),
+            Some(FlushAt::At(t + ms(25)))
+        );
+        // Events keep coming: never later than max_delay after the first.
+        assert_eq!(
+            flush_at(Some(t), false, t + ms(190), &timing()),
+            Some(FlushAt::At(t + ms(200)))
+        );
+    }
 }

@@ -263,13 +263,15 @@ async fn standby_takes_over_from_a_killed_leader_without_version_regression() {
     }
     assert_eq!(metric(&b, "sdwan_leader").await, Some(0.0));
 
-    // A change while both run: only a publishes it.
+    // A change while both run: only a publishes it. b's first plan (its lists) is counted
+    // already: the change is one more.
+    wait_metric(&b, "sdwan_plans_total", 1.0, "b planned its lists").await;
     s.api.apply(slice("default", "web", &["w2"]));
     rec.wait_zone("gw-a", "web on w2", |z| {
         z.data_of("web.default", "A") == ["192.0.2.2"]
     })
     .await;
-    wait_metric(&b, "sdwan_plans_total", 1.0, "b planned the change").await;
+    wait_metric(&b, "sdwan_plans_total", 2.0, "b planned the change").await;
     assert_eq!(
         metric(&b, "sdwan_published_total{kind=\"zone\"}").await,
         Some(0.0),

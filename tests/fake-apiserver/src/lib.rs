@@ -190,6 +190,10 @@ impl FakeApiServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                // As the real API server: Go sets TCP_NODELAY on every TCP connection by
+                // default, so a watch event is never held back by Nagle's algorithm behind
+                // an unacknowledged one.
+                let _ = stream.set_nodelay(true);
                 let shared = for_task.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
