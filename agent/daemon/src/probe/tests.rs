@@ -289,8 +289,8 @@ fn reach_summary_caps_the_names() {
 /// A zone of two workers (127.0.0.1, 127.0.0.2) both hosting `a` (NodePort 30001), `b`
 /// (30002, after a UDP port) and `u` (UDP only).
 fn two_service_zone() -> Box<crate::store::OwnedZoneV2> {
-    use sdwan_contract::v2::encode::{Service, Snapshot};
-    use sdwan_contract::v2::{Node, Port, Str, Tier, Version, ZoneHeader};
+    use sdwan_contract::v2::encode::Service;
+    use sdwan_contract::v2::{Node, Port, Str, Tier};
     let node = |name: &str, last: u8| {
         Some(Node {
             name: Str::new(name).unwrap(),
@@ -306,7 +306,27 @@ fn two_service_zone() -> Box<crate::store::OwnedZoneV2> {
         ports: ports.iter().map(|p| Port::parse(p).unwrap()).collect(),
         hosts: vec![0, 1],
     };
-    load(Snapshot {
+    load(
+        Family::Dual,
+        vec![node("w1", 1), node("w2", 2)],
+        vec![
+            service("a", &["_http._tcp:30001"]),
+            service("b", &["_dns._udp:30053", "_http._tcp:30002"]),
+            service("u", &["_dns._udp:30054"]),
+        ],
+    )
+}
+
+/// Gateway gw-a's zone (version 1, suffix k8s.internal) of these nodes and services,
+/// through the agent's door.
+fn load(
+    family: Family,
+    nodes: Vec<Option<sdwan_contract::v2::Node>>,
+    services: Vec<sdwan_contract::v2::encode::Service>,
+) -> Box<crate::store::OwnedZoneV2> {
+    use sdwan_agent_core::v2zone::{PartStatus, Staging, Work};
+    use sdwan_contract::v2::{Str, Version, ZoneHeader};
+    let snap = sdwan_contract::v2::encode::Snapshot {
         gateway: "gw-a".into(),
         version: Version(1),
         zone: ZoneHeader {
@@ -314,22 +334,13 @@ fn two_service_zone() -> Box<crate::store::OwnedZoneV2> {
             local: Str::new("local").unwrap(),
             ttl: 30,
             service_ttl: 10,
-            family: Family::Dual,
-            nodes: 2,
+            family,
+            nodes: nodes.len() as u16,
             probe: None,
         },
-        nodes: vec![node("w1", 1), node("w2", 2)],
-        services: vec![
-            service("a", &["_http._tcp:30001"]),
-            service("b", &["_dns._udp:30053", "_http._tcp:30002"]),
-            service("u", &["_dns._udp:30054"]),
-        ],
-    })
-}
-
-/// A zone through the agent's door.
-fn load(snap: sdwan_contract::v2::encode::Snapshot) -> Box<crate::store::OwnedZoneV2> {
-    use sdwan_agent_core::v2zone::{PartStatus, Staging, Work};
+        nodes,
+        services,
+    };
     let mut staging = Box::new(Staging::new(crate::gateway::heap()));
     let mut work = Box::new(Work::new());
     let mut done = false;
@@ -369,8 +380,8 @@ fn service_targets_take_the_first_tcp_port_of_each_service() {
 /// at most 512 pairs and targets, whole services in order, the rest counted.
 #[test]
 fn five_thousand_services_stay_within_the_pair_bound() {
-    use sdwan_contract::v2::encode::{Service, Snapshot};
-    use sdwan_contract::v2::{Node, Port, Str, Tier, Version, ZoneHeader};
+    use sdwan_contract::v2::encode::Service;
+    use sdwan_contract::v2::{Node, Port, Str, Tier};
     let nodes = (0..20u8)
         .map(|i| {
             Some(Node {
@@ -395,21 +406,7 @@ fn five_thousand_services_stay_within_the_pair_bound() {
             },
         })
         .collect();
-    let z = load(Snapshot {
-        gateway: "gw-a".into(),
-        version: Version(1),
-        zone: ZoneHeader {
-            suffix: Str::new("k8s.internal").unwrap(),
-            local: Str::new("local").unwrap(),
-            ttl: 30,
-            service_ttl: 10,
-            family: Family::Ipv4,
-            nodes: 20,
-            probe: None,
-        },
-        nodes,
-        services,
-    });
+    let z = load(Family::Ipv4, nodes, services);
     let st = service_targets(&z, MAX_PAIRS);
     assert_eq!(st.pair_target.len(), 510);
     assert_eq!(st.targets.len(), 510);
