@@ -555,15 +555,16 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
     /// The short service `<name>` that answers (`short` and a candidate).
     pub fn lookup_short(&self, name: &[u8]) -> Option<ServiceView<'_>> {
         let heap = self.heap.as_ref();
+        let svc = &self.svc[..self.meta.services];
         let i = self.short[..self.meta.short]
-            .binary_search_by(|&off| {
-                parse_service(heap.get(off as usize..).unwrap_or(&[]))
+            .binary_search_by(|&idx| {
+                svc.get(idx as usize)
+                    .and_then(|&off| parse_service(heap.get(off as usize..).unwrap_or(&[])))
                     .map_or(&[][..], |(s, _)| s.name)
                     .cmp(name)
             })
             .ok()?;
-        let s = self.service_at(self.short[i])?;
-        self.service(self.find_service(s.ns, s.name).ok()?)
+        self.service(self.short[i] as usize)
     }
 
     /// The slot of the node whose `<node>` name is `name` (named and a candidate).
@@ -710,14 +711,16 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
                 | bit(srv, sflag::HAS_SRV);
             self.heap.as_mut()[off] = f;
             if short && cand {
-                self.short[n_short] = off as u32;
+                self.short[n_short] = i as u32;
                 n_short += 1;
             }
         }
         {
             let heap = self.heap.as_ref();
-            let name_of =
-                |off: u32| parse_service(&heap[off as usize..]).map_or(&[][..], |(s, _)| s.name);
+            let svc = &self.svc;
+            let name_of = |i: u32| {
+                parse_service(&heap[svc[i as usize] as usize..]).map_or(&[][..], |(s, _)| s.name)
+            };
             self.short[..n_short].sort_unstable_by(|a, b| name_of(*a).cmp(name_of(*b)));
         }
         self.meta.short = n_short;

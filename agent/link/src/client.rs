@@ -231,7 +231,8 @@ impl Stream {
     }
 
     /// Reads some bytes into `buf`, waiting at most until the socket's read timeout.
-    /// `Ok(None)`: the timeout passed with nothing read.
+    /// `Ok(None)`: the timeout passed with nothing read; `Ok(Some(0))`: TLS records came, no
+    /// plaintext yet.
     fn read_some(&mut self, buf: &mut BytesMut) -> Result<Option<usize>, Error> {
         let mut tmp = [0u8; 4096];
         match self {
@@ -244,30 +245,38 @@ impl Stream {
                 Err(e) if timed_out(&e) => Ok(None),
                 Err(e) => Err(e.into()),
             },
-            Stream::Tls(tls, s) => loop {
-                match tls.reader().read(&mut tmp) {
-                    Ok(0) => return Err(Error::Closed),
-                    Ok(n) => {
-                        buf.extend_from_slice(&tmp[..n]);
-                        return Ok(Some(n));
+            Stream::Tls(tls, s) => {
+                // Plaintext already decrypted first; else one read of TLS records from the
+                // socket (`Ok(Some(0))` when they held no plaintext yet, so that the caller
+                // sees its deadline even while a record trickles in).
+                let mut read_socket = true;
+                loop {
+                    match tls.reader().read(&mut tmp) {
+                        Ok(0) => return Err(Error::Closed),
+                        Ok(n) => {
+                            buf.extend_from_slice(&tmp[..n]);
+                            return Ok(Some(n));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e.into()),
+                    if !std::mem::take(&mut read_socket) {
+                        return Ok(Some(0));
+                    }
+                    match tls.read_tls(s) {
+                        Ok(0) => return Err(Error::Closed),
+                        Ok(_) => {}
+                        Err(e) if timed_out(&e) => return Ok(None),
+                        Err(e) => return Err(e.into()),
+                    }
+                    let state = tls.process_new_packets();
+                    // An alert to send (or a key update answer) goes out even on error.
+                    while tls.wants_write() {
+                        tls.write_tls(s)?;
+                    }
+                    state?;
                 }
-                // No plaintext buffered: read TLS records from the socket.
-                match tls.read_tls(s) {
-                    Ok(0) => return Err(Error::Closed),
-                    Ok(_) => {}
-                    Err(e) if timed_out(&e) => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                }
-                let state = tls.process_new_packets();
-                // An alert to send (or a key update answer) goes out even on error.
-                while tls.wants_write() {
-                    tls.write_tls(s)?;
-                }
-                state?;
-            },
+            }
         }
     }
 
@@ -555,8 +564,17 @@ fn poll_conn(conn: &mut Conn, deadline: Instant, max: usize) -> Result<Option<In
         while let Some(p) = read_packet(&mut conn.rbuf, max)? {
             match p {
                 Packet::Publish(p) => {
-                    if p.qos != QoS::AtMostOnce {
-                        send(conn, &Packet::PubAck(PubAck::new(p.pkid)), max)?;
+                    match p.qos {
+                        QoS::AtMostOnce => {}
+                        QoS::AtLeastOnce => {
+                            send(conn, &Packet::PubAck(PubAck::new(p.pkid)), max)?;
+                        }
+                        // Every subscription is QoS 1: a broker may not send QoS 2.
+                        QoS::ExactlyOnce => {
+                            return Err(Error::Protocol(
+                                "a QoS 2 PUBLISH on a QoS 1 subscription".into(),
+                            ))
+                        }
                     }
                     return Ok(Some(Incoming::Publish(p)));
                 }

@@ -507,48 +507,56 @@ fn node_state(p: &Prober, st: &ServiceTargets) -> ([u32; WORDS], Vec<u32>) {
 /// A fingerprint of `zone`'s node slots (slot, addresses): the down bitmap of one layout
 /// means nothing for another. Deltas that change no node keep it.
 pub fn layout<H: AsRef<[u8]> + AsMut<[u8]>>(zone: &ZoneV2<H>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: &[u8]| {
-        for &x in b {
-            h = (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3);
-        }
-    };
+    let mut h = Fnv::new();
     for slot in 0..zone.slot_count() as u16 {
-        eat(&slot.to_be_bytes());
+        h.eat(&slot.to_be_bytes());
         if let Some(n) = zone.node(slot) {
-            eat(&n.v4.unwrap_or_default());
-            eat(&n.v6.unwrap_or_default());
-            eat(&[u8::from(n.candidate())]);
+            h.eat(&n.v4.unwrap_or_default());
+            h.eat(&n.v6.unwrap_or_default());
+            h.eat(&[u8::from(n.candidate())]);
         }
     }
-    // 0 means "no layout yet".
-    h.max(1)
+    h.finish()
+}
+
+/// FNV-1a over the bytes of a layout; never 0, which means "no layout yet".
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn eat(&mut self, b: &[u8]) {
+        for &x in b {
+            self.0 = (self.0 ^ u64::from(x)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.max(1)
+    }
 }
 
 /// A fingerprint of what per-service bits mean: [`layout`] and, per service in index
 /// order, its name, ports and hosts. Deltas that change no service keep it.
 pub fn service_layout<H: AsRef<[u8]> + AsMut<[u8]>>(zone: &ZoneV2<H>) -> u64 {
-    let mut h = layout(zone);
-    let mut eat = |b: &[u8]| {
-        for &x in b {
-            h = (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3);
-        }
-    };
+    let mut h = Fnv(layout(zone));
     for svc in (0..zone.service_count()).map_while(|i| zone.service(i)) {
-        eat(&[svc.ns.len() as u8]);
-        eat(svc.ns);
-        eat(&[svc.name.len() as u8]);
-        eat(svc.name);
+        h.eat(&[svc.ns.len() as u8]);
+        h.eat(svc.ns);
+        h.eat(&[svc.name.len() as u8]);
+        h.eat(svc.name);
         for p in svc.ports() {
-            eat(&p.node_port.to_be_bytes());
-            eat(&[u8::from(p.proto == Proto::Tcp)]);
+            h.eat(&p.node_port.to_be_bytes());
+            h.eat(&[u8::from(p.proto == Proto::Tcp)]);
         }
-        eat(&(svc.host_count() as u16).to_be_bytes());
+        h.eat(&(svc.host_count() as u16).to_be_bytes());
         for s in svc.hosts() {
-            eat(&s.to_be_bytes());
+            h.eat(&s.to_be_bytes());
         }
     }
-    h.max(1)
+    h.finish()
 }
 
 /// A [`layout`] in 32 bits, never 0 (0 means "none").
