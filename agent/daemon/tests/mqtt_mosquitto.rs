@@ -423,6 +423,8 @@ fn corrupt_state_file_is_ignored_and_the_broker_zone_taken() {
     agent
         .child
         .wait_stderr(SOON, "corrupt or truncated, ignored");
+    // The state file is read before the DNS sockets are bound: wait for them.
+    agent.child.wait_stderr(SOON, "listening on udp");
     let a = query_a(agent.dns, NAME, Duration::from_secs(1)).unwrap();
     assert_eq!((a.rcode, a.a.len()), (5, 0), "no zone yet: REFUSED");
     master.publish_serial("gw-a", 5);
