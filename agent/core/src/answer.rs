@@ -106,9 +106,10 @@ impl<S: AsRef<[u8]>> Source for Zone<S> {
         Zone::origin_wire(self)
     }
     fn respond(&self, r: &mut Response<'_>, rel: &[u8], qtype: u16, origin_at: usize) -> u16 {
-        let mut key = [0u8; 256];
-        match rel_labels_key(rel, &mut key) {
-            Some(n) => r.resolve(self, &key[..n], qtype, origin_at),
+        let mut buf = Scratch::new();
+        let key = scratch(&mut buf, rel.len()).and_then(|key| rel_labels_key(rel, key));
+        match key {
+            Some(_) => r.resolve(self, &buf, qtype, origin_at),
             None => {
                 // A label with a byte no zone name has: no such name, nor anything below it.
                 r.soa_authority(self, origin_at);
@@ -150,13 +151,13 @@ fn answer_in<Z: Source>(
     r.header(pkt.id())?;
 
     // The question.
-    let mut q = Question::default();
-    let qend = if pkt.question_count() == 1 {
-        q.parse_into(query, wire::field::HEADER_END).ok()
+    let mut spill = None;
+    let parsed = if pkt.question_count() == 1 {
+        Question::parse(query, wire::field::HEADER_END, &mut spill).ok()
     } else {
         None
     };
-    let Some(qend) = qend else {
+    let Some((q, qend)) = parsed else {
         let code = if pkt.opcode() != 0 {
             rcode::NOTIMP
         } else {
@@ -196,7 +197,7 @@ fn answer_in<Z: Source>(
     if q.qclass != CLASS_IN || q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
         return r.finish_error(rcode::REFUSED, Some(&q));
     }
-    let qname = q.name.as_bytes();
+    let qname = q.name;
     let Some(k) = origin_offset(qname, zone.origin_wire()) else {
         return r.finish_error(rcode::REFUSED, Some(&q));
     };
@@ -240,9 +241,20 @@ fn origin_offset(qname: &[u8], origin: &[u8]) -> Option<usize> {
     (p == k).then_some(k)
 }
 
+/// `len` zero bytes (at most 256) to build a name or key in: only as many bytes as that
+/// name's, where a `[0u8; 256]` would fill 256 on every query (a fifth of a short query's
+/// instructions on a MIPS router).
+/// Used in place (`let mut buf = Scratch::new()`): a returned one would be copied whole.
+type Scratch = heapless::Vec<u8, 256>;
+
+fn scratch(buf: &mut Scratch, len: usize) -> Option<&mut [u8]> {
+    buf.resize(len, 0).ok()?;
+    Some(buf)
+}
+
 /// The zone key of relative labels, or `None` when a label has a byte outside
 /// `[A-Za-z0-9_-]` (such a name cannot be in the zone).
-fn rel_labels_key(rel: &[u8], key: &mut [u8; 256]) -> Option<usize> {
+fn rel_labels_key(rel: &[u8], key: &mut [u8]) -> Option<usize> {
     let mut p = 0;
     while p < rel.len() {
         let l = rel[p] as usize;
@@ -282,7 +294,7 @@ impl Response<'_> {
     }
 
     fn question(&mut self, q: &Question) -> Result<(), Error> {
-        self.w.put(q.name.as_bytes())?;
+        self.w.put(q.name)?;
         self.w.u16(q.qtype)?;
         self.w.u16(q.qclass)
     }
@@ -342,11 +354,10 @@ impl Response<'_> {
         origin_at: usize,
     ) -> u16 {
         let mut owner_at = wire::field::HEADER_END;
-        let mut keybuf = [0u8; 256];
-        let mut key_len = key.len();
-        keybuf[..key_len].copy_from_slice(key);
+        // The key of a CNAME's target; made only when one is followed.
+        let mut spill: Option<[u8; 256]> = None;
+        let mut key = key;
         for _ in 0..=MAX_CNAME_CHAIN {
-            let key = &keybuf[..key_len];
             let found = zone.find(key);
             let apex = key.is_empty();
             let (start, end) = match found {
@@ -392,16 +403,24 @@ impl Response<'_> {
                 while e < end && zone.entry(e).rtype == t {
                     e += 1;
                 }
-                let mut targets = [0u16; crate::payload::MAX_RRSET];
+                // Where each SRV target went (for the additional section); no other type
+                // needs it.
+                let mut srv_targets;
+                let targets: &mut [u16] = if t == rtype::SRV {
+                    srv_targets = [0u16; crate::payload::MAX_RRSET];
+                    &mut srv_targets
+                } else {
+                    &mut []
+                };
                 if self
-                    .rrset(zone, s, e, owner_at, origin_at, &mut targets)
+                    .rrset(zone, s, e, owner_at, origin_at, targets)
                     .is_err()
                 {
                     self.flags |= flags::TC;
                     return rcode::NOERROR;
                 }
                 if t == rtype::SRV {
-                    self.srv_additional(zone, s, e, &targets);
+                    self.srv_additional(zone, s, e, targets);
                 }
                 return rcode::NOERROR;
             }
@@ -420,8 +439,9 @@ impl Response<'_> {
                     // Outside the zone: the client resolves it.
                     return rcode::NOERROR;
                 }
-                match rel_to_key(&target[1..target.len() - 1], &mut keybuf) {
-                    Some(n) => key_len = n,
+                let buf = spill.get_or_insert([0; 256]);
+                match rel_to_key(&target[1..target.len() - 1], buf) {
+                    Some(n) => key = &buf[..n],
                     None => return rcode::NOERROR,
                 }
                 owner_at = target_at;
@@ -525,8 +545,12 @@ impl Response<'_> {
             if (s..i).any(|o| zone.entry(o).rdata.get(6..) == Some(t)) {
                 continue;
             }
-            let mut key = [0u8; 256];
-            let Some(kl) = rel_to_key(&t[1..t.len() - 1], &mut key) else {
+            let rel = &t[1..t.len() - 1];
+            let mut buf = Scratch::new();
+            let Some(key) = scratch(&mut buf, rel.len()) else {
+                continue;
+            };
+            let Some(kl) = rel_to_key(rel, key) else {
                 continue;
             };
             let Found::Records(a, b) = zone.find(&key[..kl]) else {
@@ -786,7 +810,11 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> Source for V2<'_, H> {
             self.zone.held().map_or(0, |x| x.version.0 as u32),
         );
         // Lower-case labels, innermost first; at most 4 name anything.
-        let mut buf = [0u8; 256];
+        let mut scratch_buf = Scratch::new();
+        let Some(buf) = scratch(&mut scratch_buf, rel.len()) else {
+            // Not reached: a name is at most 255 octets.
+            return rcode::REFUSED;
+        };
         let mut bounds = [(0usize, 0usize); 5];
         let mut n = 0;
         let mut p = 0;

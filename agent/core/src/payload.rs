@@ -936,28 +936,25 @@ fn origin_suffix(wire: &[u8], origin: &[u8]) -> Option<usize> {
 }
 
 /// Writes the key (see [`crate::zone`]) of relative labels `rel` into `out`; returns its length.
+/// The key is exactly as long as the labels (each length octet becomes the 0 after its label),
+/// and the labels go in reverse order: the label at `p` ends just before `rel.len() - p - 1`.
+/// One pass, no buffer of label offsets.
 pub(crate) fn rel_to_key(rel: &[u8], out: &mut [u8]) -> Option<usize> {
-    let mut starts = [0u8; 128];
-    let mut n = 0;
+    let n = rel.len();
+    let out = out.get_mut(..n)?;
     let mut p = 0;
-    while p < rel.len() {
-        *starts.get_mut(n)? = p as u8;
-        n += 1;
-        p += 1 + rel[p] as usize;
-    }
-    let mut k = 0;
-    for &s in starts[..n].iter().rev() {
-        let s = s as usize;
-        let l = rel[s] as usize;
-        let label = rel.get(s + 1..s + 1 + l)?;
-        let dst = out.get_mut(k..k + l + 1)?;
-        for (d, c) in dst.iter_mut().zip(label) {
+    while p < n {
+        let l = rel[p] as usize;
+        let label = rel.get(p + 1..p + 1 + l)?;
+        // p + 1 + l <= n, so end >= l.
+        let end = n - p - 1;
+        for (d, c) in out[end - l..end].iter_mut().zip(label) {
             *d = c.to_ascii_lowercase();
         }
-        dst[l] = 0;
-        k += l + 1;
+        out[end] = 0;
+        p += 1 + l;
     }
-    Some(k)
+    Some(n)
 }
 
 /// Renders a key back as a dotted relative name (`@` for the apex).

@@ -246,15 +246,8 @@ impl Name {
     }
 }
 
-/// Reads the name at `pos` of `msg`, following compression pointers. Returns the name and the
+/// Reads the name at `pos` of `msg` into `name`, following compression pointers; returns the
 /// position after it in the original (uncompressed) stream.
-pub fn parse_name(msg: &[u8], pos: usize) -> Result<(Name, usize)> {
-    let mut name = Name::default();
-    let end = parse_name_into(msg, pos, &mut name)?;
-    Ok((name, end))
-}
-
-/// [`parse_name`] into a caller's [`Name`] (no copy of the 255-byte buffer).
 pub fn parse_name_into(msg: &[u8], pos: usize, name: &mut Name) -> Result<usize> {
     let mut n = 0usize;
     let mut p = pos;
@@ -316,31 +309,68 @@ pub fn skip_name(msg: &[u8], pos: usize) -> Result<usize> {
     }
 }
 
-/// The question of a query.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Question {
-    /// The name, in the client's letter case.
-    pub name: Name,
+/// The question of a query. Its name borrows the query's bytes as they are (no copy) unless
+/// it holds a compression pointer, which no real client sends in a question (a pointer must
+/// point backwards, and only the header is before it): such a name is spelled out into the
+/// caller's [`Name`].
+#[derive(Debug, Clone, Copy)]
+pub struct Question<'a> {
+    /// The name in wire form with the root label, in the client's letter case.
+    pub name: &'a [u8],
     /// QTYPE.
     pub qtype: u16,
     /// QCLASS.
     pub qclass: u16,
 }
 
-impl Question {
-    /// Parses the question at `pos`; returns it and the position after it.
-    pub fn parse(msg: &[u8], pos: usize) -> Result<(Question, usize)> {
-        let mut q = Question::default();
-        let end = q.parse_into(msg, pos)?;
-        Ok((q, end))
-    }
-    /// Parses the question at `pos` into `self`; returns the position after it.
-    pub fn parse_into(&mut self, msg: &[u8], pos: usize) -> Result<usize> {
-        let p = parse_name_into(msg, pos, &mut self.name)?;
+impl<'a> Question<'a> {
+    /// Parses the question at `pos`; returns it and the position after it. `spill` holds the
+    /// name only when it is compressed.
+    pub fn parse(
+        msg: &'a [u8],
+        pos: usize,
+        spill: &'a mut Option<Name>,
+    ) -> Result<(Question<'a>, usize)> {
+        let (name, p): (&'a [u8], usize) = match plain_name_end(msg, pos)? {
+            Some(end) => (&msg[pos..end], end),
+            None => {
+                let mut n = Name::default();
+                let end = parse_name_into(msg, pos, &mut n)?;
+                let n: &'a Name = spill.insert(n);
+                (n.as_bytes(), end)
+            }
+        };
         let t = msg.get(p..p + 4).ok_or(Error::Malformed)?;
-        self.qtype = u16::from_be_bytes([t[0], t[1]]);
-        self.qclass = u16::from_be_bytes([t[2], t[3]]);
-        Ok(p + 4)
+        Ok((
+            Question {
+                name,
+                qtype: u16::from_be_bytes([t[0], t[1]]),
+                qclass: u16::from_be_bytes([t[2], t[3]]),
+            },
+            p + 4,
+        ))
+    }
+}
+
+/// The end of the uncompressed name at `pos` (after its root label), `None` when it reaches a
+/// compression pointer first. Errors as [`parse_name_into`]: a reserved label type, a label
+/// past the end, more than 255 octets.
+fn plain_name_end(msg: &[u8], pos: usize) -> Result<Option<usize>> {
+    let mut p = pos;
+    loop {
+        let l = *msg.get(p).ok_or(Error::Malformed)?;
+        match l & 0xc0 {
+            0x00 if l == 0 => return Ok(Some(p + 1)),
+            0x00 => {
+                // This label and the root must fit in 255 octets.
+                if p - pos + 1 + l as usize + 1 > 255 {
+                    return Err(Error::Malformed);
+                }
+                p += 1 + l as usize;
+            }
+            0xc0 => return Ok(None),
+            _ => return Err(Error::Malformed),
+        }
     }
 }
 
@@ -450,7 +480,7 @@ impl<'a> Writer<'a> {
         Ok(())
     }
     /// Appends a big-endian u16.
-    #[inline]
+    #[inline(always)]
     pub fn u16(&mut self, v: u16) -> Result<()> {
         match self.buf.get_mut(self.len..self.len + 2) {
             Some([a, b]) if self.len + 2 <= self.limit => {
@@ -462,7 +492,7 @@ impl<'a> Writer<'a> {
         }
     }
     /// Appends a big-endian u32.
-    #[inline]
+    #[inline(always)]
     pub fn u32(&mut self, v: u32) -> Result<()> {
         match self.buf.get_mut(self.len..self.len + 4) {
             Some([a, b, c, d]) if self.len + 4 <= self.limit => {
@@ -475,7 +505,7 @@ impl<'a> Writer<'a> {
     }
     /// Appends a compression pointer to `offset` (`NoRoom` when the offset is beyond what a
     /// pointer can reach, 16383).
-    #[inline]
+    #[inline(always)]
     pub fn pointer(&mut self, offset: usize) -> Result<()> {
         if offset > 0x3fff {
             return Err(Error::NoRoom);

@@ -97,6 +97,17 @@ pub struct Entry<'a> {
 }
 
 /// What a key lookup found.
+impl Entry<'_> {
+    /// What [`Zone::entry`] returns for an index it cannot read (never for a checked zone).
+    const EMPTY: Entry<'static> = Entry {
+        key: &[],
+        rtype: 0,
+        ttl: 0,
+        source: 0,
+        rdata: &[],
+    };
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Found {
     /// The name has records: entries `start..end` of the index.
@@ -107,18 +118,18 @@ pub enum Found {
     NxDomain,
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
-#[inline]
+#[inline(always)]
 pub(crate) fn be32(b: &[u8], at: usize) -> Option<u32> {
     let s = b.get(at..at + 4)?;
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 /// Parses the entry at `off`, returning it and the offset after it.
-#[inline]
+#[inline(always)]
 pub(crate) fn parse_entry(b: &[u8], off: usize) -> Option<(Entry<'_>, usize)> {
     let klen = *b.get(off)? as usize;
     let key = b.get(off + 1..off + 1 + klen)?;
@@ -290,23 +301,23 @@ impl<S: AsRef<[u8]>> Zone<S> {
     }
 
     /// The `i`th entry in canonical order (`i < record_count()`).
-    #[inline]
+    #[inline(always)]
     pub fn entry(&self, i: usize) -> Entry<'_> {
         let b = self.bytes();
-        be32(b, self.index_off + 4 * i)
-            .and_then(|off| parse_entry(b, off as usize))
-            .map(|(e, _)| e)
-            .unwrap_or(Entry {
-                key: &[],
-                rtype: 0,
-                ttl: 0,
-                source: 0,
-                rdata: &[],
-            })
+        // Plain lets rather than an Option chain: at opt-level "z" the chain's closures stay
+        // calls and the entry is copied through memory on each (the answer path reads a few
+        // entries per query).
+        let Some(off) = be32(b, self.index_off + 4 * i) else {
+            return Entry::EMPTY;
+        };
+        let Some((e, _)) = parse_entry(b, off as usize) else {
+            return Entry::EMPTY;
+        };
+        e
     }
 
     /// The key of the `i`th entry.
-    #[inline]
+    #[inline(always)]
     fn key(&self, i: usize) -> &[u8] {
         let b = self.bytes();
         let Some(off) = be32(b, self.index_off + 4 * i) else {

@@ -90,8 +90,10 @@ mod imp {
             tx[i].msg_hdr.msg_iov = &mut tx_iov[i];
             tx[i].msg_hdr.msg_iovlen = 1;
         }
+        // Headers the kernel wrote in the last call: only those need their lengths reset.
+        let mut used = BATCH;
         loop {
-            for h in rx.iter_mut() {
+            for h in rx[..used].iter_mut() {
                 h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 h.msg_hdr.msg_flags = 0;
                 h.msg_len = 0;
@@ -115,6 +117,7 @@ mod imp {
                 return e;
             }
             let n = n as usize;
+            used = n;
             let mut m = 0;
             {
                 let zone = store.load();
