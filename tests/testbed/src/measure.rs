@@ -31,6 +31,14 @@
 //! CSV rows (appended to OUT.csv at the end): `workers,run,op,host,metric,ms` with op
 //! `create|delete` and metric `dns|http-nodeport|http-nginx`; per run one stderr line
 //! `run N: METRIC HOST MS ...` in the order reached.
+//!
+//! With `MEASURE_TRACE=FILE` (env), one more row per DNS wait is appended to FILE, times in ms
+//! since t0: `workers,run,op,host,queries,first_sent,last_wrong_sent,last_wrong_received,
+//! right_sent,received,max_late,t0_unix`: the resolver answered the last wrong answer's query (sent
+//! at `last_wrong_sent`; empty when no answer was wrong) before it had the change, and the
+//! right one (sent at `right_sent`) after; `received - right_sent` is that query's round trip,
+//! `max_late` the most any query of the wait went out after its slot, `t0_unix` the wall-clock
+//! time of t0 (seconds since the epoch, to line the waits up with other samples).
 
 pub mod dns;
 pub mod http;
@@ -204,8 +212,25 @@ struct Job {
     checks: Vec<Check>,
 }
 
-/// What a host reached in one job: (metric, ms since t0), in order.
-type Reached = Result<Vec<(&'static str, f64)>, String>;
+/// What a host reached in one job: (metric, ms since t0), in order, and how its DNS wait went.
+type Reached = Result<(Vec<(&'static str, f64)>, DnsTrace), String>;
+
+/// Every host's outcome of one job: (host, metric, ms) by time, and (host, DNS wait).
+type Collected = (Vec<(String, &'static str, f64)>, Vec<(String, DnsTrace)>);
+
+/// How one DNS wait went, in ms since the job's t0 (the `MEASURE_TRACE` row).
+#[derive(Debug, Clone, Copy, Default)]
+struct DnsTrace {
+    queries: usize,
+    first_sent: f64,
+    /// The query whose answer was the last wrong one received: when it went out, when its
+    /// answer came.
+    last_wrong: Option<(f64, f64)>,
+    right_sent: f64,
+    received: f64,
+    /// The latest any query of this wait went out after its slot.
+    max_late: f64,
+}
 
 /// One measured host: its thread's socket and bookkeeping.
 struct Follower {
@@ -236,18 +261,18 @@ impl Follower {
 
     fn follow(&mut self, job: &Job) -> Reached {
         let mut reached = Vec::new();
-        let at = self.wait_dns(job)?;
-        reached.push(("dns", ms_since(job.t0, at)));
+        let trace = self.wait_dns(job)?;
+        reached.push(("dns", trace.received));
         for c in &job.checks {
             let at = self.wait_http(job, c)?;
             reached.push((c.metric, ms_since(job.t0, at)));
         }
-        Ok(reached)
+        Ok((reached, trace))
     }
 
     /// Polls the resolver on the 1 ms grid until an answer satisfies `job.want`; returns when
-    /// that answer was received.
-    fn wait_dns(&mut self, job: &Job) -> Result<Instant, String> {
+    /// that answer was received (`DnsTrace::received`) and how the wait went.
+    fn wait_dns(&mut self, job: &Job) -> Result<DnsTrace, String> {
         let host = &self.name;
         dns::build_query(0, &job.fqdn, &mut self.query).map_err(|e| format!("{host}: {e:?}"))?;
         let start = Instant::now();
@@ -257,6 +282,9 @@ impl Follower {
         let period = nanos(PERIOD);
         let timeout = nanos(QUERY_TIMEOUT);
         self.punctuality.waits += 1;
+        let base = ms_since(job.t0, start);
+        let ms = |ns: u64| base + ns as f64 / 1e6;
+        let mut trace = DnsTrace::default();
         loop {
             let now = nanos(start.elapsed());
             if now >= due {
@@ -265,6 +293,7 @@ impl Follower {
                 // A failed send (ICMP unreachable reported on this socket) is a lost query.
                 let _ = self.sock.send(&self.query);
                 self.punctuality.sent(due, now, sent.last().copied());
+                trace.max_late = trace.max_late.max(now.saturating_sub(due) as f64 / 1e6);
                 sent.push(now);
                 let (next, skipped) = next_slot(due, now, period);
                 self.punctuality.skipped += skipped;
@@ -293,10 +322,21 @@ impl Follower {
                 let Ok(r) = dns::parse(&self.buf[..n]) else {
                     continue;
                 };
-                let fresh = match_answer(first, &sent, r.id, nanos(at - start), timeout).is_some();
-                if fresh && r.answers(&self.query) && job.want.holds(&r) {
-                    return Ok(at);
+                let at_ns = nanos(at - start);
+                let Some(k) = match_answer(first, &sent, r.id, at_ns, timeout) else {
+                    continue;
+                };
+                if !r.answers(&self.query) {
+                    continue;
                 }
+                if job.want.holds(&r) {
+                    trace.queries = sent.len();
+                    trace.first_sent = ms(sent[0]);
+                    trace.right_sent = ms(sent[k]);
+                    trace.received = ms(at_ns);
+                    return Ok(trace);
+                }
+                trace.last_wrong = Some((ms(sent[k]), ms(at_ns)));
             }
         }
     }
@@ -514,12 +554,14 @@ impl Hosts {
     }
 
     /// Every host's outcome of the current job: (host, metric, ms) by time.
-    fn collect(&self, fqdn: &str) -> Result<Vec<(String, &'static str, f64)>, String> {
+    fn collect(&self, fqdn: &str) -> Result<Collected, String> {
         let mut got = vec![];
         let mut errors = vec![];
+        let mut traces = vec![];
         for _ in &self.jobs {
             match self.done.recv() {
-                Ok((i, Ok(r))) => {
+                Ok((i, Ok((r, trace)))) => {
+                    traces.push((self.names[i].clone(), trace));
                     got.extend(r.into_iter().map(|(m, ms)| (self.names[i].clone(), m, ms)))
                 }
                 Ok((_, Err(e))) => errors.push(e),
@@ -530,7 +572,7 @@ impl Hosts {
             return Err(format!("{fqdn}: not converged: {}", errors.join("; ")));
         }
         got.sort_by(|a, b| a.2.total_cmp(&b.2));
-        Ok(got)
+        Ok((got, traces))
     }
 
     fn finish(self) -> Vec<(String, Punctuality)> {
@@ -559,6 +601,7 @@ fn run(a: &Args) -> Result<(), String> {
             .unwrap_or(100),
     );
     let mut rows = String::new();
+    let mut trace_rows = String::new();
     for run in 0..a.runs {
         let name = format!("svc{run}");
         let fqdn = format!("{name}.bench.{SUFFIX}");
@@ -583,6 +626,9 @@ fn run(a: &Args) -> Result<(), String> {
         ] {
             thread::sleep(quiet);
             let t0 = Instant::now();
+            let t0_unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
             hosts.follow(&Job {
                 t0,
                 end: t0 + WAIT_LIMIT,
@@ -612,9 +658,21 @@ fn run(a: &Args) -> Result<(), String> {
                     None,
                 )?;
             }
-            for (host, metric, ms) in hosts.collect(&fqdn)? {
+            let (got, traces) = hosts.collect(&fqdn)?;
+            for (host, metric, ms) in got {
                 rows += &format!("{},{run},{op},{host},{metric},{ms:.3}\n", a.workers);
                 line += &format!(" {metric} {host} {ms:.1}");
+            }
+            for (host, t) in traces {
+                let (wrong_sent, wrong_recv) = t
+                    .last_wrong
+                    .map_or((String::new(), String::new()), |(s, r)| {
+                        (format!("{s:.3}"), format!("{r:.3}"))
+                    });
+                trace_rows += &format!(
+                    "{},{run},{op},{host},{},{:.3},{wrong_sent},{wrong_recv},{:.3},{:.3},{:.3},{t0_unix:.6}\n",
+                    a.workers, t.queries, t.first_sent, t.right_sent, t.received, t.max_late
+                );
             }
         }
         eprintln!("{line}");
@@ -626,6 +684,15 @@ fn run(a: &Args) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", a.out))?;
     out.write_all(rows.as_bytes())
         .map_err(|e| format!("{}: {e}", a.out))?;
+    if let Some(path) = std::env::var_os("MEASURE_TRACE") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.to_string_lossy()))?;
+        f.write_all(trace_rows.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.to_string_lossy()))?;
+    }
     for (host, p) in hosts.finish() {
         eprintln!("polling {host}: {}", p.summary());
     }
