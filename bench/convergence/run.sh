@@ -32,7 +32,7 @@ for NWORKERS in ${WORKER_COUNTS:-1 2}; do
     for g in g1 g2 g3; do start_gateway "$g"; done
     wait_for 30 "g1 and g2 serve local." bash -c "[ \"\$(ip netns exec $P-h1 dig +short local.$SUFFIX)\" = 10.77.0.11 ] && [ -n \"\$(ip netns exec $P-h2 dig +short local.$SUFFIX)\" ]" || exit 1
     echo "== $NWORKERS worker(s), $RUNS runs" >&2
-    python3 "$HERE/measure.py" "$API" "$P" "$RUNS" "$NWORKERS" "$PROXY" "$OUT/convergence.csv" h1:10.77.11.1 h2:10.77.12.1 || exit 1
+    "$BIN/sdwan-testbed" measure "$API" "$P" "$RUNS" "$NWORKERS" "$PROXY" "$OUT/convergence.csv" h1:10.77.11.1 h2:10.77.12.1 || exit 1
     tb_cleanup
     PIDS=()
 done

@@ -9,6 +9,8 @@
 //!   started in, writes a kubeconfig pointing at it, prints its URL on stdout and serves until
 //!   SIGTERM or SIGINT arrives. The cluster is changed through its REST API
 //!   (POST, PUT, DELETE), e.g. with curl.
+//! - `measure API_URL NS_PREFIX RUNS WORKERS PROXY OUT.csv HOST:GATEWAY_IP...`: the
+//!   convergence measurement of `bench/convergence/run.sh` (`sdwan_testbed::measure`).
 //!
 //! Errors go to stderr with exit status 2 (bad arguments) or 1 (anything else).
 #![forbid(unsafe_code)]
@@ -19,13 +21,14 @@ use std::process::ExitCode;
 use sdwan_fake_apiserver::FakeApiServer;
 use sdwan_testsupport::certs::Ca;
 
-const USAGE: &str = "usage: sdwan-testbed certs DIR (server:CN:SAN[,SAN...] | client:CN)...\n       sdwan-testbed apiserver KUBECONFIG";
+const USAGE: &str = "usage: sdwan-testbed certs DIR (server:CN:SAN[,SAN...] | client:CN)...\n       sdwan-testbed apiserver KUBECONFIG\n       sdwan-testbed measure API_URL NS_PREFIX RUNS WORKERS PROXY(0|1) OUT.csv HOST:GATEWAY_IP...";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("certs") if args.len() >= 2 => certs(Path::new(&args[1]), &args[2..]),
         Some("apiserver") if args.len() == 2 => apiserver(PathBuf::from(&args[1])),
+        Some("measure") => sdwan_testbed::measure::main(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
