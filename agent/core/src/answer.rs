@@ -107,9 +107,8 @@ impl<S: AsRef<[u8]>> Source for Zone<S> {
     }
     fn respond(&self, r: &mut Response<'_>, rel: &[u8], qtype: u16, origin_at: usize) -> u16 {
         let mut buf = Scratch::new();
-        let key = scratch(&mut buf, rel.len()).and_then(|key| rel_labels_key(rel, key));
-        match key {
-            Some(_) => r.resolve(self, &buf, qtype, origin_at),
+        match rel_labels_key(rel, &mut buf) {
+            Some(key) => r.resolve(self, key, qtype, origin_at),
             None => {
                 // A label with a byte no zone name has: no such name, nor anything below it.
                 r.soa_authority(self, origin_at);
@@ -252,9 +251,15 @@ fn scratch(buf: &mut Scratch, len: usize) -> Option<&mut [u8]> {
     Some(buf)
 }
 
+/// The zone key of relative labels `rel` ([`rel_to_key`]), built in `buf`.
+fn key_in<'b>(buf: &'b mut Scratch, rel: &[u8]) -> Option<&'b [u8]> {
+    let n = rel_to_key(rel, scratch(buf, rel.len())?)?;
+    Some(&buf[..n])
+}
+
 /// The zone key of relative labels, or `None` when a label has a byte outside
 /// `[A-Za-z0-9_-]` (such a name cannot be in the zone).
-fn rel_labels_key(rel: &[u8], key: &mut [u8]) -> Option<usize> {
+fn rel_labels_key<'b>(rel: &[u8], buf: &'b mut Scratch) -> Option<&'b [u8]> {
     let mut p = 0;
     while p < rel.len() {
         let l = rel[p] as usize;
@@ -267,7 +272,7 @@ fn rel_labels_key(rel: &[u8], key: &mut [u8]) -> Option<usize> {
         }
         p += 1 + l;
     }
-    rel_to_key(rel, key)
+    key_in(buf, rel)
 }
 
 struct Response<'a> {
@@ -354,8 +359,8 @@ impl Response<'_> {
         origin_at: usize,
     ) -> u16 {
         let mut owner_at = wire::field::HEADER_END;
-        // The key of a CNAME's target; made only when one is followed.
-        let mut spill: Option<[u8; 256]> = None;
+        // The key of a CNAME's target, when one is followed.
+        let mut spill = Scratch::new();
         let mut key = key;
         for _ in 0..=MAX_CNAME_CHAIN {
             let found = zone.find(key);
@@ -439,9 +444,8 @@ impl Response<'_> {
                     // Outside the zone: the client resolves it.
                     return rcode::NOERROR;
                 }
-                let buf = spill.get_or_insert([0; 256]);
-                match rel_to_key(&target[1..target.len() - 1], buf) {
-                    Some(n) => key = &buf[..n],
+                match key_in(&mut spill, &target[1..target.len() - 1]) {
+                    Some(k) => key = k,
                     None => return rcode::NOERROR,
                 }
                 owner_at = target_at;
@@ -545,15 +549,11 @@ impl Response<'_> {
             if (s..i).any(|o| zone.entry(o).rdata.get(6..) == Some(t)) {
                 continue;
             }
-            let rel = &t[1..t.len() - 1];
             let mut buf = Scratch::new();
-            let Some(key) = scratch(&mut buf, rel.len()) else {
+            let Some(key) = key_in(&mut buf, &t[1..t.len() - 1]) else {
                 continue;
             };
-            let Some(kl) = rel_to_key(rel, key) else {
-                continue;
-            };
-            let Found::Records(a, b) = zone.find(&key[..kl]) else {
+            let Found::Records(a, b) = zone.find(key) else {
                 continue;
             };
             for want in [rtype::A, rtype::AAAA] {

@@ -96,7 +96,6 @@ pub struct Entry<'a> {
     pub rdata: &'a [u8],
 }
 
-/// What a key lookup found.
 impl Entry<'_> {
     /// What [`Zone::entry`] returns for an index it cannot read (never for a checked zone).
     const EMPTY: Entry<'static> = Entry {
@@ -108,6 +107,7 @@ impl Entry<'_> {
     };
 }
 
+/// What a key lookup found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Found {
     /// The name has records: entries `start..end` of the index.
