@@ -70,13 +70,15 @@ with worker mode, also the applier of the reverse proxy configuration on a worke
 Usage: sdwan-agent [--config FILE] [--listen ADDR]... [--zone-file FILE] [OPTIONS]
 
 Serves the zone it holds on every --listen address over UDP and TCP. With --zone-file it
-serves that zone payload (JSON, version 1); with --broker, the zone the master publishes
-(payload v2); with no zone at all it answers REFUSED.
+serves that zone file (payload v1, or a payload v2 snapshot); with --broker, the zone the
+master publishes (payload v2); with no zone at all it answers REFUSED.
 
 DNS:
   --listen ADDR             IP:PORT to serve on, UDP and TCP; repeatable; IPv6 as [::1]:5353
                             (default 127.0.0.1:5353)
-  --zone-file FILE          zone payload v1 to serve from the start
+  --zone-file FILE          zone to serve from the start: a zone payload v1 (JSON), or a payload
+                            v2 snapshot, one part per line (`sdwan-discovery plan`'s
+                            gateways/<id>.v2.jsonl, or a state dir's zone-v2.jsonl)
   --tcp-idle-timeout SECS   close a TCP connection with no query answered this long (default 10)
   --tcp-max-connections N   concurrent TCP connections, a quarter of them per client address;
                             beyond that the oldest idle one is closed (default 64)

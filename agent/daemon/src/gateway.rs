@@ -74,7 +74,7 @@ impl Visitor for Peek {
     }
 }
 
-fn peek(msg: &[u8], scratch: &mut Scratch) -> Result<Envelope, decode::Error> {
+pub(crate) fn peek(msg: &[u8], scratch: &mut Scratch) -> Result<Envelope, decode::Error> {
     let mut p = Peek(None);
     match decode::decode(msg, scratch, &mut p) {
         Ok(env) => Ok(env),

@@ -73,6 +73,13 @@ pub enum Error {
         /// What is wrong, naming the record (boxed: it carries the record's name).
         error: Box<PayloadError>,
     },
+    /// The zone file is not a whole, valid payload v2 snapshot (of `--gateway-id`, if given).
+    ZoneFileInvalidV2 {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the line.
+        error: String,
+    },
     /// A listen address cannot be bound.
     Bind(server::BindError),
     /// `--user` failed.
@@ -103,6 +110,11 @@ impl fmt::Display for Error {
             Error::ZoneFileInvalid { path, error } => {
                 write!(f, "zone file {} rejected: {error}", path.display())
             }
+            Error::ZoneFileInvalidV2 { path, error } => write!(
+                f,
+                "zone file {} rejected as a payload v2 snapshot: {error}",
+                path.display()
+            ),
             Error::Bind(e) => e.fmt(f),
             Error::User(e) => e.fmt(f),
             Error::Server(e) => write!(f, "server stopped: {e}"),
@@ -145,10 +157,46 @@ impl fmt::Display for Tenths {
     }
 }
 
-/// Reads and validates a zone payload file. At most one byte more than a payload may hold is
-/// read, so a huge file (or `/dev/zero`) is refused as too large without filling the memory.
-pub fn load_zone_file(path: &Path) -> Result<OwnedZone, Error> {
-    let max = sdwan_agent_core::payload::MAX_PAYLOAD_BYTES;
+/// Whether a zone file is a payload v2 snapshot: its first line is a v2 part, or at least
+/// starts as one (`{"schema":`, how the encoder begins every v2 message), so that a cut or
+/// damaged v2 file is reported with the v2 rules, not as a v1 payload it never was.
+fn is_v2_snapshot(bytes: &[u8]) -> bool {
+    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let mut scratch = sdwan_contract::v2::decode::Scratch::new();
+    first.trim_ascii_start().starts_with(br#"{"schema":"#)
+        || gateway::peek(first, &mut scratch)
+            .is_ok_and(|e| e.kind == sdwan_contract::v2::Kind::Part)
+}
+
+/// A zone file's content: payload v1 or a payload v2 snapshot.
+pub enum ZoneFile {
+    /// A zone payload v1.
+    V1(OwnedZone),
+    /// A payload v2 snapshot (its parts, one per line).
+    V2(Box<store::OwnedZoneV2>),
+}
+
+impl fmt::Debug for ZoneFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ZoneFile::V1(z) => write!(
+                f,
+                "ZoneFile::V1(gateway {}, serial {})",
+                z.gateway(),
+                z.serial()
+            ),
+            ZoneFile::V2(z) => write!(f, "ZoneFile::V2(gateway {})", z.gateway()),
+        }
+    }
+}
+
+/// Reads and validates a zone file: a zone payload v1, or a payload v2 snapshot, one part
+/// per line (`sdwan-discovery plan`'s `<id>.v2.jsonl`, the state dir's `zone-v2.jsonl`), of
+/// `gateway` when given. Which one it is comes from its first line: a v2 part says so in its
+/// envelope. At most one byte more than the larger of the two may hold is read, so a huge
+/// file (or `/dev/zero`) is refused as too large without filling the memory.
+pub fn load_zone_file(path: &Path, gateway: Option<&str>) -> Result<ZoneFile, Error> {
+    let max = sdwan_agent_core::payload::MAX_PAYLOAD_BYTES.max(persist::V2_STATE_MAX);
     let read = std::fs::File::open(path)
         .and_then(|f| persist::read_at_most(f, max))
         .map_err(|error| Error::ZoneFileRead {
@@ -169,10 +217,21 @@ pub fn load_zone_file(path: &Path) -> Result<OwnedZone, Error> {
             }),
         });
     };
-    store::load_payload(&bytes).map_err(|error| Error::ZoneFileInvalid {
-        path: path.to_path_buf(),
-        error: Box::new(error),
-    })
+    if is_v2_snapshot(&bytes) {
+        let mut work = Box::new(sdwan_agent_core::v2zone::Work::new());
+        return persist::parse_v2(&bytes, gateway, gateway::heap(), &mut work)
+            .map(ZoneFile::V2)
+            .map_err(|error| Error::ZoneFileInvalidV2 {
+                path: path.to_path_buf(),
+                error,
+            });
+    }
+    store::load_payload(&bytes)
+        .map(ZoneFile::V1)
+        .map_err(|error| Error::ZoneFileInvalid {
+            path: path.to_path_buf(),
+            error: Box::new(error),
+        })
 }
 
 /// Logs what a newly loaded zone holds.
@@ -184,6 +243,19 @@ pub fn log_zone(source: &str, zone: &OwnedZone) {
         zone.serial(),
         zone.record_count()
     );
+}
+
+/// Logs what a newly loaded payload v2 zone holds.
+pub fn log_zone_v2(source: &str, zone: &store::OwnedZoneV2) {
+    if let Some(h) = zone.held() {
+        info!(
+            "zone loaded from {source}: gateway {}, version {} digest {}, {} services",
+            zone.gateway(),
+            h.version.0,
+            h.digest,
+            zone.service_count()
+        );
+    }
 }
 
 /// Runs the agent: loads the zone, binds every listen address, drops privileges, serves.
@@ -211,9 +283,17 @@ pub fn run(config: &Config) -> Result<(), Error> {
         None => ZoneStore::new(),
     });
     if let Some(path) = &config.zone_file {
-        let zone = load_zone_file(path)?;
-        log_zone(&path.display().to_string(), &zone);
-        store.swap(zone);
+        let source = path.display().to_string();
+        match load_zone_file(path, config.gateway_id.as_deref())? {
+            ZoneFile::V1(zone) => {
+                log_zone(&source, &zone);
+                store.swap(zone);
+            }
+            ZoneFile::V2(zone) => {
+                log_zone_v2(&source, &zone);
+                store.swap_v2(zone);
+            }
+        }
     }
     // MQTT mode: the persisted zone is served at once, before and without the broker: the
     // v2 zone when there is one, else a v1 payload a previous version left.
@@ -223,16 +303,10 @@ pub fn run(config: &Config) -> Result<(), Error> {
             .as_deref()
             .and_then(|id| persist::load_v2_zone(dir, id));
         if let Some(zone) = v2 {
-            if let Some(h) = zone.held() {
-                info!(
-                    "zone loaded from {}: gateway {}, version {} digest {}, {} services",
-                    dir.join(persist::V2_STATE_FILE).display(),
-                    zone.gateway(),
-                    h.version.0,
-                    h.digest,
-                    zone.service_count()
-                );
-            }
+            log_zone_v2(
+                &dir.join(persist::V2_STATE_FILE).display().to_string(),
+                &zone,
+            );
             store.swap_v2(zone);
         } else if let Some((zone, _)) = persist::load(dir, config.gateway_id.as_deref()) {
             if store.serial().is_none_or(|s| s < zone.serial()) {

@@ -375,31 +375,62 @@ pub fn load_v2(
             return None;
         }
     };
-    let mut staging = Box::new(Staging::new(heap));
-    let bad = |why: String| {
-        warn!(
-            "persisted v2 zone {} is corrupt or truncated, ignored: {why}",
-            path.display()
-        );
-        None
-    };
-    for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        if line.is_empty() {
-            continue;
+    match parse_v2(&bytes, Some(gateway_id), heap, work) {
+        Ok(zone) => Some(zone),
+        Err(why) => {
+            warn!(
+                "persisted v2 zone {} is corrupt or truncated, ignored: {why}",
+                path.display()
+            );
+            None
         }
-        match staging.part(gateway_id, None, line, work) {
+    }
+}
+
+/// Parses a payload v2 snapshot file: its parts, one message per line (what [`save_v2`]
+/// writes and `sdwan-discovery plan` writes as `<id>.v2.jsonl`), for `gateway` (`None`: the
+/// gateway its first part names), into a zone over `heap`. Each line goes through
+/// `Staging::part` like a part from the broker (decoding, assembly, digest check); the error
+/// names the line.
+pub fn parse_v2(
+    bytes: &[u8],
+    gateway: Option<&str>,
+    heap: Box<[u8]>,
+    work: &mut Work,
+) -> Result<Box<OwnedZoneV2>, String> {
+    let mut lines = bytes
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty());
+    let named: String;
+    let gateway = match gateway {
+        Some(g) => g,
+        None => {
+            let Some((_, first)) = lines.clone().next() else {
+                return Err("empty".into());
+            };
+            let mut scratch = sdwan_contract::v2::decode::Scratch::new();
+            let env =
+                crate::gateway::peek(first, &mut scratch).map_err(|e| format!("line 1: {e}"))?;
+            named = env.gateway.as_str().to_owned();
+            &named
+        }
+    };
+    let mut staging = Box::new(Staging::new(heap));
+    for (n, line) in lines.by_ref() {
+        match staging.part(gateway, None, line, work) {
             Ok(PartStatus::Waiting(_)) => {}
             Ok(PartStatus::Complete) => break,
-            Ok(PartStatus::Skipped(a)) => return bad(format!("line {}: part {a:?}", n + 1)),
-            Err(e) => return bad(format!("line {}: {e}", n + 1)),
+            Ok(PartStatus::Skipped(a)) => return Err(format!("line {}: part {a:?}", n + 1)),
+            Err(e) => return Err(format!("line {}: {e}", n + 1)),
         }
     }
     if !staging.is_complete() {
-        return bad("not a whole snapshot".into());
+        return Err("not a whole snapshot".into());
     }
     let mut zone = Box::new(OwnedZoneV2::new(Box::default()));
     staging.swap_into(&mut zone);
-    Some(zone)
+    Ok(zone)
 }
 
 #[cfg(test)]
@@ -497,6 +528,41 @@ mod tests {
         let again = load_v2_zone(dir.path(), "gw-a").expect("loads again");
         assert_eq!(again.held(), zone.held());
         assert!(!dir.join(format!("{V2_STATE_FILE}.tmp")).exists());
+    }
+
+    /// A snapshot file with no gateway given (`--zone-file`) is the gateway its parts name;
+    /// with one given it must be that gateway's; a file cut anywhere is refused naming a line.
+    #[test]
+    fn a_v2_file_is_the_gateway_it_names_whole_or_refused() {
+        let mut snap = v2_snapshot(2000);
+        snap.services
+            .sort_by(|a, b| (&a.ns, &a.name).cmp(&(&b.ns, &b.name)));
+        let mut file = Vec::new();
+        for p in snap.encode().unwrap() {
+            file.extend_from_slice(&p);
+            file.push(b'\n');
+        }
+        let mut work = Box::new(Work::new());
+        let heap = || vec![0u8; 4 << 20].into_boxed_slice();
+        let zone = parse_v2(&file, None, heap(), &mut work).expect("parses");
+        assert_eq!(
+            (zone.gateway(), zone.held().unwrap().digest),
+            ("gw-a", snap.digest())
+        );
+        assert!(parse_v2(&file, Some("gw-a"), heap(), &mut work).is_ok());
+        let other = parse_v2(&file, Some("gw-b"), heap(), &mut work).unwrap_err();
+        assert!(other.starts_with("line 1: "), "{other}");
+        for cut in [1, file.len() / 3, file.len() / 2, file.len() - 2] {
+            let e = parse_v2(&file[..cut], None, heap(), &mut work).unwrap_err();
+            assert!(
+                e.starts_with("line ") || e == "not a whole snapshot",
+                "cut at {cut}: {e}"
+            );
+        }
+        assert_eq!(
+            parse_v2(b"\n\n", None, heap(), &mut work).unwrap_err(),
+            "empty"
+        );
     }
 
     #[test]

@@ -43,8 +43,10 @@ RUN OPTIONS:
   -V, --version             version
 
 PLAN OPTIONS:
-  --out DIR                 writes DIR/gateways/<id>.json and DIR/nodes/<node>.json
-  --serial N                serial of the written payloads (default: 1)
+  --out DIR                 writes DIR/gateways/<id>.json (zone payload v1), DIR/gateways/<id>.v2.jsonl
+                            (payload v2 snapshot, for sdwan-agent --zone-file or its --state-dir)
+                            and DIR/nodes/<node>.json
+  --serial N                serial of the written payloads, version of the v2 ones (default: 1)
 ";
 
 /// What to do.

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
                     eprintln!("warning: topology: no [[gateway]]: no zone written");
                 }
                 print_out(&format!(
-                    "wrote {} gateway zone(s) and {} node proxy payload(s) under {} (serial {})\n",
+                    "wrote {} gateway zone(s) (payload v1 <id>.json and v2 <id>.v2.jsonl) and {} node proxy payload(s) under {} (serial {})\n",
                     w.gateways.len(),
                     w.nodes.len(),
                     args.out.display(),

@@ -1,4 +1,10 @@
 //! `sdwan-discovery plan`: cluster dumps + topology -> payload files, no network.
+//!
+//! Per gateway it writes the zone payload v1 (`<id>.json`, what `sdwan-agent --zone-file`
+//! always read) and the payload v2 snapshot (`<id>.v2.jsonl`: its parts, one message per
+//! line, the file an agent keeps in `--state-dir` as `zone-v2.jsonl`; what the master would
+//! publish, at version `--serial`). A gateway image can carry either, to answer from its
+//! first boot before it ever reached the broker.
 
 use std::path::{Path, PathBuf};
 
@@ -63,11 +69,27 @@ pub struct Written {
     pub warnings: Vec<String>,
 }
 
-/// Plans and writes `OUT/gateways/<id>.json` and `OUT/nodes/<node>.json`.
+/// A gateway's payload v2 snapshot as one file: its parts, each a line.
+fn v2_file(zones: &sdwan_plan::v2::Zones, gateway: &str, version: u64) -> Result<Vec<u8>, String> {
+    let snapshot = zones
+        .snapshot(gateway, sdwan_contract::v2::Version(version))
+        .ok_or_else(|| format!("gateway {gateway:?} is not in the topology"))?;
+    let parts = snapshot.encode().map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for p in parts {
+        out.extend_from_slice(&p);
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Plans and writes `OUT/gateways/<id>.json`, `OUT/gateways/<id>.v2.jsonl` and
+/// `OUT/nodes/<node>.json`.
 pub fn run(args: &PlanArgs) -> Result<Written, Error> {
     let snap = load_cluster(&args.cluster_files)?;
     let topo = load_topology(&args.topology)?;
     let plan = sdwan_plan::plan(&snap, &topo);
+    let zones = sdwan_plan::v2::zones(&snap, &topo);
     let gdir = args.out.join("gateways");
     let ndir = args.out.join("nodes");
     for d in [&gdir, &ndir] {
@@ -82,6 +104,12 @@ pub fn run(args: &PlanArgs) -> Result<Written, Error> {
             gdir.join(format!("{id}.json")),
             &content.render(id, args.serial),
         )?;
+        let path = gdir.join(format!("{id}.v2.jsonl"));
+        let v2 = v2_file(&zones, id, u64::from(args.serial)).map_err(|e| Error::Write {
+            path: path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        write(path, &v2)?;
         w.gateways.push(id.clone());
     }
     for (node, content) in &plan.nodes {
@@ -92,5 +120,7 @@ pub fn run(args: &PlanArgs) -> Result<Written, Error> {
         w.nodes.push(node.clone());
     }
     w.warnings = plan.warnings.iter().map(ToString::to_string).collect();
+    w.warnings
+        .extend(zones.warnings().iter().map(|x| format!("v2: {x}")));
     Ok(w)
 }

@@ -58,16 +58,27 @@ fn plan_writes_zones_the_agent_serves() {
     let out = dir.join("out");
     let o = plan(&out, &["--serial", "7"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut gateways: Vec<PathBuf> = std::fs::read_dir(out.join("gateways"))
+    let mut files: Vec<String> = std::fs::read_dir(out.join("gateways"))
         .unwrap()
-        .map(|e| e.unwrap().path())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    gateways.sort();
-    let ids: Vec<String> = gateways
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "gw-espoo.json",
+            "gw-espoo.v2.jsonl",
+            "gw-oulu.json",
+            "gw-oulu.v2.jsonl",
+            "gw-tampere.json",
+            "gw-tampere.v2.jsonl"
+        ]
+    );
+    let gateways: Vec<PathBuf> = files
         .iter()
-        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".json"))
+        .map(|f| out.join("gateways").join(f))
         .collect();
-    assert_eq!(ids, ["gw-espoo", "gw-oulu", "gw-tampere"]);
     assert!(std::fs::read_dir(out.join("nodes")).unwrap().count() >= 1);
     for zone in &gateways {
         let port = free_port();
@@ -92,6 +103,78 @@ fn plan_writes_zones_the_agent_serves() {
             want,
             "{}",
             zone.display()
+        );
+    }
+}
+
+/// Starts an agent serving `zone` (`--zone-file`) on a free loopback port; waits until it
+/// answers the apex SOA. `--probe off`: the example's workers (192.168.x) are not here, and
+/// a test sends nothing beyond loopback.
+fn serve(zone: &Path) -> (ChildGuard, SocketAddr) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cmd = Command::new(agent_bin());
+    cmd.arg("--zone-file")
+        .arg(zone)
+        .args(["--listen", &addr.to_string(), "--probe", "off"]);
+    let agent = ChildGuard::spawn("sdwan-agent --zone-file", &mut cmd);
+    wait_for(Duration::from_secs(10), "agent answers", || {
+        (dig(addr, &["k8s.internal", "SOA"]).answer_data("SOA").len() == 1).then_some(())
+    });
+    (agent, addr)
+}
+
+/// `plan` writes each gateway's payload v2 snapshot beside its v1 zone; an agent given it
+/// with `--zone-file` answers every name of the v1 zone the same (the v1 records of the
+/// example are all within v1's limits, so nothing there is truncated).
+#[test]
+fn plan_v2_snapshots_answer_as_the_v1_zones() {
+    require_tool("dig");
+    let dir = TempDir::new("plan-v2");
+    let out = dir.join("out");
+    let o = plan(&out, &["--serial", "9"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for id in ["gw-espoo", "gw-oulu", "gw-tampere"] {
+        let v1 = out.join(format!("gateways/{id}.json"));
+        let v2 = out.join(format!("gateways/{id}.v2.jsonl"));
+        let (_a1, addr1) = serve(&v1);
+        let (_a2, addr2) = serve(&v2);
+        let v: Value = serde_json::from_slice(&std::fs::read(&v1).unwrap()).unwrap();
+        let mut names: Vec<(String, String)> = v["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| ["A", "AAAA", "SRV"].contains(&r["type"].as_str().unwrap()))
+            .map(|r| {
+                let name = r["name"].as_str().unwrap();
+                (fqdn(name), r["type"].as_str().unwrap().to_string())
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        assert!(names.len() >= 10, "{id}: only {} names", names.len());
+        for (name, rtype) in &names {
+            let mut a = dig(addr1, &[name, rtype]).answer_data(rtype);
+            let mut b = dig(addr2, &[name, rtype]).answer_data(rtype);
+            a.sort();
+            b.sort();
+            assert!(!a.is_empty(), "{id}: v1 zone has no {name} {rtype}");
+            assert_eq!(a, b, "{id}: {name} {rtype}: v1 zone vs v2 snapshot");
+        }
+        // Not a snapshot of this gateway in full: a clear refusal at start, not a half zone.
+        let text = std::fs::read_to_string(&v2).unwrap();
+        let cut = dir.join(format!("{id}-cut.v2.jsonl"));
+        std::fs::write(&cut, &text[..text.len() / 2]).unwrap();
+        let o = Command::new(agent_bin())
+            .arg("--zone-file")
+            .arg(&cut)
+            .args(["--listen", "127.0.0.1:0", "--probe", "off"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{id}: a cut snapshot was served");
+        assert!(
+            err.contains("rejected as a payload v2 snapshot: line 1"),
+            "{id}: {err}"
         );
     }
 }
