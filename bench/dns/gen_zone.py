@@ -1,15 +1,26 @@
 #!/usr/bin/env python3
-"""Writes one zone, from one set of records, in the two forms the DNS benchmark serves:
+"""Writes the DNS benchmark's zone, one set of names in every form the servers need.
 
-  payload.json  zone payload v1 for sdwan-agent (--zone-file)
-  zone.db       RFC 1035 master file for Knot DNS and NSD (with the SOA/NS the agent makes)
-  dnsmasq.conf  the same names for dnsmasq as OpenWrt runs it (not authoritative): `local=`
-                for the suffix, host-record/srv-host/txt-record lines; no SOA record (dnsmasq
-                answers the apex SOA query with NOERROR and no data, the same response code)
-  queries.txt   dnsperf input: existing names (A, AAAA, SRV), AAAA on A-only names (NODATA),
-                names that do not exist (NXDOMAIN) and the apex SOA
+  gen_zone.py cluster RECORDS OUTDIR
+      cluster.json   a cluster (`kubectl get nodes,services,endpointslices -A -o json` shape)
+                     whose plan for gateway gw-bench holds about RECORDS records: workers
+                     (every other one dual-stack), NodePort services each on one worker
+      topology.toml  the one gateway, gw-bench
+  (run.sh then runs `sdwan-discovery plan` on them: gateways/gw-bench.json, the zone payload
+  v1, and gateways/gw-bench.v2.jsonl, the payload v2 snapshot that gateways serve)
 
-usage: gen_zone.py RECORDS OUTDIR   (deterministic: the same RECORDS give the same files)
+  gen_zone.py servers PAYLOAD OUTDIR
+      zone.db        RFC 1035 master file for Knot DNS and NSD (with the SOA/NS the agent makes)
+      dnsmasq.conf   the same names for dnsmasq as OpenWrt runs it (not authoritative): `local=`
+                     for the suffix, host-record/srv-host lines; no SOA record (dnsmasq answers
+                     the apex SOA query with NOERROR and no data, the same response code)
+      queries.txt    dnsperf input: existing names (A, AAAA, SRV), AAAA on A-only names
+                     (NODATA), names that do not exist (NXDOMAIN) and the apex SOA
+      expect.txt     local's address, then one SRV name and its answer (run.sh checks them)
+      from the records of the plan's v1 payload PAYLOAD: the agent serving the v2 snapshot
+      answers these names the same (discovery/master/tests/cli.rs checks that on the example).
+
+Deterministic: the same arguments give the same files.
 """
 
 import json
@@ -18,37 +29,72 @@ import sys
 from pathlib import Path
 
 ORIGIN = "k8s.internal"
-SERIAL = 2026112801
 TTL = 30
 NAMESPACES = ["default", "shop", "media", "iot", "ops"]
 
 
-def records(count: int) -> list[dict]:
-    """count records: workers (A + AAAA), services (A) and their SRV, plus local and the apex TXT."""
-    out = [
-        {"name": "local", "type": "A", "data": "192.168.200.2"},
-        {"name": "@", "type": "TXT", "data": "sdwan-discovery"},
-    ]
+def worker_ip(w: int) -> str:
+    return f"192.168.{200 + w // 250}.{w % 250 + 2}"
+
+
+def cluster(count: int) -> dict:
+    """Nodes, services and EndpointSlices whose v1 plan has about `count` records.
+
+    Per worker A (+ AAAA on the dual-stack half); per service A for `svc.ns` and the short
+    `svc` (names are unique), AAAA for both where its worker is dual-stack, and an SRV set
+    `_http._tcp.svc.ns`: about 4 records per service."""
     workers = max(2, count // 20)
+    services = max(1, (count - workers * 3 // 2) // 4)
+    items = []
     for w in range(1, workers + 1):
-        out.append({"name": f"worker{w}", "type": "A", "data": f"192.168.{200 + w // 250}.{w % 250 + 2}"})
-        out.append({"name": f"worker{w}", "type": "AAAA", "data": f"fd00::{w:x}"})
-    s = 0
-    while len(out) < count:
-        s += 1
-        name = f"svc{s}.{NAMESPACES[s % len(NAMESPACES)]}"
+        addrs = [{"address": worker_ip(w), "type": "InternalIP"}]
+        if w % 2 == 0:
+            addrs.append({"address": f"fd00::{w:x}", "type": "InternalIP"})
+        addrs.append({"address": f"worker{w}", "type": "Hostname"})
+        items.append({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": f"worker{w}", "labels": {
+                "kubernetes.io/hostname": f"worker{w}", "topology.kubernetes.io/zone": "bench"}},
+            "status": {"addresses": addrs,
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        })
+    for s in range(1, services + 1):
+        ns = NAMESPACES[s % len(NAMESPACES)]
         w = s % workers + 1
-        out.append({"name": name, "type": "A", "data": f"192.168.{200 + w // 250}.{w % 250 + 2}"})
-        if len(out) < count:
-            out.append({"name": f"_http._tcp.{name}", "type": "SRV", "data": f"0 0 {30000 + s % 2768} worker{w}"})
-    return out[:count]
+        items.append({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": f"svc{s}", "namespace": ns},
+            "spec": {"type": "NodePort", "ports": [
+                {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080,
+                 "nodePort": 30000 + s % 2768}]},
+        })
+        items.append({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": f"svc{s}-abcde", "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": f"svc{s}"}},
+            "endpoints": [{"addresses": [f"10.244.{s // 250 % 250}.{s % 250 + 2}"],
+                           "conditions": {"ready": True}, "nodeName": f"worker{w}"}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        })
+    return {"apiVersion": "v1", "kind": "List", "metadata": {}, "items": items}
 
 
-def master_file(recs: list[dict]) -> str:
+TOPOLOGY = f"""# The DNS benchmark's one gateway (bench/dns/gen_zone.py).
+suffix = "{ORIGIN}"
+local_label = "local"
+family = "dual"
+
+[[gateway]]
+id = "gw-bench"
+zone = "bench"
+"""
+
+
+def master_file(recs: list[dict], serial: int) -> str:
     lines = [
         f"$ORIGIN {ORIGIN}.",
         f"$TTL {TTL}",
-        f"@ {TTL} IN SOA ns.{ORIGIN}. hostmaster.{ORIGIN}. {SERIAL} 3600 600 86400 {TTL}",
+        f"@ {TTL} IN SOA ns.{ORIGIN}. hostmaster.{ORIGIN}. {serial} 3600 600 86400 {TTL}",
         f"@ {TTL} IN NS ns.{ORIGIN}.",
     ]
     for r in recs:
@@ -58,7 +104,7 @@ def master_file(recs: list[dict]) -> str:
         if r["type"] == "SRV":
             prio, weight, port, target = data.split()
             data = f"{prio} {weight} {port} {target}.{ORIGIN}."
-        lines.append(f"{r['name']} {TTL} IN {r['type']} {data}")
+        lines.append(f"{r['name']} {r.get('ttl', TTL)} IN {r['type']} {data}")
     return "\n".join(lines) + "\n"
 
 
@@ -72,17 +118,19 @@ def dnsmasq_conf(recs: list[dict]) -> str:
         f"local-ttl={TTL}",
     ]
     addrs: dict[str, list[str]] = {}
+    ttls: dict[str, int] = {}
     for r in recs:
         fq = ORIGIN if r["name"] == "@" else f"{r['name']}.{ORIGIN}"
         if r["type"] in ("A", "AAAA"):
             addrs.setdefault(fq, []).append(r["data"])
+            ttls[fq] = r.get("ttl", TTL)
         elif r["type"] == "SRV":
             prio, weight, port, target = r["data"].split()
             lines.append(f"srv-host={fq},{target}.{ORIGIN},{port},{prio},{weight}")
         elif r["type"] == "TXT":
             lines.append(f'txt-record={fq},"{r["data"]}"')
     for fq, a in addrs.items():
-        lines.append(f"host-record={fq},{','.join(a)},{TTL}")
+        lines.append(f"host-record={fq},{','.join(a)},{ttls.get(fq, TTL)}")
     return "\n".join(lines) + "\n"
 
 
@@ -112,17 +160,26 @@ def queries(recs: list[dict], rng: random.Random) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) != 3:
+    if len(sys.argv) != 4 or sys.argv[1] not in ("cluster", "servers"):
         sys.exit(__doc__)
-    count = int(sys.argv[1])
-    outdir = Path(sys.argv[2])
+    outdir = Path(sys.argv[3])
     outdir.mkdir(parents=True, exist_ok=True)
-    recs = records(count)
-    payload = {"version": 1, "serial": SERIAL, "gateway": "gw-bench", "origin": ORIGIN, "ttl": TTL, "records": recs}
-    (outdir / "payload.json").write_text(json.dumps(payload, indent=1) + "\n")
-    (outdir / "zone.db").write_text(master_file(recs))
+    if sys.argv[1] == "cluster":
+        count = int(sys.argv[2])
+        (outdir / "cluster.json").write_text(json.dumps(cluster(count)) + "\n")
+        (outdir / "topology.toml").write_text(TOPOLOGY)
+        return
+    payload = json.loads(Path(sys.argv[2]).read_text())
+    recs = payload["records"]
+    (outdir / "zone.db").write_text(master_file(recs, payload["serial"]))
     (outdir / "dnsmasq.conf").write_text(dnsmasq_conf(recs))
-    (outdir / "queries.txt").write_text(queries(recs, random.Random(count)))
+    (outdir / "queries.txt").write_text(queries(recs, random.Random(len(recs))))
+    # What run.sh checks each server answers before it measures: local's address, one SRV set.
+    local = next(r["data"] for r in recs if r["name"] == "local" and r["type"] == "A")
+    srv = next(r for r in recs if r["type"] == "SRV")
+    prio, weight, port, target = srv["data"].split()
+    (outdir / "expect.txt").write_text(
+        f"{local}\n{srv['name']}.{ORIGIN}\n{prio} {weight} {port} {target}.{ORIGIN}.\n")
 
 
 if __name__ == "__main__":

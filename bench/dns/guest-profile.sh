@@ -15,7 +15,8 @@
 # under dnsperf's load it is shared by up to 32 queries.
 #
 # Env: BENCH_ARCH (default mipsel), QUERIES (default 200), RECORDS (zone size, default 20),
-# TOP (functions listed, default 25), PORT (default 5390).
+# TOP (functions listed, default 25), PORT (default 5390), ZONE (v2, the default: the payload v2
+# snapshot gateways serve; v1: the same plan as a v1 payload), SDWAN_DISCOVERY_BIN (for plan).
 set -euo pipefail
 
 BIN=${1:?usage: guest-profile.sh UNSTRIPPED-AGENT-BINARY}
@@ -43,13 +44,20 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-python3 "$HERE/gen_zone.py" "$RECORDS" "$WORK/zone" >/dev/null
+# shellcheck source=bench/dns/zone.sh
+. "$HERE/zone.sh"
+find_discovery "$HERE/../.." || die "no sdwan-discovery for plan (SDWAN_DISCOVERY_BIN)"
+make_zone "$RECORDS" "$WORK/zone" >/dev/null || die "could not make the zone"
+local_addr=$(sed -n 1p "$WORK/zone/expect.txt")
 
+# The payload v2 snapshot, as a gateway serves it (ZONE=v1: the v1 payload of the same plan).
+zone_file=$WORK/zone/zone.v2.jsonl
+[[ ${ZONE:-v2} == v1 ]] && zone_file=$WORK/zone/payload.json
 "$qemu" -singlestep -d exec,nochain -D "$WORK/exec.log" "$BIN" --listen "127.0.0.1:$PORT" \
-    --zone-file "$WORK/zone/payload.json" >"$WORK/agent.log" 2>&1 &
+    --zone-file "$zone_file" --probe off >"$WORK/agent.log" 2>&1 &
 PID=$!
 deadline=$((SECONDS + 60))
-until [[ $(dig @127.0.0.1 -p "$PORT" +time=1 +tries=1 +short local.k8s.internal A 2>/dev/null) == 192.168.200.2 ]]; do
+until [[ $(dig @127.0.0.1 -p "$PORT" +time=1 +tries=1 +short local.k8s.internal A 2>/dev/null) == "$local_addr" ]]; do
     kill -0 "$PID" 2>/dev/null || die "the agent exited: $(tail -3 "$WORK/agent.log")"
     ((SECONDS < deadline)) || die "the agent does not answer on 127.0.0.1:$PORT"
     sleep 0.2

@@ -3,6 +3,11 @@
 # zone (20 and 1,000 records), on loopback, one after the other, with one query file per zone
 # (existing names A/AAAA/SRV, AAAA NODATA, NXDOMAIN, SOA; see gen_zone.py).
 #
+# The zone: gen_zone.py makes a cluster of about that many records, `sdwan-discovery plan`
+# plans it for one gateway, and every server serves that plan: the agent its payload v2
+# snapshot (`agent`, what a gateway serves from the broker; `agent-v1`, optional, the same
+# names as a v1 payload), Knot, NSD and dnsmasq the v1 payload's records.
+#
 # With BENCH_ARCH=mipsel (or mips, armv7, aarch64) the agent and dnsmasq run under
 # qemu-<arch>-static: the agent as cross/build.sh builds it for that router CPU, dnsmasq as
 # Debian builds it for that architecture (bench/dns/fetch-dnsmasq.sh fetches it), dnsperf
@@ -23,6 +28,8 @@
 #   SDWAN_AGENT_BIN  agent binary (default: the musl one from cross/build.sh for BENCH_ARCH,
 #                    x86_64 natively; built if missing; it is what a gateway runs: opt-level z,
 #                    panic abort)
+#   SDWAN_DISCOVERY_BIN  sdwan-discovery for `plan` (default: target/debug/sdwan-discovery,
+#                    built with cargo if missing)
 #   BENCH_ARCH       run the servers under qemu-<arch>-static: mipsel, mips, armv7, aarch64
 #                    (default: none, native)
 #   BENCH_DNSMASQ_ROOT  under BENCH_ARCH: the unpacked Debian packages of dnsmasq for that
@@ -31,7 +38,8 @@
 #   BENCH_SECONDS    dnsperf -l per run (default 10)
 #   BENCH_SIZES      zone sizes (default "20 1000")
 #   BENCH_CLIENTS    dnsperf -c (default 4); dnsperf runs -T 1 -q 100
-#   BENCH_SERVERS    servers to run (default "agent knot nsd"; "agent dnsmasq" under BENCH_ARCH)
+#   BENCH_SERVERS    servers to run (default "agent knot nsd"; "agent dnsmasq" under BENCH_ARCH;
+#                    also agent-v1)
 #                    The reference for the ratios and the response-code check is Knot when it
 #                    runs, else dnsmasq.
 # Exit status: non-zero when a server fails to start or answer correctly, not for missed targets.
@@ -62,11 +70,11 @@ for cmd in dnsperf dig python3; do
 done
 for server in $SERVERS; do
     case $server in
-    agent) ;;
+    agent | agent-v1) ;;
     knot) command -v knotd >/dev/null || die "'knotd' is not installed (Debian: knot)" ;;
     nsd) command -v nsd >/dev/null || die "'nsd' is not installed (Debian: nsd)" ;;
     dnsmasq) [[ -n $ARCH ]] || command -v dnsmasq >/dev/null || die "'dnsmasq' is not installed (Debian: dnsmasq-base)" ;;
-    *) die "unknown server '$server' (known: agent knot nsd dnsmasq)" ;;
+    *) die "unknown server '$server' (known: agent agent-v1 knot nsd dnsmasq)" ;;
     esac
 done
 
@@ -95,7 +103,7 @@ if [[ -n $ARCH ]]; then
 fi
 
 AGENT=${SDWAN_AGENT_BIN:-}
-if [[ " $SERVERS " != *" agent "* ]]; then
+if [[ " $SERVERS " != *" agent "* && " $SERVERS " != *" agent-v1 "* ]]; then
     AGENT=/bin/false
 elif [[ -z $AGENT ]]; then
     CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
@@ -106,6 +114,9 @@ elif [[ -z $AGENT ]]; then
     fi
 fi
 [[ -x $AGENT ]] || die "agent binary $AGENT is missing"
+# shellcheck source=bench/dns/zone.sh
+. "$HERE/zone.sh"
+find_discovery "$REPO" || die "no sdwan-discovery for plan (SDWAN_DISCOVERY_BIN, or cargo build -p sdwan-discovery)"
 REF=
 for server in knot dnsmasq; do
     if [[ " $SERVERS " == *" $server "* ]]; then
@@ -178,21 +189,29 @@ mem_kib() {
     echo "$rss $hwm"
 }
 
-# wait_ready PORT: the server answers `local` with its address (every zone has it; dnsmasq
-# has no SOA record to check a serial with), deadline 20 s.
+# wait_ready PORT LOCAL: the server answers `local` with LOCAL, its address (every zone has
+# it; dnsmasq has no SOA record to check a serial with), deadline 20 s.
 wait_ready() {
     local port=$1 deadline=$((SECONDS + 20)) got
     while ((SECONDS < deadline)); do
         kill -0 "$SERVER_PID" 2>/dev/null || return 1
         got=$(dig @127.0.0.1 -p "$port" +time=1 +tries=1 +short "local.$ORIGIN" A 2>/dev/null)
-        [[ $got == 192.168.200.2 ]] && return 0
+        [[ $got == "$2" ]] && return 0
         sleep 0.2
     done
     return 1
 }
 
+# --probe off: the planned workers (192.168.x) are not here, and nothing leaves loopback.
 start_agent() { # DIR PORT
-    "${EMU[@]}" "$AGENT" --listen "127.0.0.1:$2" --zone-file "$1/payload.json" >"$1/agent.log" 2>&1 &
+    "${EMU[@]}" "$AGENT" --listen "127.0.0.1:$2" --zone-file "$1/zone.v2.jsonl" --probe off \
+        >"$1/agent.log" 2>&1 &
+    SERVER_PID=$!
+}
+
+start_agent-v1() { # DIR PORT
+    "${EMU[@]}" "$AGENT" --listen "127.0.0.1:$2" --zone-file "$1/payload.json" --probe off \
+        >"$1/agent-v1.log" 2>&1 &
     SERVER_PID=$!
 }
 
@@ -266,19 +285,21 @@ EOF
 }
 
 ROWS=()
-declare -A CPU_US RSS_KIB MIX
+declare -A CPU_US RSS_KIB MIX NREC
 run_one() { # SERVER SIZE DIR
     local server=$1 size=$2 dir=$3 port
     port=$(free_port)
+    local expect
+    mapfile -t expect <"$dir/expect.txt"
     "start_$server" "$dir" "$port"
-    if ! wait_ready "$port"; then
+    if ! wait_ready "$port" "${expect[0]}"; then
         tail -n 5 "$dir"/*.log "$dir"/*.out "$dir"/*/*.log "$dir"/*/*.out 2>/dev/null >&2 || true
         die "$server ($size records) did not answer local.$ORIGIN on 127.0.0.1:$port"
     fi
     # Check one answer of each kind before measuring anything.
     local a
-    a=$(dig @127.0.0.1 -p "$port" +short "_http._tcp.svc1.shop.$ORIGIN" SRV)
-    [[ $a == "0 0 30001 worker2.$ORIGIN." ]] || die "$server: wrong SRV answer '$a'"
+    a=$(dig @127.0.0.1 -p "$port" +short "${expect[1]}" SRV)
+    [[ $a == "${expect[2]}" ]] || die "$server: wrong SRV answer '$a' for ${expect[1]} (want ${expect[2]})"
     a=$(dig @127.0.0.1 -p "$port" "nope.$ORIGIN" A | sed -n 's/.*status: \([A-Z]*\),.*/\1/p')
     [[ $a == NXDOMAIN ]] || die "$server: '$a' for a name that does not exist"
 
@@ -311,7 +332,7 @@ run_one() { # SERVER SIZE DIR
     RSS_KIB[$server.$size]=${mem%% *}
     local pct
     pct=$(sed -n 's/^ *Response codes: *//p' <<<"$out" | sed 's/[0-9]* (\([0-9.]*%\))/\1/g')
-    ROWS+=("| $server | $size | $(printf '%.0f' "$qps") | $(awk -v l="$lat" 'BEGIN { printf "%.3f", l * 1000 }') | $cpu_us | $user_us | $sys_us | ${mem%% *} | ${mem##* } | $lost | $pct |")
+    ROWS+=("| $server | ${NREC[$size]} | $(printf '%.0f' "$qps") | $(awk -v l="$lat" 'BEGIN { printf "%.3f", l * 1000 }') | $cpu_us | $user_us | $sys_us | ${mem%% *} | ${mem##* } | $lost | $pct |")
     say "$server, $size records: $(printf '%.0f' "$qps") QPS, $cpu_us us CPU/query, RSS ${mem%% *} KiB ($mix)"
 }
 
@@ -327,7 +348,8 @@ versions="dnsperf $({ dnsperf -h 2>&1 || true; } | sed -n 's/^Version //p' | sed
 
 for size in $SIZES; do
     dir=$WORK/zone-$size
-    python3 "$HERE/gen_zone.py" "$size" "$dir"
+    NREC[$size]=$(make_zone "$size" "$dir") || die "could not make the $size-record zone"
+    say "$size records asked: the plan holds ${NREC[$size]}"
     for server in $SERVERS; do
         run_one "$server" "$size" "$dir"
     done
@@ -347,13 +369,13 @@ if [[ -n $REF && " $SERVERS " == *" agent "* ]]; then
     echo "|---:|---:|---:|---:|---:|---:|---:|"
     for size in $SIZES; do
         a=${CPU_US[agent.$size]} r=${CPU_US[$REF.$size]} ar=${RSS_KIB[agent.$size]} rr=${RSS_KIB[$REF.$size]}
-        echo "| $size | $a | $r | $(awk -v a="$a" -v r="$r" 'BEGIN { printf "%.2f", a / r }') | $ar | $rr | $(awk -v a="$ar" -v r="$rr" 'BEGIN { printf "%.2f", a / r }') |"
+        echo "| ${NREC[$size]} | $a | $r | $(awk -v a="$a" -v r="$r" 'BEGIN { printf "%.2f", a / r }') | $ar | $rr | $(awk -v a="$ar" -v r="$rr" 'BEGIN { printf "%.2f", a / r }') |"
     done
     echo
     for size in $SIZES; do
         ratio=$(awk -v a="${CPU_US[agent.$size]}" -v k="${CPU_US[$REF.$size]}" 'BEGIN { printf "%.2f", a / k }')
         verdict=$(awk -v r="$ratio" 'BEGIN { print (r <= 0.5 ? "met" : "MISSED") }')
-        echo "target, $size records: agent CPU/query / $REF CPU/query = $ratio (<= 0.50): $verdict"
+        echo "target, ${NREC[$size]} records: agent CPU/query / $REF CPU/query = $ratio (<= 0.50): $verdict"
     done
 fi
 # The same queries must get the same response codes from every server (within 1 point:
@@ -376,6 +398,6 @@ PY
 done
 if [[ -n ${RSS_KIB[agent.1000]:-} && -z $ARCH ]]; then
     rss=${RSS_KIB[agent.1000]}
-    echo "target, 1000 records: agent RSS $rss KiB (<= 2048 KiB): $([[ $rss -le 2048 ]] && echo met || echo MISSED)"
+    echo "target, ${NREC[1000]} records: agent RSS $rss KiB (<= 2048 KiB): $([[ $rss -le 2048 ]] && echo met || echo MISSED)"
 fi
 exit $status
