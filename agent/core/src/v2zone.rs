@@ -302,16 +302,10 @@ impl<'a> Iterator for PortIter<'a> {
 }
 
 fn parse_node(b: &[u8]) -> Option<NodeView<'_>> {
-    let flags = *b.first()?;
-    let tier = match *b.get(1)? {
-        0 => Tier::Near,
-        1 => Tier::Zone,
-        _ => Tier::Other,
-    };
+    let (flags, tier) = node_flags_tier(b)?;
     let v4: [u8; 4] = b.get(2..6)?.try_into().ok()?;
     let v6: [u8; 16] = b.get(6..22)?.try_into().ok()?;
-    let nl = usize::from(*b.get(22)?);
-    let name = b.get(23..23 + nl)?;
+    let name = node_name(b)?;
     Some(NodeView {
         flags,
         tier,
@@ -321,15 +315,42 @@ fn parse_node(b: &[u8]) -> Option<NodeView<'_>> {
     })
 }
 
-/// Parses the service record at the start of `b`; returns it and its length.
-fn parse_service(b: &[u8]) -> Option<(ServiceView<'_>, usize)> {
-    let flags = *b.first()?;
+/// The node record's name at the start of `b`, without parsing the rest: what the name
+/// lookup's binary search compares (a whole [`parse_node`] per probe copied both addresses).
+#[inline(always)]
+fn node_name(b: &[u8]) -> Option<&[u8]> {
+    let nl = usize::from(*b.get(22)?);
+    b.get(23..23 + nl)
+}
+
+/// The node record's flags and tier at the start of `b`: what [`ZoneV2::pick`] reads of each
+/// candidate.
+#[inline(always)]
+fn node_flags_tier(b: &[u8]) -> Option<(u8, Tier)> {
+    let tier = match *b.get(1)? {
+        0 => Tier::Near,
+        1 => Tier::Zone,
+        _ => Tier::Other,
+    };
+    Some((*b.first()?, tier))
+}
+
+/// The (namespace, name) of the service record at the start of `b`, without parsing its
+/// ports and hosts: what the service lookups' binary searches compare.
+#[inline(always)]
+fn service_key(b: &[u8]) -> Option<(&[u8], &[u8])> {
     let nsl = usize::from(*b.get(1)?);
     let ns = b.get(2..2 + nsl)?;
     let p = 2 + nsl;
     let nl = usize::from(*b.get(p)?);
-    let name = b.get(p + 1..p + 1 + nl)?;
-    let p = p + 1 + nl;
+    Some((ns, b.get(p + 1..p + 1 + nl)?))
+}
+
+/// Parses the service record at the start of `b`; returns it and its length.
+fn parse_service(b: &[u8]) -> Option<(ServiceView<'_>, usize)> {
+    let flags = *b.first()?;
+    let (ns, name) = service_key(b)?;
+    let p = 2 + ns.len() + 1 + name.len();
     let port_count = *b.get(p)?;
     let ports_at = p + 1;
     let mut q = ports_at;
@@ -507,11 +528,17 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
 
     /// The node in `slot` (`None`: an empty slot or out of range).
     pub fn node(&self, slot: u16) -> Option<NodeView<'_>> {
+        parse_node(self.node_bytes(slot)?)
+    }
+
+    /// The record bytes of the node in `slot` (`None`: an empty slot or out of range).
+    #[inline(always)]
+    fn node_bytes(&self, slot: u16) -> Option<&[u8]> {
         let off = *self.slots.get(usize::from(slot))?;
         if off >= EMPTY || usize::from(slot) >= self.slot_count() {
             return None;
         }
-        parse_node(self.heap.as_ref().get(off as usize..)?)
+        self.heap.as_ref().get(off as usize..)
     }
 
     fn service_at(&self, off: u32) -> Option<ServiceView<'_>> {
@@ -529,8 +556,8 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
     fn find_service(&self, ns: &[u8], name: &[u8]) -> Result<usize, usize> {
         let heap = self.heap.as_ref();
         self.svc[..self.meta.services].binary_search_by(|&off| {
-            parse_service(heap.get(off as usize..).unwrap_or(&[]))
-                .map_or((&[][..], &[][..]), |(s, _)| (s.ns, s.name))
+            service_key(heap.get(off as usize..).unwrap_or(&[]))
+                .unwrap_or((&[][..], &[][..]))
                 .cmp(&(ns, name))
         })
     }
@@ -559,8 +586,8 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
         let i = self.short[..self.meta.short]
             .binary_search_by(|&idx| {
                 svc.get(idx as usize)
-                    .and_then(|&off| parse_service(heap.get(off as usize..).unwrap_or(&[])))
-                    .map_or(&[][..], |(s, _)| s.name)
+                    .and_then(|&off| service_key(heap.get(off as usize..).unwrap_or(&[])))
+                    .map_or(&[][..], |(_, n)| n)
                     .cmp(name)
             })
             .ok()?;
@@ -570,7 +597,12 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
     /// The slot of the node whose `<node>` name is `name` (named and a candidate).
     pub fn lookup_node(&self, name: &[u8]) -> Option<u16> {
         let i = self.names[..self.meta.names]
-            .binary_search_by(|&slot| self.node(slot).map_or(&[][..], |n| n.name).cmp(name))
+            .binary_search_by(|&slot| {
+                self.node_bytes(slot)
+                    .and_then(node_name)
+                    .unwrap_or(&[])
+                    .cmp(name)
+            })
             .ok()?;
         Some(self.names[i])
     }
@@ -586,13 +618,15 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
         candidates: impl Iterator<Item = u16> + Clone,
         health: Health<'_>,
     ) -> Option<(u16, bool)> {
-        let usable = |&(_, s): &(usize, u16)| self.node(s).is_some_and(|n| n.candidate());
+        let look = |s: u16| self.node_bytes(s).and_then(node_flags_tier);
+        let usable =
+            |&(_, s): &(usize, u16)| look(s).is_some_and(|(f, _)| f & nflag::CANDIDATE != 0);
         let mut best: Option<(u16, Tier, u32)> = None;
         for (k, s) in candidates.clone().enumerate().filter(usable) {
             if health.is_down_at(k, s) {
                 continue;
             }
-            let tier = self.node(s).map_or(Tier::Other, |n| n.tier);
+            let tier = look(s).map_or(Tier::Other, |(_, t)| t);
             match best {
                 None => {
                     best = Some((s, tier, health.rtt(s)));
