@@ -16,7 +16,8 @@
 #
 # Env: BENCH_ARCH (default mipsel), QUERIES (default 200), RECORDS (zone size, default 20),
 # TOP (functions listed, default 25), PORT (default 5390), ZONE (v2, the default: the payload v2
-# snapshot gateways serve; v1: the same plan as a v1 payload), SDWAN_DISCOVERY_BIN (for plan).
+# snapshot gateways serve; v1: the same plan as a v1 payload), SDWAN_DISCOVERY_BIN (for plan),
+# CALLERS (a symbol, e.g. memcpy: also list where its calls come from, per query).
 set -euo pipefail
 
 BIN=${1:?usage: guest-profile.sh UNSTRIPPED-AGENT-BINARY}
@@ -104,6 +105,9 @@ for l in open(os.path.join(work, "syms.txt")):
 syms.sort()
 addrs = [x[0] for x in syms]
 per = collections.Counter()
+callers = collections.Counter()
+of = os.environ.get("CALLERS", "")
+prev = "?"
 total = 0
 with open(log, "rb") as f:
     for i, l in enumerate(f):
@@ -120,6 +124,9 @@ with open(log, "rb") as f:
         k = bisect.bisect_right(addrs, pc) - 1
         name = syms[k][2] if k >= 0 and pc < syms[k][0] + max(syms[k][1], 1) else "?"
         per[name[:100]] += 1
+        if of and name == of and pc == syms[k][0]:
+            callers[prev[:100]] += 1
+        prev = name
 print(f"guest instructions per query: {(total - idle) / n:.0f} ({n} queries, one at a time; "
       f"{idle / n:.0f} per query of the other threads' idle work subtracted, "
       f"{idle_rate:.0f}/s measured before)")
@@ -128,4 +135,10 @@ print("| instructions/query | function |")
 print("|---:|---|")
 for name, c in per.most_common(top):
     print(f"| {c / n:.0f} | `{name}` |")
+if of:
+    print()
+    print(f"| calls of `{of}` per query | from |")
+    print("|---:|---|")
+    for name, c in callers.most_common(top):
+        print(f"| {c / n:.2f} | `{name}` |")
 EOF
