@@ -51,13 +51,20 @@ fn fqdn(name: &str) -> String {
     format!("{name}.k8s.internal")
 }
 
+/// `plan --serial SERIAL` of the example into a new temporary directory's `out`, which must
+/// succeed; the agents it is served with are queried with `dig`.
+fn planned(name: &str, serial: &str) -> (TempDir, PathBuf) {
+    require_tool("dig");
+    let dir = TempDir::new(name);
+    let out = dir.join("out");
+    let o = plan(&out, &["--serial", serial]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (dir, out)
+}
+
 #[test]
 fn plan_writes_zones_the_agent_serves() {
-    require_tool("dig");
-    let dir = TempDir::new("plan");
-    let out = dir.join("out");
-    let o = plan(&out, &["--serial", "7"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (_dir, out) = planned("plan", "7");
     let mut files: Vec<String> = std::fs::read_dir(out.join("gateways"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -81,19 +88,10 @@ fn plan_writes_zones_the_agent_serves() {
         .collect();
     assert!(std::fs::read_dir(out.join("nodes")).unwrap().count() >= 1);
     for zone in &gateways {
-        let port = free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut cmd = Command::new(agent_bin());
-        cmd.arg("--zone-file")
-            .arg(zone)
-            .args(["--listen", &addr.to_string()]);
-        let _agent = ChildGuard::spawn("sdwan-agent --zone-file", &mut cmd);
+        let (_agent, addr) = serve(zone);
         let want = records(zone, "local", "A");
         assert!(!want.is_empty());
-        let soa = wait_for(Duration::from_secs(10), "agent answers", || {
-            let a = dig(addr, &["k8s.internal", "SOA"]);
-            (a.answer_data("SOA").len() == 1).then(|| a.answer_data("SOA")[0].clone())
-        });
+        let soa = dig(addr, &["k8s.internal", "SOA"]).answer_data("SOA")[0].clone();
         assert!(
             soa.contains(" 7 "),
             "SOA serial is not the --serial 7: {soa}"
@@ -128,11 +126,7 @@ fn serve(zone: &Path) -> (ChildGuard, SocketAddr) {
 /// example are all within v1's limits, so nothing there is truncated).
 #[test]
 fn plan_v2_snapshots_answer_as_the_v1_zones() {
-    require_tool("dig");
-    let dir = TempDir::new("plan-v2");
-    let out = dir.join("out");
-    let o = plan(&out, &["--serial", "9"]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (dir, out) = planned("plan-v2", "9");
     for id in ["gw-espoo", "gw-oulu", "gw-tampere"] {
         let v1 = out.join(format!("gateways/{id}.json"));
         let v2 = out.join(format!("gateways/{id}.v2.jsonl"));
