@@ -913,7 +913,7 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> Source for V2<'_, H> {
                     return rcode::SERVFAIL;
                 }
                 let ttls = (self.ttl(h.service_ttl), ttl);
-                r.srv_set(self.zone, &svc, port, ttls, h.family, owner_at, health);
+                r.srv_set(self.zone, &svc, port, ttls, h.family, owner_at, &health);
                 rcode::NOERROR
             }
         }
@@ -955,25 +955,27 @@ impl Response<'_> {
         ttls: (u32, u32),
         family: Family,
         owner_at: usize,
-        health: Health<'_>,
+        health: &Health<'_>,
     ) {
         let Some(p) = svc.ports().nth(port) else {
             return;
         };
         let (ttl, addr_ttl) = ttls;
         let origin = zone.origin_wire();
+        // The targets' slots (slots, not node views, go through the adapters: at opt-level
+        // "z" every view moved through one is a memcpy call).
         let targets = || {
             [false, true].into_iter().flat_map(move |down| {
                 svc.hosts()
                     .enumerate()
                     .filter(move |&(k, s)| health.is_down_at(k, s) == down)
-                    .filter_map(|(_, s)| zone.node(s))
-                    .filter(|n| n.named() && n.candidate())
+                    .map(|(_, s)| s)
+                    .filter(|&s| zone.node(s).is_some_and(|n| n.named() && n.candidate()))
             })
         };
         let before = self.w.len();
         let mut count = 0u16;
-        for (prio, n) in targets().enumerate() {
+        for (prio, n) in targets().filter_map(|s| zone.node(s)).enumerate() {
             let res = (|| {
                 let w = &mut self.w;
                 w.pointer(owner_at)?;
@@ -999,7 +1001,7 @@ impl Response<'_> {
         // Additional: each target's A and AAAA under the policy; the owner points at the
         // target name in its SRV record (records have a known length).
         let mut at = before;
-        for n in targets() {
+        for n in targets().filter_map(|s| zone.node(s)) {
             let target_at = at + 2 + 10 + 6;
             at = target_at + 1 + n.name.len() + origin.len();
             let v4 = n.v4.filter(|_| family != Family::Ipv6);

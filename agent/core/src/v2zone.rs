@@ -301,6 +301,7 @@ impl<'a> Iterator for PortIter<'a> {
     }
 }
 
+#[inline(always)]
 fn parse_node(b: &[u8]) -> Option<NodeView<'_>> {
     let (flags, tier) = node_flags_tier(b)?;
     let v4: [u8; 4] = b.get(2..6)?.try_into().ok()?;
@@ -346,7 +347,10 @@ fn service_key(b: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((ns, b.get(p + 1..p + 1 + nl)?))
 }
 
-/// Parses the service record at the start of `b`; returns it and its length.
+/// Parses the service record at the start of `b`; returns it and its length. Inlined: a
+/// view returned through a call is a `memcpy` at opt-level "z" (the query path reads one per
+/// answer).
+#[inline(always)]
 fn parse_service(b: &[u8]) -> Option<(ServiceView<'_>, usize)> {
     let flags = *b.first()?;
     let (ns, name) = service_key(b)?;
@@ -541,11 +545,13 @@ impl<H: AsRef<[u8]> + AsMut<[u8]>> ZoneV2<H> {
         self.heap.as_ref().get(off as usize..)
     }
 
+    #[inline(always)]
     fn service_at(&self, off: u32) -> Option<ServiceView<'_>> {
         parse_service(self.heap.as_ref().get(off as usize..)?).map(|(s, _)| s)
     }
 
     /// The `i`th service in (`ns`, `name`) order.
+    #[inline(always)]
     pub fn service(&self, i: usize) -> Option<ServiceView<'_>> {
         let mut s = self.service_at(*self.svc[..self.meta.services].get(i)?)?;
         s.index = i as u32;
